@@ -1,0 +1,1 @@
+"""Wire contract (evtwin.v1): .proto files and their generated Python modules."""

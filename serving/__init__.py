@@ -1,0 +1,1 @@
+"""Ray Serve deployments, gRPC servicers, app wiring, explanations and the CLI."""

@@ -1,0 +1,1 @@
+"""Datasets (windows, features, labels, splits), model training and evaluation."""

@@ -1,0 +1,1 @@
+"""VehicleTwin (pure logic), personalisation, Ray hosting and checkpoints."""
