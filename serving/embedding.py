@@ -1,0 +1,110 @@
+"""An offline embedding for alerts and failure-mode knowledge (pure: numpy only, no model download).
+
+A vector has two parts, each L2-normalised and then weighted:
+
+* a *signal* part, one dimension per telemetry field, holding the signed evidence that field carries
+  (a feature such as ``cell_voltage_spread_max`` counts towards the fields it is computed from), so
+  an alert whose coolant flow fell and outlet temperature rose lands next to the coolant-pump entry;
+* a *text* part, a signed feature-hashing of the words, so free text ("stuck", "not a number",
+  "fast charging") also counts.
+
+It is deterministic and versioned: an index built with another version is rebuilt, never mixed.
+
+>>> embedder = SignalTextEmbedder()
+>>> a = embedder.embed({"coolant_flow": -2.0, "coolant_temp_out": 1.5}, "")
+>>> b = embedder.embed({"coolant_flow": -1.0, "coolant_temp_out": 0.8, "pump_speed": 0.3}, "coolant pump")
+>>> c = embedder.embed({"aux_battery_voltage": -1.0}, "12 V battery")
+>>> bool(a @ b > a @ c)
+True
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from configs.schema import SCHEMA
+
+EMBEDDER_VERSION = "signal-text-v1"
+TEXT_DIMENSIONS = 128
+SIGNAL_WEIGHT = 0.8
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from in is it its of on or the this that to with while than more less "
+    "same when which not".split()
+)
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+@lru_cache(maxsize=4096)
+def fields_of_feature(feature_name: str, field_names: tuple[str, ...] = SCHEMA.sensor_names) -> tuple[str, ...]:
+    """Telemetry fields a feature (or field) name refers to.
+
+    >>> fields_of_feature("coolant_flow_mean")
+    ('coolant_flow',)
+    >>> fields_of_feature("cell_voltage_spread_max")
+    ('cell_voltage_min', 'cell_voltage_max')
+    """
+    exact = tuple(f for f in field_names if f in feature_name)
+    if exact:
+        return (max(exact, key=len),)
+    tokens = feature_name.split("_")
+    for length in range(len(tokens) - 1, 0, -1):
+        prefix = "_".join(tokens[:length]) + "_"
+        matches = tuple(f for f in field_names if f.startswith(prefix))
+        if matches:
+            return matches
+    return ()
+
+
+def _hashed_token(token: str) -> tuple[int, float]:
+    digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+    value = int.from_bytes(digest, "little")
+    return value % TEXT_DIMENSIONS, 1.0 if (value >> 63) & 1 else -1.0
+
+
+def _normalised(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+class SignalTextEmbedder:
+    """Maps (signed evidence per signal or feature, text) to a unit vector."""
+
+    version = EMBEDDER_VERSION
+
+    def __init__(self, field_names: Sequence[str] = SCHEMA.sensor_names) -> None:
+        self.field_names = tuple(field_names)
+        self._index = {name: i for i, name in enumerate(self.field_names)}
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.field_names) + TEXT_DIMENSIONS
+
+    def signal_vector(self, evidence: Mapping[str, float]) -> np.ndarray:
+        vector = np.zeros(len(self.field_names), dtype=np.float64)
+        for name, value in evidence.items():
+            if not np.isfinite(value):
+                continue
+            fields = fields_of_feature(name, self.field_names)
+            for field in fields:
+                vector[self._index[field]] += float(value) / len(fields)
+        return vector
+
+    def text_vector(self, text: str) -> np.ndarray:
+        vector = np.zeros(TEXT_DIMENSIONS, dtype=np.float64)
+        for token in _TOKEN.findall(text.lower()):
+            if token not in _STOPWORDS:
+                slot, sign = _hashed_token(token)
+                vector[slot] += sign
+        return vector
+
+    def embed(self, evidence: Mapping[str, float], text: str) -> np.ndarray:
+        signal = _normalised(self.signal_vector(evidence))
+        words = _normalised(self.text_vector(text))
+        signal_weight = SIGNAL_WEIGHT if signal.any() else 0.0
+        text_weight = (1.0 - SIGNAL_WEIGHT) if signal.any() else 1.0
+        combined = np.concatenate([signal * signal_weight, words * text_weight])
+        return _normalised(combined).astype(np.float32)

@@ -1,0 +1,149 @@
+"""Per-vehicle baselines with river's online anomaly contract: ``learn_one``, ``score_one``, ``clone``.
+
+``score_one(x)`` is higher for more anomalous ``x`` (a feature vector): the root-mean-square z-score
+against what the estimator has learned. Until ``warmup`` vectors are learned it scores 0 (no opinion).
+State is explicit (``to_state``/``from_state``: plain floats and arrays) so twins serialise it without
+pickle.
+
+>>> b = EwmaBaseline(half_life=10, warmup=3)
+>>> for v in ([1.0, 2.0], [1.1, 2.1], [0.9, 1.9], [1.0, 2.0]):
+...     b.learn_one(np.array(v))
+>>> b.score_one(np.array([1.0, 2.0])) < 1.0 < b.score_one(np.array([5.0, 9.0]))
+True
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+# Floor on the standard deviation (relative to |mean|, plus an absolute floor) so a constant
+# feature does not turn every tiny change into an infinite z-score.
+_REL_STD_FLOOR = 0.02
+_ABS_STD_FLOOR = 1e-3
+
+
+class Baseline(Protocol):
+    warmup: int
+
+    def learn_one(self, x: np.ndarray) -> None: ...
+    def score_one(self, x: np.ndarray) -> float: ...
+    def zscores(self, x: np.ndarray) -> np.ndarray: ...
+    def clone(self) -> "Baseline": ...
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
+    @property
+    def ready(self) -> bool: ...
+
+
+class _MomentBaseline:
+    """Shared machinery: running mean/variance vectors and the RMS z-score."""
+
+    def __init__(self, warmup: int = 24) -> None:
+        if warmup < 1:
+            raise ValueError(f"warmup must be >= 1 (got {warmup})")
+        self.warmup = warmup
+        self.n = 0
+        self.mean: np.ndarray | None = None
+        self.var: np.ndarray | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.n >= self.warmup
+
+    def std(self) -> np.ndarray:
+        assert self.mean is not None and self.var is not None
+        floor = np.maximum(_REL_STD_FLOOR * np.abs(self.mean), _ABS_STD_FLOOR)
+        return np.maximum(np.sqrt(self.var), floor)
+
+    def zscores(self, x: np.ndarray) -> np.ndarray:
+        if self.mean is None or not self.ready:
+            return np.zeros(len(x), dtype=np.float64)
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std()
+        return np.nan_to_num(z, nan=0.0, posinf=1e6, neginf=-1e6)
+
+    def score_one(self, x: np.ndarray) -> float:
+        if not self.ready:
+            return 0.0
+        z = self.zscores(x)
+        return float(np.sqrt(np.mean(z * z)))
+
+    def _first(self, x: np.ndarray) -> bool:
+        if self.mean is None:
+            self.mean = x.copy()
+            self.var = np.zeros_like(x)
+            self.n = 1
+            return True
+        return False
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"kind": type(self).__name__, "n": self.n, **self._params()}
+        arrays = {} if self.mean is None else {"mean": self.mean, "var": self.var}
+        return meta, arrays
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.n = int(meta["n"])
+        self.mean = arrays["mean"].astype(np.float64) if "mean" in arrays else None
+        self.var = arrays["var"].astype(np.float64) if "var" in arrays else None
+
+    def _params(self) -> dict[str, Any]:
+        return {"warmup": self.warmup}
+
+
+class EwmaBaseline(_MomentBaseline):
+    """Exponentially weighted mean and variance: follows slow, legitimate drift (ageing, seasons)."""
+
+    def __init__(self, half_life: float = 168.0, warmup: int = 24) -> None:
+        super().__init__(warmup)
+        if half_life <= 0:
+            raise ValueError(f"half_life must be > 0 (got {half_life})")
+        self.half_life = half_life
+        self._alpha = 1.0 - 0.5 ** (1.0 / half_life)
+
+    def learn_one(self, x: np.ndarray) -> None:
+        x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+        if self._first(x):
+            return
+        self.n += 1
+        # Plain average during warm-up (unbiased start), exponential forgetting afterwards.
+        alpha = max(self._alpha, 1.0 / self.n)
+        delta = x - self.mean
+        self.mean = self.mean + alpha * delta
+        self.var = (1.0 - alpha) * (self.var + alpha * delta * delta)
+
+    def clone(self) -> "EwmaBaseline":
+        return EwmaBaseline(half_life=self.half_life, warmup=self.warmup)
+
+    def _params(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "half_life": self.half_life}
+
+
+class WelfordBaseline(_MomentBaseline):
+    """Cumulative mean and variance (Welford): never forgets; the reference for a stationary vehicle."""
+
+    def learn_one(self, x: np.ndarray) -> None:
+        x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+        if self._first(x):
+            return
+        self.n += 1
+        delta = x - self.mean
+        self.mean = self.mean + delta / self.n
+        # var holds the population variance; update from M2 = var * (n - 1).
+        m2 = self.var * (self.n - 1) + delta * (x - self.mean)
+        self.var = m2 / self.n
+
+    def clone(self) -> "WelfordBaseline":
+        return WelfordBaseline(warmup=self.warmup)
+
+
+BASELINES: dict[str, type] = {"EwmaBaseline": EwmaBaseline, "WelfordBaseline": WelfordBaseline}
+
+
+def baseline_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> _MomentBaseline:
+    kind = meta["kind"]
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline kind {kind!r}")
+    params = {k: v for k, v in meta.items() if k not in ("kind", "n")}
+    baseline = BASELINES[kind](**params)
+    baseline.load_state(meta, arrays)
+    return baseline

@@ -1,0 +1,107 @@
+"""Plain data types the twins exchange with the rest of the system (no proto, no Ray).
+
+>>> alert_id("v1", "anomaly", 42) == alert_id("v1", "anomaly", 42)
+True
+>>> len(alert_id("v1", "anomaly", 42))
+16
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RULES: tuple[str, ...] = ("anomaly", "sensor_fault", "failure_risk")
+
+
+def alert_id(vehicle_id: str, rule: str, seq: int) -> str:
+    """Stable id: the same vehicle, rule and triggering frame always give the same id (replays dedup)."""
+    digest = hashlib.blake2b(f"{vehicle_id}\x1f{rule}\x1f{int(seq)}".encode(), digest_size=8)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: which vehicle, which rule, the frame that triggered it and the signals that drove it."""
+
+    alert_id: str
+    vehicle_id: str
+    rule: str
+    ts_ms: int
+    seq: int
+    score: float
+    signals: tuple[tuple[str, float], ...]
+    message: str
+    mode: str | None = None
+    risk: dict[int, float] | None = None
+    severity: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["signals"] = [list(s) for s in self.signals]
+        if self.risk is not None:
+            document["risk"] = {str(k): v for k, v in self.risk.items()}
+        return document
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> "Alert":
+        values = dict(document)
+        values["signals"] = tuple((str(n), float(s)) for n, s in values["signals"])
+        if values.get("risk") is not None:
+            values["risk"] = {int(k): float(v) for k, v in values["risk"].items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A frame refused with a reason (``code``: late, bad_key)."""
+
+    vehicle_id: str
+    seq: int
+    code: str
+    message: str
+
+
+@dataclass
+class TwinStep:
+    """What one ``VehicleTwin.ingest`` call did."""
+
+    applied_seq: int
+    applied: int = 0
+    duplicates: int = 0
+    buffered: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    prediction_due: bool = False
+    fine_tune_due: bool = False
+
+
+@dataclass
+class IngestResult:
+    """Answer of ``TwinFleet.ingest``: durable acks per vehicle, new alerts, refused frames."""
+
+    acks: dict[str, int] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+
+    def merge(self, other: "IngestResult") -> None:
+        self.acks.update(other.acks)
+        self.alerts.extend(other.alerts)
+        self.rejected.extend(other.rejected)
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    vehicle_id: str | None = None
+    rule: str | None = None
+    since_ms: int | None = None
+    limit: int = 1000
+
+    def matches(self, alert: Alert) -> bool:
+        return ((self.vehicle_id is None or alert.vehicle_id == self.vehicle_id)
+                and (self.rule is None or alert.rule == self.rule)
+                and (self.since_ms is None or alert.ts_ms >= self.since_ms))
