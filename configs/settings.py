@@ -72,6 +72,9 @@ class SimulationConfig(_Section):
     # Probability per vehicle-day that a sensor fault (stuck, drift, dropout, spikes) starts.
     sensor_fault_rate_per_day: float = Field(0.02, ge=0, le=1)
     healthy_vehicle_share: float = Field(0.4, ge=0, le=1)
+    # Failures are sampled this many days past the observed window (latent, observed=False), so that
+    # horizon labels near the end of the window have ground truth (>= the longest label horizon).
+    latent_failure_days: float = Field(30.0, ge=0, le=3650)
 
     @model_validator(mode="after")
     def _rates_are_probabilities(self) -> "SimulationConfig":
@@ -83,6 +86,8 @@ class SimulationConfig(_Section):
 
 class LabelsConfig(_Section):
     failure_horizons_days: list[int] = Field([7, 14, 30], min_length=1)
+    # Windows this long after a failure (repair) are neither healthy nor degrading in anomaly evaluation.
+    post_failure_grace_days: float = Field(3.0, ge=0)
 
     @model_validator(mode="after")
     def _horizons_positive(self) -> "LabelsConfig":
@@ -96,6 +101,11 @@ class DatasetConfig(_Section):
     window_minutes: float = Field(60.0, gt=0)
     stride_minutes: float = Field(60.0, gt=0)
     split_fractions: dict[Literal["train", "validation", "test"], float] = {"train": 0.6, "validation": 0.2, "test": 0.2}
+    # Windows with fewer frames are skipped (offline and in the twins alike).
+    min_frames_per_window: int = Field(1, gt=0)
+    # Test windows lie after this share of the observation, train/validation before it (labels censored
+    # at the cut), where the data allow: the test side must span the longest horizon, the train side twice.
+    test_after_fraction: float = Field(0.5, ge=0, lt=1)
 
 
 class TrainingConfig(_Section):
@@ -109,6 +119,15 @@ class TrainingConfig(_Section):
     lstm_learning_rate: float = Field(1e-3, gt=0)
     # Alerts allowed per 100 vehicle-days of healthy operation; thresholds are chosen on validation.
     alert_budget_per_100_vehicle_days: float = Field(1.0, gt=0)
+    # LightGBM training keeps at most this many negative windows per positive (imbalance; calibration
+    # on the untouched validation split restores probabilities). 0 keeps every negative.
+    negatives_per_positive: float = Field(5.0, ge=0)
+    # Per-mode risk: P(mode | failure within horizon) is trained when every mode kept has this many positives.
+    min_positives_per_mode: int = Field(20, gt=0)
+    lstm_sequence_length: int = Field(12, gt=1)
+    lstm_max_train_sequences: int = Field(20_000, gt=0)
+    # 0 = use every core torch sees.
+    torch_num_threads: int = Field(0, ge=0)
 
 
 class AnomalyConfig(_Section):
@@ -121,7 +140,27 @@ class TwinsConfig(_Section):
     prediction_interval_minutes: float = Field(60.0, gt=0)
     alert_cooldown_minutes: float = Field(360.0, ge=0)
     reorder_buffer_frames: int = Field(64, ge=0)
+    # Where a vehicle's seq counter starts (the wire contract: seq >= 1). A twin whose first frames have
+    # higher seqs (a resumed client) waits until its reorder buffer is full, then starts at the oldest.
+    first_seq: int = Field(1, ge=0)
     idle_evict_minutes: float = Field(60.0, gt=0)
+    # Anomaly alerting: fire after this many consecutive windows at score >= 1, clear below the ratio.
+    anomaly_consecutive_windows: int = Field(2, gt=0)
+    anomaly_clear_ratio: float = Field(0.7, gt=0, le=1)
+    # Personal baseline (EWMA over window features): half-life and warm-up in windows; z-score at score 1.
+    personalise: bool = True
+    baseline_half_life_windows: float = Field(168.0, gt=0)
+    baseline_warmup_windows: int = Field(24, gt=0)
+    baseline_z_threshold: float = Field(6.0, gt=0)
+    # A sensor-fault episode ends after this long without an impossible/missing value.
+    sensor_fault_clear_minutes: float = Field(30.0, ge=0)
+    # 7-day (shortest horizon) failure probability that raises a failure_risk alert.
+    risk_alert_threshold: float = Field(0.5, gt=0, le=1)
+    # Normal windows between fine-tunes of the per-vehicle head of the anomaly model.
+    fine_tune_every_windows: int = Field(168, gt=0)
+    # Seconds a failing model service is left alone before the twins retry their predictions.
+    prediction_retry_s: float = Field(5.0, ge=0)
+    prediction_timeout_s: float = Field(2.0, gt=0)
 
 
 class ServingConfig(_Section):
@@ -133,13 +172,88 @@ class ServingConfig(_Section):
     max_frames_in_flight_per_stream: int = Field(20_000, gt=0)
     tls_cert_path: str | None = None
     tls_key_path: str | None = None
+    # With a client CA, clients must present a certificate it signed (mutual TLS).
     tls_client_ca_path: str | None = None
+    # HMAC key signing vehicle/gateway/operator tokens; created by `evtwin keys init` or on first serve.
+    auth_secret_path: str = "runs/keys/auth.secret"
+    # False only for local benchmarks: every RPC then runs as an operator.
+    require_auth: bool = True
+    max_batch_frames: int = Field(10_000, gt=0)
+    # Frames stamped further than this in the future are refused (clock or unit error).
+    max_future_skew_s: float = Field(300.0, ge=0)
+    max_concurrent_streams: int = Field(20_000, gt=0)
+    # Alerts a WatchAlerts subscriber may fall behind before its stream is ended (RESOURCE_EXHAUSTED).
+    watch_queue_alerts: int = Field(10_000, gt=0)
+    # SIGTERM: stop accepting, let streams finish what they hold for at most this long, checkpoint twins.
+    drain_timeout_s: float = Field(10.0, ge=0)
+    # Ray started by `evtwin serve` binds its dashboard to localhost; off unless asked for.
+    ray_dashboard: bool = False
+
+
+class WhatIfCosts(_Section):
+    """Cost model of the what-if simulator (EUR); severity lists are indexed by severity 1..3."""
+
+    technician_hour: float = Field(85.0, ge=0)
+    downtime_hour: float = Field(30.0, ge=0)  # lost use of one vehicle for one hour
+    tow: float = Field(450.0, ge=0)
+    roadside_incident: float = Field(800.0, ge=0)  # customer impact and secondary damage of a breakdown
+    visit_overhead: float = Field(60.0, ge=0)  # booking, moving the vehicle, paperwork per workshop visit
+    parts_by_severity: list[float] = Field([150.0, 900.0, 3500.0], min_length=3, max_length=3)
+    roadside_parts_multiplier: float = Field(1.5, ge=1)
+
+
+class AmbientWindow(_Section):
+    """A time-bounded ambient temperature offset (a heatwave or a cold snap)."""
+
+    start_day: float = Field(ge=0)
+    duration_days: float = Field(gt=0)
+    offset_c: float = Field(ge=-30, le=30)
 
 
 class WhatIfConfig(_Section):
+    """The SimPy what-if simulator: workshop, chargers, policies and costs."""
+
     workshop_bays: int = Field(4, gt=0)
     technicians: int = Field(4, gt=0)
     replications: int = Field(4, gt=0)
+    policy: Literal["reactive", "scheduled", "predictive"] = "reactive"
+    dc_chargers_per_100_vehicles: float = Field(4.0, gt=0)  # shared DC fast chargers at the depot
+    # Workshop visits the predictive policy may order per 100 vehicle-days; None = training's alert budget.
+    visit_budget_per_100_vehicle_days: float | None = Field(None, gt=0)
+    dc_charge_power_kw: float = Field(100.0, gt=0)
+    ac_charge_power_kw: float = Field(11.0, gt=0)
+    consumption_kwh_per_km: float = Field(0.18, gt=0)
+    inspection_hours: float = Field(1.0, ge=0)  # technician time to diagnose one vehicle
+    repair_hours_by_mode: dict[str, float] = {
+        "cell_imbalance": 6.0, "coolant_pump": 3.0, "internal_resistance": 8.0, "inverter_overheat": 5.0,
+        "motor_bearing": 6.0, "brake_wear": 2.0, "tyre_slow_leak": 0.5, "aux_battery": 0.5,
+    }
+    repair_hours_default: float = Field(4.0, gt=0)  # for a failure mode missing above
+    severity_repair_multiplier: list[float] = Field([1.0, 2.0, 4.0], min_length=3, max_length=3)
+    parts_lead_time_hours: list[float] = Field([0.0, 24.0, 72.0], min_length=3, max_length=3)
+    tow_hours: float = Field(4.0, ge=0)
+    roadside_repair_multiplier: float = Field(1.5, ge=1)
+    # A workshop inspection finds a degradation once it has run this share of its onset-to-failure time.
+    detectable_progress: float = Field(0.25, ge=0, le=1)
+    scheduled_interval_days: float = Field(30.0, gt=0)
+    scheduled_interval_km: float = Field(5000.0, gt=0)
+    risk_threshold: float = Field(0.5, ge=0, le=1)  # predictive: act on alerts/risk at or above this
+    revisit_cooldown_days: float = Field(7.0, ge=0)  # predictive: no second visit for the same vehicle sooner
+    detector_poll_hours: float = Field(6.0, gt=0)  # how often the predictive policy reads new alerts
+    twin_frame_interval_s: float = Field(600.0, gt=0, le=3600)  # coarser frames through the twins
+    queue_sample_hours: float = Field(6.0, gt=0)
+    ambient_windows: list[AmbientWindow] = []
+    costs: WhatIfCosts = WhatIfCosts()
+
+    @model_validator(mode="after")
+    def _non_negative_lists(self) -> "WhatIfConfig":
+        for name in ("severity_repair_multiplier", "parts_lead_time_hours"):
+            if any(v < 0 for v in getattr(self, name)):
+                raise ValueError(f"{name} entries must be >= 0 (got {getattr(self, name)})")
+        for mode, hours in self.repair_hours_by_mode.items():
+            if hours <= 0:
+                raise ValueError(f"repair_hours_by_mode.{mode} must be > 0 (got {hours})")
+        return self
 
 
 class Config(_Section):

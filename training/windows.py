@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["window_index", "closed_window_ends", "in_order_mask", "WindowAssembler"]
+__all__ = ["window_index", "window_bounds", "closed_window_ends", "in_order_mask", "WindowAssembler"]
 
 
 def in_order_mask(ts: np.ndarray, last_ts: int | None = None) -> np.ndarray:
@@ -82,6 +82,9 @@ def window_index(
     return ends[keep], lo[keep].astype(np.int64), hi[keep].astype(np.int64)
 
 
+window_bounds = window_index  # the name docs/CONTRACTS.md first gave this function
+
+
 def _check(window_ms: int, stride_ms: int) -> None:
     if window_ms <= 0 or stride_ms <= 0:
         raise ValueError(f"window_ms and stride_ms must be > 0 (got {window_ms}, {stride_ms})")
@@ -92,14 +95,15 @@ class WindowAssembler:
     """Online counterpart of :func:`window_index`: push frames in time order, get closed windows.
 
     Keeps only the frames that can still belong to an open window, so memory is bounded by one window.
-    Frames older than an already emitted window end are dropped (counted in ``late_frames``).
+    Frames older than the newest frame already seen are dropped (``in_order_mask``, counted in
+    ``late_frames``), exactly as the offline path drops them.
     State serialises with ``to_bytes``/``from_bytes`` (npz, no pickle).
 
     >>> asm = WindowAssembler(window_ms=20, stride_ms=20)
-    >>> asm.push(np.array([0, 10]), {"x": np.array([1.0, 2.0])})
-    []
+    >>> [(end, cols["x"].tolist()) for end, cols in asm.push(np.array([0, 10]), {"x": np.array([1.0, 2.0])})]
+    [(0, [1.0])]
     >>> [(end, cols["x"].tolist()) for end, cols in asm.push(np.array([20, 30]), {"x": np.array([3.0, 4.0])})]
-    [(0, [1.0]), (20, [2.0, 3.0])]
+    [(20, [2.0, 3.0])]
     """
 
     window_ms: int

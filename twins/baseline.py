@@ -1,7 +1,8 @@
 """Per-vehicle baselines with river's online anomaly contract: ``learn_one``, ``score_one``, ``clone``.
 
-``score_one(x)`` is higher for more anomalous ``x`` (a feature vector): the root-mean-square z-score
-against what the estimator has learned. Until ``warmup`` vectors are learned it scores 0 (no opinion).
+``score_one(x)`` is higher for more anomalous ``x`` (a feature vector): the root-mean-square of the
+``top_k`` largest z-scores against what the estimator has learned (top-k, so one wrong feature among
+a hundred is not averaged away). Until ``warmup`` vectors are learned it scores 0 (no opinion).
 State is explicit (``to_state``/``from_state``: plain floats and arrays) so twins serialise it without
 pickle.
 
@@ -39,10 +40,13 @@ class Baseline(Protocol):
 class _MomentBaseline:
     """Shared machinery: running mean/variance vectors and the RMS z-score."""
 
-    def __init__(self, warmup: int = 24) -> None:
+    def __init__(self, warmup: int = 24, top_k: int = 3) -> None:
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1 (got {warmup})")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1 (got {top_k})")
         self.warmup = warmup
+        self.top_k = top_k
         self.n = 0
         self.mean: np.ndarray | None = None
         self.var: np.ndarray | None = None
@@ -65,8 +69,10 @@ class _MomentBaseline:
     def score_one(self, x: np.ndarray) -> float:
         if not self.ready:
             return 0.0
-        z = self.zscores(x)
-        return float(np.sqrt(np.mean(z * z)))
+        z2 = self.zscores(x) ** 2
+        k = min(self.top_k, z2.size)
+        top = np.partition(z2, z2.size - k)[z2.size - k:]
+        return float(np.sqrt(np.mean(top)))
 
     def _first(self, x: np.ndarray) -> bool:
         if self.mean is None:
@@ -87,14 +93,14 @@ class _MomentBaseline:
         self.var = arrays["var"].astype(np.float64) if "var" in arrays else None
 
     def _params(self) -> dict[str, Any]:
-        return {"warmup": self.warmup}
+        return {"warmup": self.warmup, "top_k": self.top_k}
 
 
 class EwmaBaseline(_MomentBaseline):
     """Exponentially weighted mean and variance: follows slow, legitimate drift (ageing, seasons)."""
 
-    def __init__(self, half_life: float = 168.0, warmup: int = 24) -> None:
-        super().__init__(warmup)
+    def __init__(self, half_life: float = 168.0, warmup: int = 24, top_k: int = 3) -> None:
+        super().__init__(warmup, top_k)
         if half_life <= 0:
             raise ValueError(f"half_life must be > 0 (got {half_life})")
         self.half_life = half_life
@@ -112,10 +118,10 @@ class EwmaBaseline(_MomentBaseline):
         self.var = (1.0 - alpha) * (self.var + alpha * delta * delta)
 
     def clone(self) -> "EwmaBaseline":
-        return EwmaBaseline(half_life=self.half_life, warmup=self.warmup)
+        return EwmaBaseline(half_life=self.half_life, warmup=self.warmup, top_k=self.top_k)
 
     def _params(self) -> dict[str, Any]:
-        return {"warmup": self.warmup, "half_life": self.half_life}
+        return {"warmup": self.warmup, "top_k": self.top_k, "half_life": self.half_life}
 
 
 class WelfordBaseline(_MomentBaseline):
@@ -133,7 +139,7 @@ class WelfordBaseline(_MomentBaseline):
         self.var = m2 / self.n
 
     def clone(self) -> "WelfordBaseline":
-        return WelfordBaseline(warmup=self.warmup)
+        return WelfordBaseline(warmup=self.warmup, top_k=self.top_k)
 
 
 BASELINES: dict[str, type] = {"EwmaBaseline": EwmaBaseline, "WelfordBaseline": WelfordBaseline}

@@ -1,0 +1,123 @@
+"""Wiring for ``evtwin serve``: Ray (started or joined), model services, twins, and the backend over them.
+
+Backends (``--backend``):
+- ``ray``: twins on Ray actors (``twins.hosting.TwinFleet``), model services on Ray Serve when the run has
+  trained models. The product's shape; ``--address`` joins an existing cluster instead of starting one.
+- ``local``: the same twins in the server process (``twins.host.TwinHost``), no Ray; small fleets, tests.
+- ``memory``: ingest only (dedup, acks, sensor-fault alerts); measures the front door alone.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from configs.settings import Config
+from serving.backend import FleetBackend, LocalTwinsBackend, MemoryFleet, TwinFleetBackend
+
+log = logging.getLogger(__name__)
+
+BACKENDS: tuple[str, ...] = ("ray", "local", "memory")
+
+
+@dataclass
+class Runtime:
+    backend: FleetBackend
+    notes: list[str] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        """Undo what ``open_runtime`` started, newest first (Serve apps, then Ray)."""
+        while self.cleanups:
+            try:
+                self.cleanups.pop()()
+            except Exception as error:  # shutting down: report, keep going
+                log.warning("cleanup failed: %r", error)
+
+
+def start_ray(config: Config, address: str | None) -> Callable[[], None]:
+    """Join ``address`` or start a local Ray bound to localhost; returns how to leave it."""
+    import ray
+
+    if ray.is_initialized():
+        return lambda: None
+    if address:
+        ray.init(address=address, namespace="evtwin", log_to_driver=False)
+    else:
+        ray.init(namespace="evtwin", include_dashboard=config.serving.ray_dashboard, dashboard_host="127.0.0.1",
+                 _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+    return ray.shutdown
+
+
+def has_models(run_dir: str | Path | None) -> bool:
+    return run_dir is not None and (Path(run_dir) / "models").is_dir()
+
+
+def deploy_model_services(config: Config, run_dir: str | Path) -> Callable[[], None] | None:
+    """Deploy the Serve model services of the run (owned by ``serving.deployments``); None if unavailable."""
+    try:
+        from serving import deployments
+    except ImportError:
+        return None
+    deploy = getattr(deployments, "deploy_models", None)
+    if deploy is None:
+        return None
+    deploy(config, str(run_dir))
+    from ray import serve
+
+    return serve.shutdown
+
+
+def _host_settings(config: Config) -> Any:
+    from twins.host import HostSettings
+
+    return HostSettings(twins=config.twins, window_ms=int(config.dataset.window_minutes * 60_000),
+                        stride_ms=int(config.dataset.stride_minutes * 60_000), checkpoint_uri=config.twins.checkpoint_uri)
+
+
+def _anomaly_model(run_dir: str | Path | None) -> Any:
+    if not has_models(run_dir):
+        return None
+    try:
+        from training.artifacts import load_anomaly_model
+    except ImportError:
+        return None
+    try:
+        return load_anomaly_model(str(run_dir))
+    except FileNotFoundError:
+        return None
+
+
+def open_runtime(config: Config, kind: str, run_dir: str | Path | None = None, address: str | None = None,
+                 expected_vehicles: int | None = None) -> Runtime:
+    if kind not in BACKENDS:
+        raise ValueError(f"backend {kind!r}: expected one of {BACKENDS}")
+    if kind == "memory":
+        return Runtime(MemoryFleet(), ["memory backend: acks and sensor-fault alerts only, no twins, not durable"])
+    if kind == "local":
+        from twins.host import TwinHost
+
+        model = _anomaly_model(run_dir)
+        note = "local twins in the server process" + ("" if model else " (no anomaly model: baselines only)")
+        return Runtime(LocalTwinsBackend(TwinHost(_host_settings(config), anomaly_model=model)), [note])
+    runtime = Runtime(MemoryFleet())
+    runtime.cleanups.append(start_ray(config, address))
+    use_models = False
+    if has_models(run_dir):
+        try:
+            undeploy = deploy_model_services(config, run_dir)
+        except Exception as error:  # twins still run without model services (anomaly alerts only)
+            runtime.notes.append(f"model services not deployed ({error!r}); twins run without risk predictions")
+            undeploy = None
+        if undeploy is not None:
+            runtime.cleanups.append(undeploy)
+            use_models = True
+    from twins.hosting import TwinFleet
+
+    fleet = TwinFleet.create(config, run_dir=str(run_dir) if run_dir else None,
+                             expected_vehicles=expected_vehicles, use_models=use_models)
+    runtime.backend = TwinFleetBackend(fleet)
+    runtime.notes.append(f"twins on Ray ({'shards of ' + str(config.twins.twins_per_actor) if config.twins.twins_per_actor > 1 else 'one actor per vehicle'})"
+                         + (", model services on Ray Serve" if use_models else ", no model services"))
+    return runtime

@@ -1,0 +1,242 @@
+"""What the gRPC servicers talk to: a fleet of twins behind one async interface.
+
+``TwinFleetBackend`` adapts the twins' ``TwinFleet`` (Ray actors, durable acks). ``MemoryFleet`` is an
+ingest-only fleet in the server process: dedup by ``seq``, acks, last frame, sensor-fault alerts, no
+models and no durability. It measures the front door alone (benchmarks) and lets the wire be tested
+without a cluster.
+
+>>> import asyncio, numpy as np
+>>> from serving.codec import BatchLimits, decode_batch, encode_columns
+>>> msg = encode_columns({"vehicle_id": np.array(["V1"] * 3), "ts": np.array([1_767_600_000_000 + i for i in range(3)]),
+...                       "seq": np.array([1, 2, 3])})
+>>> fleet = MemoryFleet()
+>>> result = asyncio.run(fleet.ingest(decode_batch(msg, BatchLimits(), now_ms=1_767_600_000_000)))
+>>> result.acks, result.duplicates
+({'V1': 3}, 0)
+>>> asyncio.run(fleet.ingest(decode_batch(msg, BatchLimits(), now_ms=1_767_600_000_000))).duplicates
+3
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from configs.schema import SCHEMA
+from serving.codec import DecodedBatch
+from twins.types import Alert, AlertFilter, IngestResult, alert_id
+
+
+class FleetBackend(Protocol):
+    """The servicers' only view of the twins. Every method is a coroutine; none blocks the event loop."""
+
+    async def ingest(self, batch: DecodedBatch) -> IngestResult: ...
+
+    async def summary(self, vehicle_id: str) -> dict[str, Any] | None: ...
+
+    async def list_twins(self) -> list[str]: ...
+
+    async def alerts(self, alert_filter: AlertFilter) -> list[Alert]: ...
+
+    async def checkpoint(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def _resolve(value: Any) -> Any:
+    """Await coroutines and Ray ObjectRefs / DeploymentResponses alike."""
+    while inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+class TwinFleetBackend:
+    """Adapter over ``twins.hosting.TwinFleet`` (sync methods run in a worker thread)."""
+
+    def __init__(self, fleet: Any) -> None:
+        self.fleet = fleet
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        method = getattr(self.fleet, name)
+        if inspect.iscoroutinefunction(method):
+            return await method(*args)
+        return await _resolve(await asyncio.to_thread(method, *args))
+
+    async def ingest(self, batch: DecodedBatch) -> IngestResult:
+        return await self._call("ingest", batch.record_batch)
+
+    async def summary(self, vehicle_id: str) -> dict[str, Any] | None:
+        return await self._call("summary", vehicle_id)
+
+    async def list_twins(self) -> list[str]:
+        return list(await self._call("list_twins"))
+
+    async def alerts(self, alert_filter: AlertFilter) -> list[Alert]:
+        return list(await self._call("alerts", alert_filter))
+
+    async def checkpoint(self) -> None:
+        await self._call("checkpoint_all")
+
+    async def close(self) -> None:
+        await self._call("close")
+
+
+@dataclass
+class _VehicleState:
+    applied_seq: int = 0
+    frames_applied: int = 0
+    last_ts_ms: int = 0
+    sensor_faults: int = 0
+    last_fault_alert_ms: int | None = None
+    last_frame: dict[str, Any] = field(default_factory=dict)
+
+
+class MemoryFleet:
+    """Ingest-only fleet in the server process (see the module docstring); not durable."""
+
+    def __init__(self, fault_cooldown_ms: int = 6 * 3_600_000, max_alerts: int = 100_000) -> None:
+        self.fault_cooldown_ms = fault_cooldown_ms
+        self.max_alerts = max_alerts
+        self._vehicles: dict[str, _VehicleState] = {}
+        self._alerts: list[Alert] = []
+
+    async def ingest(self, batch: DecodedBatch) -> IngestResult:
+        return self.ingest_now(batch)
+
+    def ingest_now(self, batch: DecodedBatch) -> IngestResult:
+        result = IngestResult()
+        if batch.num_rows == 0:
+            return result
+        invalid_rows = _invalid_sensor_rows(batch.record_batch)
+        ts = batch.record_batch.column("ts").cast(pa.int64()).to_numpy()
+        order = np.argsort(batch.vehicle_index, kind="stable")
+        bounds = np.flatnonzero(np.diff(batch.vehicle_index[order])) + 1
+        for rows in np.split(order, bounds):
+            vehicle_id = batch.vehicle_ids[int(batch.vehicle_index[rows[0]])]
+            state = self._vehicles.setdefault(vehicle_id, _VehicleState())
+            fresh = rows[batch.seq[rows] > state.applied_seq]  # seq increases within a batch: a suffix
+            result.duplicates += len(rows) - len(fresh)
+            if len(fresh):
+                self._apply(vehicle_id, state, batch, fresh, ts, invalid_rows, result)
+            result.acks[vehicle_id] = state.applied_seq
+        return result
+
+    def _apply(self, vehicle_id: str, state: _VehicleState, batch: DecodedBatch, rows: np.ndarray,
+               ts: np.ndarray, invalid_rows: np.ndarray, result: IngestResult) -> None:
+        state.applied_seq = int(batch.seq[rows[-1]])
+        state.frames_applied += len(rows)
+        state.last_ts_ms = int(ts[rows[-1]])
+        state.last_frame = {"row": int(rows[-1]), "batch": batch.record_batch}
+        result.applied += len(rows)
+        faulty = rows[invalid_rows[rows]]
+        state.sensor_faults += len(faulty)
+        if len(faulty):
+            row = int(faulty[0])
+            cooled = state.last_fault_alert_ms is None or ts[row] - state.last_fault_alert_ms >= self.fault_cooldown_ms
+            if cooled:
+                state.last_fault_alert_ms = int(ts[row])
+                result.alerts.append(self._fault_alert(vehicle_id, batch, row, int(ts[row])))
+
+    def _fault_alert(self, vehicle_id: str, batch: DecodedBatch, row: int, ts_ms: int) -> Alert:
+        seq = int(batch.seq[row])
+        fields = [name for name in SCHEMA.sensor_names if _is_invalid(batch.record_batch.column(name)[row].as_py(), name)]
+        alert = Alert(
+            alert_id=alert_id(vehicle_id, "sensor_fault", seq), vehicle_id=vehicle_id, rule="sensor_fault",
+            ts_ms=ts_ms, seq=seq, score=float(len(fields)),
+            signals=tuple((name, 1.0 / len(fields)) for name in fields),
+            message=f"sensor fault: {', '.join(fields)} outside the physical range",
+        )
+        self._alerts.append(alert)
+        del self._alerts[:-self.max_alerts]
+        return alert
+
+    async def summary(self, vehicle_id: str) -> dict[str, Any] | None:
+        state = self._vehicles.get(vehicle_id)
+        if state is None:
+            return None
+        last_frame = {}
+        if state.last_frame:
+            row, record_batch = state.last_frame["row"], state.last_frame["batch"]
+            last_frame = {name: record_batch.column(name)[row].as_py() for name in SCHEMA.column_names}
+            last_frame["ts"] = state.last_ts_ms
+        return {
+            "vehicle_id": vehicle_id, "applied_seq": state.applied_seq, "acked_seq": state.applied_seq,
+            "last_ts_ms": state.last_ts_ms, "frames_applied": state.frames_applied,
+            "sensor_faults": state.sensor_faults, "last_frame": last_frame,
+            "open_alerts": [a for a in self._alerts if a.vehicle_id == vehicle_id][-10:],
+        }
+
+    async def list_twins(self) -> list[str]:
+        return sorted(self._vehicles)
+
+    async def alerts(self, alert_filter: AlertFilter) -> list[Alert]:
+        return [a for a in self._alerts if alert_filter.matches(a)][-alert_filter.limit:]
+
+    async def checkpoint(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _is_invalid(value: Any, name: str) -> bool:
+    if value is None:
+        return False
+    spec = SCHEMA.field(name)
+    value = float(value)
+    return not np.isnan(value) and not (spec.min <= value <= spec.max)
+
+
+def _invalid_sensor_rows(record_batch: pa.RecordBatch) -> np.ndarray:
+    """Rows with at least one sensor value infinite or outside the physical range (NaN is missing, not bad)."""
+    bad = np.zeros(record_batch.num_rows, dtype=bool)
+    for spec in SCHEMA.fields:
+        values = record_batch.column(spec.name).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            bad |= (values < spec.min) | (values > spec.max)
+    return bad
+
+
+class LocalTwinsBackend:
+    """Twins in the server process: one ``twins.host.TwinHost`` (no Ray), calls serialised in a worker thread.
+
+    The small-fleet and test shape; ``TwinFleetBackend`` is the same logic spread over Ray actors.
+    """
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self._lock = asyncio.Lock()
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
+    def _ingest(self, record_batch: pa.RecordBatch) -> IngestResult:
+        from twins.host import to_block
+
+        block, rejected = to_block(record_batch)
+        result = self.host.ingest(block)
+        result.rejected.extend(rejected)
+        return result
+
+    async def ingest(self, batch: DecodedBatch) -> IngestResult:
+        return await self._run(self._ingest, batch.record_batch)
+
+    async def summary(self, vehicle_id: str) -> dict[str, Any] | None:
+        return await self._run(self.host.summary, vehicle_id)
+
+    async def list_twins(self) -> list[str]:
+        return sorted(await self._run(self.host.resident))
+
+    async def alerts(self, alert_filter: AlertFilter) -> list[Alert]:
+        return list(await self._run(self.host.alerts, alert_filter))
+
+    async def checkpoint(self) -> None:
+        await self._run(self.host.checkpoint_all)
+
+    async def close(self) -> None:
+        return None

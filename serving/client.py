@@ -1,0 +1,267 @@
+"""Client library: stream telemetry with resume, follow alerts, query twins.
+
+    async with Client("127.0.0.1:50151", token=token) as client:
+        stats = await client.stream(batches)          # iterable of Arrow batches / column dicts
+        summary = await client.get_twin("V0001")
+        async for alert in client.watch_alerts():
+            ...
+
+Delivery: every batch gets an Ack with, per vehicle, the highest *durable* seq. The client keeps every
+frame above that in memory (bounded by ``max_unacked_frames``) and after a disconnect reconnects and
+re-sends exactly those frames; the twins drop any duplicate by seq, so nothing is lost or applied twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+
+import grpc
+import numpy as np
+import pyarrow as pa
+
+from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
+from serving.codec import alert_from_proto, encode_columns
+
+log = logging.getLogger(__name__)
+
+Columns = dict[str, np.ndarray]
+# Status codes after which reconnecting and re-sending is the right move.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
+                       grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED})
+
+
+def to_columns(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> Columns:
+    """Arrow batch (SCHEMA.arrow_schema) or column dict -> dict of numpy arrays; ts as int64 ms, nulls NaN."""
+    if isinstance(batch, Mapping):
+        columns = {k: np.asarray(v) for k, v in batch.items()}
+        columns["ts"] = np.asarray(columns["ts"]).astype("datetime64[ms]").astype(np.int64) \
+            if np.asarray(columns["ts"]).dtype.kind == "M" else np.asarray(columns["ts"], dtype=np.int64)
+        return columns
+    columns = {}
+    for name in batch.schema.names:
+        column = batch.column(name)
+        if name == "vehicle_id":
+            columns[name] = np.asarray(column.to_pylist(), dtype=object)
+        elif name == "ts":
+            columns[name] = column.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        elif name == "seq":
+            columns[name] = column.to_numpy(zero_copy_only=False).astype(np.int64)
+        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            columns[name] = column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False) \
+                if column.null_count or pa.types.is_integer(column.type) else column.to_numpy(zero_copy_only=False)
+    return columns
+
+
+def select_rows(columns: Columns, rows: np.ndarray) -> Columns:
+    return {name: values[rows] for name, values in columns.items()}
+
+
+@dataclass
+class StreamStats:
+    frames_sent: int = 0
+    batches_sent: int = 0
+    frames_acked: int = 0  # frames covered by a durable ack (counted once)
+    duplicates: int = 0
+    sensor_faults: int = 0
+    reconnects: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    acked_seq: dict[str, int] = field(default_factory=dict)
+    ack_latency_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    batch_id: int
+    columns: Columns
+    sent_at: float
+    frames: int
+
+
+def open_channel(target: str, *, ca_path: str | None = None, cert_path: str | None = None,
+                 key_path: str | None = None, server_name: str | None = None,
+                 max_message_bytes: int = 16 * 1024 * 1024) -> grpc.aio.Channel:
+    """Plaintext channel, or TLS with ``ca_path`` (plus a client certificate for mutual TLS)."""
+    options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", max_message_bytes),
+                                      ("grpc.max_send_message_length", max_message_bytes)]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    if ca_path is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(ca_path).read_bytes(),
+        private_key=Path(key_path).read_bytes() if key_path else None,
+        certificate_chain=Path(cert_path).read_bytes() if cert_path else None,
+    )
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+class Client:
+    def __init__(self, target: str, token: str | None = None, *, channel_factory: Callable[[], grpc.aio.Channel] | None = None,
+                 **channel_kwargs: Any) -> None:
+        self.target = target
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel_factory = channel_factory or (lambda: open_channel(target, **channel_kwargs))
+        self.channel = self._channel_factory()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _reconnect(self) -> None:
+        await self.channel.close()
+        self.channel = self._channel_factory()
+
+    # ----- queries ---------------------------------------------------------------------------------
+    async def get_twin(self, vehicle_id: str) -> twin_pb2.TwinSummary:
+        stub = twin_pb2_grpc.TwinServiceStub(self.channel)
+        return await stub.GetTwin(twin_pb2.GetTwinRequest(vehicle_id=vehicle_id), metadata=self.metadata)
+
+    async def list_twins(self, prefix: str = "", limit: int = 0) -> list[str]:
+        stub = twin_pb2_grpc.TwinServiceStub(self.channel)
+        reply = await stub.ListTwins(twin_pb2.ListTwinsRequest(prefix=prefix, limit=limit), metadata=self.metadata)
+        return list(reply.vehicle_ids)
+
+    async def list_alerts(self, **filters: Any) -> list[dict[str, Any]]:
+        stub = alerts_pb2_grpc.AlertServiceStub(self.channel)
+        reply = await stub.ListAlerts(alerts_pb2.AlertFilter(**filters), metadata=self.metadata)
+        return [alert_from_proto(a) for a in reply.alerts]
+
+    async def watch_alerts(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        stub = alerts_pb2_grpc.AlertServiceStub(self.channel)
+        async for alert in stub.WatchAlerts(alerts_pb2.AlertFilter(**filters), metadata=self.metadata):
+            yield alert_from_proto(alert)
+
+    # ----- telemetry -------------------------------------------------------------------------------
+    async def stream(self, batches: Iterable[Any] | AsyncIterable[Any], *, max_unacked_frames: int = 50_000,
+                     max_reconnects: int = 20, on_alert: Callable[[dict[str, Any]], None] | None = None,
+                     on_ack: Callable[[telemetry_pb2.Ack], None] | None = None) -> StreamStats:
+        """Send every batch; reconnect and resume (from the durable acks) on retryable failures."""
+        session = _StreamSession(self, max_unacked_frames, on_alert, on_ack)
+        source = _aiter(batches)
+        while True:
+            try:
+                await session.run(source)
+                return session.stats
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in RETRYABLE or session.stats.reconnects >= max_reconnects:
+                    raise
+                session.stats.reconnects += 1
+                log.info("stream broke (%s: %s); resuming from the last ack", error.code().name, error.details())
+                await asyncio.sleep(min(0.05 * 2 ** min(session.stats.reconnects, 6), 2.0))
+                await self._reconnect()
+
+
+async def _aiter(batches: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if hasattr(batches, "__aiter__"):
+        async for batch in batches:  # type: ignore[union-attr]
+            yield batch
+    else:
+        for batch in batches:  # type: ignore[union-attr]
+            yield batch
+
+
+class _StreamSession:
+    """State that survives reconnects: durable acks and the frames not yet covered by them."""
+
+    def __init__(self, client: Client, max_unacked_frames: int, on_alert: Callable | None, on_ack: Callable | None) -> None:
+        self.client = client
+        self.max_unacked_frames = max_unacked_frames
+        self.on_alert = on_alert
+        self.on_ack = on_ack
+        self.stats = StreamStats()
+        self.pending: deque[_Pending] = deque()  # sent, not all frames durable yet
+        self.awaiting_ack = 0  # frames sent on the current call whose Ack has not come back
+        self.window = asyncio.Condition()
+        self.next_batch_id = 1
+        self.seen_alerts: set[str] = set()
+
+    async def run(self, source: AsyncIterator[Any]) -> None:
+        call = telemetry_pb2_grpc.TelemetryServiceStub(self.client.channel).Stream(metadata=self.client.metadata)
+        self.awaiting_ack = 0
+        reader = asyncio.create_task(self._read(call))
+        try:
+            for item in list(self.pending):  # resume: only frames above the durable ack
+                await self._send(call, item, resend=True)
+            async for batch in source:
+                columns = to_columns(batch)
+                if len(columns["seq"]) == 0:
+                    continue
+                item = _Pending(self.next_batch_id, columns, 0.0, len(columns["seq"]))
+                self.next_batch_id += 1
+                self.pending.append(item)
+                await self._send(call, item, resend=False)
+            await call.done_writing()
+            await reader
+        finally:
+            reader.cancel()
+        code = await call.code()
+        if code != grpc.StatusCode.OK:
+            raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(), await call.details())
+
+    async def _send(self, call: Any, item: _Pending, resend: bool) -> None:
+        columns = item.columns
+        if resend:
+            keep = columns["seq"] > _acked_per_row(columns["vehicle_id"], self.stats.acked_seq)
+            if not keep.any():
+                return
+            columns = select_rows(columns, np.flatnonzero(keep))
+        frames = len(columns["seq"])
+        async with self.window:
+            await self.window.wait_for(lambda: self.awaiting_ack == 0 or self.awaiting_ack + frames <= self.max_unacked_frames)
+            self.awaiting_ack += frames
+        item.sent_at = time.perf_counter()
+        await call.write(encode_columns(columns, item.batch_id))
+        self.stats.batches_sent += 1
+        self.stats.frames_sent += frames
+
+    async def _read(self, call: Any) -> None:
+        while True:
+            reply = await call.read()
+            if reply is grpc.aio.EOF:
+                return
+            if reply.HasField("ack"):
+                await self._on_ack(reply.ack)
+            else:
+                alert = alert_from_proto(reply.alert)
+                if alert["alert_id"] not in self.seen_alerts:  # a resend can raise the same alert again
+                    self.seen_alerts.add(alert["alert_id"])
+                    self.stats.alerts.append(alert)
+                    if self.on_alert:
+                        self.on_alert(alert)
+
+    async def _on_ack(self, ack: telemetry_pb2.Ack) -> None:
+        now = time.perf_counter()
+        for vehicle_ack in ack.acks:
+            if vehicle_ack.seq > self.stats.acked_seq.get(vehicle_ack.vehicle_id, 0):
+                self.stats.acked_seq[vehicle_ack.vehicle_id] = vehicle_ack.seq
+        self.stats.duplicates += ack.duplicates
+        self.stats.sensor_faults += ack.sensor_faults
+        for item in self.pending:
+            if item.batch_id == ack.batch_id:
+                self.stats.ack_latency_s.append(now - item.sent_at)
+                break
+        while self.pending and self._durable(self.pending[0]):
+            self.stats.frames_acked += self.pending.popleft().frames
+        async with self.window:
+            self.awaiting_ack = max(0, self.awaiting_ack - ack.frames)
+            self.window.notify_all()
+        if self.on_ack:
+            self.on_ack(ack)
+
+    def _durable(self, item: _Pending) -> bool:
+        return bool((item.columns["seq"] <= _acked_per_row(item.columns["vehicle_id"], self.stats.acked_seq)).all())
+
+
+def _acked_per_row(vehicles: np.ndarray, acked: Mapping[str, int]) -> np.ndarray:
+    ids, inverse = np.unique(vehicles.astype(str), return_inverse=True)
+    return np.array([acked.get(v, 0) for v in ids], dtype=np.int64)[inverse]

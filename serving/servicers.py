@@ -1,0 +1,295 @@
+"""gRPC servicers (grpc.aio): thin shells from the wire to a ``FleetBackend``.
+
+Methods are named exactly as the RPCs. Decoding and validation live in ``serving.codec``, credentials
+in ``serving.auth`` (checked by the interceptor in ``serving.server``, which hands the claims over in
+``CURRENT_CLAIMS``), twin logic behind the backend. The clock is passed in, never read here.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import AsyncIterator, Callable
+
+import grpc
+
+from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
+from serving.auth import Claims
+from serving.backend import FleetBackend
+from serving.codec import (VEHICLE_ID_PATTERN, BatchLimits, DecodedBatch, Unparseable, WireError, alert_to_proto, decode_batch,
+                           summary_to_proto)
+from twins.types import Alert, AlertFilter
+
+log = logging.getLogger(__name__)
+
+# Set by the auth interceptor for the duration of one RPC; None means "not authenticated".
+CURRENT_CLAIMS: contextvars.ContextVar[Claims | None] = contextvars.ContextVar("evtwin_claims", default=None)
+
+DEFAULT_ALERT_LIMIT = 1000
+
+
+def status_code(name: str) -> grpc.StatusCode:
+    return grpc.StatusCode[name]
+
+
+async def _require(context: grpc.aio.ServicerContext, read: bool, request: object = None) -> Claims:
+    if isinstance(request, Unparseable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
+    claims = CURRENT_CLAIMS.get()
+    if claims is None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no credentials")
+    if read and not claims.may_read():
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"{claims.role} credential {claims.sub!r} may not read twins or alerts (operator only)")
+    return claims
+
+
+class FrameBudget:
+    """Frames decoded but not yet acknowledged on one stream; the reader waits when it is spent.
+
+    While the reader waits it stops pulling messages, so HTTP/2 flow control slows the client: memory per
+    stream stays bounded however slow the twins are.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_flight = 0
+        self._released = asyncio.Condition()
+
+    async def acquire(self, frames: int) -> None:
+        frames = min(frames, self.capacity)  # a single batch larger than the budget still passes, alone
+        async with self._released:
+            await self._released.wait_for(lambda: self.in_flight + frames <= self.capacity)
+            self.in_flight += frames
+
+    async def release(self, frames: int) -> None:
+        async with self._released:
+            self.in_flight -= min(frames, self.capacity)
+            self._released.notify_all()
+
+
+class AlertHub:
+    """Fan-out of new alerts to WatchAlerts subscribers; a subscriber that falls behind is dropped."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self._subscribers: set[asyncio.Queue] = set()
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(self.queue_size)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self._subscribers.discard(queue)
+
+    def publish(self, alerts: list[Alert]) -> None:
+        for queue in list(self._subscribers):
+            for alert in alerts:
+                try:
+                    queue.put_nowait(alert)
+                except asyncio.QueueFull:
+                    self._subscribers.discard(queue)
+                    _mark_lagged(queue)
+                    break
+
+    def close(self) -> None:
+        for queue in list(self._subscribers):
+            _mark_lagged(queue, closing=True)
+        self._subscribers.clear()
+
+
+_LAGGED = object()
+_CLOSING = object()
+_END = object()
+_DRAIN = object()
+
+
+def _mark_lagged(queue: asyncio.Queue, closing: bool = False) -> None:
+    # Make room for the marker so the consumer always sees it.
+    while queue.full():
+        queue.get_nowait()
+    queue.put_nowait(_CLOSING if closing else _LAGGED)
+
+
+class SessionRegistry:
+    """Open telemetry streams, so a graceful shutdown can tell each to finish what it holds."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._queues: set[asyncio.Queue] = set()
+
+    def open(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues.add(queue)
+        if self.draining:
+            queue.put_nowait(_DRAIN)
+        return queue
+
+    def close(self, queue: asyncio.Queue) -> None:
+        self._queues.discard(queue)
+
+    def drain(self) -> None:
+        self.draining = True
+        for queue in self._queues:
+            queue.put_nowait(_DRAIN)
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+
+class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
+    def __init__(self, backend: FleetBackend, hub: AlertHub, sessions: SessionRegistry, limits: BatchLimits,
+                 max_frames_in_flight: int, clock_ms: Callable[[], int]) -> None:
+        self.backend = backend
+        self.hub = hub
+        self.sessions = sessions
+        self.limits = limits
+        self.max_frames_in_flight = max_frames_in_flight
+        self.clock_ms = clock_ms
+
+    async def Stream(self, request_iterator: AsyncIterator[telemetry_pb2.FrameBatch],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[telemetry_pb2.StreamReply]:
+        claims = await _require(context, read=False)
+        budget = FrameBudget(self.max_frames_in_flight)
+        queue = self.sessions.open()
+        reader = asyncio.create_task(self._read(request_iterator, claims, budget, queue))
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if item is _DRAIN:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                        "server draining: reconnect and resend from the last acknowledged seq")
+                if isinstance(item, WireError):
+                    await context.abort(status_code(item.status), item.message)
+                for reply in await self._ingest(item, budget, context):
+                    yield reply
+        finally:
+            reader.cancel()
+            self.sessions.close(queue)
+
+    async def _read(self, request_iterator: AsyncIterator[telemetry_pb2.FrameBatch], claims: Claims,
+                    budget: FrameBudget, queue: asyncio.Queue) -> None:
+        try:
+            async for msg in request_iterator:
+                if self.sessions.draining:
+                    return
+                if isinstance(msg, Unparseable):
+                    raise WireError("INVALID_ARGUMENT", msg.describe())
+                batch = decode_batch(msg, self.limits, self.clock_ms())
+                _authorize(claims, batch)
+                await budget.acquire(batch.num_rows)
+                queue.put_nowait(batch)
+            queue.put_nowait(_END)
+        except WireError as error:
+            queue.put_nowait(error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the client went away mid-message, or similar: end the stream quietly
+            log.debug("telemetry stream reader ended: %r", error)
+            queue.put_nowait(_END)
+
+    async def _ingest(self, batch: DecodedBatch, budget: FrameBudget,
+                      context: grpc.aio.ServicerContext) -> list[telemetry_pb2.StreamReply]:
+        try:
+            result = await self.backend.ingest(batch)
+        except Exception as error:  # never a stack trace on the wire; the client resends from its last ack
+            log.warning("ingest of batch %d failed: %r", batch.batch_id, error)
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"twins unavailable ({type(error).__name__}); resend from the last acknowledged seq")
+        finally:
+            await budget.release(batch.num_rows)
+        ack = telemetry_pb2.Ack(
+            batch_id=batch.batch_id, frames=batch.num_rows, duplicates=int(result.duplicates),
+            sensor_faults=batch.sensor_faults,
+            acks=[telemetry_pb2.VehicleAck(vehicle_id=v, seq=int(result.acks[v])) for v in batch.vehicle_ids if v in result.acks],
+            rejected=[telemetry_pb2.Rejection(vehicle_id=r.vehicle_id, seq=int(r.seq), code=r.code, message=r.message)
+                      for r in result.rejected],
+        )
+        replies = [telemetry_pb2.StreamReply(ack=ack)]
+        if result.alerts:
+            self.hub.publish(list(result.alerts))
+            replies += [telemetry_pb2.StreamReply(alert=alert_to_proto(a)) for a in result.alerts]
+        return replies
+
+
+def _authorize(claims: Claims, batch: DecodedBatch) -> None:
+    for vehicle_id in batch.vehicle_ids:
+        if not claims.may_write(vehicle_id):
+            raise WireError("PERMISSION_DENIED",
+                            f"vehicle_id={vehicle_id!r}: the {claims.role} credential {claims.sub!r} may not write it")
+
+
+def alert_filter_from_proto(msg: alerts_pb2.AlertFilter) -> AlertFilter:
+    return AlertFilter(vehicle_id=msg.vehicle_id or None, rule=msg.rule or None, since_ms=msg.since_ms or None,
+                       limit=msg.limit if msg.limit > 0 else DEFAULT_ALERT_LIMIT)
+
+
+def _check_filter(msg: alerts_pb2.AlertFilter) -> str | None:
+    if msg.vehicle_id and not VEHICLE_ID_PATTERN.match(msg.vehicle_id):
+        return f"vehicle_id={msg.vehicle_id[:80]!r}: not a vehicle id"
+    if msg.limit < 0:
+        return f"limit={msg.limit}: must be >= 0"
+    if not 0 <= msg.min_severity <= 3:
+        return f"min_severity={msg.min_severity}: must be 0..3"
+    return None
+
+
+def _severity_ok(alert: Alert, min_severity: int) -> bool:
+    return min_severity == 0 or (alert.severity or 0) >= min_severity
+
+
+class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
+    def __init__(self, backend: FleetBackend, hub: AlertHub) -> None:
+        self.backend = backend
+        self.hub = hub
+
+    async def ListAlerts(self, request: alerts_pb2.AlertFilter, context: grpc.aio.ServicerContext) -> alerts_pb2.AlertList:
+        await _require(context, read=True, request=request)
+        if problem := _check_filter(request):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        alerts = await self.backend.alerts(alert_filter_from_proto(request))
+        return alerts_pb2.AlertList(alerts=[alert_to_proto(a) for a in alerts if _severity_ok(a, request.min_severity)])
+
+    async def WatchAlerts(self, request: alerts_pb2.AlertFilter,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[alerts_pb2.Alert]:
+        await _require(context, read=True, request=request)
+        if problem := _check_filter(request):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        wanted = alert_filter_from_proto(request)
+        queue = self.hub.subscribe()
+        try:
+            while True:
+                alert = await queue.get()
+                if alert is _CLOSING:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down")
+                if alert is _LAGGED:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        "watcher fell behind; catch up with ListAlerts(since_ms) and watch again")
+                if wanted.matches(alert) and _severity_ok(alert, request.min_severity):
+                    yield alert_to_proto(alert)
+        finally:
+            self.hub.unsubscribe(queue)
+
+
+class TwinServicer(twin_pb2_grpc.TwinServiceServicer):
+    def __init__(self, backend: FleetBackend) -> None:
+        self.backend = backend
+
+    async def GetTwin(self, request: twin_pb2.GetTwinRequest, context: grpc.aio.ServicerContext) -> twin_pb2.TwinSummary:
+        await _require(context, read=True, request=request)
+        if not VEHICLE_ID_PATTERN.match(request.vehicle_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"vehicle_id={request.vehicle_id[:80]!r}: not a vehicle id")
+        summary = await self.backend.summary(request.vehicle_id)
+        if summary is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"vehicle_id={request.vehicle_id!r}: no twin")
+        return summary_to_proto(summary)
+
+    async def ListTwins(self, request: twin_pb2.ListTwinsRequest, context: grpc.aio.ServicerContext) -> twin_pb2.ListTwinsResponse:
+        await _require(context, read=True, request=request)
+        if request.limit < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit={request.limit}: must be >= 0")
+        ids = sorted(v for v in await self.backend.list_twins() if v.startswith(request.prefix))
+        return twin_pb2.ListTwinsResponse(vehicle_ids=ids[:request.limit] if request.limit else ids)

@@ -1,0 +1,244 @@
+"""One replication of a scenario under a policy, as a pure function of (config, policy, seed).
+
+``run_replication`` builds the fleet from the generator (profiles and failures with the scenario's
+levers), picks the policy and detector, runs the SimPy model to the horizon and returns KPIs and
+the records behind them. It imports neither Ray nor gRPC; ``parallel.py`` spreads replications
+over Ray tasks.
+
+>>> from configs.settings import Config
+>>> replication_seed(Config(seed=7), 2)
+9
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from configs.settings import AmbientWindow, Config, SimulationConfig, WhatIfConfig
+from simulation.whatif.detectors import Detector, OracleDetector, RandomDetector
+from simulation.whatif.kpis import alert_lead_times_hours, compute_kpis
+from simulation.whatif.model import FleetModel, MaintenancePolicy, ModelRecords
+from simulation.whatif.plans import MS_PER_DAY, VehiclePlan, plan_from_profile
+from simulation.whatif.policies import PredictivePolicy, ReactivePolicy, ScheduledPolicy
+
+DETECTORS: tuple[str, ...] = ("twin", "oracle", "random")
+ORACLE_LEAD_HOURS = 7 * 24.0
+LATENT_DAYS_FOR_RETIMING = 3650.0  # the perfect predictor warns one week ahead (the shortest horizon)
+
+
+@dataclass(frozen=True)
+class ReplicationTask:
+    """Everything one replication needs; picklable, so it can travel to a Ray task."""
+
+    scenario: str
+    policy: str
+    replication: int
+    config: Config
+    detector: str = "twin"
+    models_dir: str | None = None  # a trained run directory for the twin detector
+
+
+@dataclass
+class ReplicationResult:
+    scenario: str
+    policy: str
+    replication: int
+    seed: int
+    detector: str
+    kpis: dict[str, float]
+    lead_times_h: list[float]
+    queue: list[tuple[float, int, int]]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    visits: list[dict[str, Any]] = field(default_factory=list)
+    vehicle_days: float = 0.0
+
+    def row(self) -> dict[str, Any]:
+        """One flat row: identifiers and KPIs (for the replications table)."""
+        return {"scenario": self.scenario, "policy": self.policy, "replication": self.replication,
+                "seed": self.seed, "detector": self.detector, **self.kpis}
+
+
+def replication_seed(config: Config, replication: int) -> int:
+    """Replication ``r`` uses seed ``config.seed + r``: the same fleets across scenarios and policies
+    (common random numbers), so differences come from the scenario or the policy, not from luck."""
+    return config.seed + replication
+
+
+def start_ms_of(sim_cfg: SimulationConfig) -> int:
+    return int(round(datetime.fromisoformat(sim_cfg.start_time).timestamp() * 1000))
+
+
+def _with_ambient_offset(sim_cfg: SimulationConfig, extra_c: float) -> SimulationConfig:
+    levers = sim_cfg.levers.model_copy(update={"ambient_offset_c": sim_cfg.levers.ambient_offset_c + extra_c})
+    return sim_cfg.model_copy(update={"levers": levers})
+
+
+def failure_day_under_windows(base_day: float, window_days: Sequence[float],
+                               windows: Sequence[AmbientWindow]) -> float:
+    """Failure day under a piecewise-constant hazard, from the failure days at each constant hazard.
+
+    The generator turns one uniform draw ``u`` into a failure day ``-log(1-u)/hazard``. With the same
+    draw (common random numbers) the hazard ratio of a window is ``base_day / window_day``, so the
+    failure day when the hazard switches inside the windows follows exactly, by spending the draw's
+    cumulative hazard piece by piece.
+
+    >>> w = AmbientWindow(start_day=10, duration_days=10, offset_c=12)
+    >>> failure_day_under_windows(30.0, [15.0], [w])  # hazard doubled between days 10 and 20
+    20.0
+    >>> failure_day_under_windows(8.0, [4.0], [w])  # failed before the heatwave began
+    8.0
+    """
+    remaining = base_day  # cumulative hazard left, in days at the base hazard
+    t = 0.0
+    for window, window_day in sorted(zip(windows, window_days), key=lambda pair: pair[0].start_day):
+        begin, end = window.start_day, window.start_day + window.duration_days
+        if remaining <= begin - t:
+            return t + remaining
+        remaining -= max(begin - t, 0.0)
+        t = max(begin, t)
+        ratio = base_day / window_day if window_day > 0 else math.inf
+        if remaining <= ratio * (end - t):
+            return t + remaining / ratio
+        remaining -= ratio * (end - t)
+        t = end
+    return t + remaining
+
+
+def events_under_windows(base_events: Sequence[Any], window_events: Sequence[Sequence[Any]],
+                         windows: Sequence[AmbientWindow], start_ms: int, last_ms: int) -> list[Any]:
+    """Re-time the generator's failures for time-bounded ambient offsets (keeps lead time and severity)."""
+    def keyed(events: Sequence[Any]) -> dict[tuple[str, int], Any]:
+        out: dict[tuple[str, int], Any] = {}
+        for e in sorted(events, key=lambda e: (str(e.mode), int(e.failure_ms))):
+            k = sum(1 for key in out if key[0] == str(e.mode))
+            out[(str(e.mode), k)] = e
+        return out
+
+    base = keyed(base_events)
+    hot = [keyed(events) for events in window_events]
+    retimed = []
+    for key, event in base.items():
+        base_day = (int(event.failure_ms) - start_ms) / MS_PER_DAY
+        days = [(int(h[key].failure_ms) - start_ms) / MS_PER_DAY if key in h else math.inf for h in hot]
+        day = failure_day_under_windows(base_day, days, windows)
+        failure_ms = start_ms + int(round(day * MS_PER_DAY))
+        if failure_ms >= last_ms:
+            continue
+        lead_ms = int(event.failure_ms) - int(event.onset_ms)
+        retimed.append(replace(event, failure_ms=failure_ms, onset_ms=failure_ms - lead_ms))
+    return sorted(retimed, key=lambda e: (e.failure_ms, e.mode))
+
+
+def _vehicle_events_function() -> Callable[[Any, SimulationConfig, int], list[Any]]:
+    """The generator's ``vehicle_events`` (its failure sampling, one code path with the telemetry)."""
+    try:
+        from simulation.generator import vehicle_events
+    except ModuleNotFoundError as exc:  # the generator module is newer than failures.py
+        if exc.name != "simulation.generator":
+            raise
+        from simulation.failures import sample_vehicle_failures as vehicle_events
+    return vehicle_events
+
+
+def build_fleet(config: Config, seed: int) -> tuple[list[Any], list[VehiclePlan]]:
+    """Generator profiles and what-if plans for the scenario's fleet (levers and ambient windows applied)."""
+    from simulation.fleet import sample_profiles
+
+    vehicle_events = _vehicle_events_function()
+    sim_cfg = config.simulation
+    windows = config.whatif.ambient_windows
+    profiles = sample_profiles(sim_cfg, seed)
+    if not windows:
+        return profiles, [plan_from_profile(p, vehicle_events(p, sim_cfg, seed), sim_cfg.levers.dc_fast_charge_share)
+                          for p in profiles]
+    start_ms = start_ms_of(sim_cfg)
+    last_ms = start_ms + int((sim_cfg.duration_days_per_vehicle + sim_cfg.latent_failure_days) * MS_PER_DAY)
+    # Sample far past the horizon so that every latent failure exists at both hazards.
+    wide = sim_cfg.model_copy(update={"latent_failure_days": LATENT_DAYS_FOR_RETIMING})
+    window_cfgs = [_with_ambient_offset(wide, w.offset_c) for w in windows]
+    window_profiles = [sample_profiles(c, seed) for c in window_cfgs]
+    plans = []
+    for i, profile in enumerate(profiles):
+        base = vehicle_events(profile, wide, seed)
+        hot = [vehicle_events(wp[i], wc, seed) for wp, wc in zip(window_profiles, window_cfgs)]
+        events = events_under_windows(base, hot, windows, start_ms, last_ms)
+        plans.append(plan_from_profile(profile, events, sim_cfg.levers.dc_fast_charge_share))
+    return profiles, plans
+
+
+def visit_budget(config: Config) -> float:
+    """Planned visits the predictive policy may order per 100 vehicle-days."""
+    return config.whatif.visit_budget_per_100_vehicle_days or config.training.alert_budget_per_100_vehicle_days
+
+
+def make_detector(kind: str, config: Config, seed: int, profiles: Sequence[Any], plans: Sequence[VehiclePlan],
+                  models_dir: str | None) -> Detector:
+    if kind == "oracle":
+        return OracleDetector(plans, ORACLE_LEAD_HOURS, config.whatif.detectable_progress)
+    if kind == "random":
+        return RandomDetector([p.vehicle_id for p in plans], visit_budget(config), seed,
+                              start_ms=start_ms_of(config.simulation))
+    if kind == "twin":
+        from simulation.whatif.twin_detector import TwinDetector
+
+        return TwinDetector.from_run(profiles, config, seed, models_dir)
+    raise ValueError(f"unknown detector {kind!r}; choose one of {DETECTORS}")
+
+
+def make_policy(name: str, config: Config, detector: Detector | None) -> MaintenancePolicy:
+    w: WhatIfConfig = config.whatif
+    if name == "reactive":
+        return ReactivePolicy()
+    if name == "scheduled":
+        return ScheduledPolicy(w.scheduled_interval_days, w.scheduled_interval_km)
+    if name == "predictive":
+        if detector is None:
+            raise ValueError("the predictive policy needs a detector")
+        return PredictivePolicy(detector, risk_threshold=w.risk_threshold,
+                                visits_per_100_vehicle_days=visit_budget(config), poll_hours=w.detector_poll_hours,
+                                cooldown_days=w.revisit_cooldown_days)
+    raise ValueError(f"unknown policy {name!r}; choose one of reactive, scheduled, predictive")
+
+
+def simulate_plans(plans: Sequence[VehiclePlan], config: Config, policy: MaintenancePolicy, seed: int) -> ModelRecords:
+    import simpy
+
+    model = FleetModel(simpy.Environment(), plans, config.whatif,
+                       horizon_days=config.simulation.duration_days_per_vehicle,
+                       start_ms=start_ms_of(config.simulation), seed=seed, policy=policy)
+    return model.run()
+
+
+def run_replication(task: ReplicationTask) -> ReplicationResult:
+    """Run one replication end to end (pure: same task, same result)."""
+    config = task.config
+    seed = replication_seed(config, task.replication)
+    profiles, plans = build_fleet(config, seed)
+    detector = (make_detector(task.detector, config, seed, profiles, plans, task.models_dir)
+                if task.policy == "predictive" else None)
+    policy = make_policy(task.policy, config, detector)
+    records = simulate_plans(plans, config, policy, seed)
+    return result_from_records(task, seed, records)
+
+
+def result_from_records(task: ReplicationTask, seed: int, records: ModelRecords) -> ReplicationResult:
+    detector = task.detector if task.policy == "predictive" else "none"
+    return ReplicationResult(
+        scenario=task.scenario, policy=task.policy, replication=task.replication, seed=seed, detector=detector,
+        kpis=compute_kpis(records, task.config.whatif.costs), lead_times_h=alert_lead_times_hours(records),
+        queue=list(records.queue), events=[asdict(e) for e in records.events],
+        visits=[{**asdict(v), "false_alarm": v.false_alarm} for v in records.visits],
+        vehicle_days=records.num_vehicles * records.horizon_h / 24.0,
+    )
+
+
+def models_dir_or_none(path: str | Path | None) -> str | None:
+    """A trained run directory (one holding ``models/``), or None when there is none."""
+    if path is None:
+        return None
+    candidate = Path(path)
+    return str(candidate) if (candidate / "models").is_dir() else None
+

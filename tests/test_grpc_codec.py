@@ -1,0 +1,123 @@
+"""FrameBatch <-> columns: values survive the trip, structure errors name field and value, physics never refuses."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from configs.schema import SCHEMA
+from protos.evtwin.v1 import telemetry_pb2
+from serving.codec import BatchLimits, WireError, decode_batch, encode_columns, encode_record_batch, summary_to_proto
+
+NOW = 1_767_600_000_000
+LIMITS = BatchLimits(max_batch_frames=1000, max_future_skew_ms=60_000)
+
+
+def _columns(n: int, vehicles: tuple[str, ...] = ("V1",)) -> dict[str, np.ndarray]:
+    vehicle = np.array([vehicles[i % len(vehicles)] for i in range(n)])
+    seq = np.zeros(n, dtype=np.int64)
+    for v in vehicles:
+        rows = vehicle == v
+        seq[rows] = np.arange(1, rows.sum() + 1)
+    columns = {"vehicle_id": vehicle, "ts": NOW - 10_000 * n + 10_000 * np.arange(n), "seq": seq}
+    for spec in SCHEMA.fields:
+        columns[spec.name] = np.full(n, (spec.min + spec.max) / 2 if spec.dtype != "int8" else 1)
+    return columns
+
+
+def _refusal(msg: telemetry_pb2.FrameBatch) -> WireError:
+    with pytest.raises(WireError) as caught:
+        decode_batch(msg, LIMITS, NOW)
+    return caught.value
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 4), st.data())
+def test_values_survive_encode_and_decode(n: int, vehicles: int, data: st.DataObject) -> None:
+    columns = _columns(n, tuple(f"V{i}" for i in range(vehicles)))
+    columns["soc"] = np.array(data.draw(st.lists(st.floats(0, 100, width=32), min_size=n, max_size=n)), dtype=np.float32)
+    batch = decode_batch(encode_columns(columns, batch_id=3), LIMITS, NOW)
+    assert batch.batch_id == 3 and batch.num_rows == n and batch.sensor_faults == 0
+    assert batch.record_batch.column("vehicle_id").to_pylist() == columns["vehicle_id"].tolist()
+    assert batch.record_batch.column("seq").to_pylist() == columns["seq"].tolist()
+    assert np.array_equal(batch.record_batch.column("soc").to_numpy(), columns["soc"])
+    assert batch.last_seq == {v: int(columns["seq"][columns["vehicle_id"] == v].max()) for v in set(columns["vehicle_id"])}
+
+
+def test_an_arrow_batch_from_the_generator_schema_round_trips() -> None:
+    import pyarrow as pa
+
+    columns = _columns(5)
+    arrays = [pa.array(columns["vehicle_id"]), pa.array(columns["ts"], type=pa.timestamp("ms", tz="UTC")),
+              pa.array(columns["seq"])]
+    arrays += [pa.array(columns[f.name].astype(f.numpy_type), type=f.arrow_type) for f in SCHEMA.fields]
+    record_batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA.arrow_schema)
+    decoded = decode_batch(encode_record_batch(record_batch), LIMITS, NOW)
+    assert decoded.record_batch.equals(record_batch)
+
+
+def test_impossible_values_are_counted_faults_not_refusals() -> None:
+    columns = _columns(4)
+    columns["pack_voltage"] = np.array([np.nan, np.inf, -5.0, 400.0])
+    columns["charger_state"] = np.array([1, 9, -1, 2])
+    batch = decode_batch(encode_columns(columns), LIMITS, NOW)
+    assert batch.sensor_faults == 4  # inf, -5 V, charger 9, charger -1 (NaN is a missing reading)
+    assert batch.record_batch.column("charger_state").to_pylist() == [1, None, None, 2]
+    assert math.isnan(batch.record_batch.column("pack_voltage")[0].as_py())
+
+
+def test_an_absent_sensor_column_becomes_missing_readings() -> None:
+    columns = {k: v for k, v in _columns(3).items() if k != "soc"}
+    batch = decode_batch(encode_columns(columns), LIMITS, NOW)
+    assert np.isnan(batch.record_batch.column("soc").to_numpy()).all()
+
+
+@pytest.mark.parametrize("mutate, status, needle", [
+    (lambda m: m.soc.pop(), "INVALID_ARGUMENT", "soc: 2 values for 3 rows"),
+    (lambda m: m.seq.pop(), "INVALID_ARGUMENT", "seq: 2 values for 3 rows"),
+    (lambda m: m.vehicle_ids.append("V2"), "INVALID_ARGUMENT", "vehicle_index"),
+    (lambda m: m.vehicle_ids.__setitem__(0, ""), "INVALID_ARGUMENT", "vehicle_ids[0]=''"),
+    (lambda m: m.vehicle_ids.__setitem__(0, "bad id!"), "INVALID_ARGUMENT", "vehicle_ids[0]='bad id!'"),
+    (lambda m: m.ts.__setitem__(1, NOW + 3_600_000), "INVALID_ARGUMENT", f"ts[1]={NOW + 3_600_000}"),
+    (lambda m: m.ts.__setitem__(2, 1_767_600_000), "INVALID_ARGUMENT", "ts[2]=1767600000: before 2000"),
+    (lambda m: m.seq.__setitem__(0, 0), "INVALID_ARGUMENT", "seq[0]=0"),
+    (lambda m: m.seq.__setitem__(2, 1), "INVALID_ARGUMENT", "seq[2]=1: not above seq[1]=2"),
+])
+def test_structural_errors_name_the_field_and_value(mutate, status: str, needle: str) -> None:
+    msg = encode_columns(_columns(3))
+    mutate(msg)
+    error = _refusal(msg)
+    assert error.status == status and needle in error.message, error.message
+
+
+def test_index_out_of_range_is_named() -> None:
+    msg = encode_columns(_columns(4, ("A", "B")))
+    msg.vehicle_index[3] = 7
+    assert "vehicle_index[3]=7" in _refusal(msg).message
+
+
+def test_too_many_frames_is_resource_exhausted() -> None:
+    error = _refusal(encode_columns(_columns(LIMITS.max_batch_frames + 1)))
+    assert error.status == "RESOURCE_EXHAUSTED" and "1001 frames" in error.message
+
+
+def test_frame_rows_and_columns_combine() -> None:
+    msg = encode_columns(_columns(2))
+    msg.frames.add(vehicle_id="V9", ts=NOW - 1, seq=5, soc=42.0)
+    batch = decode_batch(msg, LIMITS, NOW)
+    assert batch.num_rows == 3 and batch.vehicle_ids == ("V1", "V9")
+    assert batch.record_batch.column("soc")[2].as_py() == 42.0
+    assert math.isnan(batch.record_batch.column("speed")[2].as_py())
+
+
+def test_an_empty_batch_is_valid() -> None:
+    assert decode_batch(telemetry_pb2.FrameBatch(batch_id=1), LIMITS, NOW).num_rows == 0
+
+
+def test_a_twin_summary_becomes_a_message() -> None:
+    msg = summary_to_proto({"vehicle_id": "V1", "applied_seq": 9, "risk": {"7": 0.1, "30": 0.4},
+                            "baseline": {"soc_mean": [50.0, 2.0]}, "last_frame": {"vehicle_id": "V1", "ts": NOW, "seq": 9, "soc": 50.0}})
+    assert [(r.horizon_days, round(r.probability, 3)) for r in msg.risk] == [(7, 0.1), (30, 0.4)]
+    assert msg.last_frame.soc == 50.0 and not msg.last_frame.HasField("speed")

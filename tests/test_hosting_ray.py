@@ -1,0 +1,115 @@
+"""Twins on a real local Ray: routing, restart after a kill, exactly-once effect (one Ray session)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs.settings import load_config
+from twins.synthetic import synthetic_frames, take
+from twins.twin import VehicleTwin
+from twins.types import AlertFilter
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.integration
+
+FPW = 60
+VEHICLES = ["veh-a", "veh-b", "veh-c"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, namespace="evtwin-test")
+    yield
+    ray.shutdown()
+
+
+def config(tmp_path: Path, twins_per_actor: int):
+    return load_config(overrides=[
+        "dataset.window_minutes=10", "dataset.stride_minutes=10", "twins.baseline_warmup_windows=5",
+        f"twins.twins_per_actor={twins_per_actor}", f"twins.checkpoint_uri={tmp_path / 'ckpt'}",
+        f"simulation.num_vehicles={len(VEHICLES)}",
+    ])
+
+
+def fleet_stream() -> dict[str, np.ndarray]:
+    parts = []
+    for v in VEHICLES:
+        frames = synthetic_frames(v, 20 * FPW)
+        if v == "veh-b":
+            frames["motor_temp"][10 * FPW:] += np.float32(25.0)  # one real anomaly
+            frames["soc"][300] = np.nan  # one sensor fault
+        frames["vehicle_id"] = np.full(frames["seq"].size, v, dtype=object)
+        parts.append(frames)
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.argsort(columns["ts"], kind="stable")
+    return {k: v[order] for k, v in columns.items()}
+
+
+def reference_twins(cfg, columns) -> dict[str, bytes]:
+    out = {}
+    for v in VEHICLES:
+        mask = columns["vehicle_id"] == v
+        twin = VehicleTwin(v, cfg.twins, 600_000, 600_000)
+        twin.ingest({k: c[mask] for k, c in columns.items() if k != "vehicle_id"})
+        out[v] = twin
+    return out
+
+
+@pytest.mark.parametrize("twins_per_actor", [1, 2], ids=["actor-per-twin", "sharded"])
+def test_killed_host_restores_and_ends_identical_to_an_uninterrupted_run(ray_session, tmp_path, twins_per_actor):
+    from twins.hosting import TwinFleet
+
+    cfg = config(tmp_path, twins_per_actor)
+    fleet = TwinFleet.create(cfg, expected_vehicles=len(VEHICLES))
+    columns = fleet_stream()
+    acked: dict[str, int] = {}
+    alerts = {}
+    batch = 240
+    killed = False
+    for lo in range(0, columns["seq"].size, batch):
+        part = take(columns, slice(lo, lo + batch))
+        result = fleet.ingest(part)
+        for v, s in result.acks.items():
+            assert s >= acked.get(v, -1), "acks never go backwards"
+            acked[v] = s
+        alerts.update({a.alert_id: a for a in result.alerts})
+        if not killed and lo >= columns["seq"].size // 2:
+            victim = fleet.actor(fleet.host_name("veh-b"))
+            old_pid = ray.get(victim.pid.remote())
+            ray.kill(victim, no_restart=False)
+            killed = True
+            # Re-send the last batch as a client would after a disconnect: no double effect.
+            fleet.ingest(part)
+            assert ray.get(victim.pid.remote()) != old_pid
+    assert killed and acked == {v: 20 * FPW for v in VEHICLES}
+    reference = reference_twins(cfg, columns)
+    for v in VEHICLES:
+        live = VehicleTwin.from_bytes(ray.get(fleet.actor(fleet.host_name(v)).twin_bytes.remote(v)))
+        live.duplicates = reference[v].duplicates
+        assert live.to_bytes() == reference[v].to_bytes(), v
+    rules = sorted((a.vehicle_id, a.rule) for a in alerts.values())
+    assert rules == [("veh-b", "anomaly"), ("veh-b", "sensor_fault")]
+    assert [a.rule for a in fleet.alerts(AlertFilter(vehicle_id="veh-b", rule="anomaly"))] == ["anomaly"]
+    summary = fleet.summary("veh-b")
+    assert summary["acked_seq"] == 20 * FPW and summary["frames_applied"] == 20 * FPW
+    assert fleet.list_twins() == VEHICLES
+    assert fleet.summary("nobody") is None
+    fleet.close()
+
+
+def test_twins_are_found_again_by_name(ray_session, tmp_path):
+    from twins.hosting import TwinFleet
+
+    cfg = config(tmp_path, 1)
+    first = TwinFleet.create(cfg)
+    first.ingest(take(fleet_stream(), slice(0, 30)))
+    second = TwinFleet.create(cfg)  # e.g. a second gRPC server process in the same namespace
+    name = second.host_name("veh-a")
+    t0 = time.perf_counter()
+    assert second.summary("veh-a")["applied_seq"] is not None
+    assert ray.get(second.actor(name).pid.remote()) == ray.get(first.actor(name).pid.remote())
+    assert time.perf_counter() - t0 < 30
+    first.close()

@@ -1,0 +1,351 @@
+"""VehicleTwin: the pure per-vehicle state machine (no Ray)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from configs.schema import SCHEMA
+from configs.settings import TwinsConfig, load_config
+from training.features import vehicle_feature_matrix
+from twins.baseline import EwmaBaseline, WelfordBaseline
+from twins.personalise import PersonalHead
+from twins.synthetic import synthetic_frames, take
+from twins.twin import SENSORS, VehicleTwin
+from twins.types import alert_id
+
+WINDOW_MS = 600_000  # 10 min = 60 frames at 10 s
+FRAMES_PER_WINDOW = 60
+
+
+def twins_cfg(**overrides: object) -> TwinsConfig:
+    base = {"baseline_warmup_windows": 10, "alert_cooldown_minutes": 120, "reorder_buffer_frames": 16,
+            "prediction_interval_minutes": 30, "fine_tune_every_windows": 10}
+    base.update(overrides)
+    return load_config(overrides=[f"twins.{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                  for k, v in base.items()]).twins
+
+
+def new_twin(cfg: TwinsConfig | None = None, model: object = None, vehicle_id: str = "veh-1") -> VehicleTwin:
+    return VehicleTwin(vehicle_id, cfg or twins_cfg(), WINDOW_MS, WINDOW_MS, model)
+
+
+def state_without_counters(twin: VehicleTwin) -> bytes:
+    clone = VehicleTwin.from_bytes(twin.to_bytes())
+    clone.duplicates = 0
+    return clone.to_bytes()
+
+
+class FakeAnomalyModel:
+    """Reconstruction error = squared distance of two signals from fixed levels (deterministic)."""
+
+    signal_names = ("cell_temp_max", "motor_temp")
+    sequence_length = 8
+    threshold = 1.0
+
+    def __init__(self, levels: tuple[float, float]) -> None:
+        self.levels = np.array(levels)
+        self.seen_nan = False
+
+    def score(self, sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.seen_nan |= bool(np.isnan(sequences).any())
+        per_signal = ((sequences.mean(axis=1) - self.levels) ** 2) / 4.0
+        total = per_signal.sum(axis=1)
+        shares = per_signal / np.maximum(total[:, None], 1e-12)
+        return total, shares
+
+
+# ------------------------------------------------------------------------ ordering, dedup, batching
+def test_batching_does_not_change_the_state() -> None:
+    frames = synthetic_frames("veh-1", 7 * FRAMES_PER_WINDOW + 13)
+    whole, single, chunks = new_twin(), new_twin(), new_twin()
+    whole.ingest(frames)
+    for i in range(frames["seq"].size):
+        single.ingest(take(frames, slice(i, i + 1)))
+    for lo in range(0, frames["seq"].size, 37):
+        chunks.ingest(take(frames, slice(lo, lo + 37)))
+    assert whole.windows_closed == 7
+    assert whole.to_bytes() == single.to_bytes() == chunks.to_bytes()
+
+
+def test_duplicate_frames_are_acknowledged_and_ignored() -> None:
+    frames = synthetic_frames("veh-1", 3 * FRAMES_PER_WINDOW + 5)
+    twin = new_twin()
+    twin.ingest(frames)
+    before = state_without_counters(twin)
+    step = twin.ingest(take(frames, slice(10, 100)))
+    assert step.applied == 0 and step.duplicates == 90 and not step.rejected and not step.alerts
+    assert step.applied_seq == frames["seq"][-1]
+    assert state_without_counters(twin) == before
+
+
+def test_duplicates_inside_one_batch_count_once() -> None:
+    frames = synthetic_frames("veh-1", 50)
+    doubled = take(frames, np.concatenate([np.arange(50), np.arange(20, 30)]))
+    twin = new_twin()
+    step = twin.ingest(doubled)
+    assert step.applied == 50 and step.duplicates == 10 and twin.frames_applied == 50
+
+
+def test_shuffles_within_the_reorder_buffer_reach_the_in_order_state() -> None:
+    frames = synthetic_frames("veh-1", 3 * FRAMES_PER_WINDOW)
+    rng = np.random.default_rng(3)
+    order = np.arange(frames["seq"].size)
+    for lo in range(0, order.size, 8):  # local shuffles: never more than 8 frames early
+        rng.shuffle(order[lo:lo + 8])
+    in_order, shuffled = new_twin(), new_twin()
+    in_order.ingest(frames)
+    for lo in range(0, order.size, 5):
+        shuffled.ingest(take(frames, order[lo:lo + 5]))
+    assert shuffled.to_bytes() == in_order.to_bytes()
+
+
+def test_frames_after_a_gap_wait_in_the_buffer_until_it_fills() -> None:
+    frames = synthetic_frames("veh-1", 40)
+    twin = new_twin(twins_cfg(reorder_buffer_frames=16))
+    twin.ingest(take(frames, slice(0, 10)))
+    step = twin.ingest(take(frames, slice(11, 20)))  # seq 11 missing
+    assert step.applied == 0 and step.buffered == 9 and step.applied_seq == 10
+    step = twin.ingest(take(frames, slice(10, 11)))
+    assert step.applied == 10 and step.applied_seq == 20 and step.buffered == 0
+
+
+def test_a_gap_longer_than_the_buffer_is_skipped_and_the_late_frame_refused() -> None:
+    frames = synthetic_frames("veh-1", 60)
+    twin = new_twin(twins_cfg(reorder_buffer_frames=4))
+    twin.ingest(take(frames, slice(0, 10)))
+    step = twin.ingest(take(frames, slice(12, 30)))  # 11 and 12 missing, 18 frames > buffer of 4
+    assert step.applied_seq == 30 and step.buffered == 0 and step.applied == 18
+    step = twin.ingest(take(frames, slice(10, 12)))
+    assert [r.code for r in step.rejected] == ["late", "late"] and [r.seq for r in step.rejected] == [11, 12]
+    assert step.applied == 0 and twin.frames_applied == 28
+
+
+def test_zero_buffer_refuses_nothing_in_order() -> None:
+    frames = synthetic_frames("veh-1", 30)
+    twin = new_twin(twins_cfg(reorder_buffer_frames=0))
+    step = twin.ingest(frames)
+    assert step.applied == 30 and not step.rejected
+
+
+def test_order_is_by_seq_not_by_device_clock() -> None:
+    frames = synthetic_frames("veh-1", 2 * FRAMES_PER_WINDOW + 5)
+    skewed = dict(frames)
+    skewed["ts"] = frames["ts"].copy()
+    skewed["ts"][30] -= 3_600_000  # a clock jump backwards on one frame
+    twin = new_twin()
+    twin.ingest(take(skewed, slice(None, None, -1)))  # sent newest first
+    assert twin.applied_seq == frames["seq"][-1] and twin.frames_applied == frames["seq"].size
+
+
+# ------------------------------------------------------------------------ validation, sensor faults
+def test_impossible_and_missing_values_raise_one_sensor_fault_alert_and_never_reach_the_model() -> None:
+    model = FakeAnomalyModel((45.0, 45.0))
+    frames = synthetic_frames("veh-1", 4 * FRAMES_PER_WINDOW)
+    frames["cell_temp_max"][70:100] = np.nan
+    frames["pack_voltage"][80] = 5_000.0
+    frames["motor_temp"][90] = np.inf
+    twin = new_twin(model=model)
+    step = twin.ingest(frames)
+    faults = [a for a in step.alerts if a.rule == "sensor_fault"]
+    assert len(faults) == 1 and faults[0].seq == 71 and faults[0].signals[0][0] == "cell_temp_max"
+    assert not model.seen_nan
+    assert np.isfinite(twin.last_features).all()
+    assert twin.summary()["sensor_faults"] == {"pack_voltage": 1, "cell_temp_max": 30, "motor_temp": 1}
+
+
+def test_a_missing_sensor_column_is_a_fault_not_a_crash() -> None:
+    frames = synthetic_frames("veh-1", 2 * FRAMES_PER_WINDOW + 1)
+    del frames["soc"]
+    twin = new_twin()
+    step = twin.ingest(frames)
+    assert step.applied == frames["seq"].size
+    assert [a.rule for a in step.alerts] == ["sensor_fault"]
+
+
+def test_a_new_fault_episode_after_the_cooldown_raises_a_second_alert() -> None:
+    cfg = twins_cfg(alert_cooldown_minutes=30, sensor_fault_clear_minutes=10)
+    frames = synthetic_frames("veh-1", 1000)
+    for start in (100, 110, 400):  # 100 and 110 are one episode; 400 is 50 min later
+        frames["soc"][start] = -5.0
+    twin = new_twin(cfg)
+    step = twin.ingest(frames)
+    assert [a.seq for a in step.alerts if a.rule == "sensor_fault"] == [101, 401]
+
+
+# ------------------------------------------------------------------------ features online == offline
+def test_online_features_equal_the_offline_pipeline() -> None:
+    frames = synthetic_frames("veh-1", 9 * FRAMES_PER_WINDOW + 7)
+    frames["soc"][100:130] = np.nan  # data-quality features must agree too
+    ends, offline = vehicle_feature_matrix(frames, WINDOW_MS, WINDOW_MS)
+    twin = new_twin()
+    online = []
+    for i in range(frames["seq"].size):
+        closed = twin.windows_closed
+        twin.ingest(take(frames, slice(i, i + 1)))
+        if twin.windows_closed > closed:
+            online.append((twin.last_window_end, twin.last_features.copy()))
+    assert [e for e, _ in online] == ends.tolist()
+    np.testing.assert_array_equal(np.stack([f for _, f in online]), offline)
+
+
+# ------------------------------------------------------------------------ anomalies, alerts, baseline
+def _drift(frames: dict[str, np.ndarray], name: str, start: int, amount: float) -> None:
+    frames[name] = frames[name].copy()
+    frames[name][start:] += np.float32(amount)
+
+
+def test_sustained_anomaly_gives_one_alert_with_a_stable_id_and_its_signals() -> None:
+    frames = synthetic_frames("veh-1", 30 * FRAMES_PER_WINDOW)
+    _drift(frames, "motor_temp", 15 * FRAMES_PER_WINDOW, 25.0)
+    twin = new_twin()
+    step = twin.ingest(frames)
+    anomalies = [a for a in step.alerts if a.rule == "anomaly"]
+    assert len(anomalies) == 1
+    alert = anomalies[0]
+    assert alert.alert_id == alert_id("veh-1", "anomaly", alert.seq)
+    assert any("motor" in name for name, _ in alert.signals)
+    assert alert.ts_ms >= frames["ts"][15 * FRAMES_PER_WINDOW]
+    replay = new_twin()
+    assert [a.alert_id for a in replay.ingest(frames).alerts] == [a.alert_id for a in step.alerts]
+
+
+def test_hysteresis_needs_consecutive_windows_then_holds_then_cools_down() -> None:
+    twin = new_twin(twins_cfg(anomaly_consecutive_windows=2, anomaly_clear_ratio=0.7, alert_cooldown_minutes=70))
+    fired = []
+    scores = [1.2, 0.5, 1.2, 0.5,  # never two in a row: nothing
+              1.2, 1.3,            # fires on the second
+              0.8, 1.5, 0.9,       # still active (not below 0.7): no second alert
+              0.5, 1.2, 1.2,       # cleared, but within the 70 min cooldown
+              0.5, 1.2, 1.2]       # after the cooldown: fires again
+    for i, score in enumerate(scores):
+        from twins.types import TwinStep
+        step = TwinStep(applied_seq=i)
+        if twin._anomaly_gate(score, end_ms=i * WINDOW_MS, seq=i, step=step):
+            fired.append(i)
+    assert fired == [5, 14]
+
+
+def test_baseline_never_learns_from_windows_it_flagged() -> None:
+    frames = synthetic_frames("veh-1", 30 * FRAMES_PER_WINDOW)
+    _drift(frames, "motor_temp", 15 * FRAMES_PER_WINDOW, 25.0)
+    twin = new_twin()
+    twin.ingest(take(frames, slice(0, 15 * FRAMES_PER_WINDOW + 1)))
+    learned_before, mean_before = twin.baseline.n, twin.baseline.mean.copy()
+    twin.ingest(take(frames, slice(15 * FRAMES_PER_WINDOW + 1, None)))
+    assert twin.anomaly_gate.active
+    assert twin.baseline.n == learned_before
+    np.testing.assert_array_equal(twin.baseline.mean, mean_before)
+
+
+def test_prediction_is_due_on_schedule_and_after_an_anomaly() -> None:
+    frames = synthetic_frames("veh-1", 4 * FRAMES_PER_WINDOW + 1)
+    twin = new_twin(twins_cfg(prediction_interval_minutes=30, risk_alert_threshold=0.5))
+    step = twin.ingest(frames)
+    assert step.prediction_due
+    end_ms, features = twin.take_prediction_request()
+    assert features.shape == twin.last_features.shape
+    alerts = twin.apply_prediction(end_ms, {7: 0.8, 14: 0.9, 30: 0.95}, severity=2, mode="coolant_pump",
+                                   contributions=[("coolant_dt_mean", 1.2)])
+    assert [a.rule for a in alerts] == ["failure_risk"] and alerts[0].risk == {7: 0.8, 14: 0.9, 30: 0.95}
+    assert twin.take_prediction_request() is None
+    assert twin.apply_prediction(end_ms, {7: 0.9}) == []  # stale answer: ignored
+
+
+# ------------------------------------------------------------------------ personalisation head
+def test_fine_tune_head_is_versioned_and_only_widens_tolerance() -> None:
+    frames = synthetic_frames("veh-1", 8 * FRAMES_PER_WINDOW)
+    model = FakeAnomalyModel((float(frames["cell_temp_max"].mean()), float(frames["motor_temp"].mean())))
+    twin = new_twin(twins_cfg(fine_tune_every_windows=5), model=model)
+    twin.ingest(frames)
+    assert twin.fine_tune_due()
+    errors, reference = twin.fine_tune_inputs()
+    assert errors.shape[1] == 2 and reference.shape == (2,)
+    twin.install_head(PersonalHead(scales=np.array([2.0, 1.0]), version=1))
+    assert twin.head.version == 1 and not twin.fine_tune_due()
+    twin.install_head(PersonalHead(scales=np.array([3.0, 1.0]), version=1))  # stale version: ignored
+    assert twin.head.scales.tolist() == [2.0, 1.0]
+    restored = VehicleTwin.from_bytes(twin.to_bytes(), model)
+    assert restored.head.version == 1 and restored.head.scales.tolist() == [2.0, 1.0]
+
+
+# ------------------------------------------------------------------------ state round trip
+def test_restore_then_continue_equals_uninterrupted() -> None:
+    model = FakeAnomalyModel((45.0, 45.0))
+    frames = synthetic_frames("veh-1", 12 * FRAMES_PER_WINDOW + 3)
+    frames["soc"][200] = np.nan
+    straight = new_twin(model=model)
+    straight.ingest(frames)
+    first = new_twin(model=model)
+    first.ingest(take(frames, slice(0, 333)))
+    resumed = VehicleTwin.from_bytes(first.to_bytes(), model)
+    resumed.ingest(take(frames, slice(333, None)))
+    assert resumed.to_bytes() == straight.to_bytes()
+
+
+def test_a_foreign_blob_is_refused() -> None:
+    with pytest.raises(ValueError, match="magic"):
+        VehicleTwin.from_bytes(b"\x80\x04pickle")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_orders_duplicates_and_bad_values_never_crash_nor_apply_twice(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 3 * FRAMES_PER_WINDOW), label="n")
+    frames = synthetic_frames("veh-h", n, seed=data.draw(st.integers(0, 3)))
+    bad = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(SENSORS),
+                                       st.sampled_from([np.nan, np.inf, -np.inf, 1e9, -1e9])), max_size=10))
+    for row, name, value in bad:
+        frames[name][row] = value
+    sends = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3 * n), label="sends")
+    cfg = twins_cfg(reorder_buffer_frames=data.draw(st.integers(0, 20)))
+    twin = new_twin(cfg)
+    applied = 0
+    for lo in range(0, len(sends), 7):
+        step = twin.ingest(take(frames, np.array(sends[lo:lo + 7])))
+        applied += step.applied
+        assert all(r.code == "late" for r in step.rejected)
+        restored = VehicleTwin.from_bytes(twin.to_bytes())
+        assert restored.to_bytes() == twin.to_bytes()
+    assert applied == twin.frames_applied <= len(set(sends))
+    assert twin.last_features is None or np.isfinite(twin.last_features).all()
+    # Everything re-sent once more: no new effect.
+    before = state_without_counters(twin)
+    again = twin.ingest(take(frames, np.array(sorted(set(sends)))))
+    assert again.applied == 0 or again.applied <= len(set(sends)) - applied
+    if again.applied == 0:
+        assert state_without_counters(twin) == before
+
+
+# ------------------------------------------------------------------------ baseline contract (river style)
+@pytest.mark.parametrize("make", [lambda: EwmaBaseline(half_life=20, warmup=5), lambda: WelfordBaseline(warmup=5)],
+                         ids=["ewma", "welford"])
+class TestBaselineContract:
+    def test_scores_zero_until_warm(self, make) -> None:
+        b = make()
+        for _ in range(4):
+            b.learn_one(np.ones(3))
+        assert not b.ready and b.score_one(np.full(3, 100.0)) == 0.0
+
+    def test_outlier_scores_higher_than_typical(self, make) -> None:
+        b, rng = make(), np.random.default_rng(0)
+        for _ in range(50):
+            b.learn_one(rng.normal(10, 1, size=4))
+        assert b.score_one(np.full(4, 10.0)) < 1.0 < 5.0 < b.score_one(np.array([10, 10, 10, 30.0]))
+
+    def test_clone_is_fresh_with_the_same_hyperparameters(self, make) -> None:
+        b = make()
+        for _ in range(10):
+            b.learn_one(np.ones(2))
+        c = b.clone()
+        assert type(c) is type(b) and c.n == 0 and c.warmup == b.warmup and c.mean is None
+
+    def test_state_round_trips(self, make) -> None:
+        from twins.baseline import baseline_from_state
+        b, rng = make(), np.random.default_rng(1)
+        for _ in range(12):
+            b.learn_one(rng.normal(size=3))
+        c = baseline_from_state(*b.to_state())
+        x = rng.normal(size=3)
+        assert c.score_one(x) == b.score_one(x)

@@ -1,0 +1,124 @@
+"""LSTM autoencoder over sequences of window features of normal operation.
+
+Input: for each window, the ``ANOMALY_SIGNALS`` columns of its feature vector (precursor quantities at
+fleet level, the vehicle's own z-scores and data-quality scores), over the last ``sequence_length``
+windows. Values are centred and scaled with statistics of normal training windows and clipped, so
+one wild value saturates instead of blowing up the network. The reconstruction error of a sequence is
+the mean squared error over its steps and signals; the per-signal shares say which signals were wrong.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.features import FEATURE_NAMES
+
+__all__ = ["ANOMALY_SIGNALS", "LstmAutoencoder", "feature_sequences", "fit_scaler", "normalise",
+           "reconstruction_errors", "train_autoencoder"]
+
+ANOMALY_SIGNALS: tuple[str, ...] = (
+    # precursors at fleet level
+    "cell_v_spread_load_mean", "cell_v_spread_mean", "cell_t_spread_mean", "pack_rise_per_load",
+    "coolant_dt_per_flow", "flow_per_pump_krpm", "motor_rise_per_torque", "inverter_rise_per_current",
+    "internal_resistance_mean", "resistance_est_mohm", "tyre_spread_mean", "tyre_comp_min_mean",
+    "aux_v_rest_mean", "aux_battery_voltage_min", "dcdc_current_mean", "brake_rise_max", "brake_pad_wear_mean",
+    # the same against the vehicle's own baseline
+    "cell_v_spread_load_mean_z", "pack_rise_per_load_z", "coolant_dt_per_flow_z", "flow_per_pump_krpm_z",
+    "motor_rise_per_torque_z", "inverter_rise_per_current_z", "internal_resistance_mean_z",
+    "tyre_comp_min_mean_z", "tyre_spread_mean_z", "aux_v_rest_mean_z", "brake_rise_max_z",
+    # data quality (sensor faults) and operating context
+    "nan_share", "out_of_range_share", "stuck_share", "spike_score",
+    "ambient_temp_mean", "driving_share", "charging_share", "abs_current_mean",
+)
+CLIP = 8.0
+
+
+class LstmAutoencoder(nn.Module):
+    """Encoder LSTM -> last hidden state -> repeated -> decoder LSTM -> linear back to the signals."""
+
+    def __init__(self, n_signals: int, hidden_size: int, sequence_length: int) -> None:
+        super().__init__()
+        self.sequence_length = sequence_length
+        self.encoder = nn.LSTM(n_signals, hidden_size, batch_first=True)
+        self.decoder = nn.LSTM(hidden_size, hidden_size, batch_first=True)
+        self.output = nn.Linear(hidden_size, n_signals)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.encoder(x)
+        code = h[-1].unsqueeze(1).expand(-1, x.shape[1], -1)
+        decoded, _ = self.decoder(code)
+        return self.output(decoded)
+
+
+def signal_index(signals: Sequence[str] = ANOMALY_SIGNALS) -> np.ndarray:
+    return np.array([FEATURE_NAMES.index(s) for s in signals], dtype=np.int64)
+
+
+def fit_scaler(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Robust centre (median) and scale (IQR / 1.349, floored) per column of normal windows."""
+    center = np.median(values, axis=0)
+    q75, q25 = np.percentile(values, [75, 25], axis=0)
+    scale = (q75 - q25) / 1.349
+    fallback = values.std(axis=0)
+    scale = np.where(scale > 1e-6, scale, np.where(fallback > 1e-6, fallback, 1.0))
+    return center.astype(np.float32), scale.astype(np.float32)
+
+
+def normalise(values: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return np.clip((np.asarray(values, np.float32) - center) / scale, -CLIP, CLIP).astype(np.float32)
+
+
+def feature_sequences(values: np.ndarray, length: int) -> np.ndarray:
+    """(n, length, S) sequences ending at each of one vehicle's n windows (front padded with the first)."""
+    values = np.asarray(values, np.float32)
+    if values.shape[0] == 0:
+        return np.zeros((0, length, values.shape[1]), np.float32)
+    padded = np.concatenate([np.repeat(values[:1], length - 1, axis=0), values], axis=0)
+    view = np.lib.stride_tricks.sliding_window_view(padded, (length, values.shape[1]))[:, 0]
+    return view
+
+
+def reconstruction_errors(model: LstmAutoencoder, sequences: np.ndarray, batch_size: int = 4096,
+                          device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(error per sequence, per-signal share of that error) for normalised sequences (n, L, S)."""
+    model.eval()
+    errors, shares = [], []
+    with torch.inference_mode():
+        for start in range(0, sequences.shape[0], batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(sequences[start:start + batch_size])).to(device)
+            per_signal = ((model(x) - x) ** 2).mean(dim=1)  # (b, S)
+            total = per_signal.mean(dim=1)
+            errors.append(total.cpu().numpy())
+            shares.append((per_signal / (per_signal.sum(dim=1, keepdim=True) + 1e-12)).cpu().numpy())
+    if not errors:
+        return np.zeros(0, np.float32), np.zeros((0, sequences.shape[2]), np.float32)
+    return np.concatenate(errors), np.concatenate(shares)
+
+
+def train_autoencoder(train_seq: np.ndarray, *, hidden_size: int, epochs: int, batch_size: int,
+                      learning_rate: float, seed: int, device: str = "cpu") -> tuple[LstmAutoencoder, list[float]]:
+    """Fit on normalised normal sequences; returns the model and the mean loss per epoch."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = LstmAutoencoder(train_seq.shape[2], hidden_size, train_seq.shape[1]).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    data = torch.from_numpy(np.ascontiguousarray(train_seq))
+    losses: list[float] = []
+    for _ in range(epochs):
+        model.train()
+        order = rng.permutation(data.shape[0])
+        total, count = 0.0, 0
+        for start in range(0, order.size, batch_size):
+            x = data[order[start:start + batch_size]].to(device)
+            loss = ((model(x) - x) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss) * x.shape[0]
+            count += x.shape[0]
+        losses.append(total / max(count, 1))
+    model.eval()
+    return model, losses

@@ -1,0 +1,343 @@
+"""`evtwin prepare`: a generated (or real) run directory -> windowed, labelled, split Parquet datasets.
+
+Vehicle by vehicle (memory does not grow with fleet size): read the vehicle's frames, compute the
+window features with the one feature function, label the windows, append them to the split's Parquet
+file. Writes under ``runs/<name>/dataset/``:
+
+    train.parquet, validation.parquet, test.parquet   vehicle_id, window_end_ms, FEATURE_NAMES..., labels
+    vehicles.parquet                                  vehicle_id, split, stratum, windows
+    events.parquet, sensor_faults.parquet             ground truth with each vehicle's split
+    card.json, card.md                                sizes, positives per horizon and mode, censoring, data hash
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from configs.schema import SCHEMA
+from configs.settings import Config
+from training.features import FEATURE_NAMES, FEATURES_HASH, REQUIRED_COLUMNS, vehicle_feature_matrix
+from training.labels import (
+    MS_PER_DAY, NO_MODE, VehicleEvents, assign_splits, temporal_cutoff_ms, vehicle_labels, vehicle_strata,
+)
+
+SPLITS = ("train", "validation", "test")
+DATASET_DIR = "dataset"
+DATASET_VERSION = "1"
+
+
+# --- reading the run directory ---------------------------------------------------------------------
+
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no manifest.json (is this a run directory from `evtwin generate`?)")
+    return json.loads(path.read_text())
+
+
+def list_vehicles(run_dir: Path) -> list[str]:
+    root = Path(run_dir) / "raw_frames"
+    if not root.exists():
+        raise FileNotFoundError(f"{run_dir}: no raw_frames/")
+    return sorted(p.name.split("=", 1)[1] for p in root.iterdir() if p.is_dir() and p.name.startswith("vehicle_id="))
+
+
+def read_vehicle_columns(run_dir: Path, vehicle_id: str) -> dict[str, np.ndarray]:
+    """'ts' (int64 ms) and every sensor column (float64, NaN for dropouts) of one vehicle, in seq order."""
+    try:
+        from simulation.io import read_vehicle_frames  # the generator's reader, when present
+        table = read_vehicle_frames(run_dir, vehicle_id)
+    except ImportError:
+        table = _read_vehicle_frames_fallback(Path(run_dir), vehicle_id)
+    if "seq" in table.column_names:
+        table = table.sort_by("seq")
+    cols = {"ts": table.column("ts").cast(pa.int64()).to_numpy()}
+    for name in REQUIRED_COLUMNS:
+        if name in table.column_names:
+            cols[name] = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            cols[name] = np.full(table.num_rows, np.nan)
+    return cols
+
+
+def _read_vehicle_frames_fallback(run_dir: Path, vehicle_id: str) -> pa.Table:
+    import pyarrow.dataset as ds
+
+    folder = run_dir / "raw_frames" / f"vehicle_id={vehicle_id}"
+    files = sorted(str(p) for p in folder.rglob("*.parquet"))
+    wanted = ["ts", "seq", *REQUIRED_COLUMNS]
+    dataset = ds.dataset(files, format="parquet")
+    return dataset.to_table(columns=[c for c in wanted if c in dataset.schema.names])
+
+
+def read_ground_truth(run_dir: Path) -> tuple[pa.Table, pa.Table]:
+    run_dir = Path(run_dir)
+    events = pq.read_table(run_dir / "events.parquet") if (run_dir / "events.parquet").exists() else None
+    faults = pq.read_table(run_dir / "sensor_faults.parquet") if (run_dir / "sensor_faults.parquet").exists() else None
+    if events is None:
+        events = pa.table({"vehicle_id": pa.array([], pa.string()), "mode": pa.array([], pa.string()),
+                           "onset_ms": pa.array([], pa.int64()), "failure_ms": pa.array([], pa.int64()),
+                           "severity": pa.array([], pa.int8())})
+    if faults is None:
+        faults = pa.table({"vehicle_id": pa.array([], pa.string()), "kind": pa.array([], pa.string()),
+                           "field": pa.array([], pa.string()), "start_ms": pa.array([], pa.int64()),
+                           "end_ms": pa.array([], pa.int64())})
+    return _ms_columns(events, ("onset_ms", "failure_ms")), _ms_columns(faults, ("start_ms", "end_ms"))
+
+
+def _ms_columns(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
+    for name in names:
+        i = table.schema.get_field_index(name)
+        if i >= 0 and not pa.types.is_int64(table.schema.field(i).type):
+            table = table.set_column(i, name, table.column(name).cast(pa.int64()))
+    return table
+
+
+def events_by_vehicle(events: pa.Table, faults: pa.Table) -> dict[str, VehicleEvents]:
+    out: dict[str, VehicleEvents] = {}
+    ev = events.to_pydict()
+    fa = faults.to_pydict()
+    vehicles = set(ev["vehicle_id"]) | set(fa["vehicle_id"])
+    for v in vehicles:
+        rows = [i for i, x in enumerate(ev["vehicle_id"]) if x == v]
+        frows = [i for i, x in enumerate(fa["vehicle_id"]) if x == v]
+        out[v] = VehicleEvents.build(
+            failures=[(ev["onset_ms"][i], ev["failure_ms"][i], ev["mode"][i], int(ev["severity"][i])) for i in rows],
+            faults=[(fa["start_ms"][i], fa["end_ms"][i]) for i in frows],
+        )
+    return out
+
+
+def known_until_ms(manifest: dict) -> int:
+    """Failures are known up to the observation end plus the generator's latent horizon (0 for real data)."""
+    latent_days = float(manifest.get("config", {}).get("simulation", {}).get("latent_failure_days", 0.0))
+    return int(manifest["end_ms"]) + int(latent_days * MS_PER_DAY)
+
+
+# --- the dataset ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PreparePlan:
+    """Everything one vehicle's worker needs (picklable for a process pool)."""
+
+    run_dir: str
+    window_ms: int
+    stride_ms: int
+    min_frames: int
+    horizons_days: tuple[int, ...]
+    known_until_ms: int
+    cutoff_ms: int | None
+    post_failure_ms: int
+
+
+def label_columns(horizons_days: tuple[int, ...]) -> list[str]:
+    return [f"y_{h}d" for h in horizons_days] + [
+        "next_failure_ms", "next_mode", "next_severity", "degrading", "sensor_fault", "anomaly", "post_failure",
+        "event_onset_ms", "event_failure_ms",
+    ]
+
+
+def dataset_schema(horizons_days: tuple[int, ...]) -> pa.Schema:
+    label_types = {"next_failure_ms": pa.int64(), "next_mode": pa.string(), "next_severity": pa.int8(),
+                   "degrading": pa.bool_(), "sensor_fault": pa.bool_(), "anomaly": pa.bool_(),
+                   "post_failure": pa.bool_(), "event_onset_ms": pa.int64(), "event_failure_ms": pa.int64()}
+    fields = [pa.field("vehicle_id", pa.string()), pa.field("window_end_ms", pa.int64())]
+    fields += [pa.field(name, pa.float32()) for name in FEATURE_NAMES]
+    fields += [pa.field(f"y_{h}d", pa.int8()) for h in horizons_days]
+    fields += [pa.field(k, t) for k, t in label_types.items()]
+    return pa.schema(fields, metadata={"features_hash": FEATURES_HASH, "schema_version": SCHEMA.version})
+
+
+def vehicle_table(plan: PreparePlan, vehicle_id: str, split: str, events: VehicleEvents) -> pa.Table:
+    """Windows, features and labels of one vehicle, restricted to its split's side of a temporal cut."""
+    cols = read_vehicle_columns(Path(plan.run_dir), vehicle_id)
+    ends, X = vehicle_feature_matrix(cols, plan.window_ms, plan.stride_ms, plan.min_frames)
+    known = plan.known_until_ms
+    if plan.cutoff_ms is not None:
+        keep = ends > plan.cutoff_ms if split == "test" else ends <= plan.cutoff_ms
+        ends, X = ends[keep], X[keep]
+        if split != "test":
+            known = min(known, plan.cutoff_ms)  # train on the past: labels may not look past the cut
+    labels = vehicle_labels(ends, plan.window_ms, events, plan.horizons_days, known, plan.post_failure_ms)
+    schema = dataset_schema(plan.horizons_days)
+    arrays = [pa.array(np.full(ends.size, vehicle_id, dtype=object), pa.string()), pa.array(ends, pa.int64())]
+    arrays += [pa.array(X[:, j]) for j in range(X.shape[1])]
+    for name in label_columns(plan.horizons_days):
+        arrays.append(pa.array(labels[name], schema.field(name).type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _work(args: tuple[PreparePlan, str, str, VehicleEvents]) -> tuple[str, str, pa.Table]:
+    plan, vehicle_id, split, events = args
+    return vehicle_id, split, vehicle_table(plan, vehicle_id, split, events)
+
+
+def plan_splits(cfg: Config, vehicles: list[str], events: pa.Table, known_until: int) -> tuple[dict[str, str], dict[str, str]]:
+    """(vehicle -> split, vehicle -> stratum): stratum = mode of the vehicle's first known failure."""
+    ev = events.filter(pc.less_equal(events.column("failure_ms"), known_until)).sort_by("failure_ms").to_pydict()
+    first_mode: dict[str, str] = {}
+    for v, m in zip(ev["vehicle_id"], ev["mode"]):
+        first_mode.setdefault(v, m)
+    strata = vehicle_strata(vehicles, first_mode)
+    return assign_splits(strata, cfg.dataset.split_fractions, cfg.seed), strata
+
+
+def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, workers: int = 1,
+                    on_vehicle: Callable[[str], None] | None = None) -> dict:
+    """Build ``run_dir/dataset``; returns the dataset card. ``all_test`` puts every vehicle in test
+    (a fleet generated with another seed, for out-of-sample evaluation)."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    vehicles = list_vehicles(run_dir)
+    events, faults = read_ground_truth(run_dir)
+    known = known_until_ms(manifest)
+    horizons = tuple(int(h) for h in cfg.labels.failure_horizons_days)
+    if all_test:
+        splits = {v: "test" for v in vehicles}
+        strata, cutoff = {v: "-" for v in vehicles}, None
+    else:
+        splits, strata = plan_splits(cfg, vehicles, events, known)
+        cutoff = temporal_cutoff_ms(int(manifest["start_ms"]), int(manifest["end_ms"]), horizons,
+                                    cfg.dataset.test_after_fraction)
+    plan = PreparePlan(
+        run_dir=str(run_dir), window_ms=int(cfg.dataset.window_minutes * 60_000),
+        stride_ms=int(cfg.dataset.stride_minutes * 60_000), min_frames=cfg.dataset.min_frames_per_window,
+        horizons_days=horizons, known_until_ms=known, cutoff_ms=cutoff,
+        post_failure_ms=int(cfg.labels.post_failure_grace_days * MS_PER_DAY),
+    )
+    per_vehicle = events_by_vehicle(events, faults)
+    out_dir = run_dir / DATASET_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    schema = dataset_schema(horizons)
+    writers = {s: pq.ParquetWriter(out_dir / f"{s}.parquet", schema, compression="zstd") for s in SPLITS}
+    digest = hashlib.sha256(f"{FEATURES_HASH}|{DATASET_VERSION}".encode())
+    stats = _CardStats(horizons)
+    window_counts: dict[str, int] = {}
+    try:
+        jobs = [(plan, v, splits[v], per_vehicle.get(v, VehicleEvents())) for v in vehicles]
+        for vehicle_id, split, table in _map(jobs, workers):
+            writers[split].write_table(table)
+            for column in table.columns:
+                digest.update(np.ascontiguousarray(column.to_numpy(zero_copy_only=False)).tobytes()
+                              if not pa.types.is_string(column.type) else "\x1f".join(column.to_pylist()).encode())
+            stats.add(split, table)
+            window_counts[vehicle_id] = table.num_rows
+            if on_vehicle is not None:
+                on_vehicle(vehicle_id)
+    finally:
+        for w in writers.values():
+            w.close()
+    pq.write_table(pa.table({
+        "vehicle_id": vehicles, "split": [splits[v] for v in vehicles], "stratum": [strata[v] for v in vehicles],
+        "windows": [window_counts.get(v, 0) for v in vehicles],
+    }), out_dir / "vehicles.parquet")
+    split_of = pa.array([splits.get(v, "") for v in events.column("vehicle_id").to_pylist()], pa.string())
+    pq.write_table(events.append_column("split", split_of), out_dir / "events.parquet")
+    fsplit = pa.array([splits.get(v, "") for v in faults.column("vehicle_id").to_pylist()], pa.string())
+    pq.write_table(faults.append_column("split", fsplit), out_dir / "sensor_faults.parquet")
+    card = stats.card(
+        run=str(run_dir), data_hash=digest.hexdigest()[:16], features_hash=FEATURES_HASH,
+        schema_version=SCHEMA.version, window_ms=plan.window_ms, stride_ms=plan.stride_ms, horizons=horizons,
+        known_until_ms=known, cutoff_ms=cutoff, start_ms=int(manifest["start_ms"]), end_ms=int(manifest["end_ms"]),
+        vehicles={s: sum(1 for v in vehicles if splits[v] == s) for s in SPLITS}, all_test=all_test,
+        source_config_hash=manifest.get("config_hash"), config=cfg.model_dump(mode="json"),
+        events_by_split={s: int(sum(1 for x in split_of.to_pylist() if x == s)) for s in SPLITS},
+    )
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / "card.md").write_text(card_markdown(card))
+    return card
+
+
+def _map(jobs: list, workers: int) -> Iterator[tuple[str, str, pa.Table]]:
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_work, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_work, jobs, chunksize=1)
+
+
+class _CardStats:
+    def __init__(self, horizons: tuple[int, ...]) -> None:
+        self.horizons = horizons
+        self.rows = {s: 0 for s in SPLITS}
+        self.pos = {s: {h: 0 for h in horizons} for s in SPLITS}
+        self.cens = {s: {h: 0 for h in horizons} for s in SPLITS}
+        self.pos_mode = {s: {h: {} for h in horizons} for s in SPLITS}
+        self.anomaly = {s: {"degrading": 0, "sensor_fault": 0} for s in SPLITS}
+
+    def add(self, split: str, table: pa.Table) -> None:
+        self.rows[split] += table.num_rows
+        modes = np.asarray(table.column("next_mode").to_pylist(), dtype=object)
+        for h in self.horizons:
+            y = table.column(f"y_{h}d").to_numpy()
+            self.pos[split][h] += int((y == 1).sum())
+            self.cens[split][h] += int((y == -1).sum())
+            for m in modes[y == 1]:
+                self.pos_mode[split][h][m] = self.pos_mode[split][h].get(m, 0) + 1
+        for k in ("degrading", "sensor_fault"):
+            self.anomaly[split][k] += int(np.asarray(table.column(k).to_numpy(zero_copy_only=False)).sum())
+
+    def card(self, **meta) -> dict:
+        return {
+            **meta,
+            "dataset_version": DATASET_VERSION,
+            "windows": self.rows,
+            "positives": {s: {str(h): v for h, v in d.items()} for s, d in self.pos.items()},
+            "censored": {s: {str(h): v for h, v in d.items()} for s, d in self.cens.items()},
+            "positives_by_mode": {s: {str(h): dict(sorted(m.items())) for h, m in d.items()} for s, d in self.pos_mode.items()},
+            "anomalous_windows": self.anomaly,
+            "features": len(FEATURE_NAMES),
+        }
+
+
+def card_markdown(card: dict) -> str:
+    hs = [str(h) for h in card["horizons"]]
+    lines = [
+        f"# Dataset card: {card['run']}", "",
+        f"- data hash `{card['data_hash']}`, features `{card['features_hash']}` ({card['features']} features), "
+        f"telemetry schema {card['schema_version']}",
+        f"- windows of {card['window_ms'] / 60000:g} min every {card['stride_ms'] / 60000:g} min; horizons {', '.join(hs)} days",
+        f"- failures known until {card['known_until_ms']} ms; temporal cut: "
+        + ("none (observation too short for the longest horizon on both sides)" if card["cutoff_ms"] is None
+           else f"test windows after {card['cutoff_ms']} ms"),
+        "", "| split | vehicles | windows | " + " | ".join(f"pos {h}d | cens {h}d" for h in hs) + " | degrading | sensor fault |",
+        "|---" * (5 + 2 * len(hs)) + "|",
+    ]
+    for s in SPLITS:
+        cells = " | ".join(f"{card['positives'][s][h]} | {card['censored'][s][h]}" for h in hs)
+        lines.append(f"| {s} | {card['vehicles'][s]} | {card['windows'][s]} | {cells} | "
+                     f"{card['anomalous_windows'][s]['degrading']} | {card['anomalous_windows'][s]['sensor_fault']} |")
+    lines += ["", f"Positive windows by mode (horizon {hs[-1]} d):", ""]
+    modes = sorted({m for s in SPLITS for m in card["positives_by_mode"][s][hs[-1]]} - {NO_MODE})
+    lines += ["| mode | " + " | ".join(SPLITS) + " |", "|---|---|---|---|"]
+    for m in modes:
+        lines.append(f"| {m} | " + " | ".join(str(card["positives_by_mode"][s][hs[-1]].get(m, 0)) for s in SPLITS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_split(run_dir: Path, split: str, columns: list[str] | None = None) -> pa.Table:
+    path = Path(run_dir) / DATASET_DIR / f"{split}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: run `evtwin prepare --run {run_dir}` first")
+    table = pq.read_table(path, columns=columns)
+    found = (table.schema.metadata or {}).get(b"features_hash", b"").decode()
+    if found != FEATURES_HASH:
+        raise ValueError(f"{path}: built with feature set {found or '?'}, this code computes {FEATURES_HASH}; "
+                         "re-run `evtwin prepare`")
+    return table
+
+
+def read_card(run_dir: Path) -> dict:
+    path = Path(run_dir) / DATASET_DIR / "card.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: run `evtwin prepare --run {run_dir}` first")
+    return json.loads(path.read_text())

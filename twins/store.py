@@ -1,0 +1,72 @@
+"""Twin checkpoints in a store addressed by URI (``pyarrow.fs``): a local folder by default, ``s3://``,
+``gs://`` or ``hdfs://`` on a cluster. Writes are atomic (temporary file, then move) where the
+filesystem allows, so a reader never sees half a checkpoint.
+
+>>> import tempfile
+>>> store = CheckpointStore(tempfile.mkdtemp())
+>>> store.put("veh/1", b"state")
+>>> store.get("veh/1"), store.get("nobody"), store.list()
+(b'state', None, ['veh/1'])
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from urllib.parse import quote, unquote
+
+import pyarrow.fs as pafs
+
+_SUFFIX = ".twin"
+
+
+def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, root path) for a URI or a plain local path (relative paths are made absolute)."""
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    return pafs.FileSystem.from_uri(uri)
+
+
+class CheckpointStore:
+    """One object per twin: ``<root>/<quoted vehicle id>.twin``."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.fs, self.root = open_filesystem(uri)
+        self.fs.create_dir(self.root, recursive=True)
+        self._atomic_move = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def _path(self, vehicle_id: str) -> str:
+        return f"{self.root}/{quote(vehicle_id, safe='')}{_SUFFIX}"
+
+    def put(self, vehicle_id: str, data: bytes) -> None:
+        path = self._path(vehicle_id)
+        if not self._atomic_move:
+            with self.fs.open_output_stream(path) as out:  # object stores: a PUT is atomic already
+                out.write(data)
+            return
+        temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self.fs.open_output_stream(temporary) as out:
+            out.write(data)
+        self.fs.move(temporary, path)
+
+    def get(self, vehicle_id: str) -> bytes | None:
+        try:
+            with self.fs.open_input_stream(self._path(vehicle_id)) as source:
+                return source.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # some filesystems raise a plain OSError for a missing key
+            if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
+                return None
+            raise
+
+    def delete(self, vehicle_id: str) -> None:
+        try:
+            self.fs.delete_file(self._path(vehicle_id))
+        except FileNotFoundError:
+            pass
+
+    def list(self) -> list[str]:
+        selector = pafs.FileSelector(self.root, allow_not_found=True)
+        names = [info.base_name for info in self.fs.get_file_info(selector)]
+        return sorted(unquote(n[: -len(_SUFFIX)]) for n in names if n.endswith(_SUFFIX))

@@ -1,0 +1,524 @@
+"""``VehicleTwin``: the pure, per-vehicle state machine (no Ray, no gRPC, no wall clock).
+
+    frames --validate--> --dedup/reorder by seq--> --windows--> FeatureState --> scores --> alerts
+
+* Validation: every sensor value outside the telemetry contract (NaN, inf, impossible) is a sensor
+  fault; a fault episode raises one ``sensor_fault`` alert. The frame is still applied: the feature
+  function is NaN-aware (and scores data quality), and the LSTM-AE gets the bad value replaced by the
+  signal's last good value, so no model ever sees NaN.
+* Ordering is by ``seq`` only, from ``first_seq`` (or, for a counter first seen elsewhere, from the
+  oldest frame once the reorder buffer is full). ``seq <= applied`` is a duplicate (acknowledged, ignored) unless it lies in
+  a gap that was given up on, then it is refused as ``late``. Frames after a gap wait in a reorder
+  buffer of ``reorder_buffer_frames``; when it overflows the gap is skipped.
+* Windows come from ``training.windows.WindowAssembler`` and features from
+  ``training.features.FeatureState``: the same code as the offline pipeline.
+* Scores per closed window: the fleet LSTM-AE error through the per-vehicle head (``personalise``), and
+  the vehicle's own baseline (``baseline``), which learns only from windows it did not flag.
+* Alerts: ``training.alerting`` (the decision the offline evaluation uses too): hysteresis
+  (``anomaly_consecutive_windows`` to fire, below ``anomaly_clear_ratio`` to clear) plus a cooldown in
+  frame time; ids are ``alert_id(vehicle, rule, triggering seq)``.
+
+Batching never changes the outcome: ingesting frames one by one or in one call gives the same state.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from configs.schema import SCHEMA
+from configs.settings import TwinsConfig
+from training.alerting import AlertPolicy, AlertState
+from twins.baseline import EwmaBaseline, baseline_from_state
+from twins.personalise import PersonalHead
+from twins.types import Alert, Rejection, TwinStep, alert_id
+
+FORMAT_VERSION = 1
+_MAGIC = b"EVTWIN1\n"
+SENSORS: tuple[str, ...] = SCHEMA.sensor_names
+N_SENSORS = len(SENSORS)
+_MIDPOINTS = ((SCHEMA.lower_bounds + SCHEMA.upper_bounds) / 2.0)
+_MAX_SKIPPED_RANGES = 256
+_MAX_OPEN_ALERTS = 32
+_NORMAL_ERRORS_KEPT = 512
+_NO_SEQ = -(2**62)
+
+
+class AnomalyModel(Protocol):
+    """What the twin needs from the trained LSTM-AE (``training.artifacts.load_anomaly_model``)."""
+
+    threshold: float
+    signal_names: tuple[str, ...]
+    sequence_length: int
+
+    def score(self, sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _feature_state_factory() -> Any:
+    from training.features import FeatureState  # imported lazily: the twin module imports cheaply
+    return FeatureState()
+
+
+def _feature_state_from_bytes(data: bytes) -> Any:
+    from training.features import FeatureState
+    return FeatureState.from_bytes(data)
+
+
+def feature_names() -> tuple[str, ...]:
+    from training.features import FEATURE_NAMES
+    return tuple(FEATURE_NAMES)
+
+
+def frames_matrix(columns: dict[str, Any], n: int) -> np.ndarray:
+    """(n x sensors) float32 matrix from columns; a missing sensor is all NaN (a dropout).
+
+    A pre-stacked matrix may be passed as ``columns["values"]`` (rows x ``SENSORS``): the cheap path
+    the hosts use.
+    """
+    if "values" in columns:
+        return np.asarray(columns["values"], dtype=np.float32).reshape(n, N_SENSORS)
+    matrix = np.empty((n, N_SENSORS), dtype=np.float32)
+    for j, name in enumerate(SENSORS):
+        column = columns.get(name)
+        matrix[:, j] = np.nan if column is None else np.asarray(column, dtype=np.float32)
+    return matrix
+
+
+def forward_fill(values: np.ndarray, invalid: np.ndarray, last_good: np.ndarray) -> np.ndarray:
+    """Replace invalid entries by the signal's previous good value (``last_good`` before the batch).
+
+    >>> v = np.array([[1.0], [np.nan], [3.0], [np.nan]], dtype=np.float32)
+    >>> forward_fill(v, np.isnan(v), np.array([0.5])).ravel().tolist()
+    [1.0, 1.0, 3.0, 3.0]
+    """
+    out = values.copy()
+    for j in np.flatnonzero(invalid.any(axis=0)):
+        rows = np.arange(len(values))
+        source = np.maximum.accumulate(np.where(invalid[:, j], -1, rows))
+        fill = last_good[j] if np.isfinite(last_good[j]) else _MIDPOINTS[j]
+        out[:, j] = np.where(source >= 0, values[np.maximum(source, 0), j], fill)
+    return out
+
+
+class VehicleTwin:
+    """One vehicle's twin. ``ingest(columns)`` is the only way frames get in."""
+
+    def __init__(self, vehicle_id: str, cfg: TwinsConfig, window_ms: int, stride_ms: int,
+                 anomaly_model: AnomalyModel | None = None) -> None:
+        from training.windows import WindowAssembler
+
+        self.vehicle_id = vehicle_id
+        self.cfg = cfg
+        self.window_ms = int(window_ms)
+        self.stride_ms = int(stride_ms)
+        self.model = anomaly_model
+        self.assembler = WindowAssembler(window_ms=self.window_ms, stride_ms=self.stride_ms)
+        self.features = _feature_state_factory()
+        self.baseline = EwmaBaseline(half_life=cfg.baseline_half_life_windows, warmup=cfg.baseline_warmup_windows)
+        n_signals = len(anomaly_model.signal_names) if anomaly_model is not None else 0
+        self.head = PersonalHead.identity(n_signals)
+        self.normal_errors = np.zeros((0, n_signals), dtype=np.float32)
+        self.windows_since_tune = 0
+        # ordering
+        self.applied_seq = _NO_SEQ
+        self.skipped: list[list[int]] = []  # [lo, hi] inclusive seq ranges given up on
+        self.buf_seq = np.zeros(0, dtype=np.int64)
+        self.buf_ts = np.zeros(0, dtype=np.int64)
+        self.buf_values = np.zeros((0, N_SENSORS), dtype=np.float32)
+        # signal hygiene
+        self.last_good = np.full(N_SENSORS, np.nan)
+        self.last_fault_ts = _NO_SEQ
+        self.fault_cooldown_until = _NO_SEQ
+        self.fault_counts = np.zeros(N_SENSORS, dtype=np.int64)
+        # anomaly gate: the same decision function as the offline evaluation (training.alerting)
+        self.anomaly_gate = AlertState()
+        self.last_score = 0.0
+        self.last_fleet_ratio = 0.0
+        self.last_baseline_ratio = 0.0
+        self.last_signals: list[list[Any]] = []
+        self.last_features: np.ndarray | None = None
+        self.last_window_end = _NO_SEQ
+        self.sequence_rows = np.zeros((0, n_signals), dtype=np.float32)  # frame history for the LSTM-AE
+        # predictions
+        self.next_prediction_ms = _NO_SEQ
+        self.pending_prediction: tuple[int, int] | None = None  # (window_end_ms, seq at that window)
+        self.risk: dict[int, float] = {}
+        self.risk_window_end = _NO_SEQ
+        self.risk_gate = AlertState()
+        # bookkeeping
+        self.last_ts = _NO_SEQ
+        self.frames_applied = 0
+        self.duplicates = 0
+        self.windows_closed = 0
+        self.open_alerts: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ ingestion
+    def ingest(self, columns: dict[str, Any]) -> TwinStep:
+        """Take frames of this vehicle (``seq``, ``ts`` int64 ms, sensor columns), any order, any count."""
+        seq = np.asarray(columns["seq"], dtype=np.int64)
+        step = TwinStep(applied_seq=self.applied_seq)
+        if seq.size == 0:
+            return step
+        ts = np.asarray(columns["ts"], dtype=np.int64)
+        values = frames_matrix(columns, seq.size)
+        order = np.argsort(seq, kind="stable")
+        seq, ts, values = seq[order], ts[order], values[order]
+        first = np.ones(seq.size, dtype=bool)
+        first[1:] = seq[1:] != seq[:-1]
+        step.duplicates += int((~first).sum())
+        if not first.all():
+            seq, ts, values = seq[first], ts[first], values[first]
+        old = seq <= self.applied_seq
+        if old.any():
+            self._refuse_or_ack_old(seq[old], step)
+            seq, ts, values = seq[~old], ts[~old], values[~old]
+        self._merge_into_buffer(seq, ts, values, step)
+        self._release_buffer(step)
+        step.applied_seq = self.applied_seq
+        step.buffered = int(self.buf_seq.size)
+        self.duplicates += step.duplicates
+        step.prediction_due = self.pending_prediction is not None
+        step.fine_tune_due = self.fine_tune_due()
+        return step
+
+    def _refuse_or_ack_old(self, seqs: np.ndarray, step: TwinStep) -> None:
+        late = np.zeros(seqs.size, dtype=bool)
+        for lo, hi in self.skipped:
+            late |= (seqs >= lo) & (seqs <= hi)
+        step.duplicates += int((~late).sum())
+        for s in seqs[late]:
+            step.rejected.append(Rejection(self.vehicle_id, int(s), "late",
+                                           f"seq {int(s)} arrived after its gap was skipped "
+                                           f"(reorder buffer holds {self.cfg.reorder_buffer_frames} frames)"))
+
+    def _merge_into_buffer(self, seq: np.ndarray, ts: np.ndarray, values: np.ndarray, step: TwinStep) -> None:
+        if self.buf_seq.size == 0:
+            self.buf_seq, self.buf_ts, self.buf_values = seq, ts, values
+            return
+        dup = np.isin(seq, self.buf_seq)
+        step.duplicates += int(dup.sum())
+        seq, ts, values = seq[~dup], ts[~dup], values[~dup]
+        all_seq = np.concatenate([self.buf_seq, seq])
+        order = np.argsort(all_seq, kind="stable")
+        self.buf_seq = all_seq[order]
+        self.buf_ts = np.concatenate([self.buf_ts, ts])[order]
+        self.buf_values = np.concatenate([self.buf_values, values])[order]
+
+    def _release_buffer(self, step: TwinStep) -> None:
+        """Apply the contiguous run after ``applied_seq``; skip gaps when the buffer overflows."""
+        if self.buf_seq.size == 0:
+            return
+        limit = self.cfg.reorder_buffer_frames
+        if self.applied_seq == _NO_SEQ:
+            # First contact: a counter starts at ``first_seq``; one that starts elsewhere (a resumed
+            # client, a new server) starts at its oldest frame once the reorder buffer is full.
+            if self.buf_seq[0] > self.cfg.first_seq and self.buf_seq.size <= limit:
+                return
+            self.applied_seq = int(self.buf_seq[0]) - 1
+        # Frames that must go because the buffer is full: the oldest ``overflow`` ones, gaps and all.
+        overflow = max(0, self.buf_seq.size - limit)
+        expected = self.applied_seq + 1 + np.arange(self.buf_seq.size)
+        contiguous = self.buf_seq == expected
+        run = self.buf_seq.size if contiguous.all() else int(np.argmin(contiguous))
+        take = max(run, overflow)
+        if take < self.buf_seq.size and take == overflow and overflow > 0:
+            # Continue with whatever is contiguous after the forced part.
+            tail = self.buf_seq[take:]
+            chain = tail == (self.buf_seq[take - 1] + 1 + np.arange(tail.size))
+            take += tail.size if chain.all() else int(np.argmin(chain))
+        if take == 0:
+            return
+        seq, ts, values = self.buf_seq[:take], self.buf_ts[:take], self.buf_values[:take]
+        self.buf_seq, self.buf_ts, self.buf_values = self.buf_seq[take:], self.buf_ts[take:], self.buf_values[take:]
+        self._record_gaps(seq)
+        self._apply(seq, ts, values, step)
+
+    def _record_gaps(self, seq: np.ndarray) -> None:
+        previous = np.concatenate([[self.applied_seq], seq[:-1]])
+        for gap in np.flatnonzero(seq - previous > 1):
+            self.skipped.append([int(previous[gap]) + 1, int(seq[gap]) - 1])
+        del self.skipped[:-_MAX_SKIPPED_RANGES]
+
+    def _apply(self, seq: np.ndarray, ts: np.ndarray, values: np.ndarray, step: TwinStep) -> None:
+        """Frames in seq order, no duplicates: validate, window, score."""
+        invalid = SCHEMA.out_of_range(values)
+        clean = values
+        if invalid.any():
+            self._sensor_faults(seq, ts, invalid, step)
+            clean = forward_fill(values, invalid, self.last_good)
+        self.last_good = clean[-1].astype(np.float64)
+        self.applied_seq = int(seq[-1])
+        self.last_ts = max(self.last_ts, int(ts.max()))
+        self.frames_applied += int(seq.size)
+        step.applied += int(seq.size)
+        # Features get the raw values (the feature function is NaN-aware and scores data quality
+        # itself, exactly as offline); the LSTM-AE gets cleaned values, never NaN.
+        data = {"values": values, "seq": seq, "ts": ts}
+        if self.model is not None:
+            data["clean"] = clean[:, self._model_index()]
+        for end_ms, window in self.assembler.push(ts, data):
+            self._close_window(end_ms, window, step)
+
+    # ------------------------------------------------------------------ sensor faults
+    def _sensor_faults(self, seq: np.ndarray, ts: np.ndarray, invalid: np.ndarray, step: TwinStep) -> None:
+        rows = np.flatnonzero(invalid.any(axis=1))
+        self.fault_counts += invalid.sum(axis=0)
+        clear_ms = int(self.cfg.sensor_fault_clear_minutes * 60_000)
+        fault_ts = ts[rows]
+        previous = np.concatenate([[self.last_fault_ts], np.maximum.accumulate(fault_ts)[:-1]])
+        episode_starts = rows[(fault_ts - previous) > clear_ms]
+        self.last_fault_ts = max(self.last_fault_ts, int(fault_ts.max()))
+        for r in episode_starts:
+            if int(ts[r]) < self.fault_cooldown_until:
+                continue
+            fields = [SENSORS[j] for j in np.flatnonzero(invalid[r])]
+            self.fault_cooldown_until = int(ts[r]) + self._cooldown_ms()
+            self._emit(step, "sensor_fault", int(ts[r]), int(seq[r]), 1.0,
+                       [(f, 1.0 / len(fields)) for f in fields],
+                       f"impossible or missing values on {', '.join(fields)}")
+
+    # ------------------------------------------------------------------ windows
+    def _close_window(self, end_ms: int, window: dict[str, np.ndarray], step: TwinStep) -> None:
+        features = np.nan_to_num(self.features.update_values(int(end_ms), window["values"].astype(np.float64)),
+                                 nan=0.0, posinf=0.0, neginf=0.0)
+        self.windows_closed += 1
+        self.last_features = features
+        self.last_window_end = int(end_ms)
+        last_seq = int(window["seq"][-1])
+        fleet_ratio, signal_errors, signal_names = self._fleet_score(window.get("clean"))
+        baseline_ratio = self.baseline.score_one(features) / self.cfg.baseline_z_threshold
+        if self.model is None:
+            score = baseline_ratio
+        elif self.cfg.personalise and self.baseline.ready:
+            score = min(self._personal_fleet_ratio(signal_errors, fleet_ratio), baseline_ratio)
+        elif self.cfg.personalise:
+            score = self._personal_fleet_ratio(signal_errors, fleet_ratio)
+        else:
+            score = fleet_ratio
+        self.last_score, self.last_fleet_ratio, self.last_baseline_ratio = float(score), fleet_ratio, baseline_ratio
+        self.last_signals = self._driving_signals(features, signal_errors, signal_names)
+        fired = self._anomaly_gate(score, end_ms, last_seq, step)
+        flagged = fired or self.anomaly_gate.active or score >= 1.0
+        if not flagged:
+            # Protected learning: a window the twin doubts never becomes part of its normal.
+            self.baseline.learn_one(features)
+            if signal_errors is not None:
+                self.normal_errors = np.vstack([self.normal_errors, signal_errors[None, :]])[-_NORMAL_ERRORS_KEPT:]
+                self.windows_since_tune += 1
+        if fired or end_ms >= self.next_prediction_ms:
+            self.pending_prediction = (int(end_ms), last_seq)
+            self.next_prediction_ms = int(end_ms) + int(self.cfg.prediction_interval_minutes * 60_000)
+
+    def _model_index(self) -> list[int]:
+        assert self.model is not None
+        return [SENSORS.index(n) for n in self.model.signal_names]
+
+    def _fleet_score(self, rows: np.ndarray | None) -> tuple[float, np.ndarray | None, tuple[str, ...]]:
+        if self.model is None or rows is None:
+            return 0.0, None, ()
+        names = tuple(self.model.signal_names)
+        length = int(self.model.sequence_length)
+        history = np.vstack([self.sequence_rows, rows])[-length:]
+        self.sequence_rows = history
+        if history.shape[0] < length:
+            history = np.vstack([np.repeat(history[:1], length - history.shape[0], axis=0), history])
+        errors, shares = self.model.score(history[None, :, :].astype(np.float32))
+        error = float(np.asarray(errors).ravel()[0])
+        signal_errors = error * np.asarray(shares, dtype=np.float64).reshape(-1)[: len(names)]
+        return error / float(self.model.threshold), signal_errors, names
+
+    def _personal_fleet_ratio(self, signal_errors: np.ndarray | None, fleet_ratio: float) -> float:
+        if signal_errors is None or self.head.version == 0:
+            return fleet_ratio
+        return self.head.apply(signal_errors) / float(self.model.threshold)  # type: ignore[union-attr]
+
+    def _driving_signals(self, features: np.ndarray, signal_errors: np.ndarray | None,
+                         names: tuple[str, ...]) -> list[list[Any]]:
+        if signal_errors is not None and signal_errors.sum() > 0:
+            shares = signal_errors / signal_errors.sum()
+            top = np.argsort(-shares)[:3]
+            return [[names[i], round(float(shares[i]), 4)] for i in top]
+        z = np.abs(self.baseline.zscores(features))
+        if not z.any():
+            return []
+        fnames = feature_names()
+        top = np.argsort(-z)[:3]
+        total = float(z[top].sum()) or 1.0
+        return [[fnames[i], round(float(z[i]) / total, 4)] for i in top]
+
+    def _anomaly_policy(self) -> AlertPolicy:
+        return AlertPolicy(threshold=1.0, consecutive=self.cfg.anomaly_consecutive_windows,
+                           clear_ratio=self.cfg.anomaly_clear_ratio, cooldown_ms=self._cooldown_ms())
+
+    def _anomaly_gate(self, score: float, end_ms: int, seq: int, step: TwinStep) -> bool:
+        if not self.anomaly_gate.step(int(end_ms), score, self._anomaly_policy()):
+            return False
+        names = ", ".join(str(s[0]) for s in self.last_signals) or "features"
+        self._emit(step, "anomaly", int(end_ms), seq, score, [tuple(s) for s in self.last_signals],
+                   f"anomaly score {score:.2f}x threshold, driven by {names}")
+        return True
+
+    def _cooldown_ms(self) -> int:
+        return int(self.cfg.alert_cooldown_minutes * 60_000)
+
+    def _emit(self, step: TwinStep, rule: str, ts_ms: int, seq: int, score: float,
+              signals: list[tuple[str, float]], message: str, **extra: Any) -> Alert:
+        alert = Alert(alert_id=alert_id(self.vehicle_id, rule, seq), vehicle_id=self.vehicle_id, rule=rule,
+                      ts_ms=int(ts_ms), seq=int(seq), score=round(float(score), 6),
+                      signals=tuple((str(n), float(s)) for n, s in signals), message=message, **extra)
+        step.alerts.append(alert)
+        self.open_alerts = (self.open_alerts + [alert.to_dict()])[-_MAX_OPEN_ALERTS:]
+        return alert
+
+    # ------------------------------------------------------------------ predictions
+    def take_prediction_request(self) -> tuple[int, np.ndarray] | None:
+        """(window_end_ms, features) if a prediction is due; it stays due until ``apply_prediction``."""
+        if self.pending_prediction is None or self.last_features is None:
+            return None
+        return self.pending_prediction[0], self.last_features
+
+    def apply_prediction(self, window_end_ms: int, risk: dict[int, float], severity: int | None = None,
+                         mode: str | None = None, contributions: list[tuple[str, float]] | None = None) -> list[Alert]:
+        """Record a model answer for the pending request; may raise a ``failure_risk`` alert."""
+        step = TwinStep(applied_seq=self.applied_seq)
+        if self.pending_prediction is None or window_end_ms > self.pending_prediction[0] \
+                or window_end_ms <= self.risk_window_end:
+            return []  # nothing asked, or an answer already superseded
+        seq = self.pending_prediction[1]
+        if window_end_ms == self.pending_prediction[0]:
+            self.pending_prediction = None
+        # An answer for an older window still counts; the newer request stays due.
+        self.risk = {int(h): float(p) for h, p in risk.items()}
+        self.risk_window_end = int(window_end_ms)
+        headline = self.risk[min(self.risk)] if self.risk else 0.0
+        policy = AlertPolicy(threshold=self.cfg.risk_alert_threshold, consecutive=1,
+                             clear_ratio=self.cfg.anomaly_clear_ratio, cooldown_ms=self._cooldown_ms())
+        if self.risk_gate.step(int(window_end_ms), headline, policy):
+            signals = [(f, float(v)) for f, v in (contributions or [])]
+            self._emit(step, "failure_risk", window_end_ms, seq, headline, signals,
+                       f"failure risk {headline:.0%} within {min(self.risk)} days"
+                       + (f", most likely {mode}" if mode else ""),
+                       mode=mode, risk=dict(self.risk), severity=severity)
+        return step.alerts
+
+    # ------------------------------------------------------------------ personalisation
+    def fine_tune_due(self) -> bool:
+        return (self.model is not None and self.cfg.personalise
+                and self.windows_since_tune >= self.cfg.fine_tune_every_windows)
+
+    def fine_tune_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(own normal per-signal errors, fleet per-signal reference) for ``fit_personal_head``."""
+        assert self.model is not None
+        reference = getattr(self.model, "signal_error_reference", None)
+        if reference is None:
+            n = len(self.model.signal_names)
+            reference = np.full(n, float(self.model.threshold) / n)
+        return self.normal_errors.copy(), np.asarray(reference, dtype=np.float64)
+
+    def install_head(self, head: PersonalHead) -> None:
+        if head.version <= self.head.version or head.scales.shape != self.head.scales.shape:
+            return  # stale or foreign result: keep the newer head
+        self.head = head
+        self.windows_since_tune = 0
+
+    # ------------------------------------------------------------------ queries
+    def summary(self) -> dict[str, Any]:
+        baseline: dict[str, list[float]] = {}
+        if self.baseline.mean is not None and self.baseline.ready:
+            std = self.baseline.std()
+            names = feature_names()
+            baseline = {names[i]: [round(float(self.baseline.mean[i]), 6), round(float(std[i]), 6)]
+                        for i in range(min(len(names), self.baseline.mean.size))}
+        return {
+            "vehicle_id": self.vehicle_id,
+            "applied_seq": None if self.applied_seq == _NO_SEQ else self.applied_seq,
+            "last_ts_ms": None if self.last_ts == _NO_SEQ else self.last_ts,
+            "frames_applied": self.frames_applied,
+            "duplicates": self.duplicates,
+            "buffered": int(self.buf_seq.size),
+            "windows_closed": self.windows_closed,
+            "anomaly_score": round(self.last_score, 6),
+            "fleet_ratio": round(self.last_fleet_ratio, 6),
+            "baseline_ratio": round(self.last_baseline_ratio, 6),
+            "anomaly_active": self.anomaly_gate.active,
+            "signals": self.last_signals,
+            "baseline": baseline,
+            "risk": {str(h): p for h, p in self.risk.items()},
+            "risk_window_end_ms": None if self.risk_window_end == _NO_SEQ else self.risk_window_end,
+            "prediction_due": self.pending_prediction is not None,
+            "open_alerts": list(self.open_alerts),
+            "head_version": self.head.version,
+            "sensor_faults": {SENSORS[j]: int(c) for j, c in enumerate(self.fault_counts) if c},
+        }
+
+    # ------------------------------------------------------------------ state
+    _SCALARS = ("applied_seq", "last_fault_ts", "fault_cooldown_until", "last_score", "last_fleet_ratio",
+                "last_baseline_ratio", "last_window_end", "next_prediction_ms", "risk_window_end", "last_ts", "frames_applied", "duplicates", "windows_closed",
+                "windows_since_tune")
+    _ARRAYS = ("buf_seq", "buf_ts", "buf_values", "last_good", "fault_counts", "normal_errors", "sequence_rows")
+
+    def to_bytes(self) -> bytes:
+        """Versioned explicit format: magic, then an npz (no pickle) with a JSON header inside."""
+        meta: dict[str, Any] = {name: getattr(self, name) for name in self._SCALARS}
+        meta.update(format=FORMAT_VERSION, vehicle_id=self.vehicle_id, window_ms=self.window_ms,
+                    stride_ms=self.stride_ms, skipped=self.skipped, last_signals=self.last_signals,
+                    pending_prediction=self.pending_prediction, risk={str(k): v for k, v in self.risk.items()},
+                    open_alerts=self.open_alerts, head_version=self.head.version,
+                    has_features=self.last_features is not None, cfg=self.cfg.model_dump(mode="json"),
+                    gates={name: [g.run, g.active, g.last_alert_ms] for name, g in
+                           (("anomaly", self.anomaly_gate), ("risk", self.risk_gate))})
+        baseline_meta, baseline_arrays = self.baseline.to_state()
+        meta["baseline"] = baseline_meta
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        arrays.update({f"baseline__{k}": v for k, v in baseline_arrays.items()})
+        arrays["head_scales"] = self.head.scales
+        if self.last_features is not None:
+            arrays["last_features"] = self.last_features
+        arrays["assembler"] = np.frombuffer(self.assembler.to_bytes(), dtype=np.uint8)
+        arrays["feature_state"] = np.frombuffer(self.features.to_bytes(), dtype=np.uint8)
+        arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        buf.write(_MAGIC)
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, anomaly_model: AnomalyModel | None = None,
+                   cfg: TwinsConfig | None = None) -> "VehicleTwin":
+        from training.windows import WindowAssembler
+
+        if not data.startswith(_MAGIC):
+            raise ValueError("not a twin checkpoint (bad magic)")
+        with np.load(io.BytesIO(data[len(_MAGIC):]), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(arrays.pop("meta").tobytes())
+        if meta["format"] != FORMAT_VERSION:
+            raise ValueError(f"twin checkpoint format {meta['format']} not supported (expected {FORMAT_VERSION})")
+        twin = cls(meta["vehicle_id"], cfg or TwinsConfig.model_validate(meta["cfg"]), meta["window_ms"],
+                   meta["stride_ms"], anomaly_model)
+        for name in cls._SCALARS:
+            setattr(twin, name, meta[name])
+        for name in cls._ARRAYS:
+            setattr(twin, name, arrays[name].copy())
+        twin.skipped = [list(map(int, r)) for r in meta["skipped"]]
+        twin.last_signals = meta["last_signals"]
+        pending = meta["pending_prediction"]
+        twin.pending_prediction = None if pending is None else (int(pending[0]), int(pending[1]))
+        twin.risk = {int(k): float(v) for k, v in meta["risk"].items()}
+        twin.open_alerts = meta["open_alerts"]
+        for name, attr in (("anomaly", "anomaly_gate"), ("risk", "risk_gate")):
+            run, active, last = meta["gates"][name]
+            setattr(twin, attr, AlertState(run=int(run), active=bool(active),
+                                           last_alert_ms=None if last is None else int(last)))
+        twin.head = PersonalHead(scales=arrays["head_scales"].copy(), version=int(meta["head_version"]))
+        twin.last_features = arrays["last_features"].copy() if meta["has_features"] else None
+        baseline_arrays = {k[len("baseline__"):]: v for k, v in arrays.items() if k.startswith("baseline__")}
+        twin.baseline = baseline_from_state(meta["baseline"], baseline_arrays)
+        twin.assembler = WindowAssembler.from_bytes(arrays["assembler"].tobytes())
+        twin.features = _feature_state_from_bytes(arrays["feature_state"].tobytes())
+        return twin
+
+
+TwinFactory = Callable[[str], VehicleTwin]
