@@ -122,8 +122,9 @@ class TrainingConfig(_Section):
     # LightGBM training keeps at most this many negative windows per positive (imbalance; calibration
     # on the untouched validation split restores probabilities). 0 keeps every negative.
     negatives_per_positive: float = Field(5.0, ge=0)
-    # Per-mode risk: P(mode | failure within horizon) is trained when every mode kept has this many positives.
-    min_positives_per_mode: int = Field(20, gt=0)
+    # Per-mode risk: P(mode | failure within the longest horizon) over the modes with at least this many
+    # distinct failures among the train split's positive windows (others are left out of the mode model).
+    min_positives_per_mode: int = Field(3, gt=0)
     lstm_sequence_length: int = Field(12, gt=1)
     lstm_max_train_sequences: int = Field(20_000, gt=0)
     # 0 = use every core torch sees.
@@ -241,6 +242,7 @@ class WhatIfConfig(_Section):
     revisit_cooldown_days: float = Field(7.0, ge=0)  # predictive: no second visit for the same vehicle sooner
     detector_poll_hours: float = Field(6.0, gt=0)  # how often the predictive policy reads new alerts
     twin_frame_interval_s: float = Field(600.0, gt=0, le=3600)  # coarser frames through the twins
+    anomaly_alert_risk: float = Field(0.5, ge=0, le=1)  # risk the predictive policy reads into an anomaly alert
     queue_sample_hours: float = Field(6.0, gt=0)
     ambient_windows: list[AmbientWindow] = []
     costs: WhatIfCosts = WhatIfCosts()

@@ -90,7 +90,7 @@ EFFECT_NEUTRAL: dict[str, float] = {
     "pump_speed_factor": 1.0,  # controller raises pump speed to compensate
     "inverter_thermal_factor": 1.0,  # inverter thermal resistance multiplier
     "bearing_drag_nm": 0.0,  # extra drag torque at the motor while turning
-    "brake_drag_kw": 0.0,  # friction power of a sticking caliper at 50 km/h
+    "brake_drag_kw": 0.0,  # friction power of a sticking caliper at 50 km/h (kW)
     "brake_wear_fraction": 0.0,  # share of the remaining pad consumed by accelerated wear
     "tyre_leak_kpa_fl": 0.0, "tyre_leak_kpa_fr": 0.0, "tyre_leak_kpa_rl": 0.0, "tyre_leak_kpa_rr": 0.0,
     "aux_capacity_factor": 1.0,  # 12 V battery capacity multiplier
@@ -112,8 +112,11 @@ def degradation(mode: str, elapsed_s: np.ndarray | float, severity: int, lead_s:
     return SEVERITY_SCALE[int(severity)] * progress(elapsed_s, lead_s) ** spec.shape
 
 
-def mode_effects(mode: str, level: np.ndarray | float, component: str = "") -> dict[str, np.ndarray]:
+def mode_effects(mode: str, level: np.ndarray | float, component: str = "", severity: int = 2) -> dict[str, np.ndarray]:
     """Physical effects of ``mode`` at degradation ``level`` (only the effects this mode changes).
+
+    ``severity`` is needed only where a state must be reached exactly at failure whatever the
+    severity (brake pads worn through); elsewhere severity acts through ``level``.
 
     >>> sorted(mode_effects("tyre_slow_leak", 1.0, "rl"))
     ['tyre_leak_kpa_rl']
@@ -130,9 +133,8 @@ def mode_effects(mode: str, level: np.ndarray | float, component: str = "") -> d
     if mode == "motor_bearing":
         return {"bearing_drag_nm": 4.0 * x}
     if mode == "brake_wear":
-        # Pads are worn through when the level reaches the minor-severity scale; more severe failures
-        # wear through earlier and keep dragging (disc damage).
-        return {"brake_drag_kw": 2.5 * x, "brake_wear_fraction": np.clip(x / SEVERITY_SCALE[1], 0.0, 1.0)}
+        # Pads are worn through exactly at failure; severity shows in how hard the caliper drags.
+        return {"brake_drag_kw": 1.0 * x, "brake_wear_fraction": np.clip(x / SEVERITY_SCALE[int(severity)], 0.0, 1.0)}
     if mode == "tyre_slow_leak":
         position = component if component in TYRE_POSITIONS else "fl"
         return {f"tyre_leak_kpa_{position}": 95.0 * x}

@@ -27,6 +27,7 @@ STREAM_FAILURES = 1
 STREAM_SENSOR_FAULTS = 2
 STREAM_WEATHER = 3
 STREAM_CHUNK = 4
+STREAM_NOISE = 5
 
 # Climate model: daily-mean ambient (degC), diurnal half-amplitude (K), day-to-day weather sd (K),
 # home position (deg). Coordinates are cosmetic; every schedule is in UTC.

@@ -34,7 +34,7 @@ from simulation.failures import (
     sample_vehicle_failures,
 )
 from simulation.fleet import (
-    CLIMATES, MS_PER_DAY, STREAM_CHUNK, STREAM_WEATHER, VehicleProfile, frame_count, frame_interval_ms,
+    CLIMATES, MS_PER_DAY, STREAM_CHUNK, STREAM_NOISE, STREAM_WEATHER, VehicleProfile, frame_count, frame_interval_ms,
     observation_window, resistance_at_start, soh_at_start,
 )
 
@@ -57,7 +57,6 @@ NOISE_SD: dict[str, float] = {
     "aux_battery_voltage": 0.01, "dcdc_current": 0.3, "charge_power": 0.1, "ambient_temp": 0.1,
 }
 _NOISY = tuple(NOISE_SD)
-_NOISE_SD = np.array([NOISE_SD[n] for n in _NOISY])[:, None]
 # Signals that are exactly zero when the part is idle carry no noise then.
 _NOISE_ONLY_WHEN = {"motor_speed": "drive", "motor_torque": "drive", "coolant_flow": "pumping",
                     "pump_speed": "pumping", "charge_power": "charging", "hvac_power": "drive",
@@ -93,7 +92,7 @@ class VehicleChunk:
     def to_record_batch(self) -> pa.RecordBatch:
         arrays = [
             pa.repeat(pa.scalar(self.vehicle_id, pa.string()), self.num_rows),
-            pa.array(self.ts_ms, type=pa.int64()).cast(SCHEMA.arrow_schema.field("ts").type),
+            pa.array(self.ts_ms, type=SCHEMA.arrow_schema.field("ts").type),
             pa.array(self.seq, type=pa.int64()),
         ] + [pa.array(self.columns[name]) for name in SCHEMA.sensor_names]
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA.arrow_schema)
@@ -305,11 +304,11 @@ def _charge_profile(soc0: float, session: tuple[str, float, float], n: int, dt: 
                              100.0 - (100.0 - knee) * np.exp(-(rate / 50.0) * np.maximum(t - t_to_50, 0.0)))
         soc_after = np.minimum(soc_after, target) if soc0 < target else np.full(n, soc0)
     soc_before = np.r_[soc0, soc_after[:-1]]
-    charging = soc_before < target - 1e-9
+    charging = soc_before < target - 1e-6
     taper = 1.0 if kind == "ac" else np.minimum(1.0, (100.0 - soc_before) / 50.0)
     power = np.where(charging, power_kw * taper, 0.0)
     state = np.where(charging, 1 if kind == "ac" else 2, 3 if kind == "ac" else 0).astype(np.int8)
-    ongoing = kind == "ac" or bool(charging[-1] and soc_after[-1] < target - 1e-9)
+    ongoing = kind == "ac" or bool(charging[-1] and soc_after[-1] < target - 1e-6)
     return soc_after, power, state, ongoing
 
 
@@ -322,7 +321,8 @@ def _effects(events: list[FailureEvent], ts: np.ndarray) -> dict[str, np.ndarray
     for event in events:
         if event.failure_ms <= ts[0] or event.onset_ms >= ts[-1]:
             continue
-        for name, value in mode_effects(event.mode, event.degradation_at(ts), event.component).items():
+        for name, value in mode_effects(event.mode, event.degradation_at(ts), event.component,
+                                        event.severity).items():
             combined[name] = combined[name] * value if EFFECT_NEUTRAL[name] == 1.0 else combined[name] + value
     return combined
 
@@ -359,16 +359,23 @@ def _segments(trips: _Trips, n: int) -> list[tuple[str, int, int, int]]:
     return segments
 
 
-def simulate_vehicle(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int) -> Iterator[VehicleChunk]:
-    """Every frame of one vehicle, one UTC day (chunk) at a time, in time order."""
+def simulate_vehicle(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int,
+                     events: list[FailureEvent] | None = None,
+                     faults: list[SensorFault] | None = None) -> Iterator[VehicleChunk]:
+    """Every frame of one vehicle, one UTC day (chunk) at a time, in time order.
+
+    ``events`` / ``faults`` replace the sampled failures / sensor faults (a scenario that injects a
+    given failure, or a healthy counterfactual with ``[]``); by default they are sampled.
+    """
     start_ms, end_ms = observation_window(sim_cfg)
     step_ms = frame_interval_ms(sim_cfg)
     total = frame_count(sim_cfg)
     n_days = -(-(end_ms - start_ms) // MS_PER_DAY)
-    events = vehicle_events(profile, sim_cfg, seed)
-    faults = vehicle_sensor_faults(profile, sim_cfg, seed)
+    events = vehicle_events(profile, sim_cfg, seed) if events is None else list(events)
+    faults = vehicle_sensor_faults(profile, sim_cfg, seed) if faults is None else list(faults)
     daily_means, initial_soc = _weather(profile, seed, n_days)
     state = _initial_state(profile, float(daily_means[1]), initial_soc)
+    noise_bank = _noise_bank(profile, seed, -(-MS_PER_DAY // step_ms))
     for day in range(n_days):
         first = -(-(day * MS_PER_DAY) // step_ms)
         last = min(total, -(-((day + 1) * MS_PER_DAY) // step_ms))
@@ -376,12 +383,22 @@ def simulate_vehicle(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: i
             continue
         seq = np.arange(first, last, dtype=np.int64)
         yield _simulate_day(profile, seed, day, seq, start_ms + seq * step_ms, step_ms / 1000.0, start_ms,
-                            state, events, faults, daily_means)
+                            state, events, faults, daily_means, noise_bank)
+
+
+def _noise_bank(profile: VehicleProfile, seed: int, frames_per_day: int) -> np.ndarray:
+    """Standard-normal measurement noise drawn once per vehicle; each day reads it at random offsets.
+
+    Drawing ~30 fresh normal series per day was a quarter of the generator's time; windows of one
+    long series at independent random offsets are statistically the same white noise.
+    """
+    rng = np.random.default_rng([seed, profile.index, STREAM_NOISE])
+    return rng.standard_normal(4 * frames_per_day + 1021, dtype=np.float32)
 
 
 def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray, ts: np.ndarray, dt: float,
                   start_ms: int, state: _State, events: list[FailureEvent], faults: list[SensorFault],
-                  daily_means: np.ndarray) -> VehicleChunk:
+                  daily_means: np.ndarray, noise_bank: np.ndarray) -> VehicleChunk:
     n = seq.shape[0]
     rng = np.random.default_rng([seed, profile.index, STREAM_CHUNK, day])
     park_draws = rng.random(PARK_DRAWS)
@@ -394,7 +411,8 @@ def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray,
 
     blocked = [(e.failure_ms, e.repair_end_ms) for e in events]
     trips = _plan_trips(profile, rng, ts, blocked)
-    noise = rng.standard_normal((len(_NOISY) + 1, n), dtype=np.float32)
+    offsets = rng.integers(0, noise_bank.shape[0] - n + 1, size=len(_NOISY) + 1)
+    noise = [noise_bank[o:o + n] for o in offsets.tolist()]
     effects = _effects(events, ts)
     speed = _speed_profile(trips, n, dt, profile.aggressiveness, noise[-1])
     power = _drive_power(speed, dt, profile, ambient, effects)
@@ -480,7 +498,8 @@ def _physics_columns(profile: VehicleProfile, state: _State, dt: float, t_s: np.
         sink, dt, physics.PACK_HEAT_CAPACITY_J_PER_K / nominal_conductance, state.pack_temp_free)
     resistance_25 = resistance_at_start(profile) * np.asarray(effects["resistance_factor"])
     resistance_ohm = resistance_25 * physics.resistance_temperature_factor(pack_free) / 1000.0
-    current = physics.battery_current(battery_w, ocv, resistance_ohm)
+    current = physics.bms_current_limit(physics.battery_current(battery_w, ocv, resistance_ohm), ocv,
+                                        resistance_ohm, cells)
     heat_w = current * current * resistance_ohm
     pump_rpm = awake * np.minimum(1800.0 + 0.5 * heat_w, 4800.0) * np.asarray(effects["pump_speed_factor"])
     flow = pump_rpm / 1000.0 * physics.FLOW_LPM_PER_KRPM * np.asarray(effects["coolant_flow_factor"])
@@ -507,11 +526,11 @@ def _physics_columns(profile: VehicleProfile, state: _State, dt: float, t_s: np.
     motor_losses = (0.02 * torque * torque + 0.08 * motor_rpm + bearing) * driving
     base = np.where(driving, coolant_in, ambient)
     motor_temp, state.motor_temp = physics.first_order_lag(base + 0.02 * motor_losses, dt, 900.0, state.motor_temp)
-    inverter_losses = (0.025 * np.abs(power["traction"]) + 120.0) * driving
-    inverter_target = base + inverter_losses * 0.012 * np.asarray(effects["inverter_thermal_factor"])
+    inverter_losses = (0.04 * np.abs(power["traction"]) + 200.0) * driving
+    inverter_target = base + inverter_losses * 0.02 * np.asarray(effects["inverter_thermal_factor"])
     inverter_temp, state.inverter_temp = physics.first_order_lag(inverter_target, dt, 150.0, state.inverter_temp)
     brake_tau = np.where(speed > 5.0, 200.0, 900.0)
-    brake_temp, state.brake_temp = physics.first_order_lag(ambient + 0.05 * power["friction"], dt, brake_tau,
+    brake_temp, state.brake_temp = physics.first_order_lag(ambient + 0.12 * power["friction"], dt, brake_tau,
                                                            state.brake_temp)
 
     # Chassis: odometer, brake pads, tyres warmed by rolling (pressure follows absolute temperature).
@@ -596,13 +615,13 @@ def _reset_after_repairs(events: list[FailureEvent], ts: np.ndarray, columns: di
             state.brake_wear_base -= drop
 
 
-def _add_noise(columns: dict[str, np.ndarray], noise: np.ndarray, driving: np.ndarray, charging: np.ndarray,
+def _add_noise(columns: dict[str, np.ndarray], noise: list[np.ndarray], driving: np.ndarray, charging: np.ndarray,
                awake: np.ndarray, pumping: np.ndarray) -> None:
     masks = {"drive": driving, "charging": charging, "awake": awake, "pumping": pumping}
-    scaled = noise[:-1] * _NOISE_SD
     for i, name in enumerate(_NOISY):
         when = _NOISE_ONLY_WHEN.get(name)
-        columns[name] += scaled[i] * masks[when] if when else scaled[i]
+        scaled = noise[i] * NOISE_SD[name]
+        columns[name] += scaled * masks[when] if when else scaled
 
 
 def _apply_sensor_faults(faults: list[SensorFault], ts: np.ndarray, columns: dict[str, np.ndarray],
@@ -631,11 +650,13 @@ def _apply_sensor_faults(faults: list[SensorFault], ts: np.ndarray, columns: dic
 
 
 def stream_vehicle_batches(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int,
-                           batch_seconds: float = 3600) -> Iterator[pa.RecordBatch]:
+                           batch_seconds: float = 3600, events: list[FailureEvent] | None = None,
+                           faults: list[SensorFault] | None = None) -> Iterator[pa.RecordBatch]:
     """Frames of one vehicle in time order, as record batches of ``batch_seconds`` of data each.
 
     Batch boundaries are aligned to the window start (batch ``k`` holds the frames in
     ``[start + k*batch_seconds, start + (k+1)*batch_seconds)``); a batch never mixes vehicles.
+    ``events``/``faults`` override the sampled ones (see ``simulate_vehicle``).
     """
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds must be > 0 (got {batch_seconds})")
@@ -643,7 +664,7 @@ def stream_vehicle_batches(profile: VehicleProfile, sim_cfg: SimulationConfig, s
     batch_ms = int(round(batch_seconds * 1000))
     pending: list[pa.RecordBatch] = []
     pending_id: int | None = None
-    for chunk in simulate_vehicle(profile, sim_cfg, seed):
+    for chunk in simulate_vehicle(profile, sim_cfg, seed, events, faults):
         batch = chunk.to_record_batch()
         ids = (chunk.ts_ms - start_ms) // batch_ms
         cuts = np.flatnonzero(np.diff(ids)) + 1

@@ -11,6 +11,8 @@ functions, and the what-if engine can call them directly. Units are SI unless a 
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 GRAVITY = 9.81
@@ -21,7 +23,7 @@ GEAR_RATIO = 9.0
 DRIVE_EFFICIENCY = 0.90  # battery -> wheel
 REGEN_EFFICIENCY = 0.70  # wheel -> battery
 REGEN_LIMIT_W = 60_000.0
-FRICTION_BLEND_SHARE = 0.15  # share of braking done by the friction brakes even below the regen limit
+FRICTION_BLEND_SHARE = 0.25  # share of braking done by the friction brakes even below the regen limit
 AUX_LOAD_W = 300.0  # 12 V loads fed by the DC-DC converter while awake
 PARKED_DRAIN_W = 20.0  # telematics and BMS while asleep
 PACK_HEAT_CAPACITY_J_PER_K = 3.0e5  # ~400 kg pack
@@ -54,26 +56,53 @@ def resistance_temperature_factor(temp_c: np.ndarray) -> np.ndarray:
 def first_order_lag(x: np.ndarray, dt_s: float, tau_s: np.ndarray | float, y0: float) -> tuple[np.ndarray, float]:
     """Exact discrete first-order lag ``dy/dt = (x - y) / tau`` (zero-order hold), vectorised.
 
-    ``tau_s`` may vary per step. The recursion is solved in closed form with exponential weights inside
-    blocks short enough that the weights stay finite, so the cost is a few numpy passes, not a Python
-    loop per frame. Returns the lagged series and its last value (the state for the next chunk).
+    ``tau_s`` may vary per step. The recursion ``y[k] = a[k] y[k-1] + (1 - a[k]) x[k]`` is solved in
+    closed form with exponential weights inside blocks short enough that the weights stay finite, so
+    the cost is a few numpy passes, not a Python loop per frame. Returns the lagged series and its
+    last value (the state for the next chunk).
+
+    >>> y, _ = first_order_lag(np.ones(3), dt_s=1.0, tau_s=1.0, y0=0.0)
+    >>> np.round(y, 4).tolist()
+    [0.6321, 0.8647, 0.9502]
     """
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[0]
     if n == 0:
         return x.copy(), float(y0)
-    rate = np.broadcast_to(np.minimum(dt_s / np.asarray(tau_s, dtype=np.float64), 50.0), (n,))
-    gain = -np.expm1(-rate)  # 1 - exp(-dt/tau)
-    cumulative = np.cumsum(rate)
-    block = (cumulative // 300.0).astype(np.int64)
-    edges = np.flatnonzero(np.diff(block)) + 1
+    if np.ndim(tau_s) == 0:
+        rate = min(dt_s / float(tau_s), 50.0)
+        gain = -np.expm1(-rate)
+        cumulative = _constant_rate_cumulative(rate, n)
+    else:
+        rate_array = np.minimum(dt_s / np.asarray(tau_s, dtype=np.float64), 50.0)
+        gain = -np.expm1(-rate_array)
+        cumulative = np.cumsum(rate_array)
+    total = float(cumulative[-1])
+    edges = np.searchsorted(cumulative, np.arange(300.0, total, 300.0), side="right").tolist() if total > 300.0 else []
     out = np.empty(n)
     y_prev, c_prev, start = float(y0), 0.0, 0
-    for end in (*edges.tolist(), n):
-        weight = np.exp(cumulative[start:end] - c_prev)
-        out[start:end] = (y_prev + np.cumsum(gain[start:end] * x[start:end] * weight)) / weight
+    for end in (*edges, n):
+        if end <= start:
+            continue
+        weight = np.exp(cumulative[start:end] - c_prev) if c_prev else _exp_view(cumulative, end)
+        driven = gain * x[start:end] if np.ndim(gain) == 0 else gain[start:end] * x[start:end]
+        np.multiply(driven, weight, out=driven)
+        np.cumsum(driven, out=driven)
+        driven += y_prev
+        np.divide(driven, weight, out=out[start:end])
         y_prev, c_prev, start = float(out[end - 1]), float(cumulative[end - 1]), end
     return out, y_prev
+
+
+def _exp_view(cumulative: np.ndarray, end: int) -> np.ndarray:
+    return np.exp(cumulative[:end])
+
+
+@lru_cache(maxsize=64)
+def _constant_rate_cumulative(rate: float, n: int) -> np.ndarray:
+    values = rate * np.arange(1, n + 1, dtype=np.float64)
+    values.flags.writeable = False
+    return values
 
 
 def road_load(speed_ms: np.ndarray, accel_ms2: np.ndarray, mass_kg: float, cda_m2: float,
@@ -113,10 +142,21 @@ def battery_current(power_w: np.ndarray, ocv_v: np.ndarray, resistance_ohm: np.n
     """Current (A, + discharging) that delivers ``power_w`` at the terminals: P = (OCV - I R) I.
 
     >>> round(float(battery_current(np.array([40_000.0]), np.array([400.0]), np.array([0.1]))[0]), 1)
-    104.1
+    102.6
     """
     discriminant = np.maximum(ocv_v * ocv_v - 4.0 * resistance_ohm * power_w, 0.25 * ocv_v * ocv_v)
     return (ocv_v - np.sqrt(discriminant)) / (2.0 * resistance_ohm)
+
+
+def bms_current_limit(current_a: np.ndarray, ocv_v: np.ndarray, resistance_ohm: np.ndarray, cells: int) -> np.ndarray:
+    """The BMS derates power so that the average cell stays within 2.9..4.25 V under load.
+
+    >>> round(float(bms_current_limit(np.array([5000.0]), np.array([360.0]), np.array([0.1]), 96)[0]), 1)
+    816.0
+    """
+    discharge_max = np.maximum((ocv_v - 2.9 * cells) / resistance_ohm, 0.0)
+    charge_max = np.maximum((4.25 * cells - ocv_v) / resistance_ohm, 0.0)
+    return np.clip(current_a, -charge_max, discharge_max)
 
 
 def tyre_pressure_kpa(cold_kpa: float, tyre_temp_c: np.ndarray) -> np.ndarray:

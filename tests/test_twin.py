@@ -270,6 +270,40 @@ def test_fine_tune_head_is_versioned_and_only_widens_tolerance() -> None:
     assert restored.head.version == 1 and restored.head.scales.tolist() == [2.0, 1.0]
 
 
+class FeatureSequenceModel:
+    """Like the trained LSTM-AE: reads sequences of window *feature* vectors (error = drift of one feature)."""
+
+    signal_names = ("motor_rise_per_torque", "pack_rise_per_load")
+    sequence_length = 3
+    threshold = 1.0
+    alert_threshold = 2.0
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.reference: np.ndarray | None = None
+
+    def score(self, sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.shapes.append(sequences.shape)
+        if self.reference is None:
+            self.reference = sequences[0, 0].copy()
+        per_signal = (sequences[:, -1] - self.reference) ** 2
+        total = per_signal.sum(axis=1)
+        return total, per_signal / np.maximum(total[:, None], 1e-12)
+
+
+def test_the_fleet_model_gets_sequences_of_window_features_and_its_alert_level() -> None:
+    model = FeatureSequenceModel()
+    frames = synthetic_frames("veh-1", 30 * FRAMES_PER_WINDOW)
+    _drift(frames, "motor_temp", 15 * FRAMES_PER_WINDOW, 40.0)
+    twin = new_twin(twins_cfg(personalise=False), model=model)
+    alerts = [a for a in twin.ingest(frames).alerts if a.rule == "anomaly"]
+    assert {shape[1:] for shape in model.shapes} == {(3, 2)}
+    assert sum(shape[0] for shape in model.shapes) == twin.windows_closed  # one call per ingest, not per window
+    assert len(alerts) == 1 and alerts[0].signals[0][0] == "motor_rise_per_torque"
+    assert alerts[0].seq > 15 * FRAMES_PER_WINDOW
+    assert twin.last_fleet_ratio == pytest.approx(twin.last_score)  # error / (threshold x alert_threshold)
+
+
 # ------------------------------------------------------------------------ state round trip
 def test_restore_then_continue_equals_uninterrupted() -> None:
     model = FakeAnomalyModel((45.0, 45.0))

@@ -117,7 +117,7 @@ def train_autoencoder(train_seq: np.ndarray, *, hidden_size: int, epochs: int, b
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * x.shape[0]
+            total += float(loss.detach()) * x.shape[0]
             count += x.shape[0]
         losses.append(total / max(count, 1))
     model.eval()

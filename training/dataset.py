@@ -15,6 +15,7 @@ import hashlib
 import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -261,7 +262,8 @@ def _map(jobs: list, workers: int) -> Iterator[tuple[str, str, pa.Table]]:
     if workers <= 1 or len(jobs) <= 1:
         yield from map(_work, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: the parent runs threads (progress display, pyarrow pools).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         yield from pool.map(_work, jobs, chunksize=1)
 
 

@@ -204,6 +204,7 @@ class TwinHost:
         self.pending_alerts: list[Alert] = []  # from predictions, delivered with the next answer
         self.outstanding: _Outstanding | None = None
         self.predictions_failed = 0
+        self.predictions_answered = 0
         self.retry_after = float("-inf")
         self.tunes: dict[str, Any] = {}
         self.restored = 0
@@ -314,6 +315,7 @@ class TwinHost:
                                                    answer.contributions[i])
                     result.alerts.extend(alerts)
                     dirty.append(vehicle_id)
+                self.predictions_answered += len(self.outstanding.requests)
                 self.outstanding = None
         for vehicle_id, ticket in list(self.tunes.items()):
             try:
@@ -363,4 +365,5 @@ class TwinHost:
 
     def stats(self) -> dict[str, Any]:
         return {"resident": len(self.twins), "restored": self.restored, "predictions_failed": self.predictions_failed,
+                "predictions_answered": self.predictions_answered,
                 "outstanding_prediction": self.outstanding is not None, "fine_tunes_in_flight": len(self.tunes)}

@@ -77,9 +77,10 @@ class ServePredictor:
                     answers[key] = ticket[key].result(timeout_s=0.001)
                 except TimeoutError:
                     return None
-        risk_answer, severity_answer = answers["failure"], answers["severity"]
-        return PredictionBatch(risk=risk_answer["risk"], mode=risk_answer["mode"],
-                               contributions=risk_answer["contributions"], severity=severity_answer["severity"])
+        from serving.deployments import row_answers
+
+        risk, modes, contributions, severity = row_answers(answers["failure"], answers["severity"])
+        return PredictionBatch(risk=risk, mode=modes, contributions=contributions, severity=severity)
 
 
 # ---------------------------------------------------------------------------- the actor shell

@@ -68,7 +68,7 @@ def _feature_state_from_bytes(data: bytes) -> Any:
 
 def feature_names() -> tuple[str, ...]:
     from training.features import FEATURE_NAMES
-    return tuple(FEATURE_NAMES)
+    return FEATURE_NAMES
 
 
 def frames_matrix(columns: dict[str, Any], n: int) -> np.ndarray:
@@ -231,7 +231,9 @@ class VehicleTwin:
         if take == 0:
             return
         seq, ts, values = self.buf_seq[:take], self.buf_ts[:take], self.buf_values[:take]
-        self.buf_seq, self.buf_ts, self.buf_values = self.buf_seq[take:], self.buf_ts[take:], self.buf_values[take:]
+        # Copies, not views: a view would keep the whole batch alive in a resident twin.
+        self.buf_seq, self.buf_ts, self.buf_values = (self.buf_seq[take:].copy(), self.buf_ts[take:].copy(),
+                                                      self.buf_values[take:].copy())
         self._record_gaps(seq)
         self._apply(seq, ts, values, step)
 
@@ -256,10 +258,26 @@ class VehicleTwin:
         # Features get the raw values (the feature function is NaN-aware and scores data quality
         # itself, exactly as offline); the LSTM-AE gets cleaned values, never NaN.
         data = {"values": values, "seq": seq, "ts": ts}
-        if self.model is not None:
-            data["clean"] = clean[:, self._model_index()]
-        for end_ms, window in self.assembler.push(ts, data):
-            self._close_window(end_ms, window, step)
+        if self._model_reads_frames():
+            data["clean"] = clean[:, self._model_index(SENSORS)]
+        closed = self.assembler.push(ts, data)
+        if closed:
+            self._close_windows(closed, step)
+        self._compact_open_window()
+
+    def _compact_open_window(self) -> None:
+        """Copy the open window's frames out of the batch arrays they are views of.
+
+        Without this a resident twin keeps its whole last batch alive (memory per twin grows with
+        the batch size, not the window). Reaches into the assembler's buffer: its layout is
+        ``training.windows``'s, and a missing attribute simply skips the compaction.
+        """
+        cols = getattr(self.assembler, "_cols", None)
+        ts = getattr(self.assembler, "_ts", None)
+        if not cols or ts is None or ts.base is None:
+            return
+        self.assembler._ts = ts.copy()
+        self.assembler._cols = {k: v.copy() for k, v in cols.items()}
 
     # ------------------------------------------------------------------ sensor faults
     def _sensor_faults(self, seq: np.ndarray, ts: np.ndarray, invalid: np.ndarray, step: TwinStep) -> None:
@@ -280,14 +298,41 @@ class VehicleTwin:
                        f"impossible or missing values on {', '.join(fields)}")
 
     # ------------------------------------------------------------------ windows
-    def _close_window(self, end_ms: int, window: dict[str, np.ndarray], step: TwinStep) -> None:
-        features = np.nan_to_num(self.features.update_values(int(end_ms), window["values"].astype(np.float64)),
-                                 nan=0.0, posinf=0.0, neginf=0.0)
+    def _close_windows(self, closed: list[tuple[int, dict[str, np.ndarray]]], step: TwinStep) -> None:
+        """Features for every window closed by this call, ONE fleet-model call for all, then decisions in order.
+
+        Features never depend on decisions, so batching the LSTM-AE changes nothing but the cost.
+        """
+        features = [np.nan_to_num(self.features.update_values(int(end), w["values"].astype(np.float64)),
+                                  nan=0.0, posinf=0.0, neginf=0.0) for end, w in closed]
+        scored = self._fleet_scores(closed, features)
+        for (end_ms, window), x, (ratio, errors) in zip(closed, features, scored):
+            self._close_window(int(end_ms), int(window["seq"][-1]), x, ratio, errors, step)
+
+    def _fleet_scores(self, closed: list[tuple[int, dict[str, np.ndarray]]],
+                      features: list[np.ndarray]) -> list[tuple[float, np.ndarray | None]]:
+        if self.model is None:
+            return [(0.0, None)] * len(closed)
+        length = int(self.model.sequence_length)
+        sequences = []
+        for (_, window), x in zip(closed, features):
+            rows = window["clean"] if self._model_reads_frames() else x[None, self._model_index(feature_names())]
+            history = np.vstack([self.sequence_rows, rows])[-length:]
+            self.sequence_rows = history
+            if history.shape[0] < length:  # front padding with the first row, as the offline sequences
+                history = np.vstack([np.repeat(history[:1], length - history.shape[0], axis=0), history])
+            sequences.append(history)
+        errors, shares = self.model.score(np.stack(sequences).astype(np.float32))
+        errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+        shares = np.asarray(shares, dtype=np.float64).reshape(len(closed), -1)
+        return [(float(e) / self._alert_error(), float(e) * sh) for e, sh in zip(errors, shares)]
+
+    def _close_window(self, end_ms: int, last_seq: int, features: np.ndarray, fleet_ratio: float,
+                      signal_errors: np.ndarray | None, step: TwinStep) -> None:
         self.windows_closed += 1
         self.last_features = features
         self.last_window_end = int(end_ms)
-        last_seq = int(window["seq"][-1])
-        fleet_ratio, signal_errors, signal_names = self._fleet_score(window.get("clean"))
+        signal_names = tuple(self.model.signal_names) if self.model is not None else ()
         baseline_ratio = self.baseline.score_one(features) / self.cfg.baseline_z_threshold
         if self.model is None:
             score = baseline_ratio
@@ -311,28 +356,27 @@ class VehicleTwin:
             self.pending_prediction = (int(end_ms), last_seq)
             self.next_prediction_ms = int(end_ms) + int(self.cfg.prediction_interval_minutes * 60_000)
 
-    def _model_index(self) -> list[int]:
-        assert self.model is not None
-        return [SENSORS.index(n) for n in self.model.signal_names]
+    def _model_reads_frames(self) -> bool:
+        """The LSTM-AE reads either raw frame signals or (the trained one) window feature sequences."""
+        return self.model is not None and all(n in SENSORS for n in self.model.signal_names)
 
-    def _fleet_score(self, rows: np.ndarray | None) -> tuple[float, np.ndarray | None, tuple[str, ...]]:
-        if self.model is None or rows is None:
-            return 0.0, None, ()
-        names = tuple(self.model.signal_names)
-        length = int(self.model.sequence_length)
-        history = np.vstack([self.sequence_rows, rows])[-length:]
-        self.sequence_rows = history
-        if history.shape[0] < length:
-            history = np.vstack([np.repeat(history[:1], length - history.shape[0], axis=0), history])
-        errors, shares = self.model.score(history[None, :, :].astype(np.float32))
-        error = float(np.asarray(errors).ravel()[0])
-        signal_errors = error * np.asarray(shares, dtype=np.float64).reshape(-1)[: len(names)]
-        return error / float(self.model.threshold), signal_errors, names
+    def _model_index(self, names: tuple[str, ...]) -> np.ndarray:
+        assert self.model is not None
+        cached = getattr(self, "_index_cache", None)
+        if cached is None or cached[0] is not names:
+            cached = (names, np.array([names.index(n) for n in self.model.signal_names], dtype=np.int64))
+            self._index_cache = cached
+        return cached[1]
+
+    def _alert_error(self) -> float:
+        """Reconstruction error at which the fleet model alerts (threshold x validated alert level)."""
+        assert self.model is not None
+        return float(self.model.threshold) * float(getattr(self.model, "alert_threshold", 1.0))
 
     def _personal_fleet_ratio(self, signal_errors: np.ndarray | None, fleet_ratio: float) -> float:
         if signal_errors is None or self.head.version == 0:
             return fleet_ratio
-        return self.head.apply(signal_errors) / float(self.model.threshold)  # type: ignore[union-attr]
+        return self.head.apply(signal_errors) / self._alert_error()
 
     def _driving_signals(self, features: np.ndarray, signal_errors: np.ndarray | None,
                          names: tuple[str, ...]) -> list[list[Any]]:
@@ -414,7 +458,7 @@ class VehicleTwin:
         reference = getattr(self.model, "signal_error_reference", None)
         if reference is None:
             n = len(self.model.signal_names)
-            reference = np.full(n, float(self.model.threshold) / n)
+            reference = np.full(n, self._alert_error() / n)
         return self.normal_errors.copy(), np.asarray(reference, dtype=np.float64)
 
     def install_head(self, head: PersonalHead) -> None:

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from simulation.whatif.parallel import run_tasks
-    from simulation.whatif.report import TABLE_KPIS, comparison_rows, write_report
+    from simulation.whatif.report import CONSOLE_KPIS, comparison_rows, write_report
 
     console = Console(stderr=True)
     tasks, questions = _tasks(args)
@@ -98,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
 
         results = run_tasks(tasks, num_cpus=args.workers, on_result=done, address=args.address)
     written = write_report(results, out_dir / "whatif", questions)
-    table = Table(title="What-if results (mean [95% CI])")
-    for column in ["scenario", "policy", *TABLE_KPIS]:
+    table = Table(title="What-if results (mean ± 95% CI half-width; full table in report.md)")
+    for column in ["scenario", "policy", *CONSOLE_KPIS.values()]:
         table.add_column(column, overflow="fold")
-    for row in comparison_rows(written["summary"]):
+    for row in comparison_rows(written["summary"], kpis=tuple(CONSOLE_KPIS), compact=True):
         table.add_row(*row)
     Console().print(table)
     console.print(f"written: {out_dir / 'whatif'} (report.md, *.parquet, *.png)")

@@ -113,6 +113,8 @@ def summarise(rows: Iterable[Mapping[str, object]], group_keys: Sequence[str] = 
         for kpi in kpi_names:
             values = [float(m[kpi]) for m in members if kpi in m]  # type: ignore[arg-type]
             mean, low, high = mean_ci(values)
+            if values and min(values) >= 0 and low < 0:
+                low = 0.0  # every KPI is a count, a duration, a share or a cost: never negative
             out.append({**dict(zip(group_keys, key)), "kpi": kpi, "mean": mean, "ci_low": low, "ci_high": high,
                         "replications": len(values)})
     return out

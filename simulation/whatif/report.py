@@ -57,12 +57,41 @@ def format_cell(mean: float, low: float, high: float) -> str:
     return f"{number(mean)} [{number(low)}, {number(high)}]"
 
 
-def comparison_rows(summary: Sequence[Mapping[str, Any]], kpis: Sequence[str] = TABLE_KPIS) -> list[list[str]]:
-    """One row per (scenario, policy): its cells for ``kpis`` (mean [95% CI])."""
+CONSOLE_KPIS: dict[str, str] = {
+    "total_cost": "cost EUR", "roadside_failures": "roadside", "caught_early": "caught early",
+    "downtime_hours": "downtime h", "false_alarm_visits": "false alarms", "workshop_utilisation": "util",
+    "mean_workshop_wait_hours": "wait h",
+}
+
+
+def compact_cell(mean: float, low: float, high: float) -> str:
+    """``mean ±half-width`` in few characters, for the console.
+
+    >>> compact_cell(934_245.0, 900_000.0, 968_490.0)
+    '934k ±34k'
+    >>> compact_cell(0.37, 0.35, 0.39)
+    '0.37 ±0.02'
+    """
+    def number(x: float) -> str:
+        if math.isnan(x):
+            return "n/a"
+        if abs(x) >= 10_000:
+            return f"{x / 1000:,.0f}k"
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
+
+    if math.isnan(low) or math.isnan(high):
+        return number(mean)
+    return f"{number(mean)} ±{number((high - low) / 2.0)}"
+
+
+def comparison_rows(summary: Sequence[Mapping[str, Any]], kpis: Sequence[str] = TABLE_KPIS,
+                    compact: bool = False) -> list[list[str]]:
+    """One row per (scenario, policy): its cells for ``kpis`` (mean [95% CI], or mean ±half-width)."""
+    cell = compact_cell if compact else format_cell
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for row in summary:
         key = (str(row["scenario"]), str(row["policy"]))
-        cells.setdefault(key, {})[str(row["kpi"])] = format_cell(row["mean"], row["ci_low"], row["ci_high"])
+        cells.setdefault(key, {})[str(row["kpi"])] = cell(row["mean"], row["ci_low"], row["ci_high"])
     return [[scenario, policy] + [values.get(k, "") for k in kpis] for (scenario, policy), values in cells.items()]
 
 

@@ -71,7 +71,7 @@ def start_ms_of(sim_cfg: SimulationConfig) -> int:
     return int(round(datetime.fromisoformat(sim_cfg.start_time).timestamp() * 1000))
 
 
-def _with_ambient_offset(sim_cfg: SimulationConfig, extra_c: float) -> SimulationConfig:
+def with_ambient_offset(sim_cfg: SimulationConfig, extra_c: float) -> SimulationConfig:
     levers = sim_cfg.levers.model_copy(update={"ambient_offset_c": sim_cfg.levers.ambient_offset_c + extra_c})
     return sim_cfg.model_copy(update={"levers": levers})
 
@@ -158,7 +158,7 @@ def build_fleet(config: Config, seed: int) -> tuple[list[Any], list[VehiclePlan]
     last_ms = start_ms + int((sim_cfg.duration_days_per_vehicle + sim_cfg.latent_failure_days) * MS_PER_DAY)
     # Sample far past the horizon so that every latent failure exists at both hazards.
     wide = sim_cfg.model_copy(update={"latent_failure_days": LATENT_DAYS_FOR_RETIMING})
-    window_cfgs = [_with_ambient_offset(wide, w.offset_c) for w in windows]
+    window_cfgs = [with_ambient_offset(wide, w.offset_c) for w in windows]
     window_profiles = [sample_profiles(c, seed) for c in window_cfgs]
     plans = []
     for i, profile in enumerate(profiles):

@@ -1,0 +1,205 @@
+"""The production detector of the predictive policy: generator frames through real twins and models.
+
+Each simulated vehicle's telemetry comes from the generator's streaming API
+(``simulation.generator.stream_vehicle_batches``, at the coarser ``whatif.twin_frame_interval_s``)
+and goes through a ``twins.twin.VehicleTwin`` exactly as in production (``twins.host.to_block``
+turns a record batch into the twin's columns, as the host actor does). When a twin asks for a
+prediction, the trained failure model (``training.artifacts.load_failure_model``, the artefact the
+Serve deployment loads) answers in one batched call per poll, and ``apply_prediction`` decides the
+``failure_risk`` alert, as the host does. Alerts become risk signals: a ``failure_risk`` alert
+carries its risk; an ``anomaly`` alert carries ``whatif.anomaly_alert_risk``; sensor faults are data
+problems, not vehicle problems, and are ignored. Nothing here reads the ground truth.
+
+Known limitation (until the generator takes repairs as input): a failure repaired early keeps
+degrading the streamed signals until its sampled failure time, so after a repair the detector
+mutes that vehicle's alerts until then (the workshop knows what it replaced).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from configs.settings import AmbientWindow, Config, SimulationConfig
+from simulation.whatif.detectors import RiskSignal
+from simulation.whatif.plans import MS_PER_DAY, MS_PER_HOUR, FailureSpec
+from simulation.whatif.runner import with_ambient_offset
+
+ANOMALY_RULE = "anomaly"
+RISK_RULE = "failure_risk"
+
+
+class _SplicedStream:
+    """Batches of one vehicle; inside an ambient window they come from that window's (hotter) stream.
+
+    Every stream is the generator's own stream for one ambient offset; all advance together so that
+    batch k of each covers the same time span (the generator aligns batches to the window start).
+    """
+
+    def __init__(self, streams: list[Iterator[Any]], windows: Sequence[AmbientWindow], start_ms: int) -> None:
+        self._streams = streams
+        self._spans = [(start_ms + int(w.start_day * MS_PER_DAY),
+                        start_ms + int((w.start_day + w.duration_days) * MS_PER_DAY)) for w in windows]
+
+    def __iter__(self) -> "_SplicedStream":
+        return self
+
+    def __next__(self) -> Any:
+        batches = [next(s) for s in self._streams]  # StopIteration ends the splice too
+        if len(batches) == 1:
+            return batches[0]
+        first_ts = _first_ts_ms(batches[0])
+        for k, (lo, hi) in enumerate(self._spans):
+            if lo <= first_ts < hi:
+                return batches[k + 1]
+        return batches[0]
+
+
+def _first_ts_ms(batch: Any) -> int:
+    ts = batch.column(batch.schema.get_field_index("ts"))
+    return int(ts.cast("int64")[0].as_py())
+
+
+def _last_ts_ms(batch: Any) -> int:
+    ts = batch.column(batch.schema.get_field_index("ts"))
+    return int(ts.cast("int64")[len(ts) - 1].as_py())
+
+
+def coarse_simulation(sim_cfg: SimulationConfig, frame_interval_s: float) -> SimulationConfig:
+    """The scenario's simulation config with the twins' (coarser) frame interval."""
+    return sim_cfg.model_copy(update={"frame_interval_s": max(frame_interval_s, sim_cfg.frame_interval_s)})
+
+
+class TwinDetector:
+    """Streams every vehicle's frames through its twin, up to the time the policy asks about."""
+
+    def __init__(self, profiles: Sequence[Any], config: Config, seed: int, *, anomaly_model: Any = None,
+                 failure_model: Any = None) -> None:
+        from simulation.generator import stream_vehicle_batches
+        from twins.twin import VehicleTwin
+
+        whatif = config.whatif
+        sim_cfg = coarse_simulation(config.simulation, whatif.twin_frame_interval_s)
+        window_cfgs = [with_ambient_offset(sim_cfg, w.offset_c) for w in whatif.ambient_windows]
+        from simulation.fleet import sample_profiles
+
+        window_profiles = [sample_profiles(c, seed) for c in window_cfgs]
+        start_ms = _start_ms(sim_cfg)
+        batch_seconds = whatif.detector_poll_hours * 3600.0
+        # Predictions at most once per poll: the policy cannot act on them more often.
+        interval = max(config.twins.prediction_interval_minutes, whatif.detector_poll_hours * 60.0)
+        twins_cfg = config.twins.model_copy(update={"prediction_interval_minutes": interval})
+        window_ms = int(config.dataset.window_minutes * 60_000)
+        stride_ms = int(config.dataset.stride_minutes * 60_000)
+        self.failure_model = failure_model
+        self.anomaly_risk = whatif.anomaly_alert_risk
+        self.risk_alert_threshold = config.twins.risk_alert_threshold
+        self.twins: dict[str, Any] = {}
+        self.streams: dict[str, Iterator[Any]] = {}
+        self.pending: dict[str, Any] = {}
+        self.muted_until: dict[str, int] = {}
+        self.frames = 0
+        self.alerts_by_rule: dict[str, int] = {}
+        for i, profile in enumerate(profiles):
+            vehicle_id = profile.vehicle_id
+            streams = [stream_vehicle_batches(profile, sim_cfg, seed, batch_seconds)]
+            streams += [stream_vehicle_batches(wp[i], wc, seed, batch_seconds)
+                        for wp, wc in zip(window_profiles, window_cfgs)]
+            self.streams[vehicle_id] = _SplicedStream(streams, whatif.ambient_windows, start_ms)
+            self.twins[vehicle_id] = VehicleTwin(vehicle_id, twins_cfg, window_ms, stride_ms, anomaly_model)
+
+    @classmethod
+    def from_run(cls, profiles: Sequence[Any], config: Config, seed: int, models_dir: str | None) -> "TwinDetector":
+        """Twins with the trained anomaly and failure models of ``models_dir`` (a run directory)."""
+        if models_dir is None:
+            raise FileNotFoundError("the twin detector needs a trained run directory (with models/)")
+        from training.artifacts import load_anomaly_model, load_failure_model
+
+        try:
+            anomaly_model = load_anomaly_model(models_dir)
+        except FileNotFoundError:
+            anomaly_model = None  # twins then score with their own statistical baseline
+        return cls(profiles, config, seed, anomaly_model=anomaly_model, failure_model=load_failure_model(models_dir))
+
+    def observe(self, until_ms: int) -> list[RiskSignal]:
+        import pyarrow as pa
+
+        from twins.host import to_block
+
+        due = []
+        for vehicle_id in self.twins:
+            while True:
+                batch = self.pending.pop(vehicle_id, None)
+                if batch is None:
+                    batch = next(self.streams[vehicle_id], None)
+                    if batch is None:
+                        break
+                if _last_ts_ms(batch) > until_ms:
+                    self.pending[vehicle_id] = batch  # not yet happened
+                    break
+                due.append(batch)
+        signals: list[RiskSignal] = []
+        if due:
+            # One block for the whole fleet's new frames, as a host actor receives them.
+            block, _ = to_block(pa.Table.from_batches(due))
+            for vehicle_id, columns in block.parts():
+                step = self.twins[vehicle_id].ingest(columns)
+                self.frames += int(columns["seq"].size)
+                signals.extend(self._signals(step.alerts))
+        requests: list[tuple[str, int, np.ndarray]] = []
+        if self.failure_model is not None:
+            for vehicle_id, twin in self.twins.items():
+                request = twin.take_prediction_request()
+                if request is not None:
+                    requests.append((vehicle_id, int(request[0]), request[1]))
+        if requests:
+            signals.extend(self._predict(requests))
+        return [s for s in signals if s.ts_ms >= self.muted_until.get(s.vehicle_id, -1)]
+
+    def _predict(self, requests: list[tuple[str, int, np.ndarray]]) -> list[RiskSignal]:
+        X = np.stack([features for _, _, features in requests]).astype(np.float32)
+        risk_by_horizon = self.failure_model.predict(X)
+        modes: list[str | None] = [None] * len(requests)
+        if risk_by_horizon:  # name the likely mode only where an alert may follow (saves a model call)
+            shortest = min(risk_by_horizon)
+            rows = np.flatnonzero(np.asarray(risk_by_horizon[shortest]) >= self.risk_alert_threshold)
+            if rows.size:
+                for row, mode in zip(rows.tolist(), self._likely_modes(X[rows], shortest)):
+                    modes[row] = mode
+        signals = []
+        for i, (vehicle_id, end_ms, _) in enumerate(requests):
+            risk = {int(h): float(p[i]) for h, p in risk_by_horizon.items()}
+            alerts = self.twins[vehicle_id].apply_prediction(end_ms, risk, mode=modes[i])
+            signals.extend(self._signals(alerts))
+        return signals
+
+    def _likely_modes(self, X: np.ndarray, horizon: int) -> list[str | None]:
+        """The most likely failure mode per row, where the model was trained per mode."""
+        predict_modes = getattr(self.failure_model, "predict_modes", None)
+        per_mode = predict_modes(X).get(horizon) if predict_modes is not None else None
+        if not per_mode:
+            return [None] * X.shape[0]
+        names = sorted(per_mode)
+        stacked = np.stack([np.asarray(per_mode[n]) for n in names], axis=1)
+        return [names[j] for j in np.argmax(stacked, axis=1)]
+
+    def _signals(self, alerts: Sequence[Any]) -> list[RiskSignal]:
+        out = []
+        for alert in alerts:
+            self.alerts_by_rule[alert.rule] = self.alerts_by_rule.get(alert.rule, 0) + 1
+            if alert.rule == RISK_RULE:
+                out.append(RiskSignal(alert.vehicle_id, int(alert.ts_ms), float(alert.score), RISK_RULE, alert.mode))
+            elif alert.rule == ANOMALY_RULE:
+                out.append(RiskSignal(alert.vehicle_id, int(alert.ts_ms), self.anomaly_risk, ANOMALY_RULE, alert.mode))
+        return out
+
+    def notify_repair(self, vehicle_id: str, at_ms: int, events: Sequence[FailureSpec]) -> None:
+        # See the module docstring: the streamed signals do not know about this repair.
+        latest = max((e.failure_ms for e in events), default=at_ms)
+        self.muted_until[vehicle_id] = max(self.muted_until.get(vehicle_id, -1), latest + int(MS_PER_HOUR))
+
+
+def _start_ms(sim_cfg: SimulationConfig) -> int:
+    from simulation.fleet import observation_window
+
+    return observation_window(sim_cfg)[0]

@@ -1,0 +1,34 @@
+"""Replications as Ray tasks give exactly the results of running them in process."""
+from __future__ import annotations
+
+import pytest
+
+from simulation.whatif.parallel import run_tasks
+from simulation.whatif.runner import ReplicationTask
+from simulation.whatif.scenarios import load_scenario
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_replications_as_ray_tasks_match_the_in_process_run(ray_session) -> None:
+    config = load_scenario("baseline", overrides=["simulation.num_vehicles=30",
+                                                  "simulation.duration_days_per_vehicle=20"]).config
+    tasks = [ReplicationTask("baseline", policy, r, config, "oracle") for policy in ("reactive", "predictive")
+             for r in range(2)]
+    seen: list[tuple[str, int]] = []
+    remote = run_tasks(tasks, on_result=lambda result: seen.append((result.policy, result.replication)))
+    local = run_tasks(tasks, num_cpus=0)
+    assert ray_session.is_initialized()  # joined the module's session, did not shut it down
+    assert sorted(seen) == sorted((t.policy, t.replication) for t in tasks)
+    assert [(r.policy, r.replication) for r in remote] == [(t.policy, t.replication) for t in tasks]
+    assert [repr(r.kpis) for r in remote] == [repr(r.kpis) for r in local]  # repr: NaN equals NaN
+    assert remote[0].kpis != remote[1].kpis  # replications differ by seed

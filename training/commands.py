@@ -1,0 +1,124 @@
+"""CLI subcommands of the training area (assembled by serving/cli.py)::
+
+    evtwin prepare  --run runs/<name> [--workers N]
+    evtwin train    --run runs/<name>
+    evtwin evaluate --run runs/<name> [--test-run runs/<other-seed>] [--publish docs/EVALUATION.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from serving.cli import add_config_arguments
+
+    prepare = subparsers.add_parser("prepare", help="windows, features, labels and splits of a generated run")
+    add_config_arguments(prepare)
+    prepare.add_argument("--run", required=True, help="run directory written by `evtwin generate`")
+    prepare.add_argument("--all-test", action="store_true",
+                         help="put every vehicle in the test split (a fleet kept for out-of-sample evaluation)")
+    prepare.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    prepare.set_defaults(func=run_prepare)
+
+    train = subparsers.add_parser("train", help="train failure, severity and anomaly models on a prepared run")
+    add_config_arguments(train)
+    train.add_argument("--run", required=True, help="run directory prepared by `evtwin prepare`")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="judge the trained models on the test split (or another run)")
+    add_config_arguments(evaluate)
+    evaluate.add_argument("--run", required=True, help="run directory holding the trained models")
+    evaluate.add_argument("--test-run", default=None, help="evaluate on every vehicle of this run instead "
+                          "(e.g. a fleet generated with another seed); it is prepared if needed")
+    evaluate.add_argument("--publish", default=None, help="also copy the Markdown report to this path")
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from serving.cli import config_from_args
+    from training.dataset import list_vehicles, prepare_dataset
+
+    cfg = config_from_args(args)
+    run = Path(args.run)
+    total = len(list_vehicles(run))
+    workers = args.workers or min(os.cpu_count() or 1, max(total, 1))
+    columns = (SpinnerColumn(), TextColumn("[bold]preparing"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("vehicles"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("prepare", total=total)
+        card = prepare_dataset(run, cfg, all_test=args.all_test, workers=workers,
+                               on_vehicle=lambda _v: progress.advance(task))
+    table = Table(title=f"dataset {run / 'dataset'} (hash {card['data_hash']})")
+    table.add_column("split")
+    table.add_column("vehicles", justify="right")
+    table.add_column("windows", justify="right")
+    for h in card["horizons"]:
+        table.add_column(f"pos {h}d", justify="right")
+        table.add_column(f"cens {h}d", justify="right")
+    for split in ("train", "validation", "test"):
+        cells = [str(x) for h in card["horizons"] for x in (card["positives"][split][str(h)], card["censored"][split][str(h)])]
+        table.add_row(split, str(card["vehicles"][split]), str(card["windows"][split]), *cells)
+    console.print(table)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from serving.cli import config_from_args
+    from training.train import train_all
+
+    cfg = config_from_args(args)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("training", total=None)
+        summary = train_all(Path(args.run), cfg, on_step=lambda name: progress.update(task, description=name))
+    table = Table(title=f"models in {Path(args.run) / 'models'}")
+    table.add_column("model")
+    table.add_column("seconds", justify="right")
+    table.add_column("validation")
+    metrics = summary["metrics"]
+    failure = ", ".join(f"{h}d PR-AUC {m['validation_pr_auc']:.3f}" for h, m in metrics["failure"].items())
+    table.add_row("failure (LightGBM x horizons)", f"{summary['timings']['failure_s']:.1f}", failure)
+    table.add_row("severity (LightGBM)", f"{summary['timings']['severity_s']:.1f}",
+                  f"macro-F1 {metrics['severity']['validation_macro_f1']:.3f}")
+    a = metrics["anomaly"]
+    table.add_row("anomaly (LSTM-AE)", f"{summary['timings']['anomaly_s']:.1f}",
+                  f"event recall {a['validation_event_recall']:.2f} at "
+                  f"{a['validation_false_alarms_per_100_vehicle_days']:.2f} FA/100 veh-days ({a['device']})")
+    table.add_row("baselines", f"{summary['timings']['baselines_s']:.1f}", "thresholds under the alert budget")
+    console.print(table)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from serving.cli import config_from_args
+    from training.evaluate import evaluate_run
+
+    cfg = config_from_args(args)
+    with Progress(SpinnerColumn(), TextColumn("evaluating"), TimeElapsedColumn(), console=console) as progress:
+        progress.add_task("evaluate", total=None)
+        report = evaluate_run(Path(args.run), cfg, Path(args.test_run) if args.test_run else None)
+    table = Table(title=f"targets ({report['evaluated_on']})")
+    for col in ("metric", "target", "value", "met"):
+        table.add_column(col)
+    for t in report["targets"]:
+        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+        met = "n/a" if t["met"] is None else ("[green]yes" if t["met"] else "[red]NO")
+        table.add_row(t["metric"], t["target"], value, met)
+    console.print(table)
+    for loss in report["baseline_wins"]:
+        console.print(f"[yellow]baseline as good or better:[/yellow] {loss}")
+    markdown = Path(report["out_dir"]) / "report.md"
+    if args.publish:
+        Path(args.publish).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.publish).write_text(markdown.read_text())
+    console.print(f"report: {markdown} (and report.json, PNG plots beside it)")
+    print(json.dumps({"out_dir": report["out_dir"], "headline": report["headline"]}, default=float))
+    return 0

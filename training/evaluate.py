@@ -1,0 +1,369 @@
+"""`evtwin evaluate`: judge the trained models on held-out data, beside baselines, against the targets.
+
+Reads the test split of the training run (or every window of another run's dataset, e.g. a fleet
+generated with another seed) and writes ``report.json``, ``report.md`` and PNG plots. Alert
+thresholds come from the artefacts (chosen on validation under the alert budget), never from test.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from configs.settings import Config
+from training.artifacts import MODELS_DIR, load_anomaly_model, load_failure_model, load_severity_model
+from training.dataset import DATASET_DIR, SPLITS, prepare_dataset, read_card
+from training.detectors import FixedLimits, VehicleBlock, alert_outcome, vehicle_zscore
+from training.metrics import (
+    average_precision, brier_score, confusion_matrix, macro_f1, pointwise_precision_recall, recall_at_precision,
+    reliability_bins, roc_auc,
+)
+from training.alerting import flagged
+from training.train import SplitData, alert_policy_factory, load_split, vehicle_blocks
+
+__all__ = ["TARGETS", "evaluate_run", "report_markdown"]
+
+# (key in report["headline"], comparison, target) from configs/evaluation_metrics.md / issue 3.
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("failure_7d_pr_auc", ">=", 0.85), ("failure_7d_roc_auc", ">=", 0.95), ("failure_30d_roc_auc", ">=", 0.90),
+    ("severity_macro_f1", ">=", 0.80), ("anomaly_event_recall", ">=", 0.90),
+    ("anomaly_false_alarms_per_100_vehicle_days", "<=", 1.0), ("anomaly_lead_median_days", ">=", 3.0),
+)
+DETECTORS = ("lstm_ae", "fixed_limits", "vehicle_zscore")
+
+
+def _concat(parts: list[SplitData]) -> SplitData:
+    parts = [p for p in parts if p.size]
+    if not parts:
+        raise ValueError("no windows to evaluate")
+    return SplitData(np.concatenate([p.vehicle_id for p in parts]), np.concatenate([p.ends for p in parts]),
+                     np.concatenate([p.X for p in parts]),
+                     {k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels})
+
+
+def load_evaluation_data(model_run: Path, test_run: Path | None, cfg: Config) -> tuple[SplitData, Path, dict]:
+    """The windows to judge: the model run's test split, or all of another run's windows."""
+    horizons = tuple(int(h) for h in read_card(model_run)["horizons"])
+    if test_run is None:
+        return load_split(model_run, "test", horizons), model_run, read_card(model_run)
+    if not (Path(test_run) / DATASET_DIR / "card.json").exists():
+        prepare_dataset(Path(test_run), cfg, all_test=True)
+    card = read_card(test_run)
+    if tuple(card["horizons"]) != horizons or card["window_ms"] != read_card(model_run)["window_ms"]:
+        raise ValueError(f"{test_run}: dataset windows/horizons differ from the model run's; re-run prepare")
+    return _concat([load_split(test_run, s, horizons) for s in SPLITS]), Path(test_run), card
+
+
+def _safe(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def failure_section(model_run: Path, data: SplitData, horizons: tuple[int, ...], limits: FixedLimits,
+                    blocks: list[VehicleBlock], out_dir: Path) -> dict[str, Any]:
+    model = load_failure_model(model_run)
+    probs = model.predict(data.X)
+    mode_risk = model.predict_modes(data.X)
+    baseline_scores = {"fixed_limits": limits.score(data.X), "vehicle_zscore": _zscore_rows(data, blocks)}
+    out: dict[str, Any] = {}
+    for h in horizons:
+        y = data.labels[f"y_{h}d"]
+        rows = y >= 0
+        yy, p = y[rows] == 1, probs[h][rows]
+        entry: dict[str, Any] = {
+            "windows": int(rows.sum()), "positives": int(yy.sum()),
+            "model": {"roc_auc": roc_auc(yy, p), "pr_auc": average_precision(yy, p),
+                      "recall_at_precision_0.8": recall_at_precision(yy, p, 0.8), "brier": brier_score(yy, p)},
+            "reliability": reliability_bins(yy, p),
+        }
+        for name, s in baseline_scores.items():
+            entry[name] = {"roc_auc": roc_auc(yy, s[rows]), "pr_auc": average_precision(yy, s[rows]),
+                           "recall_at_precision_0.8": recall_at_precision(yy, s[rows], 0.8), "brier": None}
+        entry["prevalence_pr_auc"] = float(yy.mean()) if yy.size else None
+        per_mode = {}
+        for mode in sorted(set(data.labels["next_mode"][rows & (y == 1)].tolist())):
+            sel = rows & ((y == 0) | (data.labels["next_mode"] == mode))
+            ym = (y[sel] == 1)
+            if ym.sum() == 0 or (~ym).sum() == 0:
+                continue
+            score = mode_risk[h][mode][sel] if mode_risk and mode in mode_risk[h] else probs[h][sel]
+            per_mode[mode] = {"positives": int(ym.sum()), "roc_auc": roc_auc(ym, score),
+                              "pr_auc": average_precision(ym, score),
+                              "score": "per-mode risk" if mode_risk and mode in mode_risk[h] else "overall risk"}
+        entry["per_mode"] = per_mode
+        out[str(h)] = entry
+        _reliability_plot(entry["reliability"], h, out_dir / f"reliability_{h}d.png")
+    return out
+
+
+def _zscore_rows(data: SplitData, blocks: list[VehicleBlock]) -> np.ndarray:
+    """vehicle_zscore per row of ``data`` (blocks are contiguous, time-ordered slices of it)."""
+    out = np.zeros(data.size)
+    lookup = {b.vehicle_id: vehicle_zscore(b.X) for b in blocks}
+    change = np.flatnonzero(data.vehicle_id[1:] != data.vehicle_id[:-1]) + 1
+    for a, b in zip(np.concatenate([[0], change]), np.concatenate([change, [data.size]])):
+        order = np.argsort(data.ends[a:b], kind="stable")
+        out[np.arange(a, b)[order]] = lookup[str(data.vehicle_id[a])]
+    return out
+
+
+def severity_section(model_run: Path, data: SplitData, horizon: int, out_dir: Path) -> dict[str, Any]:
+    model = load_severity_model(model_run)
+    rows = (data.labels[f"y_{horizon}d"] == 1) & (data.labels["next_severity"] > 0)
+    y = data.labels["next_severity"][rows].astype(int)
+    if y.size == 0:
+        return {"windows": 0, "macro_f1": None, "note": "no positive windows with a severity in this data"}
+    pred = model.predict(data.X[rows])
+    cm = confusion_matrix(y, pred, [1, 2, 3])
+    majority = int(np.bincount(y, minlength=4)[1:].argmax() + 1)
+    train_counts = model.meta["metrics"].get("class_counts", [1, 1, 1])
+    prior = int(np.argmax(train_counts) + 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _confusion_plot(cm, out_dir / "severity_confusion.png")
+    return {"windows": int(rows.sum()), "events": int(len(set(zip(data.vehicle_id[rows].tolist(),
+                                                                   data.labels["next_failure_ms"][rows].tolist())))),
+            "macro_f1": macro_f1(y, pred, [1, 2, 3]), "confusion_matrix": cm.tolist(), "labels": [1, 2, 3],
+            "baseline_train_majority_macro_f1": macro_f1(y, np.full(y.size, prior), [1, 2, 3]),
+            "test_majority_class": majority}
+
+
+def anomaly_section(model_run: Path, blocks: list[VehicleBlock], cfg: Config, limits: FixedLimits,
+                    stride_ms: int, out_dir: Path) -> dict[str, Any]:
+    model = load_anomaly_model(model_run)
+    baselines = json.loads((model_run / MODELS_DIR / "baselines.json").read_text())
+    scorers = {
+        "lstm_ae": (lambda X: model.score_vehicle(X)[0], model.alert_threshold),
+        "fixed_limits": (limits.score, baselines["fixed_limits_alert_threshold"]),
+        "vehicle_zscore": (vehicle_zscore, baselines["vehicle_zscore_alert_threshold"]),
+    }
+    policy = alert_policy_factory(cfg)
+    out: dict[str, Any] = {}
+    for name, (fn, threshold) in scorers.items():
+        scores = {b.vehicle_id: fn(b.X) for b in blocks}
+        outcome = alert_outcome(blocks, scores, float(threshold), policy, stride_ms)
+        judged = np.concatenate([b.healthy | b.anomaly for b in blocks])
+        truth = np.concatenate([b.anomaly for b in blocks])[judged]
+        flags = np.concatenate([flagged(scores[b.vehicle_id], threshold) for b in blocks])[judged]
+        precision, recall = pointwise_precision_recall(truth, flags)
+        leads = np.asarray(outcome.leads_days)
+        out[name] = {
+            "alert_threshold": float(threshold), "events": outcome.events, "detected": outcome.detected,
+            "event_recall": outcome.event_recall, "false_alarms": outcome.false_alarms,
+            "healthy_vehicle_days": outcome.healthy_days,
+            "false_alarms_per_100_vehicle_days": outcome.false_alarms_per_100,
+            "lead_median_days": float(np.median(leads)) if leads.size else float("nan"),
+            "lead_p10_days": float(np.percentile(leads, 10)) if leads.size else float("nan"),
+            "pointwise_precision": precision, "pointwise_recall": recall, "alerts": outcome.alerts,
+        }
+        if name == "lstm_ae":
+            out[name]["per_mode_recall"] = _per_mode_recall(blocks, scores, float(threshold), policy, stride_ms)
+    return out
+
+
+def _per_mode_recall(blocks, scores, threshold, policy, stride_ms) -> dict[str, dict[str, float]]:
+    modes = sorted({m for b in blocks for _, _, m in b.events})
+    out = {}
+    for mode in modes:
+        sub = [VehicleBlock(b.vehicle_id, b.ends, b.X, b.healthy, b.anomaly, [e for e in b.events if e[2] == mode])
+               for b in blocks]
+        o = alert_outcome(sub, scores, threshold, policy, stride_ms)
+        out[mode] = {"events": o.events, "event_recall": o.event_recall,
+                     "lead_median_days": float(np.median(o.leads_days)) if o.leads_days else float("nan")}
+    return out
+
+
+def _reliability_plot(bins: dict[str, list[float]], horizon: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    ax.plot(bins["mean_predicted"], bins["observed"], "o-", label="model")
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title(f"Reliability, {horizon}-day failure")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _confusion_plot(cm: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(3):
+        for j in range(3):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center")
+    ax.set_xticks(range(3), ["1 minor", "2 major", "3 critical"])
+    ax.set_yticks(range(3), ["1", "2", "3"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def headline(report: dict[str, Any]) -> dict[str, float | None]:
+    horizons = report["horizons"]
+    f, a = report["failure"], report["anomaly"]["lstm_ae"]
+    get = lambda h, k: f.get(str(h), {}).get("model", {}).get(k)  # noqa: E731
+    return {
+        "failure_7d_pr_auc": get(7, "pr_auc"), "failure_7d_roc_auc": get(7, "roc_auc"),
+        "failure_30d_roc_auc": get(30, "roc_auc") if 30 in horizons else None,
+        "severity_macro_f1": report["severity"].get("macro_f1"),
+        "anomaly_event_recall": a["event_recall"],
+        "anomaly_false_alarms_per_100_vehicle_days": a["false_alarms_per_100_vehicle_days"],
+        "anomaly_lead_median_days": a["lead_median_days"],
+    }
+
+
+def judge(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Targets met or not, and every headline metric where a baseline is as good as or better than us."""
+    head = headline(report)
+    targets = []
+    for key, op, target in TARGETS:
+        value = head.get(key)
+        met = None if value is None or (isinstance(value, float) and math.isnan(value)) else (
+            value >= target if op == ">=" else value <= target)
+        targets.append({"metric": key, "target": f"{op} {target}", "value": value, "met": met})
+    losses = []
+    for h, entry in report["failure"].items():
+        for metric in ("roc_auc", "pr_auc", "recall_at_precision_0.8"):
+            ours = entry["model"][metric]
+            for base in ("fixed_limits", "vehicle_zscore"):
+                theirs = entry[base][metric]
+                if _num(ours) is not None and _num(theirs) is not None and theirs >= ours:
+                    losses.append(f"failure {h} d {metric}: {base} {theirs:.3f} >= model {ours:.3f}")
+    ours = report["anomaly"]["lstm_ae"]
+    for base in ("fixed_limits", "vehicle_zscore"):
+        theirs = report["anomaly"][base]
+        for metric, better in (("event_recall", 1), ("lead_median_days", 1), ("pointwise_precision", 1),
+                               ("pointwise_recall", 1), ("false_alarms_per_100_vehicle_days", -1)):
+            o, t = _num(ours[metric]), _num(theirs[metric])
+            if o is not None and t is not None and (t - o) * better > 0:
+                losses.append(f"anomaly {metric}: {base} {t:.3f} beats LSTM-AE {o:.3f}")
+    sev = report["severity"]
+    if _num(sev.get("macro_f1")) is not None and sev["baseline_train_majority_macro_f1"] >= sev["macro_f1"]:
+        losses.append(f"severity macro-F1: majority class {sev['baseline_train_majority_macro_f1']:.3f} "
+                      f">= model {sev['macro_f1']:.3f}")
+    return targets, losses
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def evaluate_run(model_run: Path, cfg: Config, test_run: Path | None = None, out_dir: Path | None = None) -> dict:
+    model_run = Path(model_run)
+    data, data_run, card = load_evaluation_data(model_run, test_run, cfg)
+    model_card = read_card(model_run)
+    horizons = tuple(int(h) for h in model_card["horizons"])
+    stride_ms = int(model_card["stride_ms"])
+    name = "test-split" if test_run is None else f"run-{Path(test_run).name}"
+    out_dir = Path(out_dir) if out_dir else model_run / "evaluation" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events = pq.read_table(Path(data_run) / DATASET_DIR / "events.parquet")
+    blocks = vehicle_blocks(data, events, stride_ms)
+    baselines = json.loads((model_run / MODELS_DIR / "baselines.json").read_text())
+    limits = FixedLimits.from_dict(baselines["fixed_limits"])
+    report: dict[str, Any] = {
+        "model_run": str(model_run), "evaluated_on": str(data_run) + (" (test split)" if test_run is None else " (all vehicles)"),
+        "data_hash": card["data_hash"], "model_data_hash": model_card["data_hash"], "horizons": list(horizons),
+        "vehicles": len(blocks), "windows": data.size,
+        "alert_budget_per_100_vehicle_days": cfg.training.alert_budget_per_100_vehicle_days,
+    }
+    report["failure"] = failure_section(model_run, data, horizons, limits, blocks, out_dir)
+    # Headline: severity of failures due within the shortest horizon (what an operator acts on); the
+    # longest horizon, where the degradation has often not begun, is reported beside it.
+    report["severity"] = severity_section(model_run, data, horizons[0], out_dir)
+    report["severity"]["horizon_days"] = horizons[0]
+    longest = severity_section(model_run, data, horizons[-1], out_dir / "longest")
+    report["severity"]["longest_horizon"] = {"horizon_days": horizons[-1], "macro_f1": longest.get("macro_f1"),
+                                             "windows": longest.get("windows")}
+    report["anomaly"] = anomaly_section(model_run, blocks, cfg, limits, stride_ms, out_dir)
+    report["headline"] = headline(report)
+    report["targets"], report["baseline_wins"] = judge(report)
+    clean = json.loads(json.dumps(report, default=float), parse_constant=lambda c: None)
+    (out_dir / "report.json").write_text(json.dumps(_nan_to_none(clean), indent=1) + "\n")
+    (out_dir / "report.md").write_text(report_markdown(report))
+    report["out_dir"] = str(out_dir)
+    return report
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return _safe(x) if isinstance(x, float) else x
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    v = _num(x) if not isinstance(x, (int, np.integer)) or isinstance(x, bool) else float(x)
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Evaluation: {report['model_run']} on {report['evaluated_on']}", "",
+             f"{report['vehicles']} vehicles, {report['windows']} windows; dataset hash `{report['data_hash']}` "
+             f"(models trained on `{report['model_data_hash']}`). Alert thresholds were chosen on the validation "
+             f"split under a budget of {report['alert_budget_per_100_vehicle_days']:g} false alarms per 100 "
+             "healthy vehicle-days, never on test.", "", "## Targets", "", "| metric | target | value | met |",
+             "|---|---|---|---|"]
+    for t in report["targets"]:
+        met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**NO**")
+        lines.append(f"| {t['metric']} | {t['target']} | {_fmt(t['value'])} | {met} |")
+    lines += ["", "## Where a baseline is as good or better", ""]
+    lines += [f"- {x}" for x in report["baseline_wins"]] or ["- nowhere: the models beat both baselines on every headline metric"]
+    lines += ["", "## Failure prediction (test windows, censored windows excluded)", "",
+              "| horizon | positives / windows | detector | ROC-AUC | PR-AUC | recall@P0.8 | Brier |", "|---|---|---|---|---|---|---|"]
+    for h, e in report["failure"].items():
+        for det in ("model", "fixed_limits", "vehicle_zscore"):
+            m = e[det]
+            lines.append(f"| {h} d | {e['positives']} / {e['windows']} | {det} | {_fmt(m['roc_auc'])} | {_fmt(m['pr_auc'])} | "
+                         f"{_fmt(m['recall_at_precision_0.8'])} | {_fmt(m['brier'])} |")
+    lines += ["", "PR-AUC of a random score equals the prevalence: " + ", ".join(
+        f"{h} d {_fmt(e['prevalence_pr_auc'])}" for h, e in report["failure"].items()) + ".", "",
+        "Per mode (positives of that mode against all negatives):", "",
+        "| horizon | mode | positive windows | ROC-AUC | PR-AUC | score |", "|---|---|---|---|---|---|"]
+    for h, e in report["failure"].items():
+        for mode, m in e["per_mode"].items():
+            lines.append(f"| {h} d | {mode} | {m['positives']} | {_fmt(m['roc_auc'])} | {_fmt(m['pr_auc'])} | {m['score']} |")
+    sev = report["severity"]
+    lines += ["", f"## Severity (windows with a failure due within {sev.get('horizon_days', '?')} days)", ""]
+    if sev.get("macro_f1") is None:
+        lines.append(f"- {sev.get('note', 'not evaluated')}")
+    else:
+        lines += [f"- macro-F1 **{_fmt(sev['macro_f1'])}** over {sev['windows']} windows ({sev['events']} failures); "
+                  f"always predicting the training majority class: {_fmt(sev['baseline_train_majority_macro_f1'])}",
+                  "", "| true \\ predicted | 1 | 2 | 3 |", "|---|---|---|---|"]
+        lines += [f"| {k + 1} | " + " | ".join(str(v) for v in row) + " |" for k, row in enumerate(sev["confusion_matrix"])]
+        lh = sev.get("longest_horizon", {})
+        lines += ["", f"Over windows with a failure due within {lh.get('horizon_days')} days: macro-F1 "
+                  f"{_fmt(lh.get('macro_f1'))} ({lh.get('windows')} windows)."]
+    lines += ["", "## Anomaly detection", "",
+              "Event-level: an event (a failure's onset-to-failure interval) is detected when an alert falls inside it; "
+              "false alarms are alerts in healthy windows (no degradation, no sensor fault, not just after a "
+              "failure). Point-wise precision/recall are per window with no point-adjust.", "",
+              "| detector | threshold | events | recall | false alarms / 100 veh-days | lead median d | lead p10 d | "
+              "point precision | point recall |", "|---|---|---|---|---|---|---|---|---|"]
+    for det, m in report["anomaly"].items():
+        lines.append(f"| {det} | {_fmt(m['alert_threshold'])} | {m['detected']}/{m['events']} | {_fmt(m['event_recall'])} | "
+                     f"{_fmt(m['false_alarms_per_100_vehicle_days'])} | {_fmt(m['lead_median_days'], 1)} | "
+                     f"{_fmt(m['lead_p10_days'], 1)} | {_fmt(m['pointwise_precision'])} | {_fmt(m['pointwise_recall'])} |")
+    per_mode = report["anomaly"]["lstm_ae"].get("per_mode_recall", {})
+    if per_mode:
+        lines += ["", "LSTM-AE recall by failure mode: " + ", ".join(
+            f"{m} {_fmt(v['event_recall'], 2)} ({v['events']})" for m, v in per_mode.items()) + "."]
+    lines += ["", "Plots: " + ", ".join(f"`reliability_{h}d.png`" for h in report["failure"]) + ", `severity_confusion.png`.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,329 @@
+"""`evtwin train`: failure (per horizon, + per-mode), severity and anomaly models from a prepared dataset.
+
+Everything is fitted on the train split; early stopping, probability calibration, the anomaly
+threshold and every detector's alert threshold use the validation split; test is never read here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from configs.settings import Config
+from training.alerting import AlertPolicy
+from training.artifacts import MODELS_DIR, provenance, write_meta
+from training.calibration import fit_calibrator
+from training.dataset import DATASET_DIR, read_card, read_split
+from training.detectors import FixedLimits, VehicleBlock, choose_threshold, vehicle_zscore
+from training.features import FEATURE_NAMES
+from training.metrics import average_precision, macro_f1, roc_auc
+
+__all__ = ["SplitData", "load_split", "vehicle_blocks", "alert_policy_factory", "train_all"]
+
+
+@dataclass
+class SplitData:
+    vehicle_id: np.ndarray
+    ends: np.ndarray
+    X: np.ndarray
+    labels: dict[str, np.ndarray]
+
+    @property
+    def size(self) -> int:
+        return int(self.ends.size)
+
+
+def load_split(run_dir: Path, split: str, horizons: tuple[int, ...]) -> SplitData:
+    table = read_split(run_dir, split)
+    X = np.empty((table.num_rows, len(FEATURE_NAMES)), dtype=np.float32)
+    for j, name in enumerate(FEATURE_NAMES):
+        X[:, j] = table.column(name).to_numpy()
+    label_names = [f"y_{h}d" for h in horizons] + [
+        "next_mode", "next_severity", "degrading", "sensor_fault", "anomaly", "post_failure",
+        "event_onset_ms", "event_failure_ms", "next_failure_ms"]
+    labels = {n: np.asarray(table.column(n).to_numpy(zero_copy_only=False)) for n in label_names}
+    return SplitData(np.asarray(table.column("vehicle_id").to_numpy(zero_copy_only=False)),
+                     table.column("window_end_ms").to_numpy(), X, labels)
+
+
+def vehicle_blocks(data: SplitData, events: pa.Table, stride_ms: int) -> list[VehicleBlock]:
+    """Per-vehicle views in time order, with the failures observable within each vehicle's windows."""
+    if data.size == 0:
+        return []
+    ev = events.to_pydict()
+    by_vehicle: dict[str, list[tuple[int, int, str]]] = {}
+    for v, onset, failure, mode in zip(ev["vehicle_id"], ev["onset_ms"], ev["failure_ms"], ev["mode"]):
+        by_vehicle.setdefault(v, []).append((int(onset), int(failure), str(mode)))
+    change = np.flatnonzero(data.vehicle_id[1:] != data.vehicle_id[:-1]) + 1
+    starts = np.concatenate([[0], change])
+    stops = np.concatenate([change, [data.size]])
+    blocks = []
+    for a, b in zip(starts, stops):
+        vid = str(data.vehicle_id[a])
+        ends = data.ends[a:b]
+        order = np.argsort(ends, kind="stable")
+        sl = np.arange(a, b)[order]
+        ends = data.ends[sl]
+        anomaly = data.labels["anomaly"][sl].astype(bool)
+        healthy = ~anomaly & ~data.labels["post_failure"][sl].astype(bool)
+        observed = [(o, f, m) for o, f, m in by_vehicle.get(vid, []) if ends[0] < f <= ends[-1] + stride_ms]
+        blocks.append(VehicleBlock(vid, ends, data.X[sl], healthy, anomaly, observed))
+    return blocks
+
+
+def alert_policy_factory(cfg: Config) -> Callable[[float], AlertPolicy]:
+    """The twins' alerting parameters, so offline evaluation judges what the twins will do."""
+    def make(threshold: float) -> AlertPolicy:
+        return AlertPolicy(threshold=threshold, consecutive=cfg.twins.anomaly_consecutive_windows,
+                           clear_ratio=cfg.twins.anomaly_clear_ratio,
+                           cooldown_ms=int(cfg.twins.alert_cooldown_minutes * 60_000))
+    return make
+
+
+def _threads(cfg: Config, rows: int) -> int:
+    """Threads for one fit: one for small data (thread start-up and spinning cost more than they save on
+    a shared 2-core machine), else the configured count or every core."""
+    cores = cfg.training.torch_num_threads or (os.cpu_count() or 1)
+    return 1 if rows < 20_000 else cores
+
+
+def _lgb_params(cfg: Config, objective: str, rows: int = 0, **extra) -> dict:
+    return {
+        "objective": objective, "learning_rate": cfg.training.lightgbm_learning_rate,
+        "num_leaves": cfg.training.lightgbm_num_leaves, "min_data_in_leaf": 40, "feature_fraction": 0.7,
+        "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "max_bin": 63, "verbose": -1,
+        "seed": cfg.seed, "deterministic": True, "force_row_wise": True,
+        "num_threads": _threads(cfg, rows), **extra,
+    }
+
+
+def _downsample_negatives(y: np.ndarray, ratio: float, seed: int) -> np.ndarray:
+    """Row indices: every positive, at most ``ratio`` negatives per positive (all if ratio == 0)."""
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    if ratio <= 0 or neg.size <= ratio * max(pos.size, 1):
+        return np.sort(np.concatenate([pos, neg]))
+    keep = np.random.default_rng(seed).choice(neg, size=int(ratio * max(pos.size, 1)), replace=False)
+    return np.sort(np.concatenate([pos, keep]))
+
+
+def _fit_booster(params: dict, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, rounds: int,
+                 early: int, weight: np.ndarray | None = None):
+    # OpenMP threads that sleep instead of spinning: the machine is shared (read once, at first import).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import lightgbm as lgb
+
+    train = lgb.Dataset(X, y, weight=weight, feature_name=list(FEATURE_NAMES), free_raw_data=True)
+    valid = lgb.Dataset(Xv, yv, reference=train)
+    callbacks = [lgb.early_stopping(early, verbose=False)] if yv.size and len(np.unique(yv)) > 1 else []
+    booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=[valid] if callbacks else None,
+                        callbacks=callbacks)
+    return booster
+
+
+def train_failure(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, horizons: tuple[int, ...],
+                  base_meta: dict) -> dict:
+    folder = run_dir / MODELS_DIR / "failure"
+    folder.mkdir(parents=True, exist_ok=True)
+    calibrators, metrics, best = {}, {}, {}
+    for h in horizons:
+        y, yv = tr.labels[f"y_{h}d"], va.labels[f"y_{h}d"]
+        rows = _downsample_negatives(y, cfg.training.negatives_per_positive, cfg.seed + h)
+        vrows = np.flatnonzero(yv >= 0)
+        if not (y[rows] == 1).any() or not (y[rows] == 0).any():
+            raise ValueError(f"horizon {h} d: the train split needs positive and negative windows "
+                             f"(positives {(y == 1).sum()}, negatives {(y == 0).sum()}); generate a larger fleet")
+        params = _lgb_params(cfg, "binary", rows.size, metric="average_precision")
+        booster = _fit_booster(params, tr.X[rows], y[rows], va.X[vrows], yv[vrows],
+                               cfg.training.lightgbm_num_rounds, cfg.training.early_stopping_rounds)
+        raw_v = booster.predict(va.X[vrows])
+        cal = fit_calibrator(raw_v, yv[vrows])
+        (folder / f"h{h}.txt").write_text(booster.model_to_string())
+        calibrators[str(h)] = cal.to_dict()
+        best[str(h)] = booster.best_iteration or booster.current_iteration()
+        metrics[str(h)] = {"validation_roc_auc": roc_auc(yv[vrows] == 1, raw_v),
+                           "validation_pr_auc": average_precision(yv[vrows] == 1, raw_v),
+                           "train_rows": int(rows.size), "validation_rows": int(vrows.size),
+                           "calibration": cal.kind}
+    modes = _train_mode_model(cfg, folder, tr, va, horizons[-1])
+    write_meta(folder, {**base_meta, "kind": "failure", "horizons": list(horizons), "calibrators": calibrators,
+                        "best_iteration": best, "metrics": metrics, "modes": modes})
+    return metrics
+
+
+def _distinct_events(data: SplitData, rows: np.ndarray, mode: str) -> int:
+    sel = rows[data.labels["next_mode"][rows] == mode]
+    return len({(v, f) for v, f in zip(data.vehicle_id[sel].tolist(), data.labels["next_failure_ms"][sel].tolist())})
+
+
+def _train_mode_model(cfg: Config, folder: Path, tr: SplitData, va: SplitData, horizon: int) -> list[str]:
+    """P(mode | failure within the longest horizon) over modes with enough distinct train failures."""
+    rows = np.flatnonzero(tr.labels[f"y_{horizon}d"] == 1)
+    modes = sorted(m for m in set(tr.labels["next_mode"][rows].tolist())
+                   if _distinct_events(tr, rows, m) >= cfg.training.min_positives_per_mode)
+    mode_file = folder / "mode.txt"
+    if len(modes) < 2:
+        if mode_file.exists():
+            mode_file.unlink()
+        return []
+    index = {m: k for k, m in enumerate(modes)}
+    keep = rows[np.isin(tr.labels["next_mode"][rows], modes)]
+    vrows = np.flatnonzero((va.labels[f"y_{horizon}d"] == 1) & np.isin(va.labels["next_mode"], modes))
+    y = np.array([index[m] for m in tr.labels["next_mode"][keep]])
+    yv = np.array([index[m] for m in va.labels["next_mode"][vrows]])
+    params = _lgb_params(cfg, "multiclass", keep.size, num_class=len(modes), metric="multi_logloss")
+    booster = _fit_booster(params, tr.X[keep], y, va.X[vrows], yv, cfg.training.lightgbm_num_rounds,
+                           cfg.training.early_stopping_rounds)
+    mode_file.write_text(booster.model_to_string())
+    return modes
+
+
+def train_severity(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, horizon: int, base_meta: dict) -> dict:
+    """Severity of the coming failure (windows positive at the longest horizon), classes balanced."""
+    folder = run_dir / MODELS_DIR / "severity"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = np.flatnonzero((tr.labels[f"y_{horizon}d"] == 1) & (tr.labels["next_severity"] > 0))
+    vrows = np.flatnonzero((va.labels[f"y_{horizon}d"] == 1) & (va.labels["next_severity"] > 0))
+    y = tr.labels["next_severity"][rows].astype(int) - 1
+    yv = va.labels["next_severity"][vrows].astype(int) - 1
+    if rows.size == 0:
+        raise ValueError("severity: no positive windows in the train split; generate a larger fleet")
+    counts = np.bincount(y, minlength=3).astype(float)
+    weight = (counts.sum() / (3 * np.maximum(counts, 1)))[y]
+    params = _lgb_params(cfg, "multiclass", rows.size, num_class=3, metric="multi_logloss")
+    booster = _fit_booster(params, tr.X[rows], y, va.X[vrows], yv, cfg.training.lightgbm_num_rounds,
+                           cfg.training.early_stopping_rounds, weight=weight)
+    (folder / "model.txt").write_text(booster.model_to_string())
+    pred = booster.predict(va.X[vrows]).reshape(-1, 3).argmax(axis=1) if vrows.size else np.zeros(0, int)
+    metrics = {"validation_macro_f1": macro_f1(yv + 1, pred + 1, [1, 2, 3]) if vrows.size else float("nan"),
+               "train_rows": int(rows.size), "class_counts": counts.tolist()}
+    write_meta(folder, {**base_meta, "kind": "severity", "horizon": horizon, "metrics": metrics,
+                        "best_iteration": booster.best_iteration or booster.current_iteration()})
+    return metrics
+
+
+def _normal_sequences(data: SplitData, length: int, signal_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences ending at each window, and whether all of their windows are normal."""
+    from training.anomaly import feature_sequences
+
+    seqs, normal = [], []
+    healthy = ~data.labels["anomaly"].astype(bool) & ~data.labels["post_failure"].astype(bool)
+    change = np.flatnonzero(data.vehicle_id[1:] != data.vehicle_id[:-1]) + 1
+    for a, b in zip(np.concatenate([[0], change]), np.concatenate([change, [data.size]])):
+        seqs.append(feature_sequences(data.X[a:b][:, signal_idx], length))
+        window_ok = np.lib.stride_tricks.sliding_window_view(
+            np.concatenate([np.repeat(healthy[a:a + 1], length - 1), healthy[a:b]]), length).all(axis=1)
+        normal.append(window_ok)
+    if not seqs:
+        return np.zeros((0, length, signal_idx.size), np.float32), np.zeros(0, bool)
+    return np.concatenate(seqs), np.concatenate(normal)
+
+
+def train_anomaly(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, va_blocks: list[VehicleBlock],
+                  base_meta: dict, stride_ms: int) -> dict:
+    import torch
+
+    from training.anomaly import (
+        ANOMALY_SIGNALS, fit_scaler, normalise, reconstruction_errors, signal_index, train_autoencoder,
+    )
+
+    torch.set_num_threads(_threads(cfg, tr.size))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    length = cfg.training.lstm_sequence_length
+    idx = signal_index()
+    healthy = ~tr.labels["anomaly"].astype(bool) & ~tr.labels["post_failure"].astype(bool)
+    center, scale = fit_scaler(tr.X[healthy][:, idx])
+    seq, normal = _normal_sequences(tr, length, idx)
+    pool = np.flatnonzero(normal)
+    rng = np.random.default_rng(cfg.seed)
+    if pool.size > cfg.training.lstm_max_train_sequences:
+        pool = np.sort(rng.choice(pool, cfg.training.lstm_max_train_sequences, replace=False))
+    train_seq = normalise(seq[pool], center, scale)
+    del seq
+    model, losses = train_autoencoder(
+        train_seq, hidden_size=cfg.training.lstm_hidden_size, epochs=cfg.training.lstm_epochs,
+        batch_size=cfg.training.lstm_batch_size, learning_rate=cfg.training.lstm_learning_rate,
+        seed=cfg.seed, device=device)
+    vseq, vnormal = _normal_sequences(va, length, idx)
+    verr, _ = reconstruction_errors(model, normalise(vseq, center, scale), device=device)
+    reference = verr[vnormal] if vnormal.any() else verr
+    threshold = float(np.percentile(reference, cfg.anomaly.anomaly_threshold_percentile))
+    model = model.to("cpu")
+    folder = run_dir / MODELS_DIR / "anomaly"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "weights.pt")
+    # Per-vehicle scores on validation (error / threshold) for the budgeted alert threshold.
+    scores = {}
+    offset = 0
+    for b in va_blocks:
+        n = b.ends.size
+        scores[b.vehicle_id] = verr[offset:offset + n] / threshold
+        offset += n
+    outcome = choose_threshold(va_blocks, scores, cfg.training.alert_budget_per_100_vehicle_days,
+                               alert_policy_factory(cfg), stride_ms)
+    metrics = {"train_sequences": int(pool.size), "epoch_losses": losses, "validation_normal_sequences": int(vnormal.sum()),
+               "validation_event_recall": outcome.event_recall,
+               "validation_false_alarms_per_100_vehicle_days": outcome.false_alarms_per_100, "device": device}
+    write_meta(folder, {**base_meta, "kind": "anomaly", "input": "window_features", "signal_names": list(ANOMALY_SIGNALS),
+                        "sequence_length": length, "hidden_size": cfg.training.lstm_hidden_size,
+                        "center": center.tolist(), "scale": scale.tolist(), "threshold": threshold,
+                        "threshold_percentile": cfg.anomaly.anomaly_threshold_percentile,
+                        "alert_threshold": outcome.threshold, "metrics": metrics})
+    return metrics
+
+
+def train_baselines(cfg: Config, run_dir: Path, tr: SplitData, va_blocks: list[VehicleBlock], stride_ms: int) -> dict:
+    healthy = ~tr.labels["anomaly"].astype(bool) & ~tr.labels["post_failure"].astype(bool)
+    limits = FixedLimits.fit(tr.X[healthy] if healthy.any() else tr.X)
+    policy = alert_policy_factory(cfg)
+    budget = cfg.training.alert_budget_per_100_vehicle_days
+    out = {"fixed_limits": limits.to_dict()}
+    for name, fn in (("fixed_limits", limits.score), ("vehicle_zscore", vehicle_zscore)):
+        scores = {b.vehicle_id: fn(b.X) for b in va_blocks}
+        outcome = choose_threshold(va_blocks, scores, budget, policy, stride_ms)
+        out[f"{name}_alert_threshold"] = outcome.threshold
+        out[f"{name}_validation"] = {"event_recall": outcome.event_recall,
+                                     "false_alarms_per_100_vehicle_days": outcome.false_alarms_per_100}
+    (run_dir / MODELS_DIR / "baselines.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def train_all(run_dir: Path, cfg: Config, on_step: Callable[[str], None] | None = None) -> dict:
+    """Train every model of a prepared run; returns timings and validation metrics (models/training.json)."""
+    run_dir = Path(run_dir)
+    card = read_card(run_dir)
+    horizons = tuple(int(h) for h in card["horizons"])
+    stride_ms = int(card["stride_ms"])
+    step = on_step or (lambda _name: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    step("loading dataset")
+    tr, va = load_split(run_dir, "train", horizons), load_split(run_dir, "validation", horizons)
+    events = pq.read_table(run_dir / DATASET_DIR / "events.parquet")
+    va_blocks = vehicle_blocks(va, events, stride_ms)
+    timings["load_s"] = time.perf_counter() - t0
+    base_meta = {**provenance(), "data_hash": card["data_hash"], "config": cfg.model_dump(mode="json"),
+                 "stride_ms": stride_ms, "window_ms": int(card["window_ms"])}
+    (run_dir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for name, fn in (
+        ("failure", lambda: train_failure(cfg, run_dir, tr, va, horizons, base_meta)),
+        ("severity", lambda: train_severity(cfg, run_dir, tr, va, horizons[-1], base_meta)),
+        ("anomaly", lambda: train_anomaly(cfg, run_dir, tr, va, va_blocks, base_meta, stride_ms)),
+        ("baselines", lambda: train_baselines(cfg, run_dir, tr, va_blocks, stride_ms)),
+    ):
+        step(f"training {name}")
+        t = time.perf_counter()
+        results[name] = fn()
+        timings[f"{name}_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    summary = {"timings": timings, "metrics": {k: v for k, v in results.items() if k != "baselines"},
+               "data_hash": card["data_hash"], "train_windows": tr.size, "validation_windows": va.size}
+    (run_dir / MODELS_DIR / "training.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    return summary
