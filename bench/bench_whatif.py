@@ -26,7 +26,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from simulation.whatif.parallel import run_tasks  # noqa: E402
 from simulation.whatif.runner import (ReplicationTask, build_fleet, make_policy, models_dir_or_none,  # noqa: E402
-                                      replication_seed, simulate_plans)
+                                      simulate_plans)
 from simulation.whatif.scenarios import load_scenario  # noqa: E402
 
 
@@ -86,7 +86,9 @@ def bench_scaling(replications: int, vehicles: int, days: float) -> None:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  object_store_memory=200 * 1024**2)
         try:
-            run_tasks(tasks[:1])  # warm the worker pool
+            warm_config = scenario_config(5, 2)  # start every worker (imports) before timing
+            run_tasks([ReplicationTask("warm", "reactive", r, warm_config) for r in range(cpus * 2)])
+            load = os.getloadavg()[0]
             t0 = time.perf_counter()
             run_tasks(tasks)
             timings[cpus] = time.perf_counter() - t0
@@ -94,7 +96,7 @@ def bench_scaling(replications: int, vehicles: int, days: float) -> None:
             ray.shutdown()
         vd = replications * vehicles * days
         print(f"ray    {replications} replications of {vehicles} x {days:g} days on {cpus} CPU(s): "
-              f"{timings[cpus]:.1f} s = {vd / timings[cpus]:,.0f} vehicle-days/s")
+              f"{timings[cpus]:.1f} s = {vd / timings[cpus]:,.0f} vehicle-days/s (load average before: {load:.1f})")
     print(f"ray    speed-up 2 vs 1 CPUs: {timings[1] / timings[2]:.2f}x")
 
 
@@ -108,10 +110,14 @@ def main() -> int:
     parser.add_argument("--replications", type=int, default=4)
     parser.add_argument("--scaling-vehicles", type=int, default=500)
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--skip-core", action="store_true")
+    parser.add_argument("--skip-twins", action="store_true")
     args = parser.parse_args()
-    print(f"seed-independent sizes; replication seed = config.seed + r (first: {replication_seed(scenario_config(1, 1), 0)})")
-    bench_core(args.core_vehicles, args.core_days)
-    bench_twins(args.vehicles, args.days, args.models)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared with other work)")
+    if not args.skip_core:
+        bench_core(args.core_vehicles, args.core_days)
+    if not args.skip_twins:
+        bench_twins(args.vehicles, args.days, args.models)
     if not args.skip_scaling:
         bench_scaling(args.replications, args.scaling_vehicles, args.core_days)
     return 0

@@ -147,6 +147,8 @@ class TwinsConfig(_Section):
     idle_evict_minutes: float = Field(60.0, gt=0)
     # Anomaly alerting: fire after this many consecutive windows at score >= 1, clear below the ratio.
     anomaly_consecutive_windows: int = Field(2, gt=0)
+    # Score (1 = the fleet model's validated alert level / the baseline's z threshold) at which alerts fire.
+    anomaly_alert_level: float = Field(1.0, gt=0)
     anomaly_clear_ratio: float = Field(0.7, gt=0, le=1)
     # Personal baseline (EWMA over window features): half-life and warm-up in windows; z-score at score 1.
     personalise: bool = True
@@ -159,6 +161,12 @@ class TwinsConfig(_Section):
     risk_alert_threshold: float = Field(0.5, gt=0, le=1)
     # Normal windows between fine-tunes of the per-vehicle head of the anomaly model.
     fine_tune_every_windows: int = Field(168, gt=0)
+    # Per-vehicle head: quantile of the vehicle's own normal per-signal error against the fleet reference,
+    # and the most a signal's tolerance may widen.
+    head_quantile: float = Field(0.9, gt=0, le=1)
+    head_max_scale: float = Field(2.0, ge=1)
+    # Also require the vehicle's own baseline to agree before an anomaly counts (fewer alerts, less recall).
+    baseline_veto: bool = False
     # Seconds a failing model service is left alone before the twins retry their predictions.
     prediction_retry_s: float = Field(5.0, ge=0)
     prediction_timeout_s: float = Field(2.0, gt=0)

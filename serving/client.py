@@ -147,18 +147,43 @@ class Client:
                      on_ack: Callable[[telemetry_pb2.Ack], None] | None = None) -> StreamStats:
         """Send every batch; reconnect and resume (from the durable acks) on retryable failures."""
         session = _StreamSession(self, max_unacked_frames, on_alert, on_ack)
-        source = _aiter(batches)
-        while True:
-            try:
-                await session.run(source)
-                return session.stats
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRYABLE or session.stats.reconnects >= max_reconnects:
-                    raise
-                session.stats.reconnects += 1
-                log.info("stream broke (%s: %s); resuming from the last ack", error.code().name, error.details())
-                await asyncio.sleep(min(0.05 * 2 ** min(session.stats.reconnects, 6), 2.0))
-                await self._reconnect()
+        # The source is pumped by one task for the whole call, so a broken connection never cancels
+        # (and so closes) the caller's generator mid-item.
+        feed: asyncio.Queue = asyncio.Queue(maxsize=2)
+        pump = asyncio.create_task(_pump(batches, feed))
+        try:
+            while True:
+                try:
+                    await session.run(feed)
+                    return session.stats
+                except grpc.aio.AioRpcError as error:
+                    if error.code() not in RETRYABLE or session.stats.reconnects >= max_reconnects:
+                        raise
+                    session.stats.reconnects += 1
+                    log.info("stream broke (%s: %s); resuming from the last ack", error.code().name, error.details())
+                    await asyncio.sleep(min(0.05 * 2 ** min(session.stats.reconnects, 6), 2.0))
+                    await self._reconnect()
+        finally:
+            pump.cancel()
+
+
+_SOURCE_END = object()
+
+
+class SourceError(Exception):
+    """The caller's batch source raised; carried to the writer so the stream stops instead of waiting."""
+
+
+async def _pump(batches: Iterable[Any] | AsyncIterable[Any], feed: asyncio.Queue) -> None:
+    try:
+        async for batch in _aiter(batches):
+            await feed.put(to_columns(batch))
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        await feed.put(SourceError(error))
+        return
+    await feed.put(_SOURCE_END)
 
 
 async def _aiter(batches: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
@@ -184,29 +209,52 @@ class _StreamSession:
         self.window = asyncio.Condition()
         self.next_batch_id = 1
         self.seen_alerts: set[str] = set()
+        self.held: _Pending | None = None  # taken from the source, not yet written on the current call
+        self.finished: bool | None = None
 
-    async def run(self, source: AsyncIterator[Any]) -> None:
+    async def run(self, feed: asyncio.Queue) -> None:
         call = telemetry_pb2_grpc.TelemetryServiceStub(self.client.channel).Stream(metadata=self.client.metadata)
         self.awaiting_ack = 0
         reader = asyncio.create_task(self._read(call))
+        writer = asyncio.create_task(self._write(call, feed))
         try:
-            for item in list(self.pending):  # resume: only frames above the durable ack
-                await self._send(call, item, resend=True)
-            async for batch in source:
-                columns = to_columns(batch)
-                if len(columns["seq"]) == 0:
-                    continue
-                item = _Pending(self.next_batch_id, columns, 0.0, len(columns["seq"]))
-                self.next_batch_id += 1
-                self.pending.append(item)
-                await self._send(call, item, resend=False)
-            await call.done_writing()
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done and isinstance(writer.exception(), SourceError):
+                raise writer.exception().args[0]
+            # Otherwise the call's status is the truth (a failed write is only its symptom).
             await reader
         finally:
             reader.cancel()
+            writer.cancel()
         code = await call.code()
         if code != grpc.StatusCode.OK:
             raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(), await call.details())
+        if self.finished is False:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                       "server ended the stream before the client finished")
+
+    async def _write(self, call: Any, feed: asyncio.Queue) -> None:
+        self.finished = False
+        for item in list(self.pending):  # resume: only frames above the durable ack
+            await self._send(call, item, resend=True)
+        self.held = None  # it was in pending, so it has just been resent
+        while True:
+            if self.held is None:
+                columns = await feed.get()
+                if columns is _SOURCE_END:
+                    break
+                if isinstance(columns, SourceError):
+                    raise columns
+                if len(columns["seq"]) == 0:
+                    continue
+                # Recorded before any await that a broken call could cancel: it is resent on reconnect.
+                self.held = _Pending(self.next_batch_id, columns, 0.0, len(columns["seq"]))
+                self.next_batch_id += 1
+                self.pending.append(self.held)
+            await self._send(call, self.held, resend=False)
+            self.held = None
+        self.finished = True
+        await call.done_writing()
 
     async def _send(self, call: Any, item: _Pending, resend: bool) -> None:
         columns = item.columns

@@ -267,7 +267,7 @@ def _speed_profile(trips: _Trips, n: int, dt: float, aggressiveness: float, nois
 # --------------------------------------------------------------------------------------------- charging
 
 
-def _decide_session(profile: VehicleProfile, soc: float, hour: float, duration_s: float, overnight: bool,
+def _decide_session(profile: VehicleProfile, soc: float, duration_s: float, overnight: bool,
                     u: float) -> tuple[str, float, float] | None:
     """Whether and how the driver plugs in at this stop: (kind, power kW, target SOC) or None."""
     thresholds = {"commuter": (70.0, 30.0), "taxi": (80.0, 60.0), "delivery": (85.0, 35.0)}
@@ -386,6 +386,55 @@ def simulate_vehicle(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: i
                             state, events, faults, daily_means, noise_bank)
 
 
+@dataclass(frozen=True)
+class _DayPlan:
+    """Outcome of walking a day's stops and trips: charging per frame, skipped trips, open session."""
+
+    charge_kw: np.ndarray
+    charger_state: np.ndarray  # int8, schema enum
+    charge_dsoc: np.ndarray  # SOC gained per frame while plugged in (%)
+    skipped: np.ndarray  # frames of trips not driven (SOC too low)
+    session: tuple[str, float, float] | None  # charging still going at the end of the day
+
+
+def _walk_segments(profile: VehicleProfile, trips: _Trips, drive_power_w: np.ndarray, hour: np.ndarray, dt: float,
+                   energy_j: float, state: _State, day: int, park_draws: np.ndarray) -> _DayPlan:
+    """Walk the day's segments in order: SOC decides whether a trip is driven and whether to plug in."""
+    n = drive_power_w.shape[0]
+    cumulative_j = np.r_[0.0, np.cumsum(drive_power_w * dt)]
+    charge_kw = np.zeros(n)
+    charger_state = np.zeros(n, dtype=np.int8)
+    charge_dsoc = np.zeros(n)
+    skipped = np.zeros(n, dtype=bool)
+    soc, session = state.soc, state.session
+    drain_pct_per_s = physics.PARKED_DRAIN_W / energy_j * 100.0
+    for number, (kind, a, b, _) in enumerate(_segments(trips, n)):
+        if kind == "drive":
+            used = (cumulative_j[b] - cumulative_j[a]) / energy_j * 100.0
+            if soc < 12.0 or soc - used < 6.0:  # the driver would not set off: the trip is skipped
+                skipped[a:b] = True
+                soc -= drain_pct_per_s * (b - a) * dt
+            else:
+                soc -= used
+                session = None  # unplugged to drive
+            continue
+        # A stop that runs on from yesterday was decided yesterday (plugged in or not); no new decision
+        # at midnight, except on the first day when nothing was decided yet.
+        if not (a == 0 and (day > 0 or session is not None)):
+            overnight = b == n or (hour[a] >= 15.0 and (b - a) * dt >= 3 * 3600)
+            session = _decide_session(profile, soc, (b - a) * dt, overnight, float(park_draws[number % PARK_DRAWS]))
+        if session is None:
+            soc -= drain_pct_per_s * (b - a) * dt
+            continue
+        soc_after, kw, st, ongoing = _charge_profile(soc, session, b - a, dt, energy_j)
+        charge_kw[a:b], charger_state[a:b] = kw, st
+        charge_dsoc[a:b] = np.diff(np.r_[soc, soc_after])
+        soc = float(soc_after[-1])
+        if not ongoing:
+            session = None
+    return _DayPlan(charge_kw, charger_state, charge_dsoc, skipped, session)
+
+
 def _noise_bank(profile: VehicleProfile, seed: int, frames_per_day: int) -> np.ndarray:
     """Standard-normal measurement noise drawn once per vehicle; each day reads it at random offsets.
 
@@ -421,39 +470,9 @@ def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray,
     capacity_factor = float(np.mean(effects["capacity_factor"]))
     energy_j = profile.capacity_kwh * 3.6e6 * soh / 100.0 * capacity_factor
 
-    # Walk the day's segments: SOC decides trips (too low: the trip is skipped) and charging at stops.
-    cumulative_j = np.r_[0.0, np.cumsum(power["total"] * dt)]
-    charge_kw = np.zeros(n)
-    charger_state = np.zeros(n, dtype=np.int8)
-    charge_dsoc = np.zeros(n)
-    skipped = np.zeros(n, dtype=bool)
-    soc = state.soc
-    session = state.session
-    drain_pct_per_s = physics.PARKED_DRAIN_W / energy_j * 100.0
-    for number, (kind, a, b, trip) in enumerate(_segments(trips, n)):
-        if kind == "drive":
-            used = (cumulative_j[b] - cumulative_j[a]) / energy_j * 100.0
-            if soc < 12.0 or soc - used < 6.0:
-                skipped[a:b] = True
-                soc -= drain_pct_per_s * (b - a) * dt
-                continue
-            soc -= used
-            session = None  # unplugged to drive
-            continue
-        continuing = a == 0 and session is not None
-        if not continuing:
-            overnight = b == n or hour[a] >= 15.0 and (b - a) * dt >= 3 * 3600
-            session = _decide_session(profile, soc, float(hour[a]), (b - a) * dt, overnight,
-                                      float(park_draws[number % PARK_DRAWS]))
-        if session is None:
-            soc -= drain_pct_per_s * (b - a) * dt
-            continue
-        soc_after, kw, st, ongoing = _charge_profile(soc, session, b - a, dt, energy_j)
-        charge_kw[a:b], charger_state[a:b] = kw, st
-        charge_dsoc[a:b] = np.diff(np.r_[soc, soc_after])
-        soc = float(soc_after[-1])
-        if not ongoing:
-            session = None
+    plan = _walk_segments(profile, trips, power["total"], hour, dt, energy_j, state, day, park_draws)
+    charge_kw, charger_state, charge_dsoc, skipped = plan.charge_kw, plan.charger_state, plan.charge_dsoc, plan.skipped
+    session = plan.session
     if skipped.any():
         speed = np.where(skipped, 0.0, speed)
         power = _drive_power(speed, dt, profile, ambient, effects)

@@ -51,6 +51,7 @@ class VehicleResult:
     events: list[FailureEvent]
     sensor_faults: list[SensorFault]
     peak_rss_mib: float = 0.0  # of the process that wrote the vehicle (a worker, or the caller)
+    cpu_seconds: float = 0.0  # CPU time spent on this vehicle (load-independent cost)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class RunSummary:
     sensor_faults_by_kind: dict[str, int] = field(default_factory=dict)
     healthy_vehicles: int = 0
     peak_worker_rss_mib: float = 0.0  # largest resident set of any process that wrote vehicles
+    cpu_seconds: float = 0.0  # CPU time of all vehicles, summed over processes
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -120,10 +122,15 @@ def finish_partials(partials: dict[str, np.ndarray], origin_ms: int, period_ms: 
     for name in SCHEMA.sensor_names:
         count = partials[f"{name}:n"]
         empty = count == 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"{name}_mean"] = np.where(empty, np.nan, partials[f"{name}:sum"] / np.maximum(count, 1))
-        out[f"{name}_min"] = np.where(empty, np.nan, partials[f"{name}:min"])
-        out[f"{name}_max"] = np.where(empty, np.nan, partials[f"{name}:max"])
+        if empty.any():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"{name}_mean"] = np.where(empty, np.nan, partials[f"{name}:sum"] / np.maximum(count, 1))
+            out[f"{name}_min"] = np.where(empty, np.nan, partials[f"{name}:min"])
+            out[f"{name}_max"] = np.where(empty, np.nan, partials[f"{name}:max"])
+        else:
+            out[f"{name}_mean"] = partials[f"{name}:sum"] / count
+            out[f"{name}_min"] = partials[f"{name}:min"]
+            out[f"{name}_max"] = partials[f"{name}:max"]
     return out
 
 
@@ -169,6 +176,7 @@ def day_label(ms: int) -> str:
 
 def write_vehicle(config: Config, run_dir: str | Path, index: int) -> VehicleResult:
     """Simulate and write one vehicle: a Parquet file per day, then its hourly and daily aggregates."""
+    began = time.process_time()
     sim_cfg: SimulationConfig = config.simulation
     profile = sample_profile(sim_cfg, config.seed, index)
     start_ms, _ = observation_window(sim_cfg)
@@ -198,6 +206,7 @@ def write_vehicle(config: Config, run_dir: str | Path, index: int) -> VehicleRes
         events=vehicle_events(profile, sim_cfg, config.seed),
         sensor_faults=vehicle_sensor_faults(profile, sim_cfg, config.seed),
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        cpu_seconds=time.process_time() - began,
     )
 
 
@@ -230,17 +239,77 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> Path:
     return path
 
 
+class _GroundTruthSink:
+    """Streams events and sensor faults to Parquet in vehicle order and keeps only counters.
+
+    Workers finish in any order; results wait in a small reorder buffer (bounded by the work in
+    flight) so the files are identical whatever the number of workers, and memory stays flat.
+    """
+
+    FLUSH_ROWS = 50_000
+
+    def __init__(self, path: Path) -> None:
+        self._events = pq.ParquetWriter(path / io.EVENTS_FILE, io.EVENTS_SCHEMA)
+        self._faults = pq.ParquetWriter(path / io.SENSOR_FAULTS_FILE, io.SENSOR_FAULTS_SCHEMA)
+        self._event_rows: list[FailureEvent] = []
+        self._fault_rows: list[SensorFault] = []
+        self._waiting: dict[int, VehicleResult] = {}
+        self._next = 0
+        self.vehicles = self.frames = self.hourly_rows = self.daily_rows = self.healthy = 0
+        self.events_by_mode: Counter[str] = Counter()
+        self.observed_by_mode: Counter[str] = Counter()
+        self.severities: Counter[int] = Counter()
+        self.faults_by_kind: Counter[str] = Counter()
+        self.peak_rss_mib = self.cpu_seconds = 0.0
+
+    def add(self, result: VehicleResult) -> None:
+        self._waiting[result.index] = result
+        while self._next in self._waiting:
+            self._take(self._waiting.pop(self._next))
+            self._next += 1
+
+    def _take(self, r: VehicleResult) -> None:
+        self.vehicles += 1
+        self.frames += r.frames
+        self.hourly_rows += r.hourly_rows
+        self.daily_rows += r.daily_rows
+        self.healthy += not r.events
+        self.events_by_mode.update(e.mode for e in r.events)
+        self.observed_by_mode.update(e.mode for e in r.events if e.observed)
+        self.severities.update(e.severity for e in r.events)
+        self.faults_by_kind.update(f.kind for f in r.sensor_faults)
+        self.peak_rss_mib = max(self.peak_rss_mib, r.peak_rss_mib)
+        self.cpu_seconds += r.cpu_seconds
+        self._event_rows += r.events
+        self._fault_rows += r.sensor_faults
+        if len(self._event_rows) + len(self._fault_rows) >= self.FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._event_rows:
+            self._events.write_table(events_table(self._event_rows))
+        if self._fault_rows:
+            self._faults.write_table(sensor_faults_table(self._fault_rows))
+        self._event_rows, self._fault_rows = [], []
+
+    def close(self) -> None:
+        if self._waiting:
+            raise RuntimeError(f"vehicles missing before {min(self._waiting)}: run incomplete")
+        self._flush()
+        self._events.close()
+        self._faults.close()
+
+
 def write_run(config: Config, run_dir: str | Path, *, overwrite: bool = False, workers: int = 1,
               on_vehicle_done: Callable[[VehicleResult], None] | None = None) -> RunSummary:
     """Generate the whole fleet into ``run_dir`` (layout in docs/CONTRACTS.md) and write the manifest."""
     path = prepare_run_dir(run_dir, overwrite)
     began = time.perf_counter()
-    sim_cfg = config.simulation
-    count = sim_cfg.num_vehicles
-    results: list[VehicleResult] = []
+    count = config.simulation.num_vehicles
+    sink = _GroundTruthSink(path)
 
     def done(result: VehicleResult) -> None:
-        results.append(result)
+        sink.add(result)
         if on_vehicle_done is not None:
             on_vehicle_done(result)
 
@@ -263,44 +332,34 @@ def write_run(config: Config, run_dir: str | Path, *, overwrite: bool = False, w
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     done(future.result())
-    results.sort(key=lambda r: r.index)
-    events = [e for r in results for e in r.events]
-    faults = [f for r in results for f in r.sensor_faults]
-    pq.write_table(events_table(events), path / io.EVENTS_FILE)
-    pq.write_table(sensor_faults_table(faults), path / io.SENSOR_FAULTS_FILE)
-    seconds = time.perf_counter() - began
-    summary = _summarise(path, config, results, events, faults, seconds)
+    sink.close()
+    summary = _summarise(path, config, sink, time.perf_counter() - began)
     (path / io.CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     (path / io.MANIFEST_FILE).write_text(json.dumps(summary.manifest, indent=2))
     return summary
 
 
-def _summarise(path: Path, config: Config, results: list[VehicleResult], events: list[FailureEvent],
-               faults: list[SensorFault], seconds: float) -> RunSummary:
+def _summarise(path: Path, config: Config, sink: _GroundTruthSink, seconds: float) -> RunSummary:
     start_ms, end_ms = observation_window(config.simulation)
-    by_mode = Counter(e.mode for e in events)
-    observed = Counter(e.mode for e in events if e.observed)
-    frames = sum(r.frames for r in results)
     manifest = {
         "config_hash": config.content_hash(),
         "schema_version": SCHEMA.version,
         "seed": config.seed,
-        "num_vehicles": len(results),
+        "num_vehicles": sink.vehicles,
         "start_ms": start_ms,
         "end_ms": end_ms,
         "frame_interval_s": config.simulation.frame_interval_s,
-        "vehicle_ids": [r.vehicle_id for r in results],
-        "rows": {"raw_frames": frames, "hourly": sum(r.hourly_rows for r in results),
-                 "daily": sum(r.daily_rows for r in results), "events": len(events), "sensor_faults": len(faults)},
-        "events_by_mode": {m: by_mode.get(m, 0) for m in FAILURE_MODES},
-        "observed_events_by_mode": {m: observed.get(m, 0) for m in FAILURE_MODES},
+        "rows": {"raw_frames": sink.frames, "hourly": sink.hourly_rows, "daily": sink.daily_rows,
+                 "events": sum(sink.events_by_mode.values()), "sensor_faults": sum(sink.faults_by_kind.values())},
+        "events_by_mode": {m: sink.events_by_mode.get(m, 0) for m in FAILURE_MODES},
+        "observed_events_by_mode": {m: sink.observed_by_mode.get(m, 0) for m in FAILURE_MODES},
         "config": config.model_dump(mode="json"),
     }
     return RunSummary(
-        run_dir=str(path), num_vehicles=len(results), frames=frames, seconds=seconds,
+        run_dir=str(path), num_vehicles=sink.vehicles, frames=sink.frames, seconds=seconds,
         events_by_mode=dict(manifest["events_by_mode"]), observed_by_mode=dict(manifest["observed_events_by_mode"]),
-        severity_counts=dict(sorted(Counter(e.severity for e in events).items())),
-        sensor_faults_by_kind=dict(sorted(Counter(f.kind for f in faults).items())),
-        healthy_vehicles=sum(1 for r in results if not r.events), manifest=manifest,
-        peak_worker_rss_mib=max((r.peak_rss_mib for r in results), default=0.0),
+        severity_counts=dict(sorted(sink.severities.items())),
+        sensor_faults_by_kind=dict(sorted(sink.faults_by_kind.items())),
+        healthy_vehicles=sink.healthy, peak_worker_rss_mib=sink.peak_rss_mib, cpu_seconds=sink.cpu_seconds,
+        manifest=manifest,
     )

@@ -17,7 +17,7 @@ from serving.cli import main
 from simulation import io
 from simulation.failures import FAILURE_MODES, FailureEvent
 from simulation.fleet import MS_PER_DAY, observation_window, sample_profile, sample_profiles
-from simulation.generator import simulate_vehicle, stream_vehicle_batches, vehicle_events, vehicle_sensor_faults
+from simulation.generator import stream_vehicle_batches, vehicle_events, vehicle_sensor_faults
 from simulation.writer import write_run
 
 SMALL = ["simulation.duration_days_per_vehicle=2", "simulation.frame_interval_s=120"]

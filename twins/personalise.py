@@ -43,7 +43,8 @@ class PersonalHead:
         return float(np.sum(np.asarray(signal_errors, dtype=np.float64) / self.scales))
 
 
-def fit_personal_head(errors: np.ndarray, reference: np.ndarray, version: int, quantile: float = 0.99) -> PersonalHead:
+def fit_personal_head(errors: np.ndarray, reference: np.ndarray, version: int, quantile: float = 0.9,
+                      max_scale: float = MAX_SCALE) -> PersonalHead:
     """Fit scales from a (windows x signals) matrix of the vehicle's own *normal* per-signal errors.
 
     ``reference`` is the fleet's per-signal error at the same quantile (what a typical vehicle shows).
@@ -55,5 +56,5 @@ def fit_personal_head(errors: np.ndarray, reference: np.ndarray, version: int, q
     if errors.shape[0] == 0:
         return PersonalHead(scales=np.ones(reference.shape[0]), version=version)
     own = np.quantile(errors, quantile, axis=0)
-    scales = np.clip(own / np.maximum(reference, 1e-12), 1.0, MAX_SCALE)
+    scales = np.clip(own / np.maximum(reference, 1e-12), 1.0, max_scale)
     return PersonalHead(scales=scales, version=version)

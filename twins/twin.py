@@ -336,7 +336,7 @@ class VehicleTwin:
         baseline_ratio = self.baseline.score_one(features) / self.cfg.baseline_z_threshold
         if self.model is None:
             score = baseline_ratio
-        elif self.cfg.personalise and self.baseline.ready:
+        elif self.cfg.personalise and self.cfg.baseline_veto and self.baseline.ready:
             score = min(self._personal_fleet_ratio(signal_errors, fleet_ratio), baseline_ratio)
         elif self.cfg.personalise:
             score = self._personal_fleet_ratio(signal_errors, fleet_ratio)
@@ -345,7 +345,7 @@ class VehicleTwin:
         self.last_score, self.last_fleet_ratio, self.last_baseline_ratio = float(score), fleet_ratio, baseline_ratio
         self.last_signals = self._driving_signals(features, signal_errors, signal_names)
         fired = self._anomaly_gate(score, end_ms, last_seq, step)
-        flagged = fired or self.anomaly_gate.active or score >= 1.0
+        flagged = fired or self.anomaly_gate.active or score >= self.cfg.anomaly_alert_level
         if not flagged:
             # Protected learning: a window the twin doubts never becomes part of its normal.
             self.baseline.learn_one(features)
@@ -393,7 +393,7 @@ class VehicleTwin:
         return [[fnames[i], round(float(z[i]) / total, 4)] for i in top]
 
     def _anomaly_policy(self) -> AlertPolicy:
-        return AlertPolicy(threshold=1.0, consecutive=self.cfg.anomaly_consecutive_windows,
+        return AlertPolicy(threshold=self.cfg.anomaly_alert_level, consecutive=self.cfg.anomaly_consecutive_windows,
                            clear_ratio=self.cfg.anomaly_clear_ratio, cooldown_ms=self._cooldown_ms())
 
     def _anomaly_gate(self, score: float, end_ms: int, seq: int, step: TwinStep) -> bool:
