@@ -59,9 +59,9 @@ def bench_twins(vehicles: int, days: float, models: str | None) -> float:
     t0 = time.perf_counter()
     profiles, plans = build_fleet(config, config.seed)
     if models_dir:
-        detector = TwinDetector.from_run(profiles, config, config.seed, models_dir)
+        detector = TwinDetector.from_run(profiles, config, config.seed, models_dir, plans)
     else:
-        detector = TwinDetector(profiles, config, config.seed)
+        detector = TwinDetector(profiles, config, config.seed, plans=plans)
     policy = make_policy("predictive", config, detector)
     t1 = time.perf_counter()
     records = simulate_plans(plans, config, policy, config.seed)
@@ -71,7 +71,8 @@ def bench_twins(vehicles: int, days: float, models: str | None) -> float:
     projected = 90_000 / rate
     print(f"twins  {vehicles} vehicles x {days:g} days, frames every {config.whatif.twin_frame_interval_s:g} s, "
           f"models: {models_dir or 'none (twin baselines only)'}: {elapsed:.1f} s (setup {t1 - t0:.1f} s), "
-          f"{detector.frames:,} frames ({detector.frames / elapsed:,.0f}/s), alerts {detector.alerts_by_rule}, "
+          f"{detector.frames:,} frames ({detector.frames / elapsed:,.0f}/s), {detector.restarts} stream restarts "
+          f"after repairs, alerts {detector.alerts_by_rule}, "
           f"{len(records.visits)} visits -> {rate:,.1f} vehicle-days/s; 1,000 x 90 days projected {projected / 60:.1f} min")
     return rate
 

@@ -115,7 +115,7 @@ def open_runtime(config: Config, kind: str, run_dir: str | Path | None = None, a
             use_models = True
     from twins.hosting import TwinFleet
 
-    fleet = TwinFleet.create(config, run_dir=str(run_dir) if run_dir else None,
+    fleet = TwinFleet.create(config, run_dir=str(run_dir) if has_models(run_dir) else None,
                              expected_vehicles=expected_vehicles, use_models=use_models)
     runtime.backend = TwinFleetBackend(fleet)
     runtime.notes.append(f"twins on Ray ({'shards of ' + str(config.twins.twins_per_actor) if config.twins.twins_per_actor > 1 else 'one actor per vehicle'})"

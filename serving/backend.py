@@ -44,6 +44,8 @@ class FleetBackend(Protocol):
 
     async def checkpoint(self) -> None: ...
 
+    async def drain(self) -> list[Alert]: ...  # wait (bounded) for model calls in flight; their alerts
+
     async def close(self) -> None: ...
 
 
@@ -80,6 +82,9 @@ class TwinFleetBackend:
 
     async def checkpoint(self) -> None:
         await self._call("checkpoint_all")
+
+    async def drain(self, timeout_s: float = 10.0) -> list[Alert]:
+        return list(await self._call("drain", timeout_s))
 
     async def close(self) -> None:
         await self._call("close")
@@ -179,6 +184,9 @@ class MemoryFleet:
     async def checkpoint(self) -> None:
         return None
 
+    async def drain(self) -> list[Alert]:
+        return []
+
     async def close(self) -> None:
         return None
 
@@ -237,6 +245,9 @@ class LocalTwinsBackend:
 
     async def checkpoint(self) -> None:
         await self._run(self.host.checkpoint_all)
+
+    async def drain(self, timeout_s: float = 10.0) -> list[Alert]:
+        return list(await self._run(self.host.drain, timeout_s))
 
     async def close(self) -> None:
         return None

@@ -144,7 +144,8 @@ class Client:
     # ----- telemetry -------------------------------------------------------------------------------
     async def stream(self, batches: Iterable[Any] | AsyncIterable[Any], *, max_unacked_frames: int = 50_000,
                      max_reconnects: int = 20, on_alert: Callable[[dict[str, Any]], None] | None = None,
-                     on_ack: Callable[[telemetry_pb2.Ack], None] | None = None) -> StreamStats:
+                     on_ack: Callable[[telemetry_pb2.Ack], None] | None = None,
+                     on_reconnect: Callable[[grpc.aio.AioRpcError], None] | None = None) -> StreamStats:
         """Send every batch; reconnect and resume (from the durable acks) on retryable failures."""
         session = _StreamSession(self, max_unacked_frames, on_alert, on_ack)
         # The source is pumped by one task for the whole call, so a broken connection never cancels
@@ -160,6 +161,8 @@ class Client:
                     if error.code() not in RETRYABLE or session.stats.reconnects >= max_reconnects:
                         raise
                     session.stats.reconnects += 1
+                    if on_reconnect:
+                        on_reconnect(error)
                     log.info("stream broke (%s: %s); resuming from the last ack", error.code().name, error.details())
                     await asyncio.sleep(min(0.05 * 2 ** min(session.stats.reconnects, 6), 2.0))
                     await self._reconnect()

@@ -339,6 +339,13 @@ def frame_to_proto(frame: Mapping[str, Any]) -> telemetry_pb2.Frame:
     return msg
 
 
+def _total(counts: Any) -> int:
+    """A count, or per-field counts (dict) summed."""
+    if isinstance(counts, Mapping):
+        return int(sum(counts.values()))
+    return int(counts or 0)
+
+
 def summary_to_proto(summary: Mapping[str, Any]) -> twin_pb2.TwinSummary:
     """``fleet.summary(vehicle_id)`` dict -> TwinSummary message (unknown keys are ignored)."""
     baseline = summary.get("baseline") or {}
@@ -353,9 +360,9 @@ def summary_to_proto(summary: Mapping[str, Any]) -> twin_pb2.TwinSummary:
         anomaly_score=float(summary.get("anomaly_score") or 0.0),
         baseline=[twin_pb2.BaselineStat(feature=str(k), mean=float(v[0]), std=float(v[1])) for k, v in baseline.items()],
         risk=[alerts_pb2.HorizonRisk(horizon_days=int(h), probability=float(p)) for h, p in sorted(risk.items(), key=lambda kv: int(kv[0]))],
-        open_alerts=[alert_to_proto(a) for a in summary.get("open_alerts") or ()],
+        open_alerts=[alert_to_proto({"alert_id": a} if isinstance(a, str) else a) for a in summary.get("open_alerts") or ()],
         head_version=str(summary.get("head_version") or ""),
-        sensor_faults=int(summary.get("sensor_faults") or 0),
+        sensor_faults=_total(summary.get("sensor_faults")),
     )
     last_frame = summary.get("last_frame")
     if last_frame:

@@ -227,7 +227,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
                 progress.console.print(_alert_line(alert))
 
             async with _client(args, config) as client:
-                stats = await client.stream(paced(batches, args.speed), on_ack=on_ack, on_alert=on_alert)
+                stats = await client.stream(paced(batches, args.speed), on_ack=on_ack, on_alert=on_alert,
+                                            on_reconnect=lambda e: progress.console.print(
+                                                f"[yellow]stream interrupted ({e.code().name}: {e.details()}); resuming[/yellow]"))
             progress.update(task, info=f"{stats.reconnects} reconnects")
         console.print(f"sent {stats.frames_sent} frames, durable {stats.frames_acked}, duplicates {stats.duplicates}, "
                       f"sensor faults {stats.sensor_faults}, alerts {len(stats.alerts)}, reconnects {stats.reconnects}")

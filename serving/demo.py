@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,14 +42,14 @@ class OfflineStep:
 
 
 OFFLINE_STEPS: tuple[OfflineStep, ...] = (
-    OfflineStep("generate", lambda c, r: ["generate", "--config", str(c), "--out", str(r)],
+    OfflineStep("generate", lambda c, r: ["generate", "--config", str(c), "--out", str(r), "--overwrite", "--plots"],
                 lambda r: (r / "manifest.json").exists()),
     OfflineStep("prepare", lambda c, r: ["prepare", "--config", str(c), "--run", str(r)],
-                lambda r: (r / "datasets").exists()),
+                lambda r: (r / "dataset").exists()),
     OfflineStep("train", lambda c, r: ["train", "--config", str(c), "--run", str(r)],
                 lambda r: (r / "models").exists()),
     OfflineStep("evaluate", lambda c, r: ["evaluate", "--config", str(c), "--run", str(r)],
-                lambda r: (r / "reports").exists()),
+                lambda r: (r / "evaluation").exists()),
 )
 
 
@@ -97,7 +98,9 @@ def run_offline_steps(config_path: Path, run_dir: Path, fresh: bool) -> dict[str
 
     outcome: dict[str, str] = {}
     for step in OFFLINE_STEPS:
-        if not fresh and step.done(run_dir):
+        if fresh and step.name == "generate":
+            pass  # regenerate: every later step is redone because its input changed
+        elif not fresh and step.done(run_dir) and all(v == "reused" for v in outcome.values()):
             outcome[step.name] = "reused"
             console.print(f"[dim]{step.name}: already in {run_dir}, reused (--fresh to redo)[/dim]")
             continue
@@ -117,13 +120,17 @@ def run_offline_steps(config_path: Path, run_dir: Path, fresh: bool) -> dict[str
     return outcome
 
 
-async def stream_fleet(config: Config, run_dir: Path, backend: str, speed: float, truth: GroundTruth,
+async def stream_fleet(config: Config, run_dir: Path, runtime: Any, speed: float, truth: GroundTruth,
                        on_alert: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Serve, stream the run through the gRPC API, return the client's statistics; stops everything it starts."""
-    from serving.app import open_runtime
+    """Serve ``runtime`` over gRPC, stream the run through it, return the client's statistics."""
     from serving.auth import Claims, issue_token, load_or_create_secret
     from serving.client import Client
+    from serving.codec import alert_from_proto, alert_to_proto
     from serving.server import start_front_door
+
+    def alert_from_dict(alert: Any) -> dict[str, Any]:
+        return alert_from_proto(alert_to_proto(alert))
+
     from serving.sources import paced, replay_run
 
     cfg = config.serving
@@ -133,10 +140,6 @@ async def stream_fleet(config: Config, run_dir: Path, backend: str, speed: float
     operator = issue_token(secret, Claims(role="operator", sub="demo-operator"))
     batches = list(replay_run(run_dir, batch_frames=2000))
     total = sum(len(b["seq"]) for b in batches)
-    with console.status("starting Ray, model services and twins"):
-        runtime = await asyncio.to_thread(open_runtime, config, backend, run_dir, None, None)
-    for note in runtime.notes:
-        console.print(f"[dim]{note}[/dim]")
     door = None
     try:
         door = await start_front_door(runtime.backend, cfg.model_copy(update={"require_auth": True}), secret=secret,
@@ -148,8 +151,14 @@ async def stream_fleet(config: Config, run_dir: Path, backend: str, speed: float
             task = progress.add_task("stream", total=total)
             async with Client(f"127.0.0.1:{door.port}", token) as client:
                 stats = await client.stream(paced(batches, speed), on_ack=lambda a: progress.update(task, advance=a.frames),
-                                            on_alert=lambda a: progress.console.print(_judged_line(a, truth)))
+                                            on_alert=lambda a: progress.console.print(_judged_line(a, truth)),
+                                            on_reconnect=lambda e: progress.console.print(
+                                                f"[yellow]stream interrupted ({e.code().name}: {e.details()}); "
+                                                "resuming from the last acknowledged seq[/yellow]"))
         elapsed = time.perf_counter() - started
+        with console.status("waiting for model predictions in flight"):
+            for alert in await runtime.backend.drain():
+                console.print(_judged_line(alert_from_dict(alert), truth))
         async with Client(f"127.0.0.1:{door.port}", operator) as client:
             twins = await client.list_twins()
             alerts = await client.list_alerts(limit=100_000)
@@ -159,7 +168,6 @@ async def stream_fleet(config: Config, run_dir: Path, backend: str, speed: float
     finally:
         if door is not None:
             await door.stop()
-        await asyncio.to_thread(runtime.shutdown)
 
 
 def _judged_line(alert: dict[str, Any], truth: GroundTruth) -> str:
@@ -192,17 +200,18 @@ def summary_table(alerts: list[dict[str, Any]], truth: GroundTruth, streamed: di
 
 
 def report_paths(run_dir: Path) -> list[Path]:
-    found = [p for pattern in ("reports/**/*", "report*", "*.md", "plots/**/*")
-             for p in run_dir.glob(pattern) if p.is_file() and p.suffix in {".md", ".html", ".png", ".svg", ".json"}]
+    found = [p for pattern in ("evaluation/**/*.md", "evaluation/**/*.png", "plots/**/*.png", "plots/**/*.md")
+             for p in run_dir.glob(pattern) if p.is_file()]
     return sorted(set(found))
 
 
 def run_demo(config: Config, run_dir: Path, backend: str = "ray", speed: float = 0.0, fresh: bool = False) -> int:
     started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"twins": config.twins.model_copy(
         update={"checkpoint_uri": str(run_dir / "checkpoints")})})
-    config_path = run_dir / "demo-config.json"
+    # Beside the run, not inside: `generate --overwrite` replaces the run directory.
+    config_path = run_dir.parent / f"{run_dir.name}.config.json"
     config_path.write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     console.rule("[bold]evtwin demo")
     console.print(f"run directory {run_dir}; config {config_path}")
@@ -211,9 +220,21 @@ def run_demo(config: Config, run_dir: Path, backend: str = "ray", speed: float =
         console.print("[red]no generated frames: the generator is needed for the demo[/red]")
         return 1
     truth = GroundTruth.load(run_dir, max(config.labels.failure_horizons_days))
+    # Twins start from scratch each demo: old checkpoints would turn the replay into duplicates.
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     console.rule("[bold]serve and stream")
     seen: dict[str, dict[str, Any]] = {}
-    streamed = asyncio.run(stream_fleet(config, run_dir, backend, speed, truth, lambda a: seen.setdefault(a["alert_id"], a)))
+    from serving.app import open_runtime
+
+    with console.status("starting Ray, model services and twins"):
+        runtime = open_runtime(config, backend, run_dir, None, None)
+    for note in runtime.notes:
+        console.print(f"[dim]{note}[/dim]")
+    try:
+        streamed = asyncio.run(stream_fleet(config, run_dir, runtime, speed, truth,
+                                            lambda a: seen.setdefault(a["alert_id"], a)))
+    finally:
+        runtime.shutdown()  # Serve apps, then Ray: the demo leaves no process behind
     alerts = sorted(seen.values(), key=lambda a: a["ts_ms"])
     console.rule("[bold]summary")
     Console().print(summary_table(alerts, truth, streamed))

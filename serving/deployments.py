@@ -225,7 +225,7 @@ def _deployment_classes() -> tuple[Any, Any]:
             if self.model is None:
                 raise RuntimeError("severity model not loaded")
 
-    @serve.deployment(name="FailurePredictor", ray_actor_options={"num_cpus": 0.5},
+    @serve.deployment(name="FailurePredictor", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16,
                       health_check_period_s=10, health_check_timeout_s=30)
     class FailurePredictor:
         def __init__(self, severity: Any, run_dir: str | None = None, model: Any = None) -> None:
@@ -262,11 +262,21 @@ def _deployment_classes() -> tuple[Any, Any]:
     return FailurePredictor, SeverityClassifier
 
 
-def build_app(run_dir: str | None = None, failure_model: Any = None, severity_model: Any = None) -> Any:
-    """The Serve application: ``FailurePredictor`` (ingress) composed with ``SeverityClassifier``."""
+def build_app(run_dir: str | None = None, failure_model: Any = None, severity_model: Any = None,
+              replicas: int | None = None) -> Any:
+    """The Serve application: ``FailurePredictor`` (ingress) composed with ``SeverityClassifier``.
+
+    ``replicas`` of ``FailurePredictor`` (default: one per CPU of the cluster): a replica is one
+    process, and LightGBM scoring with contributions is CPU-bound, so one replica per core is what
+    lets Serve use the machine (a plain grpcio server gets there with threads).
+    """
+    import ray
+
     failure_cls, severity_cls = _deployment_classes()
+    if replicas is None:
+        replicas = max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
     severity = severity_cls.bind(run_dir=run_dir, model=severity_model)
-    return failure_cls.bind(severity, run_dir=run_dir, model=failure_model)
+    return failure_cls.options(num_replicas=replicas).bind(severity, run_dir=run_dir, model=failure_model)
 
 
 def start_serve(grpc_port: int, http_port: int = 8000, host: str = "127.0.0.1") -> None:
@@ -278,9 +288,11 @@ def start_serve(grpc_port: int, http_port: int = 8000, host: str = "127.0.0.1") 
                 grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]))
 
 
-def deploy_models(config: Any, run_dir: str | None, failure_model: Any = None, severity_model: Any = None) -> Any:
+def deploy_models(config: Any, run_dir: str | None, failure_model: Any = None, severity_model: Any = None,
+                  replicas: int | None = None) -> Any:
     """Start Serve (gRPC ingress on ``serving.serve_grpc_port``) and run the model app; returns its handle."""
     from ray import serve
 
     start_serve(config.serving.serve_grpc_port, config.serving.serve_http_port, config.serving.host)
-    return serve.run(build_app(run_dir, failure_model, severity_model), name=APP_NAME, route_prefix="/models")
+    return serve.run(build_app(run_dir, failure_model, severity_model, replicas), name=APP_NAME,
+                     route_prefix="/models")

@@ -64,6 +64,12 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+async def _internal(context: Any, error: Exception) -> None:
+    """A bug must not leak a stack trace to the client: log it here, answer INTERNAL with its type only."""
+    log.exception("servicer failed")
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log")
+
+
 def _with_claims(handler: grpc.RpcMethodHandler, claims: Claims) -> grpc.RpcMethodHandler:
     """The same handler, run with ``CURRENT_CLAIMS`` set (inside the handler's own task)."""
     if handler.request_streaming and handler.response_streaming:
@@ -71,8 +77,13 @@ def _with_claims(handler: grpc.RpcMethodHandler, claims: Claims) -> grpc.RpcMeth
 
         async def stream_stream(request_iterator: Any, context: Any) -> Any:
             CURRENT_CLAIMS.set(claims)
-            async for reply in inner(request_iterator, context):
-                yield reply
+            try:
+                async for reply in inner(request_iterator, context):
+                    yield reply
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as error:
+                await _internal(context, error)
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer, handler.response_serializer)
     if handler.response_streaming:
@@ -80,8 +91,13 @@ def _with_claims(handler: grpc.RpcMethodHandler, claims: Claims) -> grpc.RpcMeth
 
         async def unary_stream(request: Any, context: Any) -> Any:
             CURRENT_CLAIMS.set(claims)
-            async for reply in inner_us(request, context):
-                yield reply
+            try:
+                async for reply in inner_us(request, context):
+                    yield reply
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as error:
+                await _internal(context, error)
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer, handler.response_serializer)
     if handler.request_streaming:
@@ -96,7 +112,12 @@ def _with_claims(handler: grpc.RpcMethodHandler, claims: Claims) -> grpc.RpcMeth
 
     async def unary_unary(request: Any, context: Any) -> Any:
         CURRENT_CLAIMS.set(claims)
-        return await inner_uu(request, context)
+        try:
+            return await inner_uu(request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            await _internal(context, error)
 
     return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer, handler.response_serializer)
 

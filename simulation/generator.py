@@ -46,6 +46,7 @@ __all__ = [
 MS_PER_HOUR = 3_600_000
 PARK_DRAWS = 96  # uniform draws reserved per day for charging decisions (common random numbers)
 FIELD_RANGES: dict[str, tuple[float, float]] = {f.name: (f.min, f.max) for f in SCHEMA.fields}
+_FLOAT_RANGES = tuple((f.name, (f.min, f.max)) for f in SCHEMA.fields if f.dtype.startswith("float"))
 # Measurement noise (1 sigma, field units) of each sensor.
 NOISE_SD: dict[str, float] = {
     "pack_voltage": 0.3, "pack_current": 0.5, "soc": 0.02, "soh": 0.03, "cell_voltage_min": 0.002,
@@ -487,23 +488,24 @@ def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray,
     soc_series = np.clip(state.soc + np.cumsum(dsoc), 0.5, 100.0)
 
     columns = _physics_columns(profile, state, dt, t_s, ambient, speed, power, effects, soc_series, battery_w,
-                               awake, charging, charger_state, charge_kw, soh, capacity_factor, energy_j)
+                               awake, charger_state, charge_kw, soh, energy_j)
     state.soc = float(soc_series[-1])
     state.session = session
     _reset_after_repairs(events, ts, columns, state)
-    _add_noise(columns, noise, driving, charging, awake, columns["coolant_flow"] > 0)
-    for name, (low, high) in FIELD_RANGES.items():  # the BMS and ECUs saturate at their physical limits
-        np.clip(columns[name], low, high, out=columns[name])
-    _apply_sensor_faults(faults, ts, columns, state, rng)
+    pumping = columns["coolant_flow"] > 0
+    # Measurement happens in the sensors' own precision: cast first, then noise, saturation and faults.
     typed = {f.name: columns[f.name].astype(f.numpy_type) for f in SCHEMA.fields}
+    _add_noise(typed, noise, driving, charging, awake, pumping)
+    for name, (low, high) in _FLOAT_RANGES:  # the BMS and ECUs saturate at their physical limits
+        np.clip(typed[name], low, high, out=typed[name])
+    _apply_sensor_faults(faults, ts, typed, state, rng)
     return VehicleChunk(profile.vehicle_id, day, seq, ts, typed)
 
 
 def _physics_columns(profile: VehicleProfile, state: _State, dt: float, t_s: np.ndarray, ambient: np.ndarray,
                      speed: np.ndarray, power: dict[str, np.ndarray], effects: dict[str, np.ndarray | float],
-                     soc: np.ndarray, battery_w: np.ndarray, awake: np.ndarray, charging: np.ndarray,
-                     charger_state: np.ndarray, charge_kw: np.ndarray, soh: float, capacity_factor: float,
-                     energy_j: float) -> dict[str, np.ndarray]:
+                     soc: np.ndarray, battery_w: np.ndarray, awake: np.ndarray, charger_state: np.ndarray,
+                     charge_kw: np.ndarray, soh: float, energy_j: float) -> dict[str, np.ndarray]:
     """Every sensor field from the day's driving, charging and ambient; updates the carried state."""
     driving = power["driving"]
     cells = profile.cells_series

@@ -101,11 +101,11 @@ def _simulate(profile: VehicleProfile, config: Config, events: list[FailureEvent
     return ts, columns
 
 
-def plot_config(config: Config) -> Config:
-    """The run's configuration, stretched to ``PLOT_DAYS`` days at a coarse frame interval."""
+def plot_config(config: Config, days: float = PLOT_DAYS, frame_interval_s: float = PLOT_FRAME_INTERVAL_S) -> Config:
+    """The run's configuration, stretched to ``days`` days at a coarse frame interval."""
     document = config.model_dump(mode="json")
-    document["simulation"]["duration_days_per_vehicle"] = PLOT_DAYS
-    document["simulation"]["frame_interval_s"] = PLOT_FRAME_INTERVAL_S
+    document["simulation"]["duration_days_per_vehicle"] = days
+    document["simulation"]["frame_interval_s"] = frame_interval_s
     return config_from_dict(document)
 
 
@@ -122,7 +122,8 @@ def failure_for_plot(profile: VehicleProfile, config: Config, mode: str, severit
     """The failure shown: two days before the end of the window, with the longest lead that fits."""
     start_ms, end_ms = observation_window(config.simulation)
     failure_ms = end_ms - 2 * MS_PER_DAY
-    lead_days = min(MODE_SPECS[mode].lead_days[1], PLOT_DAYS - 6)
+    window_days = (end_ms - start_ms) / MS_PER_DAY
+    lead_days = max(1.0, min(MODE_SPECS[mode].lead_days[1], window_days - 6))
     component = "rl" if mode == "tyre_slow_leak" else ""
     return FailureEvent(profile.vehicle_id, mode, failure_ms - int(lead_days * MS_PER_DAY), failure_ms, severity,
                         True, component)
@@ -163,10 +164,11 @@ def plot_mode(config: Config, mode: str, path: Path) -> Path:
     return path
 
 
-def write_precursor_plots(run_dir: str | Path, modes: tuple[str, ...] = FAILURE_MODES) -> list[Path]:
+def write_precursor_plots(run_dir: str | Path, modes: tuple[str, ...] = FAILURE_MODES, days: float = PLOT_DAYS,
+                          frame_interval_s: float = PLOT_FRAME_INTERVAL_S) -> list[Path]:
     """One PNG per failure mode under ``<run_dir>/plots/``, using the run's configuration."""
     run = Path(run_dir)
-    config = plot_config(config_from_dict(json.loads((run / CONFIG_FILE).read_text())))
+    config = plot_config(config_from_dict(json.loads((run / CONFIG_FILE).read_text())), days, frame_interval_s)
     out = run / PLOTS
     out.mkdir(parents=True, exist_ok=True)
     return [plot_mode(config, mode, out / f"{mode}.png") for mode in modes]

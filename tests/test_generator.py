@@ -251,6 +251,6 @@ def test_plots_are_written_per_failure_mode(tmp_path: Path) -> None:
 
     cfg = config("simulation.num_vehicles=1", "simulation.duration_days_per_vehicle=1")
     write_run(cfg, tmp_path / "run")
-    written = write_precursor_plots(tmp_path / "run", modes=("tyre_slow_leak",))
+    written = write_precursor_plots(tmp_path / "run", modes=("tyre_slow_leak",), days=8, frame_interval_s=600)
     assert written == [tmp_path / "run" / "plots" / "tyre_slow_leak.png"]
     assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

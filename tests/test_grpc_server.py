@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 SECRET = b"t" * 32
 NOW_MS = int(time.time() * 1000)
 OPERATOR = issue_token(SECRET, Claims(role="operator", sub="ops"))
-CFG = ServingConfig(max_message_bytes=512 * 1024, max_batch_frames=2000, max_frames_in_flight_per_stream=4000,
+CFG = ServingConfig(max_message_bytes=256 * 1024, max_batch_frames=2000, max_frames_in_flight_per_stream=4000,
                     drain_timeout_s=2.0)
 
 
@@ -262,7 +262,9 @@ def hostile_case(name: str, data: st.DataObject, vehicle: str) -> tuple[list[Any
     elif name == "missing_column":
         second.ClearField(field)
     elif name == "resend_duplicate":
-        second = first
+        second = telemetry_pb2.FrameBatch()
+        second.CopyFrom(first)
+        second.batch_id = 2
     elif name == "column_length":
         getattr(second, field).pop()
     elif name == "seq_length":

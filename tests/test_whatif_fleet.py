@@ -112,9 +112,9 @@ def test_frames_flow_through_real_twins_and_their_alerts_drive_the_predictive_po
     config = small(extra=("simulation.num_vehicles=6", "simulation.duration_days_per_vehicle=4",
                           "whatif.visit_budget_per_100_vehicle_days=50"))
     profiles, plans = build_fleet(config, 1)
-    quiet = TwinDetector(profiles, config, 1, failure_model=_FixedRiskModel(0.01))
+    quiet = TwinDetector(profiles, config, 1, plans=plans, failure_model=_FixedRiskModel(0.01))
     alarmed_model = _FixedRiskModel(0.99)
-    alarmed = TwinDetector(profiles, config, 1, failure_model=alarmed_model)
+    alarmed = TwinDetector(profiles, config, 1, plans=plans, failure_model=alarmed_model)
     quiet_records = simulate_plans(plans, config, make_policy("predictive", config, quiet), 1)
     alarmed_records = simulate_plans(plans, config, make_policy("predictive", config, alarmed), 1)
     frames_per_day = 86_400 / config.whatif.twin_frame_interval_s
@@ -154,3 +154,49 @@ def test_predictive_without_a_trained_run_is_refused_with_advice(tmp_path, capsy
                  "--models", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")])
     assert code == 2
     assert "--detector oracle" in capsys.readouterr().err
+
+
+def test_the_twins_see_hotter_frames_only_inside_the_heatwave() -> None:
+    from simulation.generator import stream_vehicle_batches
+    from simulation.whatif.twin_detector import TwinDetector, coarse_simulation
+
+    config = small("heatwave", extra=("simulation.num_vehicles=1", "simulation.duration_days_per_vehicle=4",
+                                      "whatif.ambient_windows=[{\"start_day\": 1, \"duration_days\": 2, \"offset_c\": 12}]"))
+    profiles, _ = build_fleet(config, 2)
+    detector = TwinDetector(profiles, config, 2)
+    spliced = list(detector.streams[profiles[0].vehicle_id])
+    plain = list(stream_vehicle_batches(profiles[0], coarse_simulation(config.simulation, 600.0), 2,
+                                        config.whatif.detector_poll_hours * 3600))
+    assert len(spliced) == len(plain)
+    start_ms = plain[0].column("ts").cast("int64")[0].as_py()
+    for hot, cool in zip(spliced, plain):
+        day = (hot.column("ts").cast("int64")[0].as_py() - start_ms) / MS_PER_DAY
+        difference = np.nanmean(hot.column("ambient_temp").to_numpy()) - np.nanmean(cool.column("ambient_temp").to_numpy())
+        if 1 <= day < 3:
+            assert difference == pytest.approx(12.0, abs=1.0)
+        else:
+            assert difference == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_repair_restarts_the_vehicles_stream_without_the_repaired_failure_and_without_gaps() -> None:
+    from simulation.whatif.twin_detector import TwinDetector
+
+    config = small(extra=("simulation.num_vehicles=40", "simulation.duration_days_per_vehicle=6"))
+    profiles, plans = build_fleet(config, 4)
+    plan = next(p for p in plans if p.events)
+    profile = next(p for p in profiles if p.vehicle_id == plan.vehicle_id)
+    detector = TwinDetector([profile], config, 4, plans=[plan])
+    from simulation.fleet import observation_window
+
+    begin, end = observation_window(config.simulation)
+    middle = begin + 3 * MS_PER_DAY
+    detector.observe(middle)
+    seen_before = detector.frames
+    detector.notify_repair(plan.vehicle_id, middle, plan.events[:1])
+    assert detector.restarts == 1 and detector.events[plan.vehicle_id] == list(plan.source_events[1:])
+    detector.observe(end)
+    twin = detector.twins[plan.vehicle_id]
+    frames_per_day = 86_400 / config.whatif.twin_frame_interval_s
+    assert detector.frames == pytest.approx(6 * frames_per_day, abs=1)  # nothing twice, nothing missing
+    assert seen_before == pytest.approx(3 * frames_per_day, abs=1)
+    assert twin.duplicates == 0

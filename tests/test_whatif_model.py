@@ -169,3 +169,22 @@ def test_charging_at_shared_dc_chargers_queues_when_chargers_are_scarce() -> Non
     assert max(many.charger_waits_h) == 0.0
     assert sum(few.charger_waits_h) > 10.0
     assert math.isclose(sum(few.downtime_h.values()), 0.0)
+
+
+def test_scheduled_policy_inspects_each_vehicle_once_per_interval() -> None:
+    plans = [VehiclePlan(f"C{i}", "commuter", 20.0, 2, 60.0, 0.0, ()) for i in range(20)]
+    records = run(plans, WhatIfConfig(inspection_hours=1.0), ScheduledPolicy(interval_days=10, interval_km=1e9), days=40)
+    per_vehicle = {p.vehicle_id: 0 for p in plans}
+    for visit in records.visits:
+        assert visit.reason == "scheduled" and visit.false_alarm
+        per_vehicle[visit.vehicle_id] += 1
+    assert set(per_vehicle.values()) <= {3, 4}  # 40 days / 10-day interval, from a random phase
+
+
+def test_predictive_policy_stays_within_its_visit_budget() -> None:
+    plans = random_plans(100, 30, seed=9)
+    always = RandomDetector([p.vehicle_id for p in plans], 500.0, seed=1)  # far more alerts than visits allowed
+    records = run(plans, WhatIfConfig(), predictive(always, budget=1.0), days=30)
+    ordered = [v for v in records.visits if v.reason == "predictive"]
+    assert len(records.alerts) > 10 * len(ordered)
+    assert 25 <= len(ordered) <= 30  # 1 visit per 100 vehicle-days x 100 vehicles x 30 days

@@ -349,9 +349,12 @@ class VehicleTwin:
         if not flagged:
             # Protected learning: a window the twin doubts never becomes part of its normal.
             self.baseline.learn_one(features)
-            if signal_errors is not None:
-                self.normal_errors = np.vstack([self.normal_errors, signal_errors[None, :]])[-_NORMAL_ERRORS_KEPT:]
-                self.windows_since_tune += 1
+        comfortable = self.cfg.anomaly_clear_ratio * self.cfg.anomaly_alert_level
+        if signal_errors is not None and not flagged and fleet_ratio < comfortable:
+            # The head learns only from windows the *fleet* model finds comfortably normal: judged by the
+            # personalised score, a slowly failing part would widen its own tolerance step by step.
+            self.normal_errors = np.vstack([self.normal_errors, signal_errors[None, :]])[-_NORMAL_ERRORS_KEPT:]
+            self.windows_since_tune += 1
         if fired or end_ms >= self.next_prediction_ms:
             self.pending_prediction = (int(end_ms), last_seq)
             self.next_prediction_ms = int(end_ms) + int(self.cfg.prediction_interval_minutes * 60_000)

@@ -44,35 +44,26 @@ class VehiclePlan:
     battery_kwh: float
     dc_share: float  # share of charging sessions at the shared DC fast chargers
     events: tuple[FailureSpec, ...]
+    # The generator's own FailureEvent objects, ``source_events[e.event_id]`` for each event (so that
+    # the telemetry stream can be told which failures exist and which were repaired).
+    source_events: tuple[Any, ...] = ()
 
 
-# Typical daily use when a generator profile does not carry it (logistics only, not physics).
-DUTY_DEFAULTS: dict[str, tuple[float, int]] = {"commuter": (45.0, 2), "taxi": (220.0, 12), "delivery": (140.0, 8)}
-
-
-def _attribute(profile: Any, names: Iterable[str], default: Any) -> Any:
-    for name in names:
-        value = getattr(profile, name, None)
-        if value is not None:
-            return value
-    return default
-
-
-def plan_from_profile(profile: Any, events: Iterable[Any], dc_share: float) -> VehiclePlan:
+def plan_from_profile(profile: Any, events: Iterable[Any]) -> VehiclePlan:
     """Map a generator ``VehicleProfile`` and its ``FailureEvent`` list to a ``VehiclePlan``."""
-    duty = str(_attribute(profile, ("duty_cycle",), "commuter"))
-    default_km, default_trips = DUTY_DEFAULTS.get(duty, DUTY_DEFAULTS["commuter"])
+    ordered = tuple(sorted(events, key=lambda e: (int(e.failure_ms), str(e.mode))))
     specs = tuple(
         FailureSpec(event_id=i, mode=str(e.mode), onset_ms=int(e.onset_ms), failure_ms=int(e.failure_ms),
                     severity=int(e.severity))
-        for i, e in enumerate(sorted(events, key=lambda e: (int(e.failure_ms), str(e.mode))))
+        for i, e in enumerate(ordered)
     )
     return VehiclePlan(
         vehicle_id=str(profile.vehicle_id),
-        duty_cycle=duty,
-        daily_km=float(_attribute(profile, ("daily_km", "mean_daily_km", "km_per_day"), default_km)),
-        trips_per_day=int(_attribute(profile, ("trips_per_day",), default_trips)),
-        battery_kwh=float(_attribute(profile, ("battery_kwh", "capacity_kwh", "pack_capacity_kwh"), 60.0)),
-        dc_share=float(_attribute(profile, ("dc_fast_charge_share", "dc_share"), dc_share)),
+        duty_cycle=str(profile.duty_cycle),
+        daily_km=float(profile.daily_km),
+        trips_per_day=max(1, int(round(float(profile.trips_per_day)))),
+        battery_kwh=float(profile.capacity_kwh),
+        dc_share=float(profile.dc_fast_charge_share),  # the lever times the duty cycle's habit
         events=specs,
+        source_events=ordered,
     )

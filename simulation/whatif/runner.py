@@ -145,27 +145,26 @@ def _vehicle_events_function() -> Callable[[Any, SimulationConfig, int], list[An
 
 def build_fleet(config: Config, seed: int) -> tuple[list[Any], list[VehiclePlan]]:
     """Generator profiles and what-if plans for the scenario's fleet (levers and ambient windows applied)."""
-    from simulation.fleet import sample_profiles
+    from simulation.fleet import sample_profile, sample_profiles
 
     vehicle_events = _vehicle_events_function()
     sim_cfg = config.simulation
     windows = config.whatif.ambient_windows
     profiles = sample_profiles(sim_cfg, seed)
     if not windows:
-        return profiles, [plan_from_profile(p, vehicle_events(p, sim_cfg, seed), sim_cfg.levers.dc_fast_charge_share)
+        return profiles, [plan_from_profile(p, vehicle_events(p, sim_cfg, seed))
                           for p in profiles]
     start_ms = start_ms_of(sim_cfg)
     last_ms = start_ms + int((sim_cfg.duration_days_per_vehicle + sim_cfg.latent_failure_days) * MS_PER_DAY)
     # Sample far past the horizon so that every latent failure exists at both hazards.
     wide = sim_cfg.model_copy(update={"latent_failure_days": LATENT_DAYS_FOR_RETIMING})
     window_cfgs = [with_ambient_offset(wide, w.offset_c) for w in windows]
-    window_profiles = [sample_profiles(c, seed) for c in window_cfgs]
     plans = []
-    for i, profile in enumerate(profiles):
+    for profile in profiles:
         base = vehicle_events(profile, wide, seed)
-        hot = [vehicle_events(wp[i], wc, seed) for wp, wc in zip(window_profiles, window_cfgs)]
+        hot = [vehicle_events(sample_profile(wc, seed, profile.index), wc, seed) for wc in window_cfgs]
         events = events_under_windows(base, hot, windows, start_ms, last_ms)
-        plans.append(plan_from_profile(profile, events, sim_cfg.levers.dc_fast_charge_share))
+        plans.append(plan_from_profile(profile, events))
     return profiles, plans
 
 
@@ -184,7 +183,7 @@ def make_detector(kind: str, config: Config, seed: int, profiles: Sequence[Any],
     if kind == "twin":
         from simulation.whatif.twin_detector import TwinDetector
 
-        return TwinDetector.from_run(profiles, config, seed, models_dir)
+        return TwinDetector.from_run(profiles, config, seed, models_dir, plans)
     raise ValueError(f"unknown detector {kind!r}; choose one of {DETECTORS}")
 
 

@@ -10,9 +10,10 @@ Serve deployment loads) answers in one batched call per poll, and ``apply_predic
 carries its risk; an ``anomaly`` alert carries ``whatif.anomaly_alert_risk``; sensor faults are data
 problems, not vehicle problems, and are ignored. Nothing here reads the ground truth.
 
-Known limitation (until the generator takes repairs as input): a failure repaired early keeps
-degrading the streamed signals until its sampled failure time, so after a repair the detector
-mutes that vehicle's alerts until then (the workshop knows what it replaced).
+The stream shows the same failures the SimPy model runs (the plan's, passed to the generator as
+``events``); when the workshop repairs one, the vehicle's stream restarts without it and resumes after
+the frames its twin has already seen, so a repaired part stops degrading the signals.
+Limitation: the stream does not know when the vehicle is off the road (it keeps its own trip plan).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from configs.settings import AmbientWindow, Config, SimulationConfig
 from simulation.whatif.detectors import RiskSignal
-from simulation.whatif.plans import MS_PER_DAY, MS_PER_HOUR, FailureSpec
+from simulation.whatif.plans import MS_PER_DAY, FailureSpec, VehiclePlan
 from simulation.whatif.runner import with_ambient_offset
 
 ANOMALY_RULE = "anomaly"
@@ -73,19 +74,17 @@ def coarse_simulation(sim_cfg: SimulationConfig, frame_interval_s: float) -> Sim
 class TwinDetector:
     """Streams every vehicle's frames through its twin, up to the time the policy asks about."""
 
-    def __init__(self, profiles: Sequence[Any], config: Config, seed: int, *, anomaly_model: Any = None,
-                 failure_model: Any = None) -> None:
-        from simulation.generator import stream_vehicle_batches
+    def __init__(self, profiles: Sequence[Any], config: Config, seed: int, *, plans: Sequence[VehiclePlan] = (),
+                 anomaly_model: Any = None, failure_model: Any = None) -> None:
         from twins.twin import VehicleTwin
 
         whatif = config.whatif
-        sim_cfg = coarse_simulation(config.simulation, whatif.twin_frame_interval_s)
-        window_cfgs = [with_ambient_offset(sim_cfg, w.offset_c) for w in whatif.ambient_windows]
-        from simulation.fleet import sample_profiles
-
-        window_profiles = [sample_profiles(c, seed) for c in window_cfgs]
-        start_ms = _start_ms(sim_cfg)
-        batch_seconds = whatif.detector_poll_hours * 3600.0
+        self.seed = seed
+        self.sim_cfg = sim_cfg = coarse_simulation(config.simulation, whatif.twin_frame_interval_s)
+        self.window_cfgs = [with_ambient_offset(sim_cfg, w.offset_c) for w in whatif.ambient_windows]
+        self.windows = whatif.ambient_windows
+        self.start_ms = _start_ms(sim_cfg)
+        self.batch_seconds = whatif.detector_poll_hours * 3600.0
         # Predictions at most once per poll: the policy cannot act on them more often.
         interval = max(config.twins.prediction_interval_minutes, whatif.detector_poll_hours * 60.0)
         twins_cfg = config.twins.model_copy(update={"prediction_interval_minutes": interval})
@@ -97,19 +96,34 @@ class TwinDetector:
         self.twins: dict[str, Any] = {}
         self.streams: dict[str, Iterator[Any]] = {}
         self.pending: dict[str, Any] = {}
-        self.muted_until: dict[str, int] = {}
         self.frames = 0
+        self.restarts = 0
         self.alerts_by_rule: dict[str, int] = {}
-        for i, profile in enumerate(profiles):
-            vehicle_id = profile.vehicle_id
-            streams = [stream_vehicle_batches(profile, sim_cfg, seed, batch_seconds)]
-            streams += [stream_vehicle_batches(wp[i], wc, seed, batch_seconds)
-                        for wp, wc in zip(window_profiles, window_cfgs)]
-            self.streams[vehicle_id] = _SplicedStream(streams, whatif.ambient_windows, start_ms)
+        self.profiles = {p.vehicle_id: p for p in profiles}
+        plan_by_id = {p.vehicle_id: p for p in plans}
+        # The failures the stream shows: the plan's (the same ones the SimPy model runs), else sampled.
+        self.events: dict[str, list[Any] | None] = {
+            vid: list(plan_by_id[vid].source_events) if vid in plan_by_id else None for vid in self.profiles}
+        self.consumed_until: dict[str, int] = {}
+        for vehicle_id in self.profiles:
+            self.streams[vehicle_id] = self._open_stream(vehicle_id)
             self.twins[vehicle_id] = VehicleTwin(vehicle_id, twins_cfg, window_ms, stride_ms, anomaly_model)
 
+    def _open_stream(self, vehicle_id: str) -> Iterator[Any]:
+        """The vehicle's frames from the generator (one stream per ambient offset, spliced by time)."""
+        from simulation.fleet import sample_profile
+        from simulation.generator import stream_vehicle_batches
+
+        profile = self.profiles[vehicle_id]
+        events = self.events[vehicle_id]
+        streams = [stream_vehicle_batches(profile, self.sim_cfg, self.seed, self.batch_seconds, events=events)]
+        streams += [stream_vehicle_batches(sample_profile(wc, self.seed, profile.index), wc, self.seed,
+                                           self.batch_seconds, events=events) for wc in self.window_cfgs]
+        return _SplicedStream(streams, self.windows, self.start_ms)
+
     @classmethod
-    def from_run(cls, profiles: Sequence[Any], config: Config, seed: int, models_dir: str | None) -> "TwinDetector":
+    def from_run(cls, profiles: Sequence[Any], config: Config, seed: int, models_dir: str | None,
+                 plans: Sequence[VehiclePlan] = ()) -> "TwinDetector":
         """Twins with the trained anomaly and failure models of ``models_dir`` (a run directory)."""
         if models_dir is None:
             raise FileNotFoundError("the twin detector needs a trained run directory (with models/)")
@@ -119,7 +133,8 @@ class TwinDetector:
             anomaly_model = load_anomaly_model(models_dir)
         except FileNotFoundError:
             anomaly_model = None  # twins then score with their own statistical baseline
-        return cls(profiles, config, seed, anomaly_model=anomaly_model, failure_model=load_failure_model(models_dir))
+        return cls(profiles, config, seed, plans=plans, anomaly_model=anomaly_model,
+                   failure_model=load_failure_model(models_dir))
 
     def observe(self, until_ms: int) -> list[RiskSignal]:
         import pyarrow as pa
@@ -134,9 +149,13 @@ class TwinDetector:
                     batch = next(self.streams[vehicle_id], None)
                     if batch is None:
                         break
-                if _last_ts_ms(batch) > until_ms:
+                last_ms = _last_ts_ms(batch)
+                if last_ms <= self.consumed_until.get(vehicle_id, -1):
+                    continue  # a restarted stream catching up to where the twin already is
+                if last_ms > until_ms:
                     self.pending[vehicle_id] = batch  # not yet happened
                     break
+                self.consumed_until[vehicle_id] = last_ms
                 due.append(batch)
         signals: list[RiskSignal] = []
         if due:
@@ -154,7 +173,7 @@ class TwinDetector:
                     requests.append((vehicle_id, int(request[0]), request[1]))
         if requests:
             signals.extend(self._predict(requests))
-        return [s for s in signals if s.ts_ms >= self.muted_until.get(s.vehicle_id, -1)]
+        return signals
 
     def _predict(self, requests: list[tuple[str, int, np.ndarray]]) -> list[RiskSignal]:
         X = np.stack([features for _, _, features in requests]).astype(np.float32)
@@ -194,9 +213,19 @@ class TwinDetector:
         return out
 
     def notify_repair(self, vehicle_id: str, at_ms: int, events: Sequence[FailureSpec]) -> None:
-        # See the module docstring: the streamed signals do not know about this repair.
-        latest = max((e.failure_ms for e in events), default=at_ms)
-        self.muted_until[vehicle_id] = max(self.muted_until.get(vehicle_id, -1), latest + int(MS_PER_HOUR))
+        """The repaired failures stop degrading the signals: the vehicle's stream restarts without them
+        and resumes after the frames the twin has already seen (the generator is deterministic)."""
+        current = self.events.get(vehicle_id)
+        if current is None:
+            return  # no plan given: the stream keeps its own sampled failures
+        repaired = {(e.mode, e.onset_ms, e.failure_ms) for e in events}
+        kept = [e for e in current if (str(e.mode), int(e.onset_ms), int(e.failure_ms)) not in repaired]
+        if len(kept) == len(current):
+            return
+        self.events[vehicle_id] = kept
+        self.pending.pop(vehicle_id, None)
+        self.streams[vehicle_id] = self._open_stream(vehicle_id)
+        self.restarts += 1
 
 
 def _start_ms(sim_cfg: SimulationConfig) -> int:

@@ -1,0 +1,14 @@
+"""Entry points named by the KubeRay manifest (``deploy/rayservice.yaml``).
+
+Serve calls an application builder named in ``serveConfigV2`` with the ``args`` mapping of the manifest.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def models_app(args: dict[str, Any]) -> Any:
+    """The model services application for ``serveConfigV2`` (``args: {run_dir: ...}``)."""
+    from serving.deployments import build_app
+
+    return build_app(run_dir=str(args["run_dir"]))
