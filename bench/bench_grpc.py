@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import Request  # module level: FastAPI resolves the (string) annotation from module globals
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -103,7 +104,7 @@ def serve_evtwin(port: int, backend_kind: str) -> None:
 
 def serve_http(port: int) -> None:
     import uvicorn
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, HTTPException
 
     from configs.schema import SCHEMA
     from serving.backend import MemoryFleet
@@ -264,7 +265,6 @@ async def http_load(port: int, clients: int, frames_per_request: int, seconds: f
 
     acked = 0
     latency: list[float] = []
-    deadline = time.perf_counter() + seconds
 
     def body(c: int, r: int) -> bytes:
         columns = batch_columns([f"H{c:03d}"], frames_per_request, 1 + r * frames_per_request)
@@ -273,6 +273,7 @@ async def http_load(port: int, clients: int, frames_per_request: int, seconds: f
         return json.dumps({"batch_id": r + 1, "frames": frames}).encode()
 
     bodies = [[body(c, r) for r in range(60)] for c in range(clients)]
+    deadline = time.perf_counter() + seconds
 
     async def one(c: int, session: Any) -> None:
         nonlocal acked
@@ -282,6 +283,8 @@ async def http_load(port: int, clients: int, frames_per_request: int, seconds: f
             async with session.post(f"http://127.0.0.1:{port}/v1/frames", data=bodies[c][r],
                                     headers={"content-type": "application/json"}) as response:
                 reply = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}: {reply}")
             latency.append(time.perf_counter() - t0)
             acked += reply["frames"]
             r += 1

@@ -11,6 +11,7 @@ Three figures, same run, same machine:
    (generator frames at ``whatif.twin_frame_interval_s`` through ``VehicleTwin``s, plus the trained
    failure model when ``--models`` points at a trained run) for ``--vehicles`` x ``--days``, with the
    time split into generator, twins and SimPy, and the projection to 1,000 vehicles x 90 days;
+   ``--twin-shards 1,2`` repeats it with the twins split over 2 Ray actors (``whatif.twin_shards``);
 3. replications spread over Ray workers: the same ``--replications`` with 1 and with 2 CPUs.
 """
 from __future__ import annotations
@@ -51,29 +52,38 @@ def bench_core(vehicles: int, days: float) -> float:
     return vd / (t2 - t0)
 
 
-def bench_twins(vehicles: int, days: float, models: str | None) -> float:
-    from simulation.whatif.twin_detector import TwinDetector
+def bench_twins(vehicles: int, days: float, models: str | None, shards: int = 1) -> float:
+    from simulation.whatif.twin_detector import ShardedTwinDetector, TwinDetector
 
     config = scenario_config(vehicles, days)
     models_dir = models_dir_or_none(models)
     t0 = time.perf_counter()
     profiles, plans = build_fleet(config, config.seed)
-    if models_dir:
+    if shards > 1:
+        detector = ShardedTwinDetector(profiles, config, config.seed, plans=plans, models_dir=models_dir,
+                                       shards=shards)
+    elif models_dir:
         detector = TwinDetector.from_run(profiles, config, config.seed, models_dir, plans)
     else:
         detector = TwinDetector(profiles, config, config.seed, plans=plans)
     policy = make_policy("predictive", config, detector)
     t1 = time.perf_counter()
-    records = simulate_plans(plans, config, policy, config.seed)
-    elapsed = time.perf_counter() - t0
+    try:
+        records = simulate_plans(plans, config, policy, config.seed)
+        elapsed = time.perf_counter() - t0
+        stats = detector.stats()
+    finally:
+        if shards > 1:
+            detector.close()
     vd = vehicles * days
     rate = vd / elapsed
     projected = 90_000 / rate
-    print(f"twins  {vehicles} vehicles x {days:g} days, frames every {config.whatif.twin_frame_interval_s:g} s, "
-          f"models: {models_dir or 'none (twin baselines only)'}: {elapsed:.1f} s (setup {t1 - t0:.1f} s), "
-          f"{detector.frames:,} frames ({detector.frames / elapsed:,.0f}/s), {detector.restarts} stream restarts "
-          f"after repairs, alerts {detector.alerts_by_rule}, "
-          f"{len(records.visits)} visits -> {rate:,.1f} vehicle-days/s; 1,000 x 90 days projected {projected / 60:.1f} min")
+    print(f"twins  {vehicles} vehicles x {days:g} days, {shards} shard(s), frames every "
+          f"{config.whatif.twin_frame_interval_s:g} s, models: {models_dir or 'none (twin baselines only)'}: "
+          f"{elapsed:.1f} s (setup {t1 - t0:.1f} s), {stats['frames']:,} frames ({stats['frames'] / elapsed:,.0f}/s), "
+          f"{stats['restarts']} stream restarts after repairs, alerts {stats['alerts_by_rule']}, "
+          f"{len(records.visits)} visits -> {rate:,.1f} vehicle-days/s; 1,000 x 90 days projected {projected / 60:.1f} min "
+          f"(load average {os.getloadavg()[0]:.1f})")
     return rate
 
 
@@ -113,12 +123,14 @@ def main() -> int:
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--skip-core", action="store_true")
     parser.add_argument("--skip-twins", action="store_true")
+    parser.add_argument("--twin-shards", default="1", help="comma-separated shard counts to measure, e.g. 1,2")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared with other work)")
     if not args.skip_core:
         bench_core(args.core_vehicles, args.core_days)
     if not args.skip_twins:
-        bench_twins(args.vehicles, args.days, args.models)
+        for shards in (int(x) for x in args.twin_shards.split(",")):
+            bench_twins(args.vehicles, args.days, args.models, shards)
     if not args.skip_scaling:
         bench_scaling(args.replications, args.scaling_vehicles, args.core_days)
     return 0

@@ -127,7 +127,8 @@ class TrainingConfig(_Section):
     min_positives_per_mode: int = Field(3, gt=0)
     lstm_sequence_length: int = Field(12, gt=1)
     lstm_max_train_sequences: int = Field(20_000, gt=0)
-    # 0 = use every core torch sees.
+    # Threads for torch (LSTM-AE) and large LightGBM fits; 0 = 1 for torch (small batches run ~10x
+    # faster on one thread than on two contending ones here) and every core for LightGBM.
     torch_num_threads: int = Field(0, ge=0)
 
 
@@ -251,6 +252,7 @@ class WhatIfConfig(_Section):
     detector_poll_hours: float = Field(6.0, gt=0)  # how often the predictive policy reads new alerts
     twin_frame_interval_s: float = Field(600.0, gt=0, le=3600)  # coarser frames through the twins
     anomaly_alert_risk: float = Field(0.5, ge=0, le=1)  # risk the predictive policy reads into an anomaly alert
+    twin_shards: int = Field(1, ge=1)  # > 1: a replication's twins run in this many Ray actors, stepped together
     queue_sample_hours: float = Field(6.0, gt=0)
     ambient_windows: list[AmbientWindow] = []
     costs: WhatIfCosts = WhatIfCosts()

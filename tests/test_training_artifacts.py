@@ -131,3 +131,18 @@ def test_torch_weights_are_a_plain_state_dict(trained) -> None:
     run, _ = trained
     state = torch.load(run / "models" / "anomaly" / "weights.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_training_sequences_match_the_scoring_path_and_normal_ends_skip_anomalies() -> None:
+    from training.anomaly import feature_sequences
+    from training.train import _normal_sequence_ends, _sequence_rows
+
+    data = synthetic_split(3, vehicles=3)
+    rows = np.arange(data.size)
+    offline = data.X[_sequence_rows(data, rows, 5)]
+    per_vehicle = np.concatenate([feature_sequences(data.X[a:a + HOURS], 5) for a in range(0, data.size, HOURS)])
+    assert np.array_equal(offline, per_vehicle)
+    normal = _normal_sequence_ends(data, 5)
+    bad = np.flatnonzero(data.labels["anomaly"])
+    assert not normal[bad].any()
+    assert not normal[bad[0] + 4] and normal[bad[0] - 1]  # a sequence reaching back to an anomaly is not normal

@@ -32,3 +32,26 @@ def test_replications_as_ray_tasks_match_the_in_process_run(ray_session) -> None
     assert [(r.policy, r.replication) for r in remote] == [(t.policy, t.replication) for t in tasks]
     assert [repr(r.kpis) for r in remote] == [repr(r.kpis) for r in local]  # repr: NaN equals NaN
     assert remote[0].kpis != remote[1].kpis  # replications differ by seed
+
+
+def test_twins_sharded_over_ray_actors_give_the_one_process_result(ray_session) -> None:
+    from simulation.whatif.runner import build_fleet, make_policy, simulate_plans
+    from simulation.whatif.twin_detector import ShardedTwinDetector, TwinDetector
+
+    config = load_scenario("baseline", overrides=["simulation.num_vehicles=8", "simulation.duration_days_per_vehicle=6",
+                                                  "whatif.visit_budget_per_100_vehicle_days=30"]).config
+    profiles, plans = build_fleet(config, 3)
+    single = TwinDetector(profiles, config, 3, plans=plans)
+    sharded = ShardedTwinDetector(profiles, config, 3, plans=plans, shards=3)
+    try:
+        one = simulate_plans(plans, config, make_policy("predictive", config, single), 3)
+        many = simulate_plans(plans, config, make_policy("predictive", config, sharded), 3)
+        assert len(sharded.actors) > 1
+        assert sharded.stats() == single.stats()
+    finally:
+        sharded.close()
+    assert one.alerts and one.alerts == many.alerts
+    assert any(v.reason == "predictive" for v in one.visits)
+    assert [(v.vehicle_id, v.reason, v.arrive_h) for v in one.visits] == \
+        [(v.vehicle_id, v.reason, v.arrive_h) for v in many.visits]
+    assert ray_session.is_initialized()

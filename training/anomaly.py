@@ -23,11 +23,12 @@ ANOMALY_SIGNALS: tuple[str, ...] = (
     # precursors at fleet level
     "cell_v_spread_load_mean", "cell_v_spread_mean", "cell_t_spread_mean", "pack_rise_per_load",
     "coolant_dt_per_flow", "flow_per_pump_krpm", "motor_rise_per_torque", "inverter_rise_per_current",
-    "internal_resistance_mean", "resistance_est_mohm", "tyre_spread_mean", "tyre_comp_min_mean",
+    "flow_per_pump_active", "inverter_rise_per_kw", "motor_rise_per_krpm", "internal_resistance_mean", "resistance_est_mohm", "tyre_spread_mean", "tyre_comp_min_mean",
     "aux_v_rest_mean", "aux_battery_voltage_min", "dcdc_current_mean", "brake_rise_max", "brake_pad_wear_mean",
     # the same against the vehicle's own baseline
     "cell_v_spread_load_mean_z", "pack_rise_per_load_z", "coolant_dt_per_flow_z", "flow_per_pump_krpm_z",
     "motor_rise_per_torque_z", "inverter_rise_per_current_z", "internal_resistance_mean_z",
+    "flow_per_pump_active_z", "inverter_rise_per_kw_z", "motor_rise_per_krpm_z",
     "tyre_comp_min_mean_z", "tyre_spread_mean_z", "aux_v_rest_mean_z", "brake_rise_max_z",
     # data quality (sensor faults) and operating context
     "nan_share", "out_of_range_share", "stuck_share", "spike_score",

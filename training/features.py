@@ -48,7 +48,7 @@ __all__ = [
     "REQUIRED_COLUMNS", "FeatureState", "window_raw_features", "vehicle_feature_matrix",
 ]
 
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"
 
 # Signals summarised by mean/std/min/max in every window. Position, odometer (see distance) and the
 # charger enum (see activity shares) are left out: their raw level says nothing about health.
@@ -70,6 +70,8 @@ DERIVED_NAMES: tuple[str, ...] = (
     "motor_rise_mean", "motor_rise_max", "motor_rise_per_torque",
     "inverter_rise_mean", "inverter_rise_max", "inverter_rise_per_current",
     "resistance_est_mohm",
+    # Ratios over the frames where they mean something (pump running, driving), referred to the coolant:
+    "flow_per_pump_active", "inverter_rise_per_kw", "motor_rise_per_krpm",
     "tyre_min_mean", "tyre_spread_mean", "tyre_comp_min_mean",
     "brake_rise_max", "aux_v_rest_mean",
     "driving_share", "charging_share", "distance_km", "abs_current_mean",
@@ -81,6 +83,7 @@ DERIVED_NAMES: tuple[str, ...] = (
 TREND_KEYS: tuple[str, ...] = (
     "cell_v_spread_load_mean", "cell_v_spread_mean", "cell_t_spread_mean", "pack_rise_per_load",
     "coolant_dt_per_flow", "flow_per_pump_krpm", "motor_rise_per_torque", "inverter_rise_per_current",
+    "flow_per_pump_active", "inverter_rise_per_kw", "motor_rise_per_krpm",
     "resistance_est_mohm", "internal_resistance_mean", "insulation_resistance_min", "tyre_comp_min_mean",
     "tyre_spread_mean", "aux_battery_voltage_min", "aux_v_rest_mean", "brake_pad_wear_mean",
     "brake_rise_max", "soh_mean", "motor_temp_max", "inverter_temp_max",
@@ -110,6 +113,8 @@ _NOISY = np.array([_COL[s] for s in (
 _RANGE = SCHEMA.upper_bounds - SCHEMA.lower_bounds
 
 LOAD_CURRENT_A = 30.0  # |pack current| above this counts as "under load"
+PUMP_ON_RPM = 100.0  # coolant pump counts as running above this
+DRIVING_KMH = 5.0  # frames above this speed count as driving for drivetrain ratios
 SHORT_HALF_LIFE_MS = 86_400_000  # 1 day
 LONG_HALF_LIFE_MS = 7 * 86_400_000  # 7 days
 Z_CLIP = 50.0
@@ -157,6 +162,16 @@ def window_raw_features(values: np.ndarray) -> np.ndarray:
         under_load = np.abs(current) > LOAD_CURRENT_A
         at_rest = np.abs(current) <= LOAD_CURRENT_A
     cv_spread = col("cell_voltage_max") - col("cell_voltage_min")
+    coolant_in, pump = col("coolant_temp_in"), col("pump_speed")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pumping = pump > PUMP_ON_RPM
+        driving = col("speed") > DRIVING_KMH
+        power_kw = np.abs(col("pack_voltage") * current) / 1000.0
+        flow_per_pump = np.where(pumping, col("coolant_flow") / (pump / 1000.0), np.nan)
+        # Inverter losses grow with electrical power: its rise over the coolant per unit of load.
+        inverter_per_kw = np.where(driving, (col("inverter_temp") - coolant_in) / (4.0 + 0.8 * power_kw), np.nan)
+        motor_per_krpm = np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + np.abs(col("motor_speed")) / 1000.0),
+                                  np.nan)
     tyres = values[:, _TYRES]
     tyre_min, tyre_max = tyres.min(axis=1), tyres.max(axis=1)  # NaN if any tyre is NaN
     # One NaN-aware pass over every per-frame quantity instead of many small reductions.
@@ -176,12 +191,15 @@ def window_raw_features(values: np.ndarray) -> np.ndarray:
         np.where(at_rest, col("aux_battery_voltage"), np.nan),
         np.abs(current),
         np.abs(col("motor_torque")),
+        flow_per_pump,
+        inverter_per_kw,
+        motor_per_krpm,
     ])
     _, pm, _, _, px = _nan_stats(per_frame)
     (cv, cv_load, cv_rest, ct, pack_rise, coolant_dt, motor_rise, inverter_rise, tyre_lo, tyre_spread,
-     tyre_comp, brake_rise, aux_rest, abs_current, abs_torque) = range(per_frame.shape[1])
+     tyre_comp, brake_rise, aux_rest, abs_current, abs_torque, flow_pump, inv_kw, motor_krpm) = range(per_frame.shape[1])
     load_factor = 1.0 + pm[abs_current] / 100.0
-    flow, pump = mean[_STAT_POS["coolant_flow"]], mean[_STAT_POS["pump_speed"]]
+    flow, pump_mean = mean[_STAT_POS["coolant_flow"]], mean[_STAT_POS["pump_speed"]]
 
     derived = {
         "cell_v_spread_mean": pm[cv],
@@ -195,7 +213,7 @@ def window_raw_features(values: np.ndarray) -> np.ndarray:
         "pack_rise_per_load": pm[pack_rise] / load_factor,
         "coolant_dt_mean": pm[coolant_dt],
         "coolant_dt_per_flow": pm[coolant_dt] / max(flow, 0.5) if np.isfinite(flow) else np.nan,
-        "flow_per_pump_krpm": flow / max(pump / 1000.0, 0.1) if np.isfinite(pump) else np.nan,
+        "flow_per_pump_krpm": flow / max(pump_mean / 1000.0, 0.1) if np.isfinite(pump_mean) else np.nan,
         "motor_rise_mean": pm[motor_rise],
         "motor_rise_max": px[motor_rise],
         "motor_rise_per_torque": pm[motor_rise] / (1.0 + pm[abs_torque] / 100.0),
@@ -203,6 +221,9 @@ def window_raw_features(values: np.ndarray) -> np.ndarray:
         "inverter_rise_max": px[inverter_rise],
         "inverter_rise_per_current": pm[inverter_rise] / load_factor,
         "resistance_est_mohm": _resistance_estimate(col("pack_voltage"), current),
+        "flow_per_pump_active": pm[flow_pump],
+        "inverter_rise_per_kw": pm[inv_kw],
+        "motor_rise_per_krpm": pm[motor_krpm],
         "tyre_min_mean": pm[tyre_lo],
         "tyre_spread_mean": pm[tyre_spread],
         "tyre_comp_min_mean": pm[tyre_comp],

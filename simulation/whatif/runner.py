@@ -181,8 +181,13 @@ def make_detector(kind: str, config: Config, seed: int, profiles: Sequence[Any],
         return RandomDetector([p.vehicle_id for p in plans], visit_budget(config), seed,
                               start_ms=start_ms_of(config.simulation))
     if kind == "twin":
-        from simulation.whatif.twin_detector import TwinDetector
+        from simulation.whatif.twin_detector import ShardedTwinDetector, TwinDetector
 
+        if config.whatif.twin_shards > 1:
+            if models_dir is None:
+                raise FileNotFoundError("the twin detector needs a trained run directory (with models/)")
+            return ShardedTwinDetector(profiles, config, seed, plans=plans, models_dir=models_dir,
+                                       shards=config.whatif.twin_shards)
         return TwinDetector.from_run(profiles, config, seed, models_dir, plans)
     raise ValueError(f"unknown detector {kind!r}; choose one of {DETECTORS}")
 
@@ -219,7 +224,12 @@ def run_replication(task: ReplicationTask) -> ReplicationResult:
     detector = (make_detector(task.detector, config, seed, profiles, plans, task.models_dir)
                 if task.policy == "predictive" else None)
     policy = make_policy(task.policy, config, detector)
-    records = simulate_plans(plans, config, policy, seed)
+    try:
+        records = simulate_plans(plans, config, policy, seed)
+    finally:
+        close = getattr(detector, "close", None)
+        if close is not None:
+            close()
     return result_from_records(task, seed, records)
 
 

@@ -173,7 +173,10 @@ class TwinDetector:
                     requests.append((vehicle_id, int(request[0]), request[1]))
         if requests:
             signals.extend(self._predict(requests))
-        return signals
+        return sorted(signals, key=lambda x: (x.ts_ms, x.vehicle_id, x.source))
+
+    def stats(self) -> dict[str, Any]:
+        return {"frames": self.frames, "restarts": self.restarts, "alerts_by_rule": dict(self.alerts_by_rule)}
 
     def _predict(self, requests: list[tuple[str, int, np.ndarray]]) -> list[RiskSignal]:
         X = np.stack([features for _, _, features in requests]).astype(np.float32)
@@ -226,6 +229,86 @@ class TwinDetector:
         self.pending.pop(vehicle_id, None)
         self.streams[vehicle_id] = self._open_stream(vehicle_id)
         self.restarts += 1
+
+
+class ShardedTwinDetector:
+    """The fleet's twins split over Ray actors (routed by the twins' stable hash), stepped together.
+
+    Each poll sends one ``observe`` to every shard at once, so the twins of one replication use as
+    many cores as there are shards; a repair goes to the vehicle's shard before its next poll (Ray
+    runs one caller's calls to an actor in order). Signals are merged in the order ``TwinDetector``
+    gives them, so the result equals the one-process detector's.
+    """
+
+    def __init__(self, profiles: Sequence[Any], config: Config, seed: int, *, plans: Sequence[VehiclePlan] = (),
+                 models_dir: str | None = None, shards: int = 2) -> None:
+        import ray
+
+        from twins.host import route
+
+        self._started_ray = False
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            self._started_ray = True
+        groups: dict[int, list[Any]] = {}
+        for profile in profiles:
+            groups.setdefault(route(profile.vehicle_id, shards), []).append(profile)
+        plan_by_id = {p.vehicle_id: p for p in plans}
+        # num_cpus=0: the shards share the CPUs granted to their replication.
+        shard_cls = ray.remote(num_cpus=0)(_TwinShard)
+        self.route = {p.vehicle_id: k for k, group in groups.items() for p in group}
+        self.actors = {k: shard_cls.remote(group, config, seed, [plan_by_id[p.vehicle_id] for p in group
+                                                                 if p.vehicle_id in plan_by_id], models_dir)
+                       for k, group in groups.items()}
+
+    def observe(self, until_ms: int) -> list[RiskSignal]:
+        import ray
+
+        merged = [s for batch in ray.get([a.observe.remote(until_ms) for a in self.actors.values()]) for s in batch]
+        return sorted(merged, key=lambda x: (x.ts_ms, x.vehicle_id, x.source))
+
+    def notify_repair(self, vehicle_id: str, at_ms: int, events: Sequence[FailureSpec]) -> None:
+        self.actors[self.route[vehicle_id]].notify_repair.remote(vehicle_id, at_ms, list(events))
+
+    def stats(self) -> dict[str, Any]:
+        import ray
+
+        total: dict[str, Any] = {"frames": 0, "restarts": 0, "alerts_by_rule": {}}
+        for part in ray.get([a.stats.remote() for a in self.actors.values()]):
+            total["frames"] += part["frames"]
+            total["restarts"] += part["restarts"]
+            for rule, n in part["alerts_by_rule"].items():
+                total["alerts_by_rule"][rule] = total["alerts_by_rule"].get(rule, 0) + n
+        return total
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors.values():
+            ray.kill(actor)
+        self.actors = {}
+        if self._started_ray:
+            ray.shutdown()
+
+
+class _TwinShard:
+    """The contents of one shard actor: a ``TwinDetector`` over some vehicles."""
+
+    def __init__(self, profiles: Sequence[Any], config: Config, seed: int, plans: Sequence[VehiclePlan],
+                 models_dir: str | None) -> None:
+        if models_dir is None:
+            self.detector = TwinDetector(profiles, config, seed, plans=plans)
+        else:
+            self.detector = TwinDetector.from_run(profiles, config, seed, models_dir, plans)
+
+    def observe(self, until_ms: int) -> list[RiskSignal]:
+        return self.detector.observe(until_ms)
+
+    def notify_repair(self, vehicle_id: str, at_ms: int, events: Sequence[FailureSpec]) -> None:
+        self.detector.notify_repair(vehicle_id, at_ms, events)
+
+    def stats(self) -> dict[str, Any]:
+        return self.detector.stats()
 
 
 def _start_ms(sim_cfg: SimulationConfig) -> int:
