@@ -136,7 +136,8 @@ def test_simulate_command_writes_parquet_markdown_and_png(tmp_path) -> None:
                  "--set", "simulation.num_vehicles=20", "--set", "simulation.duration_days_per_vehicle=20"])
     assert code == 0
     whatif = out / "whatif"
-    for name in ("replications.parquet", "summary.parquet", "events.parquet", "queue.parquet", "report.md",
+    for name in ("replications.parquet", "summary.parquet", "differences.parquet", "events.parquet", "queue.parquet",
+                 "report.md",
                  "downtime_cost_by_policy.png", "lead_times.png", "workshop_queue.png"):
         assert (whatif / name).stat().st_size > 0, name
     rows = pq.read_table(whatif / "replications.parquet").to_pylist()
@@ -144,7 +145,10 @@ def test_simulate_command_writes_parquet_markdown_and_png(tmp_path) -> None:
     summary = pq.read_table(whatif / "summary.parquet").to_pylist()
     cost = next(r for r in summary if r["policy"] == "reactive" and r["kpi"] == "total_cost")
     assert cost["ci_low"] <= cost["mean"] <= cost["ci_high"] and not math.isnan(cost["ci_low"])
-    assert "How many roadside failures" in (whatif / "report.md").read_text()
+    report = (whatif / "report.md").read_text()
+    assert "How many roadside failures" in report and "| baseline | scheduled |" in report
+    differences = pq.read_table(whatif / "differences.parquet").to_pylist()
+    assert {(d["policy"], d["reference"], d["pairs"]) for d in differences} == {("scheduled", "reactive", 2)}
 
 
 def test_predictive_without_a_trained_run_is_refused_with_advice(tmp_path, capsys) -> None:

@@ -28,6 +28,8 @@ KPI_NAMES: tuple[str, ...] = (
     "cost_parts", "cost_labour", "cost_downtime", "cost_roadside",
 )
 HIGHER_IS_BETTER = frozenset({"caught_early", "alert_lead_time_median_hours"})
+SHARES = frozenset({"workshop_utilisation"})
+DIFFERENCE_KPIS: tuple[str, ...] = ("total_cost", "roadside_failures", "downtime_hours", "false_alarm_visits")
 
 
 def t_quantile_975(dof: int) -> float:
@@ -115,6 +117,8 @@ def summarise(rows: Iterable[Mapping[str, object]], group_keys: Sequence[str] = 
             mean, low, high = mean_ci(values)
             if values and min(values) >= 0 and low < 0:
                 low = 0.0  # every KPI is a count, a duration, a share or a cost: never negative
+            if kpi in SHARES and high > 1:
+                high = 1.0
             out.append({**dict(zip(group_keys, key)), "kpi": kpi, "mean": mean, "ci_low": low, "ci_high": high,
                         "replications": len(values)})
     return out
@@ -123,3 +127,34 @@ def summarise(rows: Iterable[Mapping[str, object]], group_keys: Sequence[str] = 
 def _sev(severity: int) -> int:
     return min(max(int(severity), 1), 3) - 1
 
+
+
+def paired_differences(rows: Sequence[Mapping[str, object]], against: str, reference: str, fixed: str,
+                       kpi_names: Sequence[str] = DIFFERENCE_KPIS) -> list[dict[str, object]]:
+    """Differences to a reference, paired by replication (same seed = same fleet and failures).
+
+    ``against`` is the column that varies (``policy`` or ``scenario``), ``reference`` its reference
+    value (``reactive``, ``baseline``), ``fixed`` the column held equal (``scenario`` or ``policy``).
+    Pairing removes the fleet-to-fleet spread that makes unpaired intervals wide.
+
+    >>> rows = [{"scenario": "s", "policy": p, "replication": r, "total_cost": c}
+    ...         for p, r, c in [("reactive", 0, 100.0), ("reactive", 1, 300.0), ("predictive", 0, 90.0),
+    ...                         ("predictive", 1, 285.0)]]
+    >>> d = paired_differences(rows, "policy", "reactive", "scenario", ["total_cost"])[0]
+    >>> (d["policy"], d["mean"], d["pairs"])
+    ('predictive', -12.5, 2)
+    """
+    reference_rows = {(row[fixed], row["replication"]): row for row in rows if row[against] == reference}
+    groups: dict[tuple, list[tuple[Mapping[str, object], Mapping[str, object]]]] = defaultdict(list)
+    for row in rows:
+        partner = reference_rows.get((row[fixed], row["replication"]))
+        if row[against] != reference and partner is not None:
+            groups[(row[fixed], row[against])].append((row, partner))
+    out = []
+    for (fixed_value, value), pairs in groups.items():
+        for kpi in kpi_names:
+            deltas = [float(a[kpi]) - float(b[kpi]) for a, b in pairs]  # type: ignore[arg-type]
+            mean, low, high = mean_ci(deltas)
+            out.append({fixed: fixed_value, against: value, "reference": reference, "kpi": kpi, "mean": mean,
+                        "ci_low": low, "ci_high": high, "pairs": len(deltas)})
+    return out

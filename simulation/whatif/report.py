@@ -4,6 +4,7 @@
 
 - ``replications.parquet``: one row per (scenario, policy, replication) with every KPI;
 - ``summary.parquet``: mean and 95% CI per (scenario, policy, KPI);
+- ``differences.parquet``: paired differences to reactive (per scenario) and to baseline (per policy);
 - ``events.parquet``, ``visits.parquet``, ``lead_times.parquet``, ``queue.parquet``: the records behind them;
 - ``report.md``: the questions and the comparison table;
 - ``downtime_cost_by_policy.png``, ``lead_times.png``, ``workshop_queue.png``.
@@ -17,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simulation.whatif.kpis import KPI_NAMES, summarise
+from simulation.whatif.kpis import DIFFERENCE_KPIS, KPI_NAMES, paired_differences, summarise
 from simulation.whatif.runner import ReplicationResult
 
 TABLE_KPIS: tuple[str, ...] = (
@@ -109,6 +110,24 @@ def markdown_report(summary: Sequence[Mapping[str, Any]], questions: Mapping[str
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Figures: `downtime_cost_by_policy.png`, `lead_times.png`, `workshop_queue.png`.", ""]
     return "\n".join(lines)
+
+
+def differences_markdown(differences: Sequence[Mapping[str, Any]], title: str, fixed: str, against: str) -> str:
+    """A table of paired differences (one row per (fixed, against) pair, one column per KPI)."""
+    if not differences:
+        return ""
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for row in differences:
+        key = (str(row[fixed]), str(row[against]))
+        cells.setdefault(key, {})[str(row["kpi"])] = format_cell(row["mean"], row["ci_low"], row["ci_high"])
+    reference = differences[0]["reference"]
+    header = [fixed, f"{against} - {reference}"] + list(DIFFERENCE_KPIS)
+    lines = [f"## {title}", "", "Paired by replication (same seed, same fleet and failures): mean [95% CI] of "
+             "the difference; below zero is better for every column.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (fixed_value, value), row in cells.items():
+        lines.append("| " + " | ".join([fixed_value, value] + [row.get(k, "") for k in DIFFERENCE_KPIS]) + " |")
+    return "\n".join(lines + [""])
 
 
 def plot_downtime_and_cost(summary: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -205,7 +224,14 @@ def write_report(results: Sequence[ReplicationResult], out_dir: str | Path,
     replications = max((sum(1 for x in results if (x.scenario, x.policy) == (r.scenario, r.policy))
                         for r in results), default=0)
     detectors = {(r.scenario, r.policy): r.detector for r in results}
-    (out / "report.md").write_text(markdown_report(summary, questions, replications, detectors))
+    by_policy = paired_differences(rows, "policy", "reactive", "scenario")
+    by_scenario = paired_differences(rows, "scenario", "baseline", "policy")
+    _write(by_policy + by_scenario, out / "differences.parquet")
+    (out / "report.md").write_text("\n".join([
+        markdown_report(summary, questions, replications, detectors),
+        differences_markdown(by_policy, "Each policy against reactive maintenance", "scenario", "policy"),
+        differences_markdown(by_scenario, "Each scenario against the baseline", "policy", "scenario"),
+    ]))
     plot_downtime_and_cost(summary, out / "downtime_cost_by_policy.png")
     plot_lead_times(results, out / "lead_times.png")
     plot_workshop_queue(results, out / "workshop_queue.png")
