@@ -75,6 +75,9 @@ def serve_plain(port: int) -> None:
 
 
 def serve_evtwin(port: int, backend_kind: str) -> None:
+    if os.environ.get("BENCH_TRACE_AFTER_S"):
+        import faulthandler
+        faulthandler.dump_traceback_later(float(os.environ["BENCH_TRACE_AFTER_S"]), repeat=True)
     from configs.settings import load_config
     from serving.app import open_runtime
     from serving.server import serve_until_signal, start_front_door
@@ -144,8 +147,9 @@ def start_server(kind: str, port: int = 0) -> tuple[subprocess.Popen, int]:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_grpc_{kind}.log", "w")
     process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               stdout=subprocess.PIPE, stderr=log, text=True)
     deadline = time.time() + 180
     while time.time() < deadline:
         line = process.stdout.readline()
@@ -192,7 +196,7 @@ def percentile_ms(samples: list[float], q: float) -> float:
 
 
 async def grpc_load(port: int, streams: int, vehicles_per_stream: int, frames_per_vehicle: int, seconds: float,
-                    fault_every: int, token: str | None) -> dict[str, Any]:
+                    fault_every: int, token: str | None, prefix: str = "B") -> dict[str, Any]:
     """``streams`` concurrent bidi streams, each a gateway of ``vehicles_per_stream`` vehicles, pre-encoded
     batches sent with at most 4 unacknowledged per stream, for ``seconds``."""
     import grpc
@@ -208,7 +212,7 @@ async def grpc_load(port: int, streams: int, vehicles_per_stream: int, frames_pe
     rounds = 200
     payloads: list[list[bytes]] = []
     for s in range(streams):
-        vehicles = [f"B{s:03d}-{v:03d}" for v in range(vehicles_per_stream)]
+        vehicles = [f"{prefix}{s:03d}-{v:03d}" for v in range(vehicles_per_stream)]
         payloads.append([encode_columns(batch_columns(vehicles, frames_per_vehicle, 1 + r * frames_per_vehicle,
                                                       fault_every if r % 10 == 5 else 0), batch_id=r + 1).SerializeToString()
                          for r in range(rounds)])
@@ -222,7 +226,18 @@ async def grpc_load(port: int, streams: int, vehicles_per_stream: int, frames_pe
         sent_at: dict[int, float] = {}
         window = asyncio.Semaphore(4)
 
+        failure: list[BaseException] = []
+
         async def reader() -> None:
+            try:
+                await read_replies()
+            except BaseException as error:  # unblock the writer, then report
+                failure.append(error)
+                for _ in range(8):
+                    window.release()
+                raise
+
+        async def read_replies() -> None:
             nonlocal acked
             async for reply in call:
                 now = time.perf_counter()
@@ -240,6 +255,8 @@ async def grpc_load(port: int, streams: int, vehicles_per_stream: int, frames_pe
         r = 0
         while time.perf_counter() < deadline and r < rounds:
             await window.acquire()
+            if failure:
+                raise failure[0]
             sent_at[r + 1] = alert_sent[r + 1] = time.perf_counter()
             await call.write(payloads[s][r])
             r += 1
@@ -306,7 +323,7 @@ async def idle_streams(port: int, count: int, pid: int) -> dict[str, Any]:
     from serving.codec import encode_columns
 
     rss_before = rss_mb(pid)
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, count // 500))]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, count // 100))]
     opened = asyncio.Event()
     ready = 0
     release = asyncio.Event()
@@ -376,7 +393,7 @@ def main() -> int:
             continue
         process, port = start_server(kind)
         try:
-            asyncio.run(grpc_load(port, **{**load, "seconds": 2.0}, fault_every=0, token=operator))  # warm-up
+            asyncio.run(grpc_load(port, **{**load, "seconds": 2.0}, fault_every=0, token=operator, prefix="W"))  # warm-up
             results[part] = asyncio.run(grpc_load(port, **load, fault_every=args.frames_per_vehicle,
                                                   token=None if kind == "plain" else operator))
             if kind == "memory" and "idle" in parts:

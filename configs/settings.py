@@ -162,10 +162,10 @@ class TwinsConfig(_Section):
     risk_alert_threshold: float = Field(0.5, gt=0, le=1)
     # Normal windows between fine-tunes of the per-vehicle head of the anomaly model.
     fine_tune_every_windows: int = Field(168, gt=0)
-    # Per-vehicle head: quantile of the vehicle's own normal per-signal error against the fleet reference,
-    # and the most a signal's tolerance may widen.
-    head_quantile: float = Field(0.9, gt=0, le=1)
-    head_max_scale: float = Field(2.0, ge=1)
+    # Per-vehicle head: per-signal offset = this quantile of the vehicle's own comfortably-normal error,
+    # capped at head_max_offset x the fleet's per-signal reference error.
+    head_quantile: float = Field(0.5, gt=0, le=1)
+    head_max_offset: float = Field(2.0, ge=0)
     # Also require the vehicle's own baseline to agree before an anomaly counts (fewer alerts, less recall).
     baseline_veto: bool = False
     # Seconds a failing model service is left alone before the twins retry their predictions.

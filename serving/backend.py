@@ -57,19 +57,50 @@ async def _resolve(value: Any) -> Any:
 
 
 class TwinFleetBackend:
-    """Adapter over ``twins.hosting.TwinFleet`` (sync methods run in a worker thread)."""
+    """Adapter over ``twins.hosting.TwinFleet`` (sync methods run in a worker thread, one at a time).
 
-    def __init__(self, fleet: Any) -> None:
+    ``TwinFleet`` is a driver-side router that is not thread-safe, so calls never overlap. Batches that
+    arrive from many streams while a call is running are coalesced into the next call (one ``ingest`` per
+    host actor for all of them), then the acks, alerts and refusals are split back to their streams: under
+    load the calls grow instead of queueing.
+    """
+
+    def __init__(self, fleet: Any, max_group_frames: int = 100_000) -> None:
         self.fleet = fleet
+        self.max_group_frames = max_group_frames
+        self._lock = asyncio.Lock()
+        self._waiting: list[tuple[DecodedBatch, asyncio.Future]] = []
+        self._pump: asyncio.Task | None = None
 
     async def _call(self, name: str, *args: Any) -> Any:
-        method = getattr(self.fleet, name)
-        if inspect.iscoroutinefunction(method):
-            return await method(*args)
-        return await _resolve(await asyncio.to_thread(method, *args))
+        async with self._lock:
+            return await _resolve(await asyncio.to_thread(getattr(self.fleet, name), *args))
 
     async def ingest(self, batch: DecodedBatch) -> IngestResult:
-        return await self._call("ingest", batch.record_batch)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((batch, future))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._ingest_waiting())
+        return await future
+
+    async def _ingest_waiting(self) -> None:
+        while self._waiting:
+            group, frames = [], 0
+            while self._waiting and (not group or frames + self._waiting[0][0].num_rows <= self.max_group_frames):
+                batch, future = self._waiting.pop(0)
+                group.append((batch, future))
+                frames += batch.num_rows
+            try:
+                table = pa.Table.from_batches([b.record_batch for b, _ in group])
+                result = await self._call("ingest", table)
+            except Exception as error:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for batch, future in group:
+                if not future.done():
+                    future.set_result(_share_of(result, batch, whole=len(group) == 1))
 
     async def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         return await self._call("summary", vehicle_id)
@@ -88,6 +119,17 @@ class TwinFleetBackend:
 
     async def close(self) -> None:
         await self._call("close")
+
+
+def _share_of(result: IngestResult, batch: DecodedBatch, whole: bool) -> IngestResult:
+    """The part of a coalesced call's result that concerns ``batch``'s vehicles."""
+    if whole:
+        return result
+    mine = set(batch.vehicle_ids)
+    # Duplicates are counted per call, not per vehicle, so a shared call cannot attribute them: 0.
+    return IngestResult(acks={v: s for v, s in result.acks.items() if v in mine},
+                        alerts=[a for a in result.alerts if a.vehicle_id in mine],
+                        rejected=[r for r in result.rejected if r.vehicle_id in mine])
 
 
 @dataclass

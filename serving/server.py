@@ -178,6 +178,8 @@ def channel_options(cfg: ServingConfig) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
+        # HTTP/2 streams per connection: a gateway multiplexes many vehicle streams on one connection.
+        ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),
         # Idle vehicle streams stay open for hours; let clients keep them alive, but not flood pings.
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),

@@ -254,7 +254,7 @@ def test_prediction_is_due_on_schedule_and_after_an_anomaly() -> None:
 
 
 # ------------------------------------------------------------------------ personalisation head
-def test_fine_tune_head_is_versioned_and_only_widens_tolerance() -> None:
+def test_fine_tune_head_is_versioned_and_never_raises_the_score() -> None:
     frames = synthetic_frames("veh-1", 8 * FRAMES_PER_WINDOW)
     model = FakeAnomalyModel((float(frames["cell_temp_max"].mean()), float(frames["motor_temp"].mean())))
     twin = new_twin(twins_cfg(fine_tune_every_windows=5), model=model)
@@ -262,12 +262,14 @@ def test_fine_tune_head_is_versioned_and_only_widens_tolerance() -> None:
     assert twin.fine_tune_due()
     errors, reference = twin.fine_tune_inputs()
     assert errors.shape[1] == 2 and reference.shape == (2,)
-    twin.install_head(PersonalHead(scales=np.array([2.0, 1.0]), version=1))
+    twin.install_head(PersonalHead(offsets=np.array([0.5, 0.0]), version=1))
     assert twin.head.version == 1 and not twin.fine_tune_due()
-    twin.install_head(PersonalHead(scales=np.array([3.0, 1.0]), version=1))  # stale version: ignored
-    assert twin.head.scales.tolist() == [2.0, 1.0]
+    twin.install_head(PersonalHead(offsets=np.array([3.0, 0.0]), version=1))  # stale version: ignored
+    assert twin.head.offsets.tolist() == [0.5, 0.0]
+    personal = twin._personal_fleet_ratio(np.array([2.0, 1.0]), 3.0)
+    assert personal == pytest.approx(2.5) and personal <= 3.0
     restored = VehicleTwin.from_bytes(twin.to_bytes(), model)
-    assert restored.head.version == 1 and restored.head.scales.tolist() == [2.0, 1.0]
+    assert restored.head.version == 1 and restored.head.offsets.tolist() == [0.5, 0.0]
 
 
 class FeatureSequenceModel:

@@ -1,8 +1,8 @@
 """LSTM autoencoder over sequences of window features of normal operation.
 
-Input: for each window, the ``ANOMALY_SIGNALS`` columns of its feature vector (precursor quantities at
-fleet level, the vehicle's own z-scores and data-quality scores), over the last ``sequence_length``
-windows. Values are centred and scaled with statistics of normal training windows and clipped, so
+Input: for each window, the ``ANOMALY_SIGNALS`` columns of its feature vector (precursors smoothed
+over a day and their trends, data-quality scores, operating context), over the last
+``sequence_length`` windows. Values are centred and scaled with statistics of normal training windows and clipped, so
 one wild value saturates instead of blowing up the network. The reconstruction error of a sequence is
 the mean squared error over its steps and signals; the per-signal shares say which signals were wrong.
 """
@@ -14,25 +14,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.features import FEATURE_NAMES
+from training.features import FEATURE_NAMES, TREND_KEYS
 
 __all__ = ["ANOMALY_SIGNALS", "LstmAutoencoder", "feature_sequences", "fit_scaler", "normalise",
            "reconstruction_errors", "train_autoencoder"]
 
+_QUALITY = ("nan_share", "out_of_range_share", "stuck_share", "spike_score")
+_CONTEXT = ("ambient_temp_mean", "driving_share", "charging_share", "abs_current_mean")
+# Degradation develops over days, so the precursors enter smoothed (1-day average) with their trend
+# (1-day minus 7-day average); data quality enters per window so short sensor faults still show.
+# Chosen on validation over per-window levels + z-scores (event recall 0.75 vs 0.53 at the alert budget).
 ANOMALY_SIGNALS: tuple[str, ...] = (
-    # precursors at fleet level
-    "cell_v_spread_load_mean", "cell_v_spread_mean", "cell_t_spread_mean", "pack_rise_per_load",
-    "coolant_dt_per_flow", "flow_per_pump_krpm", "motor_rise_per_torque", "inverter_rise_per_current",
-    "flow_per_pump_active", "inverter_rise_per_kw", "motor_rise_per_krpm", "internal_resistance_mean", "resistance_est_mohm", "tyre_spread_mean", "tyre_comp_min_mean",
-    "aux_v_rest_mean", "aux_battery_voltage_min", "dcdc_current_mean", "brake_rise_max", "brake_pad_wear_mean",
-    # the same against the vehicle's own baseline
-    "cell_v_spread_load_mean_z", "pack_rise_per_load_z", "coolant_dt_per_flow_z", "flow_per_pump_krpm_z",
-    "motor_rise_per_torque_z", "inverter_rise_per_current_z", "internal_resistance_mean_z",
-    "flow_per_pump_active_z", "inverter_rise_per_kw_z", "motor_rise_per_krpm_z",
-    "tyre_comp_min_mean_z", "tyre_spread_mean_z", "aux_v_rest_mean_z", "brake_rise_max_z",
-    # data quality (sensor faults) and operating context
-    "nan_share", "out_of_range_share", "stuck_share", "spike_score",
-    "ambient_temp_mean", "driving_share", "charging_share", "abs_current_mean",
+    tuple(f"{k}_ema1d" for k in TREND_KEYS if k not in _QUALITY)
+    + tuple(f"{k}_trend" for k in TREND_KEYS if k not in _QUALITY)
+    + _QUALITY + _CONTEXT
 )
 CLIP = 8.0
 
@@ -54,8 +49,8 @@ class LstmAutoencoder(nn.Module):
         return self.output(decoded)
 
 
-def signal_index(signals: Sequence[str] = ANOMALY_SIGNALS) -> np.ndarray:
-    return np.array([FEATURE_NAMES.index(s) for s in signals], dtype=np.int64)
+def signal_index(signals: Sequence[str] | None = None) -> np.ndarray:
+    return np.array([FEATURE_NAMES.index(s) for s in (ANOMALY_SIGNALS if signals is None else signals)], dtype=np.int64)
 
 
 def fit_scaler(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--source", choices=("auto", "files", "live"), default="auto",
                         help="frames from the run's Parquet files, or generated live (auto: files when present)")
     parser.add_argument("--vehicles", type=int, default=None, help="only the first N vehicles")
-    parser.add_argument("--batch-minutes", type=float, default=60.0, help="frame time per ingest call")
+    parser.add_argument("--batch-minutes", type=float, default=360.0,
+                        help="frame time per ingest call (bigger: fewer actor calls, faster)")
     parser.add_argument("--no-models", action="store_true", help="do not deploy the Serve model services")
     parser.add_argument("--quiet", action="store_true", help="do not print each alert")
     parser.add_argument("--resume", action="store_true",

@@ -19,6 +19,7 @@ its actor died: duplicates are acknowledged and ignored, so every frame takes ef
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -33,7 +34,7 @@ from twins.types import Alert, AlertFilter, IngestResult
 NAMESPACE = "evtwin"
 MODELS_APP = "evtwin-models"
 _ALERT_LOG = 100_000
-_RETRIES = 5
+_RETRIES = 8  # with backoff: ~20 s for Ray to restart a host actor
 
 
 # ---------------------------------------------------------------------------- injected services on Ray
@@ -212,6 +213,7 @@ class TwinFleet:
                 break
             self.resent_calls += len(failed)
             pending = failed
+            time.sleep(min(0.1 * 2**attempt, 5.0))  # a restarting actor needs a worker process (~2 s)
         else:
             raise RuntimeError(f"host actors {sorted(pending)} failed {_RETRIES} times in a row")
         self._record(result.alerts)

@@ -465,7 +465,7 @@ class VehicleTwin:
         return self.normal_errors.copy(), np.asarray(reference, dtype=np.float64)
 
     def install_head(self, head: PersonalHead) -> None:
-        if head.version <= self.head.version or head.scales.shape != self.head.scales.shape:
+        if head.version <= self.head.version or head.offsets.shape != self.head.offsets.shape:
             return  # stale or foreign result: keep the newer head
         self.head = head
         self.windows_since_tune = 0
@@ -520,7 +520,7 @@ class VehicleTwin:
         meta["baseline"] = baseline_meta
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
         arrays.update({f"baseline__{k}": v for k, v in baseline_arrays.items()})
-        arrays["head_scales"] = self.head.scales
+        arrays["head_offsets"] = self.head.offsets
         if self.last_features is not None:
             arrays["last_features"] = self.last_features
         arrays["assembler"] = np.frombuffer(self.assembler.to_bytes(), dtype=np.uint8)
@@ -559,7 +559,7 @@ class VehicleTwin:
             run, active, last = meta["gates"][name]
             setattr(twin, attr, AlertState(run=int(run), active=bool(active),
                                            last_alert_ms=None if last is None else int(last)))
-        twin.head = PersonalHead(scales=arrays["head_scales"].copy(), version=int(meta["head_version"]))
+        twin.head = PersonalHead(offsets=arrays["head_offsets"].copy(), version=int(meta["head_version"]))
         twin.last_features = arrays["last_features"].copy() if meta["has_features"] else None
         baseline_arrays = {k[len("baseline__"):]: v for k, v in arrays.items() if k.startswith("baseline__")}
         twin.baseline = baseline_from_state(meta["baseline"], baseline_arrays)
