@@ -22,7 +22,7 @@ from training.metrics import (
     average_precision, brier_score, confusion_matrix, macro_f1, pointwise_precision_recall, recall_at_precision,
     reliability_bins, roc_auc,
 )
-from training.alerting import flagged
+from training.alerting import AlertState, flagged
 from training.train import SplitData, alert_policy_factory, load_split, vehicle_blocks
 
 __all__ = ["TARGETS", "evaluate_run", "report_markdown"]
@@ -136,8 +136,28 @@ def severity_section(model_run: Path, data: SplitData, horizon: int, out_dir: Pa
             "test_majority_class": majority}
 
 
+def _sensor_fault_recall(blocks: list[VehicleBlock], scores: dict[str, np.ndarray], threshold: float,
+                         policy_for, faults: dict[str, list[tuple[int, int, str]]], window_ms: int) -> dict[str, Any]:
+    """Share of sensor-fault intervals with an alert in a window overlapping them, per fault kind."""
+    policy = policy_for(threshold)
+    hit: dict[str, list[bool]] = {}
+    for b in blocks:
+        state = AlertState()
+        fired = np.array([state.step(t, x, policy) for t, x in zip(b.ends.tolist(), scores[b.vehicle_id].tolist())], bool)
+        alert_ms = b.ends[fired]
+        for start, end, kind in faults.get(b.vehicle_id, []):
+            if end <= b.ends[0] - window_ms or start > b.ends[-1]:
+                continue  # not within this vehicle's evaluated windows
+            hit.setdefault(kind, []).append(bool(((alert_ms >= start) & (alert_ms - window_ms < end)).any()))
+    out = {k: {"faults": len(v), "recall": float(np.mean(v))} for k, v in sorted(hit.items())}
+    every = [x for v in hit.values() for x in v]
+    out["all"] = {"faults": len(every), "recall": float(np.mean(every)) if every else float("nan")}
+    return out
+
+
 def anomaly_section(model_run: Path, blocks: list[VehicleBlock], cfg: Config, limits: FixedLimits,
-                    stride_ms: int, out_dir: Path) -> dict[str, Any]:
+                    stride_ms: int, out_dir: Path, faults: dict[str, list[tuple[int, int, str]]] | None = None,
+                    window_ms: int = 3_600_000) -> dict[str, Any]:
     model = load_anomaly_model(model_run)
     baselines = json.loads((model_run / MODELS_DIR / "baselines.json").read_text())
     scorers = {
@@ -164,8 +184,22 @@ def anomaly_section(model_run: Path, blocks: list[VehicleBlock], cfg: Config, li
             "lead_p10_days": float(np.percentile(leads, 10)) if leads.size else float("nan"),
             "pointwise_precision": precision, "pointwise_recall": recall, "alerts": outcome.alerts,
         }
+        # Alerts during sensor faults are right (they are anomalies) but not failures: reported apart.
+        out[name]["sensor_faults"] = _sensor_fault_recall(blocks, scores, float(threshold), policy, faults or {}, window_ms)
         if name == "lstm_ae":
             out[name]["per_mode_recall"] = _per_mode_recall(blocks, scores, float(threshold), policy, stride_ms)
+    return out
+
+
+def _faults_by_vehicle(data_run: Path, split: str | None) -> dict[str, list[tuple[int, int, str]]]:
+    path = data_run / DATASET_DIR / "sensor_faults.parquet"
+    if not path.exists():
+        return {}
+    table = pq.read_table(path).to_pydict()
+    out: dict[str, list[tuple[int, int, str]]] = {}
+    for i, v in enumerate(table["vehicle_id"]):
+        if split is None or table["split"][i] == split:
+            out.setdefault(v, []).append((int(table["start_ms"][i]), int(table["end_ms"][i]), str(table["kind"][i])))
     return out
 
 
@@ -296,7 +330,9 @@ def evaluate_run(model_run: Path, cfg: Config, test_run: Path | None = None, out
     shortest = severity_section(model_run, data, horizons[0], out_dir / "shortest")
     report["severity"]["shortest_horizon"] = {"horizon_days": horizons[0], "macro_f1": shortest.get("macro_f1"),
                                               "windows": shortest.get("windows")}
-    report["anomaly"] = anomaly_section(model_run, blocks, cfg, limits, stride_ms, out_dir)
+    faults = _faults_by_vehicle(Path(data_run), None if test_run is not None else "test")
+    report["anomaly"] = anomaly_section(model_run, blocks, cfg, limits, stride_ms, out_dir, faults,
+                                        int(model_card["window_ms"]))
     report["headline"] = headline(report)
     report["targets"], report["baseline_wins"] = judge(report)
     clean = json.loads(json.dumps(report, default=float), parse_constant=lambda c: None)
@@ -368,6 +404,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {det} | {_fmt(m['alert_threshold'])} | {m['detected']}/{m['events']} | {_fmt(m['event_recall'])} | "
                      f"{_fmt(m['false_alarms_per_100_vehicle_days'])} | {_fmt(m['lead_median_days'], 1)} | "
                      f"{_fmt(m['lead_p10_days'], 1)} | {_fmt(m['pointwise_precision'])} | {_fmt(m['pointwise_recall'])} |")
+    lines += ["", "Sensor faults (anomalies, not failures; share of fault intervals with an alert): " + "; ".join(
+        f"{det} {_fmt(m['sensor_faults']['all']['recall'], 2)} of {m['sensor_faults']['all']['faults']}"
+        + " (" + ", ".join(f"{k} {_fmt(v['recall'], 2)}" for k, v in m["sensor_faults"].items() if k != "all") + ")"
+        for det, m in report["anomaly"].items()) + "."]
     per_mode = report["anomaly"]["lstm_ae"].get("per_mode_recall", {})
     if per_mode:
         lines += ["", "LSTM-AE recall by failure mode: " + ", ".join(

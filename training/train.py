@@ -94,11 +94,16 @@ def _threads(cfg: Config, rows: int) -> int:
     return 1 if rows < 20_000 else cores
 
 
+def _min_leaf(rows: int) -> int:
+    """Leaves of at least 200 windows (a few days of one vehicle) on fleet-sized data, fewer on tiny sets."""
+    return int(min(200, max(20, rows // 100)))
+
+
 def _lgb_params(cfg: Config, objective: str, rows: int = 0, **extra) -> dict:
     return {
         "objective": objective, "learning_rate": cfg.training.lightgbm_learning_rate,
-        "num_leaves": cfg.training.lightgbm_num_leaves, "min_data_in_leaf": 40, "feature_fraction": 0.7,
-        "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "max_bin": 63, "verbose": -1,
+        "num_leaves": cfg.training.lightgbm_num_leaves, "min_data_in_leaf": _min_leaf(rows), "feature_fraction": 0.3,
+        "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 10.0, "max_bin": 63, "verbose": -1,
         "seed": cfg.seed, "deterministic": True, "force_row_wise": True,
         "num_threads": _threads(cfg, rows), **extra,
     }
