@@ -76,6 +76,9 @@ def predict_risk(model: FailureModel, X: np.ndarray, top_k: int) -> dict[str, An
     predict_modes = getattr(model, "predict_modes", None)
     if predict_modes is not None and X.shape[0]:
         by_mode = predict_modes(X)
+        if by_mode and isinstance(next(iter(by_mode.values())), dict):
+            # {horizon: {mode: risk}} (training.artifacts): per-mode risk at the shortest horizon.
+            by_mode = by_mode[min(by_mode)]
         modes = sorted(by_mode)
         if modes:
             mode_risk = np.stack([np.asarray(by_mode[m], dtype=np.float32) for m in modes], axis=1)

@@ -180,11 +180,14 @@ def channel_options(cfg: ServingConfig) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         # HTTP/2 streams per connection: a gateway multiplexes many vehicle streams on one connection.
         ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),
-        # Idle vehicle streams stay open for hours; let clients keep them alive, but not flood pings.
+        # Idle vehicle streams stay open for hours: the server probes dead peers every minute, and accepts
+        # client pings (keepalive, BDP probes) every 10 s even when no data flows; the default policy
+        # answers the third "early" ping with GOAWAY, which kills every stream of a quiet gateway.
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
     ]
 
 

@@ -63,3 +63,27 @@ def test_responses_carry_packed_rows(models) -> None:
 def test_empty_request_gives_an_empty_answer(models) -> None:
     answer = predict_risk(models[0], np.zeros((0, 8), dtype=np.float32), top_k=3)
     assert answer["risk"].shape == (0, 3) and answer["contributions"] == []
+
+
+class ModeModel:
+    """Like training.artifacts.FailureModel: per-mode risk nested per horizon."""
+
+    feature_names = ("a", "b")
+
+    def predict(self, X):
+        return {7: np.full(len(X), 0.2), 30: np.full(len(X), 0.6)}
+
+    def predict_modes(self, X):
+        return {7: {"coolant_pump": np.full(len(X), 0.15), "brake_wear": np.full(len(X), 0.05)},
+                30: {"coolant_pump": np.full(len(X), 0.5), "brake_wear": np.full(len(X), 0.1)}}
+
+    def contributions(self, X, top_k):
+        return [[("a", 1.0)][:top_k] for _ in range(len(X))]
+
+
+def test_per_mode_risk_is_reported_at_the_shortest_horizon() -> None:
+    answer = predict_risk(ModeModel(), np.zeros((2, 2), dtype=np.float32), top_k=1)
+    assert answer["modes"] == ["brake_wear", "coolant_pump"]
+    np.testing.assert_allclose(answer["mode_risk"], [[0.05, 0.15], [0.05, 0.15]])
+    risks, modes, _, _ = row_answers(answer, None)
+    assert modes == ["coolant_pump", "coolant_pump"] and risks[0] == {7: pytest.approx(0.2), 30: pytest.approx(0.6)}

@@ -17,6 +17,11 @@ Features, in ``FEATURE_NAMES`` order:
    the trend (short minus long, 7 day, average) and the z-score of this window against the vehicle's
    own running baseline (mean and std of its earlier windows; after a warm-up of 24 windows it learns
    only from windows within 3 std, so a slowly failing part does not become the new normal).
+4. *Accumulated physical estimates* for each of ``ACCUM_KEYS`` (inverter thermal factor, bearing drag,
+   flow per pump speed, 12 V sleep discharge and level, DC-DC recharge at wake-up, load-normalised
+   cell spread) and usage that raises some modes' hazard (ambient, DC fast charging, distance): ratio
+   of a 1-day (7-day, 30-day) time-decayed sum of the response over the same sum of its load, and the
+   1-day minus the 30-day value (how far it has moved).
 
 Fill rules (features are never NaN): a window quantity with no valid sample (sensor dropout, no
 frame under load) takes the vehicle's last valid value of that quantity, or ``0.0`` when the vehicle
@@ -45,10 +50,10 @@ from training.windows import in_order_mask, window_index
 
 __all__ = [
     "FEATURE_NAMES", "FEATURES_VERSION", "FEATURES_HASH", "STAT_SIGNALS", "DERIVED_NAMES", "TREND_KEYS",
-    "REQUIRED_COLUMNS", "FeatureState", "window_raw_features", "vehicle_feature_matrix",
+    "REQUIRED_COLUMNS", "ACCUM_KEYS", "FeatureState", "window_accumulators", "window_raw_features", "vehicle_feature_matrix",
 ]
 
-FEATURES_VERSION = "2"
+FEATURES_VERSION = "3"
 
 # Signals summarised by mean/std/min/max in every window. Position, odometer (see distance) and the
 # charger enum (see activity shares) are left out: their raw level says nothing about health.
@@ -91,8 +96,30 @@ TREND_KEYS: tuple[str, ...] = (
 )
 _CONTEXT = ("ema1d", "trend", "z")
 
+# Physical health estimates accumulated over many windows as ratios of sums (sum of a response over
+# sum of the load that drives it, each an exponential average in time): a window with one frame of
+# driving weighs one frame, not a whole window, so the estimate is far less noisy than an average of
+# per-window ratios. Each inverts the plant model of one failure mode's precursor (labelling spec, 1):
+ACCUM_KEYS: tuple[str, ...] = (
+    "inverter_factor",  # (inverter - coolant in) / (4 + 0.8 kW) while driving: 1 healthy, grows with the fault
+    "motor_drag",  # (motor - coolant in - 0.0004 torque^2) per krpm while driving: rises with bearing drag
+    "flow_per_krpm",  # coolant flow per pump krpm while pumping: falls with a failing pump
+    "aux_sleep_slope",  # 12 V voltage change per window while asleep (cold-compensated): faster when weak
+    "aux_sleep_level",  # 12 V voltage while asleep (cold-compensated): lower when weak
+    "dcdc_wake_excess",  # DC-DC current at wake-up beyond the 12 V loads: recharge of a weak battery
+    "cell_spread_per_c",  # cell spread (mV) over (1 + |I| / 200 A) under load: imbalance without the load
+    # Usage that raises the hazard of some modes (labelling spec, 1): heat and cold, DC fast charging, mileage.
+    "ambient",  # mean ambient temperature
+    "dc_charge_share",  # share of frames charging above 50 kW
+    "km_per_window",  # distance per window
+)
+# Short (1 day), long (7 day) and slow (30 day) estimates, and short minus slow (how far it has moved).
+_ACCUM_CONTEXT = ("acc1d", "acc7d", "acc30d", "accdiff")
+SLOW_HALF_LIFE_MS = 30 * 86_400_000
+
 RAW_NAMES: tuple[str, ...] = tuple(f"{s}_{st}" for s in STAT_SIGNALS for st in _STATS) + DERIVED_NAMES
-FEATURE_NAMES: tuple[str, ...] = RAW_NAMES + tuple(f"{k}_{c}" for k in TREND_KEYS for c in _CONTEXT)
+FEATURE_NAMES: tuple[str, ...] = RAW_NAMES + tuple(f"{k}_{c}" for k in TREND_KEYS for c in _CONTEXT) \
+    + tuple(f"{k}_{c}" for k in ACCUM_KEYS for c in _ACCUM_CONTEXT)
 FEATURES_HASH: str = hashlib.sha256(("v" + FEATURES_VERSION + "|" + ",".join(FEATURE_NAMES)).encode()).hexdigest()[:16]
 
 # Every sensor column a window must carry (missing sensors can be passed as all-NaN arrays).
@@ -241,6 +268,71 @@ def window_raw_features(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def window_accumulators(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(numerator, weight) per ``ACCUM_KEYS`` entry for one window's frames; weight 0 where undefined."""
+    num, den = np.zeros(len(ACCUM_KEYS)), np.zeros(len(ACCUM_KEYS))
+    n = values.shape[0]
+    if n == 0:
+        return num, den
+    v = values.T  # one row per column: cheap views
+    current = v[_COL["pack_current"]]
+    dcdc = v[_COL["dcdc_current"]]
+    with np.errstate(invalid="ignore"):
+        driving = v[_COL["speed"]] > DRIVING_KMH
+        if driving.sum() >= 3:
+            d = v[:, driving]
+            coolant_in = d[_COL["coolant_temp_in"]]
+            inv = d[_COL["inverter_temp"]] - coolant_in
+            load = 4.0 + 0.0008 * np.abs(d[_COL["pack_voltage"]] * d[_COL["pack_current"]])
+            ok = np.isfinite(inv) & np.isfinite(load)
+            num[0], den[0] = inv[ok].sum(), load[ok].sum()
+            motor = d[_COL["motor_temp"]] - coolant_in - 0.0004 * d[_COL["motor_torque"]] ** 2
+            rpm_k = np.abs(d[_COL["motor_speed"]]) / 1000.0
+            ok = np.isfinite(motor) & np.isfinite(rpm_k)
+            num[1], den[1] = motor[ok].sum(), rpm_k[ok].sum()
+        pump_k = v[_COL["pump_speed"]] / 1000.0
+        flow = v[_COL["coolant_flow"]]
+        ok = (pump_k > PUMP_ON_RPM / 1000.0) & np.isfinite(flow)
+        if ok.sum() >= 3:
+            num[2], den[2] = flow[ok].sum(), pump_k[ok].sum()
+        # The DC-DC converter is off (exactly 0 A) while the vehicle sleeps.
+        asleep = np.abs(dcdc) < 0.05
+        aux = v[_COL["aux_battery_voltage"]] + 0.006 * np.maximum(10.0 - v[_COL["ambient_temp"]], 0.0)
+        ok = asleep & np.isfinite(aux)
+        m = int(ok.sum())
+        if m >= 10:
+            t = np.flatnonzero(ok).astype(np.float64)
+            y = aux[ok]
+            t -= t.mean()
+            var_t = float(t @ t)
+            if var_t > 0:
+                num[3], den[3] = float(t @ (y - y.mean())) / var_t * n * m, float(m)  # volts per window
+            num[4], den[4] = float(y.sum()), float(m)
+        if n >= 2:
+            wake = np.flatnonzero(asleep[:-1] & (dcdc[1:] >= 0.05)) + 1
+            if wake.size:
+                excess = dcdc[wake] - 2.9 * np.nan_to_num(v[_COL["hvac_power"], wake])
+                excess = excess[np.isfinite(excess)]
+                num[5], den[5] = float(excess.sum()), float(excess.size)
+        load_c = np.abs(current)
+        ok = load_c > LOAD_CURRENT_A
+        if ok.sum() >= 3:
+            ratio = (v[_COL["cell_voltage_max"], ok] - v[_COL["cell_voltage_min"], ok]) * 1000.0 / (1.0 + load_c[ok] / 200.0)
+            ratio = ratio[np.isfinite(ratio)]
+            num[6], den[6] = float(ratio.sum()), float(ratio.size)
+        ambient = v[_COL["ambient_temp"]]
+        ok = np.isfinite(ambient)
+        num[7], den[7] = float(ambient[ok].sum()), float(ok.sum())
+        charge = v[_COL["charge_power"]]
+        ok = np.isfinite(charge)
+        num[8], den[8] = float((charge[ok] > 50.0).sum()), float(ok.sum())
+        odo = v[_COL["odometer"]]
+        odo = odo[np.isfinite(odo)]
+        if odo.size >= 2:
+            num[9], den[9] = float(odo.max() - odo.min()), 1.0
+    return num, den
+
+
 def _resistance_estimate(voltage: np.ndarray, current: np.ndarray) -> float:
     """-dV/dI (mOhm) by least squares over the window; NaN when current hardly varies."""
     ok = np.isfinite(voltage) & np.isfinite(current)
@@ -306,6 +398,9 @@ class FeatureState:
         self.base_n = np.zeros(len(TREND_KEYS))
         self.base_mean = np.zeros(len(TREND_KEYS))
         self.base_m2 = np.zeros(len(TREND_KEYS))
+        # Ratio-of-sums accumulators: rows (numerator, weight) for the short, long and slow half-lives.
+        self.accum = np.zeros((6, len(ACCUM_KEYS)))
+        self.accum_last = np.zeros(len(ACCUM_KEYS))  # last defined short ratio (fill rule)
 
     def update(self, window: Mapping[str, np.ndarray], end_ms: int | None = None) -> np.ndarray:
         """Feature vector (float32, ``len(FEATURE_NAMES)``) of one window and advance the context.
@@ -330,6 +425,7 @@ class FeatureState:
         raw = window_raw_features(values)
         raw = self._fill(raw)
         keys = raw[_TREND_IDX]
+        acc = self._advance_accumulators(end_ms, values)
         self._advance_averages(end_ms, keys)
         std = np.sqrt(self.base_m2 / np.maximum(self.base_n - 1, 1))
         floor = 1e-3 + 0.01 * np.abs(self.base_mean)
@@ -341,7 +437,7 @@ class FeatureState:
         learn = (self.base_n < BASELINE_WARMUP_WINDOWS) | (np.abs(z) <= BASELINE_LEARN_Z)
         self._advance_baseline(keys, learn)
         self.n_windows += 1
-        out = np.concatenate([raw, context])
+        out = np.concatenate([raw, context, acc])
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
     def _fill(self, raw: np.ndarray) -> np.ndarray:
@@ -349,6 +445,23 @@ class FeatureState:
         self.last_valid[valid] = raw[valid]
         filled = np.where(valid, raw, self.last_valid)
         return np.where(np.isfinite(filled), filled, 0.0)
+
+    def _advance_accumulators(self, end_ms: int, values: np.ndarray) -> np.ndarray:
+        """Decay the ratio-of-sums accumulators to ``end_ms``, add this window, return their features."""
+        num, den = window_accumulators(values)
+        if self.last_end_ms is not None:
+            dt = max(end_ms - self.last_end_ms, 0)
+            for row, half_life in ((0, SHORT_HALF_LIFE_MS), (2, LONG_HALF_LIFE_MS), (4, SLOW_HALF_LIFE_MS)):
+                self.accum[row:row + 2] *= 0.5 ** (dt / half_life)
+        self.accum[0::2] += num
+        self.accum[1::2] += den
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios = np.where(self.accum[1::2] > 1e-9, self.accum[0::2] / self.accum[1::2], np.nan)
+        short = np.where(np.isfinite(ratios[0]), ratios[0], self.accum_last)
+        self.accum_last = short
+        long = np.where(np.isfinite(ratios[1]), ratios[1], short)
+        slow = np.where(np.isfinite(ratios[2]), ratios[2], long)
+        return np.stack([short, long, slow, short - slow], axis=1).ravel()
 
     def _advance_averages(self, end_ms: int, keys: np.ndarray) -> None:
         if self.last_end_ms is None:
@@ -378,6 +491,7 @@ class FeatureState:
                               int(self.last_end_ms is None), self.n_windows], dtype=np.int64),
             last_valid=self.last_valid, ema_short=self.ema_short, ema_long=self.ema_long,
             base_n=self.base_n, base_mean=self.base_mean, base_m2=self.base_m2,
+            accum=self.accum, accum_last=self.accum_last,
         )
         return buf.getvalue()
 
@@ -392,7 +506,8 @@ class FeatureState:
             scalars = npz["scalars"]
             state.last_end_ms = None if scalars[1] else int(scalars[0])
             state.n_windows = int(scalars[2])
-            for name in ("last_valid", "ema_short", "ema_long", "base_n", "base_mean", "base_m2"):
+            for name in ("last_valid", "ema_short", "ema_long", "base_n", "base_mean", "base_m2", "accum",
+                         "accum_last"):
                 setattr(state, name, npz[name].astype(np.float64).copy())
         return state
 

@@ -189,27 +189,52 @@ def _train_mode_model(cfg: Config, folder: Path, tr: SplitData, va: SplitData, h
     return modes
 
 
-def train_severity(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, horizon: int, base_meta: dict) -> dict:
-    """Severity of the coming failure (windows positive at the longest horizon), classes balanced."""
+def _label_horizons(data: SplitData, longest: int) -> list[int]:
+    return sorted(int(k[2:-1]) for k in data.labels if k.startswith("y_") and k.endswith("d") and int(k[2:-1]) <= longest)
+
+
+def train_severity(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, horizon: int, base_meta: dict,
+                   eval_horizon: int | None = None) -> dict:
+    """Severity of the coming failure, classes balanced.
+
+    Judged (configs/evaluation_metrics.md) on windows with a failure due within ``eval_horizon`` (default:
+    the shortest horizon): severity is most knowable close to the failure, when the degradation is far
+    along. The training population (windows positive at one of the horizons up to ``horizon``) is chosen
+    by validation macro-F1 on that population.
+    """
     folder = run_dir / MODELS_DIR / "severity"
     folder.mkdir(parents=True, exist_ok=True)
-    rows = np.flatnonzero((tr.labels[f"y_{horizon}d"] == 1) & (tr.labels["next_severity"] > 0))
-    vrows = np.flatnonzero((va.labels[f"y_{horizon}d"] == 1) & (va.labels["next_severity"] > 0))
-    y = tr.labels["next_severity"][rows].astype(int) - 1
+    candidates = _label_horizons(tr, horizon) or [horizon]
+    eval_horizon = eval_horizon or candidates[0]
+    vrows = np.flatnonzero((va.labels[f"y_{eval_horizon}d"] == 1) & (va.labels["next_severity"] > 0))
     yv = va.labels["next_severity"][vrows].astype(int) - 1
-    if rows.size == 0:
+    best: tuple[float, int, object, np.ndarray] | None = None
+    tried = {}
+    for h in candidates:
+        rows = np.flatnonzero((tr.labels[f"y_{h}d"] == 1) & (tr.labels["next_severity"] > 0))
+        if rows.size == 0:
+            continue
+        y = tr.labels["next_severity"][rows].astype(int) - 1
+        counts = np.bincount(y, minlength=3).astype(float)
+        weight = (counts.sum() / (3 * np.maximum(counts, 1)))[y]
+        params = _lgb_params(cfg, "multiclass", rows.size, num_class=3, metric="multi_logloss")
+        booster = _fit_booster(params, tr.X[rows], y, va.X[vrows], yv, cfg.training.lightgbm_num_rounds,
+                               cfg.training.early_stopping_rounds, weight=weight)
+        pred = booster.predict(va.X[vrows]).reshape(-1, 3).argmax(axis=1) if vrows.size else np.zeros(0, int)
+        f1 = macro_f1(yv + 1, pred + 1, [1, 2, 3]) if vrows.size else float("nan")
+        tried[str(h)] = f1
+        score = f1 if np.isfinite(f1) else -1.0
+        if best is None or score > best[0]:
+            best = (score, h, booster, counts)
+    if best is None:
         raise ValueError("severity: no positive windows in the train split; generate a larger fleet")
-    counts = np.bincount(y, minlength=3).astype(float)
-    weight = (counts.sum() / (3 * np.maximum(counts, 1)))[y]
-    params = _lgb_params(cfg, "multiclass", rows.size, num_class=3, metric="multi_logloss")
-    booster = _fit_booster(params, tr.X[rows], y, va.X[vrows], yv, cfg.training.lightgbm_num_rounds,
-                           cfg.training.early_stopping_rounds, weight=weight)
+    _, train_h, booster, counts = best
     (folder / "model.txt").write_text(booster.model_to_string())
-    pred = booster.predict(va.X[vrows]).reshape(-1, 3).argmax(axis=1) if vrows.size else np.zeros(0, int)
-    metrics = {"validation_macro_f1": macro_f1(yv + 1, pred + 1, [1, 2, 3]) if vrows.size else float("nan"),
-               "train_rows": int(rows.size), "class_counts": counts.tolist()}
-    write_meta(folder, {**base_meta, "kind": "severity", "horizon": horizon, "metrics": metrics,
-                        "best_iteration": booster.best_iteration or booster.current_iteration()})
+    metrics = {"validation_macro_f1": tried[str(train_h)], "validation_macro_f1_by_train_horizon": tried,
+               "train_horizon_days": train_h, "eval_horizon_days": eval_horizon,
+               "train_rows": int(counts.sum()), "class_counts": counts.tolist()}
+    write_meta(folder, {**base_meta, "kind": "severity", "horizon": train_h, "eval_horizon": eval_horizon,
+                        "metrics": metrics, "best_iteration": booster.best_iteration or booster.current_iteration()})
     return metrics
 
 

@@ -144,6 +144,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         batches = _file_batches(run_dir, vehicles, batch_ms) if use_files else _live_batches(config, n_vehicles, batch_ms)
         total = n_vehicles * frame_count(config.simulation) if not use_files else None
         alerts: list[Alert] = []
+        driven: set[str] = set()
         frames = 0
         t0 = time.perf_counter()
         with Progress(TextColumn("twins"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -152,6 +153,7 @@ def run_fleet(args: argparse.Namespace) -> int:
             for table in batches:
                 result = fleet.ingest(table)
                 frames += table.num_rows
+                driven.update(table.column("vehicle_id").unique().to_pylist())
                 for alert in result.alerts:
                     if not args.quiet:
                         _print_alert(alert)
@@ -167,21 +169,21 @@ def run_fleet(args: argparse.Namespace) -> int:
             serve.shutdown()
         if started:
             ray.shutdown()
-    _summary(run_dir, config, alerts, frames, elapsed, n_vehicles, observation_window(config.simulation)[1])
+    _summary(run_dir, config, alerts, frames, elapsed, driven, observation_window(config.simulation)[1])
     return 0
 
 
-def _summary(run_dir: Path, config: Any, alerts: list[Alert], frames: int, elapsed: float, vehicles: int,
+def _summary(run_dir: Path, config: Any, alerts: list[Alert], frames: int, elapsed: float, vehicles: set[str],
              end_ms: int) -> None:
     from twins.evaluation import score_alerts
 
-    console.print(f"\n{frames:,} frames from {vehicles} vehicles in {elapsed:.1f} s "
+    console.print(f"\n{frames:,} frames from {len(vehicles)} vehicles in {elapsed:.1f} s "
                   f"({frames / max(elapsed, 1e-9):,.0f} frames/s), {len(alerts)} alerts")
     events, faults = [], []
     if (run_dir / "events.parquet").exists():
         from simulation.io import read_events, read_sensor_faults
-        events = read_events(run_dir).to_pylist()
-        faults = read_sensor_faults(run_dir).to_pylist()
+        events = [e for e in read_events(run_dir).to_pylist() if e["vehicle_id"] in vehicles]
+        faults = [f for f in read_sensor_faults(run_dir).to_pylist() if f["vehicle_id"] in vehicles]
     horizon_ms = min(config.labels.failure_horizons_days) * 86_400_000
     report = score_alerts(alerts, events, faults, risk_horizon_ms=horizon_ms,
                           slack_ms=int(config.dataset.window_minutes * 60_000), end_ms=end_ms)

@@ -18,6 +18,7 @@ its actor died: duplicates are acknowledged and ignored, so every frame takes ef
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -133,6 +134,9 @@ def _load_anomaly_model(run_dir: str | None) -> Any:
         return load_anomaly_model(run_dir)
     except (ImportError, FileNotFoundError):
         return None  # no trained LSTM-AE: twins score with their statistical baseline only
+    except ValueError as error:  # ArtifactMismatch: stale artefact; degrade instead of killing the host
+        logging.getLogger(__name__).warning("anomaly model not used: %s", error)
+        return None
 
 
 # ---------------------------------------------------------------------------- the driver-side router
