@@ -323,7 +323,7 @@ async def idle_streams(port: int, count: int, pid: int) -> dict[str, Any]:
     from serving.codec import encode_columns
 
     rss_before = rss_mb(pid)
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, count // 100))]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, count // int(os.environ.get("BENCH_STREAMS_PER_CHANNEL", "1000"))))]
     opened = asyncio.Event()
     ready = 0
     release = asyncio.Event()
