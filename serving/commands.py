@@ -240,7 +240,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def _alert_line(alert: dict[str, Any]) -> str:
     ts = time.strftime("%Y-%m-%d %H:%M", time.gmtime(alert["ts_ms"] / 1000))
-    signals = ", ".join(f"{name} {share:.0%}" for name, share in alert["signals"][:3])
+    if alert["rule"] == "failure_risk":  # LightGBM contributions, in log-odds
+        signals = ", ".join(f"{name} {value:+.2f}" for name, value in alert["signals"][:3])
+    else:  # shares of the reconstruction error (or of the faulty fields)
+        signals = ", ".join(f"{name} {share:.0%}" for name, share in alert["signals"][:3])
     mode = f" [{alert['mode']}]" if alert.get("mode") else ""
     return f"[yellow]ALERT[/yellow] {ts} {alert['vehicle_id']} {alert['rule']}{mode} score {alert['score']:.2f}: {signals}"
 

@@ -45,12 +45,36 @@ OFFLINE_STEPS: tuple[OfflineStep, ...] = (
     OfflineStep("generate", lambda c, r: ["generate", "--config", str(c), "--out", str(r), "--overwrite", "--plots"],
                 lambda r: (r / "manifest.json").exists()),
     OfflineStep("prepare", lambda c, r: ["prepare", "--config", str(c), "--run", str(r)],
-                lambda r: (r / "dataset").exists()),
+                lambda r: _dataset_matches_code(r)),
     OfflineStep("train", lambda c, r: ["train", "--config", str(c), "--run", str(r)],
-                lambda r: (r / "models").exists()),
+                lambda r: _models_match_code(r)),
     OfflineStep("evaluate", lambda c, r: ["evaluate", "--config", str(c), "--run", str(r)],
                 lambda r: (r / "evaluation").exists()),
 )
+
+
+def _dataset_matches_code(run_dir: Path) -> bool:
+    """A prepared dataset is reusable only if it was built with this code's feature set."""
+    card = run_dir / "dataset" / "card.json"
+    if not card.exists():
+        return False
+    from training.features import FEATURES_HASH
+
+    return json.loads(card.read_text()).get("features_hash") == FEATURES_HASH
+
+
+def _models_match_code(run_dir: Path) -> bool:
+    """Trained models are reusable only if every loader accepts them (same features and schema)."""
+    if not (run_dir / "models").exists():
+        return False
+    from training.artifacts import load_anomaly_model, load_failure_model, load_severity_model
+
+    try:
+        for load in (load_failure_model, load_severity_model, load_anomaly_model):
+            load(run_dir)
+    except (ValueError, FileNotFoundError, KeyError):
+        return False
+    return True
 
 
 @dataclass
@@ -179,6 +203,30 @@ def _judged_line(alert: dict[str, Any], truth: GroundTruth) -> str:
     return f"{_alert_line(alert)} -> {verdict}{lead_text}"
 
 
+def explanation_table(alerts: list[dict[str, Any]], truth: GroundTruth, run_dir: Path) -> Table:
+    """Why each alert fired: its drivers and the closest failure-mode knowledge from the LanceDB index.
+
+    Every alert is then remembered with its ground-truth outcome, so the next run's explanations can
+    also say how similar past alerts turned out (what a reliability engineer records after a visit).
+    """
+    from serving.explanations import ExplanationIndex, evidence_from_alert
+
+    index = ExplanationIndex(run_dir / "explanations")
+    table = Table(title="why alerts fired (LanceDB retrieval)")
+    for column in ("vehicle", "rule", "closest known pattern", "similar past alerts", "ground truth"):
+        table.add_column(column)
+    for alert in alerts:
+        evidence = evidence_from_alert(alert)
+        explanation = index.explain(evidence)
+        ok, matched, _ = truth.judge(alert)
+        best = explanation.matches[0] if explanation.matches else None
+        pattern = f"{best.mode} ({best.similarity:.2f})" if best else "-"
+        past = ", ".join(sorted({a.outcome for a in explanation.similar_alerts})) or "-"
+        table.add_row(alert["vehicle_id"], alert["rule"], pattern, past, matched if ok else "false alarm")
+        index.remember(evidence, matched if ok else "false_alarm")
+    return table
+
+
 def summary_table(alerts: list[dict[str, Any]], truth: GroundTruth, streamed: dict[str, Any]) -> Table:
     table = Table(title="evtwin demo: alerts against ground truth")
     for column in ("rule", "alerts", "true", "false", "median lead (d)"):
@@ -238,6 +286,7 @@ def run_demo(config: Config, run_dir: Path, backend: str = "ray", speed: float =
     alerts = sorted(seen.values(), key=lambda a: a["ts_ms"])
     console.rule("[bold]summary")
     Console().print(summary_table(alerts, truth, streamed))
+    Console().print(explanation_table(alerts, truth, run_dir))
     steps = Table(title="steps")
     steps.add_column("step")
     steps.add_column("outcome")

@@ -88,6 +88,15 @@ class Explanation:
         return " ".join(lines) or "No evidence recorded for this alert."
 
 
+def evidence_from_alert(alert: Mapping) -> AlertEvidence:
+    """An alert as the twins and the wire carry it (dict with ``signals`` as (name, value) pairs)."""
+    return AlertEvidence(
+        alert_id=str(alert["alert_id"]), vehicle_id=str(alert["vehicle_id"]), ts_ms=int(alert["ts_ms"]),
+        kind=str(alert["rule"]), evidence={str(name): float(value) for name, value in alert.get("signals", ())},
+        summary=str(alert.get("message") or ""),
+    )
+
+
 def load_knowledge(path: Path = KNOWLEDGE_PATH) -> list[dict]:
     document = json.loads(Path(path).read_text())
     return list(document["entries"])

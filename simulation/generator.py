@@ -382,8 +382,10 @@ def simulate_vehicle(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: i
         last = min(total, -(-((day + 1) * MS_PER_DAY) // step_ms))
         if last <= first:
             continue
-        seq = np.arange(first, last, dtype=np.int64)
-        yield _simulate_day(profile, seed, day, seq, start_ms + seq * step_ms, step_ms / 1000.0, start_ms,
+        frame_index = np.arange(first, last, dtype=np.int64)
+        # seq counts from 1 (the wire contract: an ack of 0 means nothing is durable yet).
+        yield _simulate_day(profile, seed, day, frame_index + 1, start_ms + frame_index * step_ms, step_ms / 1000.0,
+                            start_ms,
                             state, events, faults, daily_means, noise_bank)
 
 

@@ -78,3 +78,13 @@ def test_embedding_ignores_non_finite_evidence() -> None:
 
 def test_unknown_feature_maps_to_no_field() -> None:
     assert fields_of_feature("zzz_unknown") == ()
+
+
+def test_an_alert_dict_from_the_wire_becomes_evidence(index: ExplanationIndex) -> None:
+    from serving.explanations import evidence_from_alert
+
+    alert = {"alert_id": "w1", "vehicle_id": "EV-9", "ts_ms": 5, "rule": "anomaly", "message": "",
+             "signals": [("coolant_flow_mean", 0.4), ("coolant_temp_out_max", 0.3)]}
+    evidence = evidence_from_alert(alert)
+    assert evidence.kind == "anomaly" and evidence.evidence["coolant_flow_mean"] == 0.4
+    assert index.explain(evidence).likely_mode == "coolant_pump"

@@ -116,9 +116,13 @@ def _zscore_rows(data: SplitData, blocks: list[VehicleBlock]) -> np.ndarray:
     return out
 
 
-def severity_section(model_run: Path, data: SplitData, horizon: int, out_dir: Path) -> dict[str, Any]:
+def severity_section(model_run: Path, data: SplitData, horizon: int, out_dir: Path,
+                     within_ms: int | None = None) -> dict[str, Any]:
+    """Severity on windows with a failure due within ``horizon`` days (or within ``within_ms``, if given)."""
     model = load_severity_model(model_run)
     rows = (data.labels[f"y_{horizon}d"] == 1) & (data.labels["next_severity"] > 0)
+    if within_ms is not None:
+        rows &= (data.labels["next_failure_ms"] - data.ends) <= within_ms
     y = data.labels["next_severity"][rows].astype(int)
     if y.size == 0:
         return {"windows": 0, "macro_f1": None, "note": "no positive windows with a severity in this data"}
@@ -330,6 +334,8 @@ def evaluate_run(model_run: Path, cfg: Config, test_run: Path | None = None, out
     longest = severity_section(model_run, data, horizons[-1], out_dir / "longest")
     report["severity"]["other_horizon"] = {"horizon_days": horizons[-1], "macro_f1": longest.get("macro_f1"),
                                            "windows": longest.get("windows")}
+    last_day = severity_section(model_run, data, horizons[0], out_dir / "last_day", within_ms=86_400_000)
+    report["severity"]["last_day"] = {"macro_f1": last_day.get("macro_f1"), "windows": last_day.get("windows")}
     faults = _faults_by_vehicle(Path(data_run), None if test_run is not None else "test")
     report["anomaly"] = anomaly_section(model_run, blocks, cfg, limits, stride_ms, out_dir, faults,
                                         int(model_card["window_ms"]))
@@ -393,7 +399,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {k + 1} | " + " | ".join(str(v) for v in row) + " |" for k, row in enumerate(sev["confusion_matrix"])]
         lh = sev.get("other_horizon", {})
         lines += ["", f"Over windows with a failure due within {lh.get('horizon_days')} days: macro-F1 "
-                  f"{_fmt(lh.get('macro_f1'))} ({lh.get('windows')} windows)."]
+                  f"{_fmt(lh.get('macro_f1'))} ({lh.get('windows')} windows); within 1 day: "
+                  f"{_fmt(sev.get('last_day', {}).get('macro_f1'))} ({sev.get('last_day', {}).get('windows')} windows)."]
     lines += ["", "## Anomaly detection", "",
               "Event-level: an event (a failure's onset-to-failure interval) is detected when an alert falls inside it; "
               "false alarms are alerts in healthy windows (no degradation, no sensor fault, not just after a "
