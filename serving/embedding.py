@@ -2,9 +2,11 @@
 
 A vector has two parts, each L2-normalised and then weighted:
 
-* a *signal* part, one dimension per telemetry field, holding the signed evidence that field carries
+* a *signal* part, one dimension per telemetry field, holding how much evidence that field carries
   (a feature such as ``cell_voltage_spread_max`` counts towards the fields it is computed from), so
-  an alert whose coolant flow fell and outlet temperature rose lands next to the coolant-pump entry;
+  an alert driven by coolant flow and outlet temperature lands next to the coolant-pump entry.
+  Magnitudes only: an alert's evidence is an error share or a log-odds contribution, whose sign is
+  not the physical direction the knowledge entries describe;
 * a *text* part, a signed feature-hashing of the words, so free text ("stuck", "not a number",
   "fast charging") also counts.
 
@@ -38,6 +40,33 @@ _STOPWORDS = frozenset(
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
+# Derived features whose names abbreviate the telemetry fields they are computed from
+# (training.features); longest prefix wins.
+_FEATURE_ALIASES: dict[str, tuple[str, ...]] = {
+    "cell_t_": ("cell_temp_min", "cell_temp_max", "cell_temp_avg"),
+    "cell_v_": ("cell_voltage_min", "cell_voltage_max"),
+    "cell_spread": ("cell_voltage_min", "cell_voltage_max"),
+    "aux_": ("aux_battery_voltage",),
+    "dcdc_": ("dcdc_current",),
+    "brake_rise": ("brake_temp",),
+    "flow_per": ("coolant_flow", "pump_speed"),
+    "coolant_dt": ("coolant_temp_in", "coolant_temp_out"),
+    "inverter_": ("inverter_temp",),
+    "motor_rise": ("motor_temp",),
+    "motor_drag": ("motor_temp",),
+    "pack_rise": ("cell_temp_avg",),
+    "resistance_est": ("internal_resistance",),
+    "tyre_": ("tyre_pressure_fl", "tyre_pressure_fr", "tyre_pressure_rl", "tyre_pressure_rr"),
+    "abs_current": ("pack_current",),
+    "ambient": ("ambient_temp",),
+    "dc_charge_share": ("charger_state", "charge_power"),
+    "charging_share": ("charger_state", "charge_power"),
+    "distance_km": ("speed", "odometer"),
+    "km_per_window": ("speed", "odometer"),
+    "driving_share": ("speed",),
+}
+
+
 @lru_cache(maxsize=4096)
 def fields_of_feature(feature_name: str, field_names: tuple[str, ...] = SCHEMA.sensor_names) -> tuple[str, ...]:
     """Telemetry fields a feature (or field) name refers to.
@@ -46,10 +75,15 @@ def fields_of_feature(feature_name: str, field_names: tuple[str, ...] = SCHEMA.s
     ('coolant_flow',)
     >>> fields_of_feature("cell_voltage_spread_max")
     ('cell_voltage_min', 'cell_voltage_max')
+    >>> fields_of_feature("flow_per_pump_krpm_ema1d")
+    ('coolant_flow', 'pump_speed')
     """
     exact = tuple(f for f in field_names if f in feature_name)
     if exact:
         return (max(exact, key=len),)
+    aliases = [prefix for prefix in _FEATURE_ALIASES if feature_name.startswith(prefix)]
+    if aliases:
+        return tuple(f for f in _FEATURE_ALIASES[max(aliases, key=len)] if f in field_names)
     tokens = feature_name.split("_")
     for length in range(len(tokens) - 1, 0, -1):
         prefix = "_".join(tokens[:length]) + "_"
@@ -90,7 +124,7 @@ class SignalTextEmbedder:
                 continue
             fields = fields_of_feature(name, self.field_names)
             for field in fields:
-                vector[self._index[field]] += float(value) / len(fields)
+                vector[self._index[field]] += abs(float(value)) / len(fields)
         return vector
 
     def text_vector(self, text: str) -> np.ndarray:
