@@ -58,6 +58,16 @@ def reference_twins(cfg, columns) -> dict[str, bytes]:
     return out
 
 
+def _pid_once_available(handle, attempts: int = 40) -> int:
+    """The actor's pid; a call racing its restart is refused as unavailable, so ask again."""
+    for _ in range(attempts):
+        try:
+            return ray.get(handle.pid.remote(), timeout=30)
+        except ray.exceptions.ActorUnavailableError:
+            time.sleep(0.25)
+    raise AssertionError("the restarted actor never became available")
+
+
 @pytest.mark.parametrize("twins_per_actor", [1, 2], ids=["actor-per-twin", "sharded"])
 def test_killed_host_restores_and_ends_identical_to_an_uninterrupted_run(ray_session, tmp_path, twins_per_actor):
     from twins.hosting import TwinFleet
@@ -83,7 +93,7 @@ def test_killed_host_restores_and_ends_identical_to_an_uninterrupted_run(ray_ses
             killed = True
             # Re-send the last batch as a client would after a disconnect: no double effect.
             fleet.ingest(part)
-            assert ray.get(victim.pid.remote()) != old_pid
+            assert _pid_once_available(victim) != old_pid
     assert killed and acked == {v: 20 * FPW for v in VEHICLES}
     reference = reference_twins(cfg, columns)
     for v in VEHICLES:

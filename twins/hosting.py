@@ -36,6 +36,9 @@ NAMESPACE = "evtwin"
 MODELS_APP = "evtwin-models"
 _ALERT_LOG = 100_000
 _RETRIES = 8  # with backoff: ~20 s for Ray to restart a host actor
+# A call caught by an actor's death can, rarely, never resolve (seen when the kill races the restart);
+# after this long it is re-sent like a failed call, which dedup by seq makes safe.
+_CALL_TIMEOUT_S = 30.0
 
 
 # ---------------------------------------------------------------------------- injected services on Ray
@@ -208,8 +211,9 @@ class TwinFleet:
             failed: dict[str, FrameBlock] = {}
             for name, ref in calls.items():
                 try:
-                    result.merge(ray.get(ref))
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                    result.merge(ray.get(ref, timeout=_CALL_TIMEOUT_S))
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+                        ray.exceptions.GetTimeoutError):
                     # The actor died mid-call: whatever it had checkpointed is acknowledged on re-send,
                     # the rest is applied again; dedup by seq makes that exactly-once in effect.
                     failed[name] = pending[name]
