@@ -182,6 +182,8 @@ class ServingConfig(_Section):
     serve_http_port: int = Field(8000, ge=0, le=65535)
     max_message_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_frames_in_flight_per_stream: int = Field(20_000, gt=0)
+    # Port of the Prometheus /metrics endpoint on the serving host; 0 = no endpoint.
+    metrics_port: int = Field(0, ge=0, le=65535)
     tls_cert_path: str | None = None
     tls_key_path: str | None = None
     # With a client CA, clients must present a certificate it signed (mutual TLS).

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
-from serving.codec import alert_from_proto, encode_columns
+from serving.codec import alert_from_proto, encode_columns, to_columns
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +33,6 @@ Columns = dict[str, np.ndarray]
 # Status codes after which reconnecting and re-sending is the right move.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
                        grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED})
-
-
-def to_columns(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> Columns:
-    """Arrow batch (SCHEMA.arrow_schema) or column dict -> dict of numpy arrays; ts as int64 ms, nulls NaN."""
-    if isinstance(batch, Mapping):
-        columns = {k: np.asarray(v) for k, v in batch.items()}
-        columns["ts"] = np.asarray(columns["ts"]).astype("datetime64[ms]").astype(np.int64) \
-            if np.asarray(columns["ts"]).dtype.kind == "M" else np.asarray(columns["ts"], dtype=np.int64)
-        return columns
-    columns = {}
-    for name in batch.schema.names:
-        column = batch.column(name)
-        if name == "vehicle_id":
-            columns[name] = np.asarray(column.to_pylist(), dtype=object)
-        elif name == "ts":
-            columns[name] = column.cast(pa.int64()).to_numpy(zero_copy_only=False)
-        elif name == "seq":
-            columns[name] = column.to_numpy(zero_copy_only=False).astype(np.int64)
-        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-            columns[name] = column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False) \
-                if column.null_count or pa.types.is_integer(column.type) else column.to_numpy(zero_copy_only=False)
-    return columns
 
 
 def select_rows(columns: Columns, rows: np.ndarray) -> Columns:

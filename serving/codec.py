@@ -281,9 +281,14 @@ def encode_columns(columns: Mapping[str, Any], batch_id: int = 0) -> telemetry_p
     return msg
 
 
-def encode_record_batch(batch: pa.RecordBatch | pa.Table, batch_id: int = 0) -> telemetry_pb2.FrameBatch:
-    """FrameBatch from an Arrow batch in SCHEMA.arrow_schema (what the generator and Parquet give)."""
-    columns: dict[str, Any] = {}
+def to_columns(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Arrow batch (SCHEMA.arrow_schema) or column dict -> dict of numpy arrays; ts as int64 ms, nulls NaN."""
+    if isinstance(batch, Mapping):
+        columns = {k: np.asarray(v) for k, v in batch.items()}
+        columns["ts"] = np.asarray(columns["ts"]).astype("datetime64[ms]").astype(np.int64) \
+            if np.asarray(columns["ts"]).dtype.kind == "M" else np.asarray(columns["ts"], dtype=np.int64)
+        return columns
+    columns = {}
     for name in batch.schema.names:
         column = batch.column(name)
         if name == "vehicle_id":
@@ -291,11 +296,16 @@ def encode_record_batch(batch: pa.RecordBatch | pa.Table, batch_id: int = 0) -> 
         elif name == "ts":
             columns[name] = column.cast(pa.int64()).to_numpy(zero_copy_only=False)
         elif name == "seq":
-            columns[name] = column.to_numpy(zero_copy_only=False)
-        elif name in SENSOR_NAMES:
-            # Nulls become NaN (missing reading); int8 goes through float so nulls survive.
-            columns[name] = column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-    return encode_columns(columns, batch_id)
+            columns[name] = column.to_numpy(zero_copy_only=False).astype(np.int64)
+        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            columns[name] = column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False) \
+                if column.null_count or pa.types.is_integer(column.type) else column.to_numpy(zero_copy_only=False)
+    return columns
+
+
+def encode_record_batch(batch: pa.RecordBatch | pa.Table, batch_id: int = 0) -> telemetry_pb2.FrameBatch:
+    """FrameBatch from an Arrow batch in SCHEMA.arrow_schema (what the generator and Parquet give)."""
+    return encode_columns(to_columns(batch), batch_id)
 
 
 def alert_to_proto(alert: Any) -> alerts_pb2.Alert:

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from configs.settings import ServingConfig
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
+from serving.metrics import FrontDoorMetrics, start_metrics_server
 from serving.auth import AuthError, Claims, bearer_token, verify_token
 from serving.backend import FleetBackend
 from serving.codec import BatchLimits, safe_parser
@@ -200,6 +201,7 @@ class FrontDoor:
     hub: AlertHub
     sessions: SessionRegistry
     drain_timeout_s: float
+    metrics: FrontDoorMetrics | None = None
 
     async def stop(self) -> None:
         """Stop accepting, let open streams ack what they hold, checkpoint the twins, stop."""
@@ -226,9 +228,13 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
     )
     hub = AlertHub(cfg.watch_queue_alerts)
     sessions = SessionRegistry()
+    metrics = FrontDoorMetrics()
+    if cfg.metrics_port:
+        start_metrics_server(metrics, cfg.metrics_port, host or cfg.host)
     limits = BatchLimits(max_batch_frames=cfg.max_batch_frames, max_future_skew_ms=int(cfg.max_future_skew_s * 1000))
     register_servicer(server, telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"],
-                      TelemetryServicer(backend, hub, sessions, limits, cfg.max_frames_in_flight_per_stream, clock_ms))
+                      TelemetryServicer(backend, hub, sessions, limits, cfg.max_frames_in_flight_per_stream, clock_ms,
+                                        metrics))
     register_servicer(server, twin_pb2.DESCRIPTOR.services_by_name["TwinService"], TwinServicer(backend))
     register_servicer(server, alerts_pb2.DESCRIPTOR.services_by_name["AlertService"], AlertServicer(backend, hub))
     health_servicer = health.aio.HealthServicer()
@@ -242,7 +248,7 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
     await server.start()
     for name in SERVICE_NAMES + ("",):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return FrontDoor(server, bound, backend, health_servicer, hub, sessions, cfg.drain_timeout_s)
+    return FrontDoor(server, bound, backend, health_servicer, hub, sessions, cfg.drain_timeout_s, metrics)
 
 
 async def serve_until_signal(door: FrontDoor, on_ready: Callable[[FrontDoor], None] | None = None) -> int:

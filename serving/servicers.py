@@ -7,15 +7,17 @@ in ``serving.auth`` (checked by the interceptor in ``serving.server``, which han
 from __future__ import annotations
 
 import asyncio
+import time
 import contextvars
 import logging
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 
 from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
 from serving.auth import Claims
 from serving.backend import FleetBackend
+from serving.metrics import FrontDoorMetrics
 from serving.codec import (VEHICLE_ID_PATTERN, BatchLimits, DecodedBatch, Unparseable, WireError, alert_to_proto, decode_batch,
                            summary_to_proto)
 from twins.types import Alert, AlertFilter
@@ -140,7 +142,9 @@ class SessionRegistry:
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     def __init__(self, backend: FleetBackend, hub: AlertHub, sessions: SessionRegistry, limits: BatchLimits,
-                 max_frames_in_flight: int, clock_ms: Callable[[], int]) -> None:
+                 max_frames_in_flight: int, clock_ms: Callable[[], int],
+                 metrics: FrontDoorMetrics | None = None) -> None:
+        self.metrics = metrics or FrontDoorMetrics()
         self.backend = backend
         self.hub = hub
         self.sessions = sessions
@@ -154,6 +158,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         budget = FrameBudget(self.max_frames_in_flight)
         queue = self.sessions.open()
         reader = asyncio.create_task(self._read(request_iterator, claims, budget, queue))
+        self.metrics.open_streams.inc()
         try:
             while True:
                 item = await queue.get()
@@ -163,10 +168,12 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                     await context.abort(grpc.StatusCode.UNAVAILABLE,
                                         "server draining: reconnect and resend from the last acknowledged seq")
                 if isinstance(item, WireError):
+                    self.metrics.rpc_errors.labels(method="Stream", code=item.status).inc()
                     await context.abort(status_code(item.status), item.message)
                 for reply in await self._ingest(item, budget, context):
                     yield reply
         finally:
+            self.metrics.open_streams.dec()
             reader.cancel()
             self.sessions.close(queue)
 
@@ -181,6 +188,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                 batch = decode_batch(msg, self.limits, self.clock_ms())
                 _authorize(claims, batch)
                 await budget.acquire(batch.num_rows)
+                self.metrics.frames_in_flight.inc(batch.num_rows)
                 queue.put_nowait(batch)
             queue.put_nowait(_END)
         except WireError as error:
@@ -193,14 +201,18 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
 
     async def _ingest(self, batch: DecodedBatch, budget: FrameBudget,
                       context: grpc.aio.ServicerContext) -> list[telemetry_pb2.StreamReply]:
+        started = time.perf_counter()
         try:
             result = await self.backend.ingest(batch)
         except Exception as error:  # never a stack trace on the wire; the client resends from its last ack
             log.warning("ingest of batch %d failed: %r", batch.batch_id, error)
+            self.metrics.rpc_errors.labels(method="Stream", code="UNAVAILABLE").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 f"twins unavailable ({type(error).__name__}); resend from the last acknowledged seq")
         finally:
+            self.metrics.frames_in_flight.dec(batch.num_rows)
             await budget.release(batch.num_rows)
+        self._observe(batch, result, time.perf_counter() - started)
         ack = telemetry_pb2.Ack(
             batch_id=batch.batch_id, frames=batch.num_rows, duplicates=int(result.duplicates),
             sensor_faults=batch.sensor_faults,
@@ -213,6 +225,18 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             self.hub.publish(list(result.alerts))
             replies += [telemetry_pb2.StreamReply(alert=alert_to_proto(a)) for a in result.alerts]
         return replies
+
+
+    def _observe(self, batch: DecodedBatch, result: Any, seconds: float) -> None:
+        duplicates, rejected = int(result.duplicates), len(result.rejected)
+        self.metrics.batches_received.inc()
+        self.metrics.ingest_latency.observe(seconds)
+        self.metrics.frames_received.labels(outcome="applied").inc(max(0, batch.num_rows - duplicates - rejected))
+        self.metrics.frames_received.labels(outcome="duplicate").inc(duplicates)
+        self.metrics.frames_received.labels(outcome="rejected").inc(rejected)
+        self.metrics.frames_received.labels(outcome="sensor_fault").inc(int(batch.sensor_faults))
+        for alert in result.alerts:
+            self.metrics.alerts_raised.labels(rule=alert.rule).inc()
 
 
 def _authorize(claims: Claims, batch: DecodedBatch) -> None:

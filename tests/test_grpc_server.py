@@ -460,3 +460,30 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+
+def test_prometheus_metrics_count_frames_streams_and_scrape_over_http() -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    running = ServerThread(MemoryFleet(), CFG.model_copy(update={"metrics_port": metrics_port}))
+    try:
+        async def go() -> int:
+            async with Client(running.target, token_for("MET1")) as client:
+                stats = await client.stream(batches_of(fleet_columns(["MET1"], 1200), 400))
+            return stats.frames_acked
+
+        assert asyncio.run(go()) == 1200
+        metrics = running.door.metrics
+        assert metrics.frames_received.labels(outcome="applied")._value.get() == 1200
+        assert metrics.batches_received._value.get() == 3
+        assert metrics.open_streams._value.get() == 0
+        assert metrics.frames_in_flight._value.get() == 0
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+        assert b'evtwin_frames_total{outcome="applied"} 1200.0' in scraped
+    finally:
+        running.stop()
