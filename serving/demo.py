@@ -30,6 +30,8 @@ from configs.settings import Config
 
 console = Console(stderr=True)
 
+# Below this cosine similarity the nearest knowledge entry is shown as a guess, not an explanation.
+WEAK_MATCH_SIMILARITY = 0.2
 # A failure counts as caught when an alert precedes it by at most this much (the longest risk horizon).
 DEFAULT_MATCH_HORIZON_DAYS = 30
 
@@ -220,7 +222,12 @@ def explanation_table(alerts: list[dict[str, Any]], truth: GroundTruth, run_dir:
         explanation = index.explain(evidence)
         ok, matched, _ = truth.judge(alert)
         best = explanation.matches[0] if explanation.matches else None
-        pattern = f"{best.mode} ({best.similarity:.2f})" if best else "-"
+        if best is None:
+            pattern = "-"
+        elif best.similarity < WEAK_MATCH_SIMILARITY:
+            pattern = f"no close match (nearest {best.mode}, {best.similarity:.2f})"
+        else:
+            pattern = f"{best.mode} ({best.similarity:.2f})"
         past = ", ".join(sorted({a.outcome for a in explanation.similar_alerts})) or "-"
         table.add_row(alert["vehicle_id"], alert["rule"], pattern, past, matched if ok else "false alarm")
         index.remember(evidence, matched if ok else "false_alarm")
