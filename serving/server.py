@@ -71,36 +71,30 @@ async def _internal(context: Any, error: Exception) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log")
 
 
+def _guarded_stream(inner: Any, claims: Claims) -> Any:
+    """A streaming-response handler run with ``CURRENT_CLAIMS`` set; bugs become INTERNAL, never a trace."""
+
+    async def guarded(request_or_iterator: Any, context: Any) -> Any:
+        CURRENT_CLAIMS.set(claims)
+        try:
+            async for reply in inner(request_or_iterator, context):
+                yield reply
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            await _internal(context, error)
+
+    return guarded
+
+
 def _with_claims(handler: grpc.RpcMethodHandler, claims: Claims) -> grpc.RpcMethodHandler:
     """The same handler, run with ``CURRENT_CLAIMS`` set (inside the handler's own task)."""
     if handler.request_streaming and handler.response_streaming:
-        inner = handler.stream_stream
-
-        async def stream_stream(request_iterator: Any, context: Any) -> Any:
-            CURRENT_CLAIMS.set(claims)
-            try:
-                async for reply in inner(request_iterator, context):
-                    yield reply
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                raise
-            except Exception as error:
-                await _internal(context, error)
-
-        return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer, handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(_guarded_stream(handler.stream_stream, claims),
+                                                     handler.request_deserializer, handler.response_serializer)
     if handler.response_streaming:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: Any) -> Any:
-            CURRENT_CLAIMS.set(claims)
-            try:
-                async for reply in inner_us(request, context):
-                    yield reply
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                raise
-            except Exception as error:
-                await _internal(context, error)
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(_guarded_stream(handler.unary_stream, claims),
+                                                    handler.request_deserializer, handler.response_serializer)
     if handler.request_streaming:
         inner_su = handler.stream_unary
 
