@@ -18,13 +18,16 @@ Everything a consumer needs to evaluate a failure without generating frames is a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from configs.settings import SimulationConfig
-from simulation.fleet import MS_PER_DAY, STREAM_FAILURES, STREAM_SENSOR_FAULTS, VehicleProfile, observation_window
+from configs.settings import AmbientWindow, SimulationConfig
+from simulation.fleet import (CLIMATES, MS_PER_DAY, STREAM_FAILURES, STREAM_SENSOR_FAULTS, VehicleProfile,
+                              observation_window)
+from simulation.physics import arrhenius_acceleration
 
 MS_PER_S = 1000
 
@@ -170,45 +173,162 @@ class FailureEvent:
         return np.where(ts < self.failure_ms, level, 0.0)
 
 
-def _hazard_factor(mode: str, profile: VehicleProfile) -> float:
-    """Why some vehicles fail more: old packs, heat, cold, mileage, hard driving."""
-    hot, cold = profile.climate == "hot", profile.climate == "cold"
+# ---------------------------------------------------------------------------------------------------
+# Hazard: how often each mode fails on a vehicle, and how the ambient temperature changes that.
+
+# Ambient (daily mean, degC) at which the temperature factor is exactly 1: the temperate climate, so
+# a temperate fleet keeps the failure rates the configuration was calibrated with.
+HAZARD_REFERENCE_AMBIENT_C: float = CLIMATES["temperate"]["mean_c"]
+# Ambient range the temperature factor is evaluated over (outside it, the nearest bound).
+HAZARD_AMBIENT_RANGE_C: tuple[float, float] = (-40.0, 60.0)
+# Apparent activation energy (J/mol) of each mode's ageing with respect to the daily-mean ambient.
+# Apparent, because the part does not sit at ambient: thermal management, self-heating and thermal
+# mass pass only part of an ambient change on to it, so these are far below the part's own activation
+# energy (~50 kJ/mol for lithium-ion calendar ageing). Coolant pump and inverter are calibrated so that
+# the hot climate's 30 degC mean gives the x1.5 those modes were calibrated with; tyres and brakes wear
+# mechanically and do not care.
+HEAT_ACTIVATION_J_PER_MOL: dict[str, float] = {
+    "cell_imbalance": 10_000.0,  # SEI growth and self-discharge spread between cell groups
+    "internal_resistance": 10_000.0,  # SEI growth, electrolyte decomposition
+    "coolant_pump": 13_000.0,  # seal and bearing ageing; the pump also runs harder in heat
+    "inverter_overheat": 13_000.0,  # thermal-interface pump-out and solder fatigue of the power module
+    "motor_bearing": 3_000.0,  # grease ageing; the bearing's temperature is set by the motor's losses
+    "brake_wear": 0.0,
+    "tyre_slow_leak": 0.0,
+    "aux_battery": 10_000.0,  # lead-acid grid corrosion
+}
+# Cold stress (per K below the reference ambient): a cold 12 V lead-acid battery has less capacity and
+# more resistance for the same wake-up loads, so a weak one fails sooner. Calibrated so that, with its
+# heat term, the cold climate's -10 degC mean gives the x2.0 the mode was calibrated with.
+COLD_STRESS_PER_K: dict[str, float] = {"aux_battery": 0.055}
+
+
+def temperature_hazard_factor(mode: str, ambient_c: np.ndarray | float) -> np.ndarray:
+    """Hazard multiplier of ``mode`` at daily-mean ambient ``ambient_c``: 1 at the temperate reference.
+
+    Arrhenius acceleration for heat-driven modes times an exponential cold stress where a mode has one.
+
+    >>> float(temperature_hazard_factor("coolant_pump", HAZARD_REFERENCE_AMBIENT_C))
+    1.0
+    >>> round(float(temperature_hazard_factor("coolant_pump", 30.0)), 2)
+    1.5
+    >>> float(temperature_hazard_factor("tyre_slow_leak", 42.0))
+    1.0
+    """
+    if mode not in MODE_SPECS:
+        raise KeyError(f"unknown failure mode {mode!r}")
+    low, high = HAZARD_AMBIENT_RANGE_C
+    ambient = np.clip(np.asarray(ambient_c, dtype=np.float64), low, high)
+    heat = arrhenius_acceleration(ambient, HEAT_ACTIVATION_J_PER_MOL[mode], HAZARD_REFERENCE_AMBIENT_C)
+    cold = np.exp(COLD_STRESS_PER_K.get(mode, 0.0) * np.maximum(HAZARD_REFERENCE_AMBIENT_C - ambient, 0.0))
+    return heat * cold
+
+
+def usage_hazard_factor(mode: str, profile: VehicleProfile) -> float:
+    """Why some vehicles fail more, temperature aside: old packs, fast charging, mileage, hard driving."""
     high_mileage = profile.duty_cycle in ("taxi", "delivery")
     factors = {
         "cell_imbalance": 1.0 + 0.12 * profile.pack_age_years,
         "internal_resistance": (1.0 + 0.2 * profile.pack_age_years) * (1.0 + profile.dc_fast_charge_share),
-        "coolant_pump": 1.5 if hot else 1.0,
-        "inverter_overheat": (1.5 if hot else 1.0) * (1.3 if profile.aggressive else 1.0),
+        "coolant_pump": 1.0,
+        "inverter_overheat": 1.3 if profile.aggressive else 1.0,
         "motor_bearing": 1.5 if high_mileage else 1.0,
         "brake_wear": (1.8 if profile.aggressive else 1.0) * (1.5 if profile.duty_cycle == "delivery" else 1.0),
         "tyre_slow_leak": 1.0,
-        "aux_battery": 2.0 if cold else 1.0,
+        "aux_battery": 1.0,
     }
     return factors[mode]
 
 
-def sample_vehicle_failures(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int) -> list[FailureEvent]:
+def hazard_ambient_c(profile: VehicleProfile, extra_offset_c: float = 0.0) -> float:
+    """Daily-mean ambient the hazard sees: the climate's mean, the vehicle's offset (ambient lever) and
+    any time-bounded offset (a heatwave). Day-to-day weather averages out and is left aside."""
+    return CLIMATES[profile.climate]["mean_c"] + profile.ambient_offset_c + extra_offset_c
+
+
+def hazard_per_day(mode: str, profile: VehicleProfile, sim_cfg: SimulationConfig, extra_offset_c: float = 0.0) -> float:
+    """Constant hazard (failures per day) of ``mode`` on ``profile`` at an ambient offset of ``extra_offset_c``.
+
+    The config rate is a probability within 30 days for a reference vehicle (temperate, new, calm);
+    it becomes a hazard ``-ln(1 - rate) / 30`` scaled by the failure-rate lever, the vehicle's usage
+    and the temperature factor.
+    """
+    rate = sim_cfg.failure_mode_rates.get(mode, 0.0)
+    if rate <= 0.0:
+        return 0.0
+    hazard = -np.log1p(-min(rate, 0.999999)) / 30.0
+    factor = usage_hazard_factor(mode, profile) * float(
+        temperature_hazard_factor(mode, hazard_ambient_c(profile, extra_offset_c)))
+    return float(hazard * (sim_cfg.levers.failure_rate_multiplier * factor))
+
+
+def ambient_offset_schedule(windows: Sequence[AmbientWindow]) -> list[tuple[float, float]]:
+    """Piecewise-constant extra ambient offset from time-bounded windows: ``[(start_day, offset_c), ...]``.
+
+    The first piece starts at day 0; each applies until the next starts (the last, forever).
+    Overlapping windows add up.
+
+    >>> ambient_offset_schedule([AmbientWindow(start_day=30, duration_days=14, offset_c=12.0)])
+    [(0.0, 0.0), (30.0, 12.0), (44.0, 0.0)]
+    """
+    edges = sorted({0.0} | {float(w.start_day) for w in windows} | {float(w.start_day + w.duration_days) for w in windows})
+    return [(edge, float(sum(w.offset_c for w in windows if w.start_day <= edge < w.start_day + w.duration_days)))
+            for edge in edges]
+
+
+def failure_day_from_exposure(exposure: float, starts_day: Sequence[float], hazards_per_day: Sequence[float]) -> float:
+    """Day at which the cumulative hazard reaches ``exposure`` (inf if it never does).
+
+    ``hazards_per_day[i]`` applies from ``starts_day[i]`` (the first is 0) until the next start; the last
+    forever. With ``exposure = -ln(1 - u)`` for a uniform ``u`` this samples the failure time of a
+    piecewise-constant hazard exactly; with one piece it is ``exposure / hazard``.
+
+    >>> failure_day_from_exposure(30.0, [0.0, 10.0, 20.0], [1.0, 2.0, 1.0])  # doubled hazard on days 10..20
+    20.0
+    >>> failure_day_from_exposure(8.0, [0.0, 10.0, 20.0], [1.0, 2.0, 1.0])  # before the window: untouched
+    8.0
+    """
+    if len(starts_day) != len(hazards_per_day) or not starts_day or starts_day[0] != 0.0:
+        raise ValueError(f"starts_day must begin at 0 and pair with hazards_per_day (got {list(starts_day)}, "
+                         f"{list(hazards_per_day)})")
+    for i, hazard in enumerate(hazards_per_day):
+        if not hazard >= 0:
+            raise ValueError(f"hazards_per_day[{i}] must be >= 0 (got {hazard})")
+    remaining = float(exposure)
+    for i, hazard in enumerate(hazards_per_day):
+        end = starts_day[i + 1] if i + 1 < len(starts_day) else math.inf
+        if hazard > 0 and remaining <= hazard * (end - starts_day[i]):
+            return starts_day[i] + remaining / hazard
+        if hazard > 0:
+            remaining -= hazard * (end - starts_day[i])
+    return math.inf
+
+
+def sample_vehicle_failures(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int,
+                            ambient_windows: Sequence[AmbientWindow] = ()) -> list[FailureEvent]:
     """Failures of one vehicle within the window plus ``latent_failure_days``; first failure per mode.
 
     Uniform draws are taken for every mode in a fixed order whatever the rates, so a lever (rate
-    multiplier) moves failure times without reshuffling anything else.
+    multiplier, ambient offset) moves failure times without reshuffling anything else. Each mode's
+    failure time is drawn from its cumulative hazard: one uniform draw is an exposure ``-ln(1 - u)``,
+    spent at the hazard of each piece of the ambient schedule (``ambient_windows``, days from the start
+    of the window), so a heatwave raises the hazard only while it lasts.
     """
     start_ms, end_ms = observation_window(sim_cfg)
     rng = np.random.default_rng([seed, profile.index, STREAM_FAILURES])
     healthy = rng.random() < sim_cfg.healthy_vehicle_share
     draws = rng.random((len(FAILURE_MODES), 4))
     horizon_days = (end_ms - start_ms) / MS_PER_DAY + sim_cfg.latent_failure_days
+    schedule = ambient_offset_schedule(ambient_windows)
+    starts_day = [start for start, _ in schedule]
     events: list[FailureEvent] = []
     for (u_time, u_lead, u_severity, u_component), mode in zip(draws, FAILURE_MODES):
-        rate = sim_cfg.failure_mode_rates.get(mode, 0.0)
-        if healthy or rate <= 0.0:
+        if healthy:
             continue
-        # The config rate is a probability within 30 days; convert it to a constant hazard per day.
-        hazard = -np.log1p(-min(rate, 0.999999)) / 30.0
-        hazard *= sim_cfg.levers.failure_rate_multiplier * _hazard_factor(mode, profile)
-        if hazard <= 0.0:
+        hazards = [hazard_per_day(mode, profile, sim_cfg, offset) for _, offset in schedule]
+        if max(hazards) <= 0.0:
             continue
-        failure_day = -np.log1p(-u_time) / hazard
+        failure_day = failure_day_from_exposure(-np.log1p(-u_time), starts_day, hazards)
         if failure_day >= horizon_days:
             continue
         spec = MODE_SPECS[mode]

@@ -53,6 +53,27 @@ def resistance_temperature_factor(temp_c: np.ndarray) -> np.ndarray:
     return np.exp(0.035 * (25.0 - np.clip(temp_c, -40.0, 80.0)))
 
 
+GAS_CONSTANT_J_PER_MOL_K = 8.314
+
+
+def arrhenius_acceleration(temp_c: np.ndarray | float, activation_energy_j_per_mol: float,
+                           reference_c: float) -> np.ndarray:
+    """How much faster a thermally activated process runs at ``temp_c`` than at ``reference_c``.
+
+    ``exp(Ea / R * (1 / T_ref - 1 / T))`` with absolute temperatures; exactly 1 at the reference and
+    for ``Ea = 0`` (a process that does not care about temperature).
+
+    >>> float(arrhenius_acceleration(25.0, 50_000.0, 25.0))
+    1.0
+    >>> round(float(arrhenius_acceleration(35.0, 50_000.0, 25.0)), 2)  # the "doubles every 10 K" rule
+    1.92
+    """
+    if activation_energy_j_per_mol < 0:
+        raise ValueError(f"activation_energy_j_per_mol must be >= 0 (got {activation_energy_j_per_mol})")
+    temp_k = np.asarray(temp_c, dtype=np.float64) + KELVIN
+    return np.exp(activation_energy_j_per_mol / GAS_CONSTANT_J_PER_MOL_K * (1.0 / (reference_c + KELVIN) - 1.0 / temp_k))
+
+
 def first_order_lag(x: np.ndarray, dt_s: float, tau_s: np.ndarray | float, y0: float) -> tuple[np.ndarray, float]:
     """Exact discrete first-order lag ``dy/dt = (x - y) / tau`` (zero-order hold), vectorised.
 

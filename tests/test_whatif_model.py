@@ -98,6 +98,17 @@ def test_a_critical_fault_caught_early_keeps_the_vehicle_in_the_yard_while_the_b
     assert records.bay_busy_h == pytest.approx(4.0)  # the bay was free during the 24 h parts wait
 
 
+def test_failures_due_counts_parts_due_to_fail_within_the_horizon_whoever_caught_them() -> None:
+    costs = Config().whatif.costs
+    # Caught early on day 0 but only due on day 20, past the 5-day horizon: not a failure of this run.
+    caught = compute_kpis(_caught_at_a_planned_visit(severity=2), costs)
+    assert (caught["caught_early"], caught["failures_due"]) == (1.0, 0.0)
+    plans = [VehiclePlan(f"V{i}", "commuter", 40.0, 2, 60.0, 0.0,
+                         (FailureSpec(0, "x", 0, (10 + 30 * i) * MS_PER_HOUR, 1),)) for i in range(3)]
+    reactive = compute_kpis(run(plans, WhatIfConfig(), days=2), costs)  # due at 10 h, 40 h; 70 h is past 48 h
+    assert (reactive["roadside_failures"], reactive["failures_due"]) == (2.0, 2.0)
+
+
 @pytest.mark.parametrize("policy_name", ["reactive", "scheduled", "oracle", "random"])
 def test_every_failure_is_caught_early_or_on_the_road_never_both(policy_name: str) -> None:
     days = 60

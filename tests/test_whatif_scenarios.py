@@ -47,6 +47,10 @@ def test_command_line_overrides_win_over_the_scenario() -> None:
                                                                                  "offset_c": 99}]}}},
          ["whatif.ambient_windows.0.offset_c", "99"]),
         ({"question": "Why not?", "policies": ["psychic"]}, ["policies.0", "psychic"]),
+        ({"question": "Why not?", "overrides": {"whatif": {"ambient_windows": [
+            {"start_day": 30, "duration_days": 14, "offset_c": 12}, {"start_day": 10, "duration_days": 25,
+                                                                    "offset_c": 5}]}}},
+         ["whatif.ambient_windows.0 (from day 30) overlaps", "whatif.ambient_windows.1 (days 10 to 35)"]),
     ],
 )
 def test_bad_scenario_files_are_refused_with_key_path_and_value(tmp_path, document, fragments) -> None:
@@ -63,3 +67,10 @@ def test_a_cycle_of_extends_is_refused(tmp_path) -> None:
     (tmp_path / "b.json").write_text(json.dumps({"question": "What if B?", "extends": "a"}))
     with pytest.raises(ConfigError, match="cycle"):
         load_scenario("a", directory=tmp_path)
+
+
+def test_back_to_back_ambient_windows_are_accepted() -> None:
+    scenario = load_scenario("heatwave", overrides=[
+        'whatif.ambient_windows=[{"start_day": 30, "duration_days": 14, "offset_c": 12}, '
+        '{"start_day": 44, "duration_days": 7, "offset_c": 6}]'])
+    assert [w.start_day for w in scenario.config.whatif.ambient_windows] == [30.0, 44.0]

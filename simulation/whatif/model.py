@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Generator, Iterable, Protocol, Sequence
+from typing import Callable, Generator, Iterable, Protocol, Sequence, TypeVar
 
 import simpy
 
@@ -42,6 +42,8 @@ MIN_SOC = 0.05
 ROADSIDE = "roadside"
 CAUGHT_EARLY = "caught_early"
 PENDING = "pending"  # neither caught nor failed before the horizon (censored)
+
+T = TypeVar("T")
 
 
 class MaintenancePolicy(Protocol):
@@ -355,8 +357,10 @@ class FleetModel:
         if event is not None:
             event.succeed()
 
-    def _work(self, hours: float, priority: int) -> Generator[simpy.Event, object, None]:
-        """Hold a bay and a technician for ``hours`` (a repair after the parts arrived)."""
+    def _holding_bay_and_technician(self, priority: int, work: Callable[[], Generator[simpy.Event, object, T]]
+                                    ) -> Generator[simpy.Event, object, T]:
+        """Queue for a bay, then a technician (both at ``priority``), run ``work()`` while holding both and
+        return what it returns; the busy meters count exactly the time each is held."""
         with self.bays.request(priority=priority) as bay:
             yield bay
             self.bay_meter.change(+1)
@@ -365,11 +369,18 @@ class FleetModel:
                     yield tech
                     self.technician_meter.change(+1)
                     try:
-                        yield self.env.timeout(hours)
+                        return (yield from work())
                     finally:
                         self.technician_meter.change(-1)
             finally:
                 self.bay_meter.change(-1)
+
+    def _work(self, hours: float, priority: int) -> Generator[simpy.Event, object, None]:
+        """Hold a bay and a technician for ``hours`` (a repair after the parts arrived)."""
+        def repair() -> Generator[simpy.Event, object, None]:
+            yield self.env.timeout(hours)
+
+        yield from self._holding_bay_and_technician(priority, repair)
 
     def _inspect(self, v: VehicleState) -> list[FailureSpec]:
         """Degradations a technician finds now: started, not yet failed, and far enough along."""
@@ -405,35 +416,26 @@ class FleetModel:
         ``ready`` are jobs known on arrival (``(event, failed_on_the_road)``). Returns the jobs now known,
         the newly found degradations, and whether the jobs are already repaired.
         """
-        with self.bays.request(priority=priority) as bay:
-            yield bay
-            self.bay_meter.change(+1)
-            try:
-                with self.technicians.request(priority=priority) as tech:
-                    yield tech
-                    self.technician_meter.change(+1)
-                    try:
-                        if math.isnan(record.first_bay_h):
-                            record.first_bay_h = self.env.now
-                        found = []
-                        if inspect:
-                            if self.cfg.inspection_hours > 0:
-                                yield self.env.timeout(self.cfg.inspection_hours)
-                            record.technician_hours += self.cfg.inspection_hours
-                            found = self._inspect(v)
-                        jobs = [(e, False) for e in found] + ready
-                        lead = self._parts_lead_hours(found + [e for e, failed in ready if failed])
-                        if jobs and lead <= 0:
-                            self._mark_caught(v, found)
-                            hours = self._jobs_hours(jobs)
-                            yield self.env.timeout(hours)
-                            record.technician_hours += hours
-                            return jobs, found, True
-                        return jobs, found, False
-                    finally:
-                        self.technician_meter.change(-1)
-            finally:
-                self.bay_meter.change(-1)
+        def session() -> Generator[simpy.Event, object, tuple[list, list, bool]]:
+            if math.isnan(record.first_bay_h):
+                record.first_bay_h = self.env.now
+            found = []
+            if inspect:
+                if self.cfg.inspection_hours > 0:
+                    yield self.env.timeout(self.cfg.inspection_hours)
+                record.technician_hours += self.cfg.inspection_hours
+                found = self._inspect(v)
+            jobs = [(e, False) for e in found] + ready
+            lead = self._parts_lead_hours(found + [e for e, failed in ready if failed])
+            if jobs and lead <= 0:
+                self._mark_caught(v, found)
+                hours = self._jobs_hours(jobs)
+                yield self.env.timeout(hours)
+                record.technician_hours += hours
+                return jobs, found, True
+            return jobs, found, False
+
+        return (yield from self._holding_bay_and_technician(priority, session))
 
     def _visit(self, v: VehicleState, reason: str, towed: bool) -> Generator[simpy.Event, object, None]:
         record = VisitRecord(v.vehicle_id, reason, arrive_h=self.env.now, towed=towed)

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simulation.whatif.kpis import DIFFERENCE_KPIS, KPI_NAMES, paired_differences, summarise
+from simulation.whatif.kpis import DIFFERENCE_KPIS, KPI_NAMES, SCENARIO_DIFFERENCE_KPIS, paired_differences, summarise
 from simulation.whatif.runner import ReplicationResult
 
 TABLE_KPIS: tuple[str, ...] = (
@@ -112,7 +112,8 @@ def markdown_report(summary: Sequence[Mapping[str, Any]], questions: Mapping[str
     return "\n".join(lines)
 
 
-def differences_markdown(differences: Sequence[Mapping[str, Any]], title: str, fixed: str, against: str) -> str:
+def differences_markdown(differences: Sequence[Mapping[str, Any]], title: str, fixed: str, against: str,
+                         kpi_names: Sequence[str] = DIFFERENCE_KPIS) -> str:
     """A table of paired differences (one row per (fixed, against) pair, one column per KPI)."""
     if not differences:
         return ""
@@ -121,12 +122,12 @@ def differences_markdown(differences: Sequence[Mapping[str, Any]], title: str, f
         key = (str(row[fixed]), str(row[against]))
         cells.setdefault(key, {})[str(row["kpi"])] = format_cell(row["mean"], row["ci_low"], row["ci_high"])
     reference = differences[0]["reference"]
-    header = [fixed, f"{against} - {reference}"] + list(DIFFERENCE_KPIS)
+    header = [fixed, f"{against} - {reference}"] + list(kpi_names)
     lines = [f"## {title}", "", "Paired by replication (same seed, same fleet and failures): mean [95% CI] of "
              "the difference; below zero is better for every column.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (fixed_value, value), row in cells.items():
-        lines.append("| " + " | ".join([fixed_value, value] + [row.get(k, "") for k in DIFFERENCE_KPIS]) + " |")
+        lines.append("| " + " | ".join([fixed_value, value] + [row.get(k, "") for k in kpi_names]) + " |")
     return "\n".join(lines + [""])
 
 
@@ -225,12 +226,13 @@ def write_report(results: Sequence[ReplicationResult], out_dir: str | Path,
                         for r in results), default=0)
     detectors = {(r.scenario, r.policy): r.detector for r in results}
     by_policy = paired_differences(rows, "policy", "reactive", "scenario")
-    by_scenario = paired_differences(rows, "scenario", "baseline", "policy")
+    by_scenario = paired_differences(rows, "scenario", "baseline", "policy", SCENARIO_DIFFERENCE_KPIS)
     _write(by_policy + by_scenario, out / "differences.parquet")
     (out / "report.md").write_text("\n".join([
         markdown_report(summary, questions, replications, detectors),
         differences_markdown(by_policy, "Each policy against reactive maintenance", "scenario", "policy"),
-        differences_markdown(by_scenario, "Each scenario against the baseline", "policy", "scenario"),
+        differences_markdown(by_scenario, "Each scenario against the baseline", "policy", "scenario",
+                             SCENARIO_DIFFERENCE_KPIS),
     ]))
     plot_downtime_and_cost(summary, out / "downtime_cost_by_policy.png")
     plot_lead_times(results, out / "lead_times.png")
