@@ -85,6 +85,30 @@ def window_index(
 window_bounds = window_index  # the name docs/CONTRACTS.md first gave this function
 
 
+def _ends_with_frames(ts: np.ndarray, window_ms: int, stride_ms: int, first_end: int, before: int) -> np.ndarray:
+    """Grid ends in ``[first_end, before)`` whose window holds at least one of ``ts`` (sorted), ascending.
+
+    Frame ``t`` lies in the windows ending on the grid in ``[t, t + window_ms)``: the union of those
+    ranges over the frames, merged in one pass (cost grows with frames and windows, not with gaps).
+
+    >>> _ends_with_frames(np.array([5, 12, 95]), window_ms=20, stride_ms=10, first_end=0, before=200).tolist()
+    [10, 20, 30, 100, 110]
+    """
+    if ts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = -(-ts // stride_ms)  # grid index of the first end at or after the frame
+    last = -(-(ts + window_ms) // stride_ms) - 1  # grid index of the last end before t + window
+    reach = np.maximum.accumulate(last)
+    starts = np.concatenate([[0], np.flatnonzero(first[1:] > reach[:-1] + 1) + 1])
+    stops = np.concatenate([starts[1:] - 1, [ts.size - 1]])
+    seg_lo = np.maximum(first[starts], -(-first_end // stride_ms))
+    seg_hi = np.minimum(reach[stops], -(-before // stride_ms) - 1)
+    spans = [np.arange(a, b + 1, dtype=np.int64) for a, b in zip(seg_lo.tolist(), seg_hi.tolist()) if a <= b]
+    if not spans:
+        return np.zeros(0, dtype=np.int64)
+    return (spans[0] if len(spans) == 1 else np.concatenate(spans)) * stride_ms
+
+
 def _check(window_ms: int, stride_ms: int) -> None:
     if window_ms <= 0 or stride_ms <= 0:
         raise ValueError(f"window_ms and stride_ms must be > 0 (got {window_ms}, {stride_ms})")
@@ -94,7 +118,8 @@ def _check(window_ms: int, stride_ms: int) -> None:
 class WindowAssembler:
     """Online counterpart of :func:`window_index`: push frames in time order, get closed windows.
 
-    Keeps only the frames that can still belong to an open window, so memory is bounded by one window.
+    Keeps only the frames that can still belong to an open window, in arrays of its own (never views of
+    what was pushed), so memory is bounded by one window whatever the batch size.
     Frames older than the newest frame already seen are dropped (``in_order_mask``, counted in
     ``late_frames``), exactly as the offline path drops them.
     State serialises with ``to_bytes``/``from_bytes`` (npz, no pickle).
@@ -133,6 +158,11 @@ class WindowAssembler:
             self._next_end = _first_end_at_or_after(int(self._ts[0]), self.stride_ms)
         return self._emit_closed(int(self._ts[-1]))
 
+    @property
+    def held_frames(self) -> int:
+        """Frames kept for windows still open (bounded by one window)."""
+        return int(self._ts.size)
+
     def flush(self) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Emit the still open windows too (end of a recording); the assembler keeps its position."""
         if self._ts.size == 0:
@@ -151,22 +181,23 @@ class WindowAssembler:
         self._cols = {k: np.concatenate([self._cols[k], np.asarray(columns[k])]) for k in self._cols}
 
     def _emit_closed(self, newest_ts: int) -> list[tuple[int, dict[str, np.ndarray]]]:
-        out: list[tuple[int, dict[str, np.ndarray]]] = []
         assert self._next_end is not None
-        while self._next_end < newest_ts:
-            end = self._next_end
-            lo = int(np.searchsorted(self._ts, end - self.window_ms, side="right"))
-            hi = int(np.searchsorted(self._ts, end, side="right"))
-            if hi - lo >= max(1, self.min_frames):
-                out.append((end, {k: v[lo:hi] for k, v in self._cols.items()}))
-            self._next_end = end + self.stride_ms
-            if hi - lo == 0:
-                # Skip a gap in one step: next end that can hold the next frame.
-                self._next_end = max(self._next_end, _first_end_at_or_after(int(self._ts[hi]), self.stride_ms))
+        out: list[tuple[int, dict[str, np.ndarray]]] = []
+        if self._next_end < newest_ts:
+            ends = _ends_with_frames(self._ts, self.window_ms, self.stride_ms, self._next_end, newest_ts)
+            lo = np.searchsorted(self._ts, ends - self.window_ms, side="right")
+            hi = np.searchsorted(self._ts, ends, side="right")
+            for end, a, b in zip(ends.tolist(), lo.tolist(), hi.tolist()):
+                if b - a >= max(1, self.min_frames):
+                    out.append((end, {k: v[a:b] for k, v in self._cols.items()}))
+            # Every end before ``newest_ts`` is now closed (empty ones need no visit).
+            self._next_end = max(self._next_end, _first_end_at_or_after(newest_ts, self.stride_ms))
         keep_from = int(np.searchsorted(self._ts, self._next_end - self.window_ms, side="right"))
         if keep_from:
-            self._ts = self._ts[keep_from:]
-            self._cols = {k: v[keep_from:] for k, v in self._cols.items()}
+            # Copies, not views: a view would keep the whole pushed batch alive (memory would grow with
+            # the batch size, not the window). Emitted windows are views: the caller owns those.
+            self._ts = self._ts[keep_from:].copy()
+            self._cols = {k: v[keep_from:].copy() for k, v in self._cols.items()}
         return out
 
     def to_bytes(self) -> bytes:

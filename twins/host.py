@@ -25,7 +25,7 @@ import pyarrow as pa
 from configs.settings import TwinsConfig
 from twins.personalise import fit_personal_head
 from twins.store import CheckpointStore
-from twins.twin import SENSORS, AnomalyModel, VehicleTwin, frames_matrix
+from twins.twin import SENSORS, AnomalyModel, VehicleTwin, frames_matrix, ingest_many
 from twins.types import Alert, AlertFilter, IngestResult, Rejection
 
 _ALERT_LOG = 10_000
@@ -133,6 +133,19 @@ def _float_column(column: Any) -> np.ndarray:
     return np.asarray(column.cast(pa.float32()).fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float32)
 
 
+def _waves(vehicle_ids: list[str]) -> list[list[int]]:
+    """Consecutive runs of positions with no vehicle twice (a block built by ``to_block`` is one run)."""
+    waves: list[list[int]] = [[]]
+    seen: set[str] = set()
+    for i, vehicle_id in enumerate(vehicle_ids):
+        if vehicle_id in seen:
+            waves.append([])
+            seen = set()
+        waves[-1].append(i)
+        seen.add(vehicle_id)
+    return [w for w in waves if w]
+
+
 # ---------------------------------------------------------------------------- injected services
 @dataclass
 class PredictionBatch:
@@ -228,10 +241,14 @@ class TwinHost:
     def ingest(self, block: FrameBlock) -> IngestResult:
         result = IngestResult()
         dirty: list[str] = []
-        for vehicle_id, columns in block.parts():
-            twin = self.twin(vehicle_id)
-            before = (twin.applied_seq, twin.buf_seq.size)
-            step = twin.ingest(columns)
+        parts = list(block.parts())
+        twins = [self.twin(vehicle_id) for vehicle_id, _ in parts]
+        befores = [(twin.applied_seq, twin.buf_seq.size) for twin in twins]
+        # All the block's twins in one batched step: windows closed together, one fleet-model call.
+        steps = []
+        for wave in _waves([vehicle_id for vehicle_id, _ in parts]):
+            steps += ingest_many([twins[i] for i in wave], [parts[i][1] for i in wave])
+        for (vehicle_id, _), twin, before, step in zip(parts, twins, befores, steps):
             result.alerts.extend(step.alerts)
             result.rejected.extend(step.rejected)
             result.applied += step.applied

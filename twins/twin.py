@@ -18,13 +18,17 @@
   (``anomaly_consecutive_windows`` to fire, below ``anomaly_clear_ratio`` to clear) plus a cooldown in
   frame time; ids are ``alert_id(vehicle, rule, triggering seq)``.
 
-Batching never changes the outcome: ingesting frames one by one or in one call gives the same state.
+Batching never changes the outcome: ingesting frames one by one or in one call gives the same state,
+and so does stepping many twins together. ``ingest_many(twins, batches)`` is the one ingestion path
+(``VehicleTwin.ingest`` is it with one twin): frame handling is per twin, closing windows is done for
+all twins at once (``training.features.update_many`` per round of windows, ONE fleet-model call for
+every closed window of every twin), then the decisions per twin, in time order.
 """
 from __future__ import annotations
 
 import io
 import json
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -103,7 +107,7 @@ def forward_fill(values: np.ndarray, invalid: np.ndarray, last_good: np.ndarray)
 
 
 class VehicleTwin:
-    """One vehicle's twin. ``ingest(columns)`` is the only way frames get in."""
+    """One vehicle's twin. ``ingest(columns)`` (or ``ingest_many`` for several twins) is the only way frames get in."""
 
     def __init__(self, vehicle_id: str, cfg: TwinsConfig, window_ms: int, stride_ms: int,
                  anomaly_model: AnomalyModel | None = None) -> None:
@@ -155,33 +159,40 @@ class VehicleTwin:
         self.open_alerts: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ ingestion
-    def ingest(self, columns: dict[str, Any]) -> TwinStep:
-        """Take frames of this vehicle (``seq``, ``ts`` int64 ms, sensor columns), any order, any count."""
+    def ingest(self, columns: Mapping[str, Any]) -> TwinStep:
+        """Take frames of this vehicle (``seq``, ``ts`` int64 ms, sensor columns), any order, any count.
+
+        The batch path (``ingest_many``) with one twin: there is no other.
+        """
+        return ingest_many([self], [columns])[0]
+
+    def _receive(self, columns: Mapping[str, Any], step: TwinStep) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Frame handling (validate, dedup, reorder, window assembly): the windows these frames closed."""
         seq = np.asarray(columns["seq"], dtype=np.int64)
-        step = TwinStep(applied_seq=self.applied_seq)
-        if seq.size == 0:
-            return step
         ts = np.asarray(columns["ts"], dtype=np.int64)
         values = frames_matrix(columns, seq.size)
-        order = np.argsort(seq, kind="stable")
-        seq, ts, values = seq[order], ts[order], values[order]
-        first = np.ones(seq.size, dtype=bool)
-        first[1:] = seq[1:] != seq[:-1]
-        step.duplicates += int((~first).sum())
-        if not first.all():
-            seq, ts, values = seq[first], ts[first], values[first]
-        old = seq <= self.applied_seq
-        if old.any():
+        if seq.size > 1 and not bool((seq[1:] > seq[:-1]).all()):  # in order and unique: nothing to sort
+            order = np.argsort(seq, kind="stable")
+            seq, ts, values = seq[order], ts[order], values[order]
+            first = np.ones(seq.size, dtype=bool)
+            first[1:] = seq[1:] != seq[:-1]
+            step.duplicates += int((~first).sum())
+            if not first.all():
+                seq, ts, values = seq[first], ts[first], values[first]
+        if seq[0] <= self.applied_seq:
+            old = seq <= self.applied_seq
             self._refuse_or_ack_old(seq[old], step)
             seq, ts, values = seq[~old], ts[~old], values[~old]
         self._merge_into_buffer(seq, ts, values, step)
-        self._release_buffer(step)
+        return self._release_buffer(step)
+
+    def _finish(self, step: TwinStep) -> None:
+        """What the step reports once its windows are closed."""
         step.applied_seq = self.applied_seq
         step.buffered = int(self.buf_seq.size)
         self.duplicates += step.duplicates
         step.prediction_due = self.pending_prediction is not None
         step.fine_tune_due = self.fine_tune_due()
-        return step
 
     def _refuse_or_ack_old(self, seqs: np.ndarray, step: TwinStep) -> None:
         late = np.zeros(seqs.size, dtype=bool)
@@ -194,8 +205,11 @@ class VehicleTwin:
                                            f"(reorder buffer holds {self.cfg.reorder_buffer_frames} frames)"))
 
     def _merge_into_buffer(self, seq: np.ndarray, ts: np.ndarray, values: np.ndarray, step: TwinStep) -> None:
+        if seq.size == 0:
+            return
         if self.buf_seq.size == 0:
-            self.buf_seq, self.buf_ts, self.buf_values = seq, ts, values
+            # Copies: the input may be a view of the caller's batch (kept alive, or changed later).
+            self.buf_seq, self.buf_ts, self.buf_values = seq.copy(), ts.copy(), values.copy()
             return
         dup = np.isin(seq, self.buf_seq)
         step.duplicates += int(dup.sum())
@@ -206,16 +220,16 @@ class VehicleTwin:
         self.buf_ts = np.concatenate([self.buf_ts, ts])[order]
         self.buf_values = np.concatenate([self.buf_values, values])[order]
 
-    def _release_buffer(self, step: TwinStep) -> None:
+    def _release_buffer(self, step: TwinStep) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Apply the contiguous run after ``applied_seq``; skip gaps when the buffer overflows."""
         if self.buf_seq.size == 0:
-            return
+            return []
         limit = self.cfg.reorder_buffer_frames
         if self.applied_seq == _NO_SEQ:
             # First contact: a counter starts at ``first_seq``; one that starts elsewhere (a resumed
             # client, a new server) starts at its oldest frame once the reorder buffer is full.
             if self.buf_seq[0] > self.cfg.first_seq and self.buf_seq.size <= limit:
-                return
+                return []
             self.applied_seq = int(self.buf_seq[0]) - 1
         # Frames that must go because the buffer is full: the oldest ``overflow`` ones, gaps and all.
         overflow = max(0, self.buf_seq.size - limit)
@@ -229,22 +243,25 @@ class VehicleTwin:
             chain = tail == (self.buf_seq[take - 1] + 1 + np.arange(tail.size))
             take += tail.size if chain.all() else int(np.argmin(chain))
         if take == 0:
-            return
+            return []
         seq, ts, values = self.buf_seq[:take], self.buf_ts[:take], self.buf_values[:take]
         # Copies, not views: a view would keep the whole batch alive in a resident twin.
         self.buf_seq, self.buf_ts, self.buf_values = (self.buf_seq[take:].copy(), self.buf_ts[take:].copy(),
                                                       self.buf_values[take:].copy())
         self._record_gaps(seq)
-        self._apply(seq, ts, values, step)
+        return self._apply(seq, ts, values, step)
 
     def _record_gaps(self, seq: np.ndarray) -> None:
+        if seq[-1] - self.applied_seq == seq.size:
+            return  # contiguous: no gap
         previous = np.concatenate([[self.applied_seq], seq[:-1]])
         for gap in np.flatnonzero(seq - previous > 1):
             self.skipped.append([int(previous[gap]) + 1, int(seq[gap]) - 1])
         del self.skipped[:-_MAX_SKIPPED_RANGES]
 
-    def _apply(self, seq: np.ndarray, ts: np.ndarray, values: np.ndarray, step: TwinStep) -> None:
-        """Frames in seq order, no duplicates: validate, window, score."""
+    def _apply(self, seq: np.ndarray, ts: np.ndarray, values: np.ndarray,
+               step: TwinStep) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Frames in seq order, no duplicates: validate, then window (closing is ``_close_windows``)."""
         invalid = SCHEMA.out_of_range(values)
         clean = values
         if invalid.any():
@@ -260,24 +277,7 @@ class VehicleTwin:
         data = {"values": values, "seq": seq, "ts": ts}
         if self._model_reads_frames():
             data["clean"] = clean[:, self._model_index(SENSORS)]
-        closed = self.assembler.push(ts, data)
-        if closed:
-            self._close_windows(closed, step)
-        self._compact_open_window()
-
-    def _compact_open_window(self) -> None:
-        """Copy the open window's frames out of the batch arrays they are views of.
-
-        Without this a resident twin keeps its whole last batch alive (memory per twin grows with
-        the batch size, not the window). Reaches into the assembler's buffer: its layout is
-        ``training.windows``'s, and a missing attribute simply skips the compaction.
-        """
-        cols = getattr(self.assembler, "_cols", None)
-        ts = getattr(self.assembler, "_ts", None)
-        if not cols or ts is None or ts.base is None:
-            return
-        self.assembler._ts = ts.copy()
-        self.assembler._cols = {k: v.copy() for k, v in cols.items()}
+        return self.assembler.push(ts, data)
 
     # ------------------------------------------------------------------ sensor faults
     def _sensor_faults(self, seq: np.ndarray, ts: np.ndarray, invalid: np.ndarray, step: TwinStep) -> None:
@@ -298,41 +298,34 @@ class VehicleTwin:
                        f"impossible or missing values on {', '.join(fields)}")
 
     # ------------------------------------------------------------------ windows
-    def _close_windows(self, closed: list[tuple[int, dict[str, np.ndarray]]], step: TwinStep) -> None:
-        """Features for every window closed by this call, ONE fleet-model call for all, then decisions in order.
+    def _model_rows(self, windows: list[tuple[int, dict[str, np.ndarray]]],
+                    features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the LSTM-AE reads of the closed windows, stacked, and the rows per window: each
+        window's cleaned frames, or (the trained model) its feature vector."""
+        if self._model_reads_frames():
+            blocks = [window["clean"] for _, window in windows]
+            return np.concatenate(blocks), np.array([b.shape[0] for b in blocks])
+        return features[:, self._model_index(feature_names())], np.ones(len(windows), dtype=np.int64)
 
-        Features never depend on decisions, so batching the LSTM-AE changes nothing but the cost.
+    def _sequences(self, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(windows, L, signals) model input ending at each window; advances the frame history.
+
+        Each sequence is the last L rows up to its window (front padded with the oldest row while the
+        history is shorter, as the offline sequences are).
         """
-        features = [np.nan_to_num(self.features.update_values(int(end), w["values"].astype(np.float64)),
-                                  nan=0.0, posinf=0.0, neginf=0.0) for end, w in closed]
-        scored = self._fleet_scores(closed, features)
-        for (end_ms, window), x, (ratio, errors) in zip(closed, features, scored):
-            self._close_window(int(end_ms), int(window["seq"][-1]), x, ratio, errors, step)
-
-    def _fleet_scores(self, closed: list[tuple[int, dict[str, np.ndarray]]],
-                      features: list[np.ndarray]) -> list[tuple[float, np.ndarray | None]]:
-        if self.model is None:
-            return [(0.0, None)] * len(closed)
+        assert self.model is not None
         length = int(self.model.sequence_length)
-        sequences = []
-        for (_, window), x in zip(closed, features):
-            rows = window["clean"] if self._model_reads_frames() else x[None, self._model_index(feature_names())]
-            history = np.vstack([self.sequence_rows, rows])[-length:]
-            self.sequence_rows = history
-            if history.shape[0] < length:  # front padding with the first row, as the offline sequences
-                history = np.vstack([np.repeat(history[:1], length - history.shape[0], axis=0), history])
-            sequences.append(history)
-        errors, shares = self.model.score(np.stack(sequences).astype(np.float32))
-        errors = np.asarray(errors, dtype=np.float64).reshape(-1)
-        shares = np.asarray(shares, dtype=np.float64).reshape(len(closed), -1)
-        return [(float(e) / self._alert_error(), float(e) * sh) for e, sh in zip(errors, shares)]
+        history = np.concatenate([self.sequence_rows, rows])
+        ends = self.sequence_rows.shape[0] + np.cumsum(counts)
+        index = np.maximum(ends[:, None] - length + np.arange(length), 0)
+        self.sequence_rows = history[-length:].copy()
+        return history[index]
 
     def _close_window(self, end_ms: int, last_seq: int, features: np.ndarray, fleet_ratio: float,
-                      signal_errors: np.ndarray | None, step: TwinStep) -> None:
+                      signal_errors: np.ndarray | None, top_signals: list[list[Any]] | None, step: TwinStep) -> None:
         self.windows_closed += 1
         self.last_features = features
         self.last_window_end = int(end_ms)
-        signal_names = tuple(self.model.signal_names) if self.model is not None else ()
         baseline_ratio = self.baseline.score_one(features) / self.cfg.baseline_z_threshold
         if self.model is None:
             score = baseline_ratio
@@ -343,7 +336,7 @@ class VehicleTwin:
         else:
             score = fleet_ratio
         self.last_score, self.last_fleet_ratio, self.last_baseline_ratio = float(score), fleet_ratio, baseline_ratio
-        self.last_signals = self._driving_signals(features, signal_errors, signal_names)
+        self.last_signals = top_signals if top_signals is not None else self._baseline_signals(features)
         fired = self._anomaly_gate(score, end_ms, last_seq, step)
         flagged = fired or self.anomaly_gate.active or score >= self.cfg.anomaly_alert_level
         if not flagged:
@@ -381,12 +374,8 @@ class VehicleTwin:
             return fleet_ratio
         return self.head.apply(signal_errors) / self._alert_error()
 
-    def _driving_signals(self, features: np.ndarray, signal_errors: np.ndarray | None,
-                         names: tuple[str, ...]) -> list[list[Any]]:
-        if signal_errors is not None and signal_errors.sum() > 0:
-            shares = signal_errors / signal_errors.sum()
-            top = np.argsort(-shares)[:3]
-            return [[names[i], round(float(shares[i]), 4)] for i in top]
+    def _baseline_signals(self, features: np.ndarray) -> list[list[Any]]:
+        """Driving signals without a fleet-model error: the features furthest from the twin's baseline."""
         z = np.abs(self.baseline.zscores(features))
         if not z.any():
             return []
@@ -396,8 +385,13 @@ class VehicleTwin:
         return [[fnames[i], round(float(z[i]) / total, 4)] for i in top]
 
     def _anomaly_policy(self) -> AlertPolicy:
-        return AlertPolicy(threshold=self.cfg.anomaly_alert_level, consecutive=self.cfg.anomaly_consecutive_windows,
-                           clear_ratio=self.cfg.anomaly_clear_ratio, cooldown_ms=self._cooldown_ms())
+        cached = getattr(self, "_policy_cache", None)
+        if cached is None or cached[0] is not self.cfg:  # built once per config, not once per window
+            policy = AlertPolicy(threshold=self.cfg.anomaly_alert_level,
+                                 consecutive=self.cfg.anomaly_consecutive_windows,
+                                 clear_ratio=self.cfg.anomaly_clear_ratio, cooldown_ms=self._cooldown_ms())
+            cached = self._policy_cache = (self.cfg, policy)
+        return cached[1]
 
     def _anomaly_gate(self, score: float, end_ms: int, seq: int, step: TwinStep) -> bool:
         if not self.anomaly_gate.step(int(end_ms), score, self._anomaly_policy()):
@@ -566,6 +560,104 @@ class VehicleTwin:
         twin.assembler = WindowAssembler.from_bytes(arrays["assembler"].tobytes())
         twin.features = _feature_state_from_bytes(arrays["feature_state"].tobytes())
         return twin
+
+
+def ingest_many(twins: Sequence[VehicleTwin], batches: Sequence[Mapping[str, Any]]) -> list[TwinStep]:
+    """Frames for many twins in one step: the same outcome as ``twin.ingest(batch)`` for each, cheaper.
+
+    Frame handling (validation, dedup, reorder, window assembly) is per twin; closing the windows is
+    done for all twins together (``_close_windows``). Every twin appears at most once.
+    """
+    if len(twins) != len(batches):
+        raise ValueError(f"ingest_many: {len(twins)} twins but {len(batches)} batches")
+    if len({id(t) for t in twins}) != len(twins):
+        raise ValueError("ingest_many: a twin appears twice (its frames would be handled before its own windows close)")
+    steps = [TwinStep(applied_seq=twin.applied_seq) for twin in twins]
+    received = [len(batch["seq"]) > 0 for batch in batches]
+    closings = []
+    for twin, batch, step, any_frames in zip(twins, batches, steps, received):
+        if any_frames:
+            closed = twin._receive(batch, step)
+            if closed:
+                closings.append((twin, step, closed))
+    if closings:
+        _close_windows(closings)
+    for twin, step, any_frames in zip(twins, steps, received):
+        if any_frames:
+            twin._finish(step)
+    return steps
+
+
+def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, dict[str, np.ndarray]]]]]) -> None:
+    """Close the windows of many twins: features per round, ONE fleet-model call, then decisions in order.
+
+    Features never depend on decisions, so batching changes nothing but the cost. Round ``k`` takes the
+    ``k``-th closed window of every twin that has one (a state advances once per round, in time order).
+    """
+    from training.features import update_many
+
+    rounds = max(len(closed) for _, _, closed in closings)
+    per_twin: list[list[np.ndarray]] = [[] for _ in closings]
+    for k in range(rounds):
+        members = [i for i, (_, _, closed) in enumerate(closings) if len(closed) > k]
+        X = update_many([closings[i][0].features for i in members], [int(closings[i][2][k][0]) for i in members],
+                        [closings[i][2][k][1]["values"].astype(np.float64) for i in members])
+        X = np.nan_to_num(np.asarray(X, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        for row, i in zip(range(len(members)), members):
+            per_twin[i].append(X[row])
+    features = [np.stack(rows) for rows in per_twin]  # one small matrix per twin (no view of the round)
+    # The fleet model: every scored window of every twin in one call, rows in (twin, window) order.
+    scored = [i for i, (twin, _, _) in enumerate(closings) if twin.model is not None]
+    ratios: dict[int, np.ndarray] = {}
+    errors_by_twin: dict[int, np.ndarray] = {}
+    signals_by_twin: dict[int, list[list[list[Any]] | None]] = {}
+    if scored:
+        sequences = [closings[i][0]._sequences(*closings[i][0]._model_rows(closings[i][2], features[i]))
+                     for i in scored]
+        groups = _group_by_model([closings[i][0].model for i in scored])
+        for model, members in groups:
+            batch = np.concatenate([sequences[j] for j in members]).astype(np.float32)
+            errors, shares = model.score(batch)
+            errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+            shares = np.asarray(shares, dtype=np.float64).reshape(errors.size, -1)
+            signal_errors = errors[:, None] * shares
+            top = _top_signals(signal_errors, tuple(model.signal_names))
+            offset = 0
+            for j in members:
+                i = scored[j]
+                n = sequences[j].shape[0]
+                twin = closings[i][0]
+                ratios[i] = errors[offset:offset + n] / twin._alert_error()
+                errors_by_twin[i] = signal_errors[offset:offset + n]
+                signals_by_twin[i] = top[offset:offset + n]
+                offset += n
+    for i, (twin, step, closed) in enumerate(closings):
+        for k, (end_ms, window) in enumerate(closed):
+            if i in ratios:
+                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], float(ratios[i][k]),
+                                   errors_by_twin[i][k], signals_by_twin[i][k], step)
+            else:
+                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], 0.0, None, None, step)
+
+
+def _group_by_model(models: list[Any]) -> list[tuple[Any, list[int]]]:
+    """Positions per distinct model object (normally one: the fleet model), first appearance order."""
+    groups: dict[int, tuple[Any, list[int]]] = {}
+    for j, model in enumerate(models):
+        groups.setdefault(id(model), (model, []))[1].append(j)
+    return list(groups.values())
+
+
+def _top_signals(signal_errors: np.ndarray, names: tuple[str, ...]) -> list[list[list[Any]] | None]:
+    """Per row: the three signals with the largest share of the error, or None when there is no error
+    (the twin then names the features furthest from its own baseline)."""
+    totals = signal_errors.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = signal_errors / totals[:, None]
+    top = np.argsort(-shares, axis=1)[:, :3]
+    top_shares = np.take_along_axis(shares, top, axis=1)
+    return [[[names[c], round(v, 4)] for c, v in zip(cols, values)] if total > 0 else None
+            for cols, values, total in zip(top.tolist(), top_shares.tolist(), totals.tolist())]
 
 
 TwinFactory = Callable[[str], VehicleTwin]

@@ -1,9 +1,12 @@
 """The production detector of the predictive policy: generator frames through real twins and models.
 
-Each simulated vehicle's telemetry comes from the generator's streaming API
-(``simulation.generator.stream_vehicle_batches``, at the coarser ``whatif.twin_frame_interval_s``)
-and goes through a ``twins.twin.VehicleTwin`` exactly as in production (``twins.host.to_block``
-turns a record batch into the twin's columns, as the host actor does). When a twin asks for a
+Each simulated vehicle's telemetry comes from the generator (``simulation.generator.simulate_vehicle``,
+at the coarser ``whatif.twin_frame_interval_s``), cut into one batch per poll period exactly as
+``simulation.generator.stream_vehicle_batches`` cuts it, but kept as the numpy matrix a host actor
+makes of a record batch (``twins.host.to_block``): the same frames without the Arrow round trip (a
+test checks both give the same columns). All vehicles' frames of one poll go through their
+``twins.twin.VehicleTwin``s in one batched step (``twins.twin.ingest_many``: windows closed together,
+one LSTM-AE call), with the same outcome as ingesting each twin alone. When a twin asks for a
 prediction, the trained failure model (``training.artifacts.load_failure_model``, the artefact the
 Serve deployment loads) answers in one batched call per poll, and ``apply_prediction`` decides the
 ``failure_risk`` alert, as the host does. Alerts become risk signals: a ``failure_risk`` alert
@@ -17,6 +20,7 @@ Limitation: the stream does not know when the vehicle is off the road (it keeps 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -28,6 +32,66 @@ from simulation.whatif.runner import with_ambient_offset
 
 ANOMALY_RULE = "anomaly"
 RISK_RULE = "failure_risk"
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames of one vehicle in time order: ``seq``, ``ts`` (int64 ms) and ``values`` (rows x sensors, float32)."""
+
+    seq: np.ndarray
+    ts: np.ndarray
+    values: np.ndarray
+
+    @property
+    def first_ts(self) -> int:
+        return int(self.ts[0])
+
+    @property
+    def last_ts(self) -> int:
+        return int(self.ts[-1])
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The twin's input (``twins.twin.frames_matrix`` reads ``values``)."""
+        return {"seq": self.seq, "ts": self.ts, "values": self.values}
+
+
+def vehicle_frame_batches(profile: Any, sim_cfg: SimulationConfig, seed: int, batch_seconds: float,
+                          events: list[Any] | None = None) -> Iterator[FrameBatch]:
+    """``stream_vehicle_batches`` as numpy: batch ``k`` holds the frames in ``[start + k*batch, start + (k+1)*batch)``.
+
+    The values are what ``twins.host.to_block`` makes of the record batches (sensors cast to float32).
+    """
+    from simulation.fleet import observation_window
+    from simulation.generator import simulate_vehicle
+    from twins.twin import SENSORS
+
+    if batch_seconds <= 0:
+        raise ValueError(f"batch_seconds must be > 0 (got {batch_seconds})")
+    start_ms, _ = observation_window(sim_cfg)
+    batch_ms = int(round(batch_seconds * 1000))
+    pending: list[FrameBatch] = []
+    pending_id: int | None = None
+    for chunk in simulate_vehicle(profile, sim_cfg, seed, events):
+        values = np.empty((chunk.num_rows, len(SENSORS)), dtype=np.float32)
+        for j, name in enumerate(SENSORS):
+            values[:, j] = chunk.columns[name]
+        ids = (chunk.ts_ms - start_ms) // batch_ms
+        cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows]):
+            if pending and ids[a] != pending_id:
+                yield _joined(pending)
+                pending = []
+            pending.append(FrameBatch(chunk.seq[a:b], chunk.ts_ms[a:b], values[a:b]))
+            pending_id = int(ids[a])
+    if pending:
+        yield _joined(pending)
+
+
+def _joined(batches: list[FrameBatch]) -> FrameBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return FrameBatch(np.concatenate([b.seq for b in batches]), np.concatenate([b.ts for b in batches]),
+                      np.concatenate([b.values for b in batches]))
 
 
 class _SplicedStream:
@@ -45,25 +109,15 @@ class _SplicedStream:
     def __iter__(self) -> "_SplicedStream":
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> FrameBatch:
         batches = [next(s) for s in self._streams]  # StopIteration ends the splice too
         if len(batches) == 1:
             return batches[0]
-        first_ts = _first_ts_ms(batches[0])
+        first_ts = batches[0].first_ts
         for k, (lo, hi) in enumerate(self._spans):
             if lo <= first_ts < hi:
                 return batches[k + 1]
         return batches[0]
-
-
-def _first_ts_ms(batch: Any) -> int:
-    ts = batch.column(batch.schema.get_field_index("ts"))
-    return int(ts.cast("int64")[0].as_py())
-
-
-def _last_ts_ms(batch: Any) -> int:
-    ts = batch.column(batch.schema.get_field_index("ts"))
-    return int(ts.cast("int64")[len(ts) - 1].as_py())
 
 
 def coarse_simulation(sim_cfg: SimulationConfig, frame_interval_s: float) -> SimulationConfig:
@@ -91,11 +145,12 @@ class TwinDetector:
         window_ms = int(config.dataset.window_minutes * 60_000)
         stride_ms = int(config.dataset.stride_minutes * 60_000)
         self.failure_model = failure_model
+        self.anomaly_model = anomaly_model
         self.anomaly_risk = whatif.anomaly_alert_risk
         self.risk_alert_threshold = config.twins.risk_alert_threshold
         self.twins: dict[str, Any] = {}
-        self.streams: dict[str, Iterator[Any]] = {}
-        self.pending: dict[str, Any] = {}
+        self.streams: dict[str, Iterator[FrameBatch]] = {}
+        self.pending: dict[str, FrameBatch] = {}
         self.frames = 0
         self.restarts = 0
         self.alerts_by_rule: dict[str, int] = {}
@@ -109,16 +164,15 @@ class TwinDetector:
             self.streams[vehicle_id] = self._open_stream(vehicle_id)
             self.twins[vehicle_id] = VehicleTwin(vehicle_id, twins_cfg, window_ms, stride_ms, anomaly_model)
 
-    def _open_stream(self, vehicle_id: str) -> Iterator[Any]:
+    def _open_stream(self, vehicle_id: str) -> Iterator[FrameBatch]:
         """The vehicle's frames from the generator (one stream per ambient offset, spliced by time)."""
         from simulation.fleet import sample_profile
-        from simulation.generator import stream_vehicle_batches
 
         profile = self.profiles[vehicle_id]
         events = self.events[vehicle_id]
-        streams = [stream_vehicle_batches(profile, self.sim_cfg, self.seed, self.batch_seconds, events=events)]
-        streams += [stream_vehicle_batches(sample_profile(wc, self.seed, profile.index), wc, self.seed,
-                                           self.batch_seconds, events=events) for wc in self.window_cfgs]
+        streams = [vehicle_frame_batches(profile, self.sim_cfg, self.seed, self.batch_seconds, events=events)]
+        streams += [vehicle_frame_batches(sample_profile(wc, self.seed, profile.index), wc, self.seed,
+                                          self.batch_seconds, events=events) for wc in self.window_cfgs]
         return _SplicedStream(streams, self.windows, self.start_ms)
 
     @classmethod
@@ -137,11 +191,9 @@ class TwinDetector:
                    failure_model=load_failure_model(models_dir))
 
     def observe(self, until_ms: int) -> list[RiskSignal]:
-        import pyarrow as pa
+        from twins.twin import ingest_many
 
-        from twins.host import to_block
-
-        due = []
+        due: dict[str, list[FrameBatch]] = {}
         for vehicle_id in self.twins:
             while True:
                 batch = self.pending.pop(vehicle_id, None)
@@ -149,21 +201,21 @@ class TwinDetector:
                     batch = next(self.streams[vehicle_id], None)
                     if batch is None:
                         break
-                last_ms = _last_ts_ms(batch)
+                last_ms = batch.last_ts
                 if last_ms <= self.consumed_until.get(vehicle_id, -1):
                     continue  # a restarted stream catching up to where the twin already is
                 if last_ms > until_ms:
                     self.pending[vehicle_id] = batch  # not yet happened
                     break
                 self.consumed_until[vehicle_id] = last_ms
-                due.append(batch)
+                due.setdefault(vehicle_id, []).append(batch)
         signals: list[RiskSignal] = []
         if due:
-            # One block for the whole fleet's new frames, as a host actor receives them.
-            block, _ = to_block(pa.Table.from_batches(due))
-            for vehicle_id, columns in block.parts():
-                step = self.twins[vehicle_id].ingest(columns)
-                self.frames += int(columns["seq"].size)
+            # Every vehicle's new frames in one batched step, as a host actor ingests a block.
+            batches = {vehicle_id: _joined(parts) for vehicle_id, parts in due.items()}
+            steps = ingest_many([self.twins[v] for v in batches], [b.columns() for b in batches.values()])
+            self.frames += sum(int(b.seq.size) for b in batches.values())
+            for step in steps:
                 signals.extend(self._signals(step.alerts))
         requests: list[tuple[str, int, np.ndarray]] = []
         if self.failure_model is not None:
@@ -176,7 +228,10 @@ class TwinDetector:
         return sorted(signals, key=lambda x: (x.ts_ms, x.vehicle_id, x.source))
 
     def stats(self) -> dict[str, Any]:
-        return {"frames": self.frames, "restarts": self.restarts, "alerts_by_rule": dict(self.alerts_by_rule)}
+        models = [name for name, model in (("LSTM-AE", self.anomaly_model), ("failure model", self.failure_model))
+                  if model is not None]
+        return {"frames": self.frames, "restarts": self.restarts, "alerts_by_rule": dict(self.alerts_by_rule),
+                "models": models}
 
     def _predict(self, requests: list[tuple[str, int, np.ndarray]]) -> list[RiskSignal]:
         X = np.stack([features for _, _, features in requests]).astype(np.float32)
@@ -273,8 +328,9 @@ class ShardedTwinDetector:
     def stats(self) -> dict[str, Any]:
         import ray
 
-        total: dict[str, Any] = {"frames": 0, "restarts": 0, "alerts_by_rule": {}}
+        total: dict[str, Any] = {"frames": 0, "restarts": 0, "alerts_by_rule": {}, "models": []}
         for part in ray.get([a.stats.remote() for a in self.actors.values()]):
+            total["models"] = part["models"]
             total["frames"] += part["frames"]
             total["restarts"] += part["restarts"]
             for rule, n in part["alerts_by_rule"].items():
