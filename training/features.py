@@ -5,6 +5,11 @@ A twin keeps a :class:`FeatureState` per vehicle and calls ``update(window)`` on
 (:func:`vehicle_feature_matrix`) runs the very same ``FeatureState`` over a vehicle's recording, so the
 two agree by construction.
 
+The maths is written once, for a batch: :func:`raw_features_many` computes the context-free half of B
+windows at once (frames NaN-padded to (columns, T, B)) and :func:`update_many` advances B vehicles'
+states by one window each. The per-window calls (``window_raw_features``, ``update_values``) are
+these with B = 1, and a window's features do not depend on the batch it is computed in, bit for bit.
+
 Features, in ``FEATURE_NAMES`` order:
 
 1. *Window statistics*: mean, std, min, max of each signal in ``STAT_SIGNALS`` (NaN-aware).
@@ -41,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -50,7 +55,8 @@ from training.windows import in_order_mask, window_index
 
 __all__ = [
     "FEATURE_NAMES", "FEATURES_VERSION", "FEATURES_HASH", "STAT_SIGNALS", "DERIVED_NAMES", "TREND_KEYS",
-    "REQUIRED_COLUMNS", "ACCUM_KEYS", "FeatureState", "window_accumulators", "window_raw_features", "vehicle_feature_matrix",
+    "REQUIRED_COLUMNS", "ACCUM_KEYS", "FeatureState", "window_accumulators", "window_raw_features",
+    "raw_features_many", "update_many", "vehicle_feature_matrix",
 ]
 
 FEATURES_VERSION = "3"
@@ -130,6 +136,7 @@ _STAT_IDX = np.array([_COL[s] for s in STAT_SIGNALS])
 _STAT_POS = {s: i for i, s in enumerate(STAT_SIGNALS)}
 _RAW_IDX = {name: i for i, name in enumerate(RAW_NAMES)}
 _TREND_IDX = np.array([_RAW_IDX[k] for k in TREND_KEYS])
+_DERIVED_SLICE = slice(4 * len(STAT_SIGNALS), len(RAW_NAMES))  # DERIVED_NAMES follow the statistics
 _TYRES = np.array([_COL[f"tyre_pressure_{p}"] for p in ("fl", "fr", "rl", "rr")])
 # Signals that carry measurement noise even when the vehicle rests: an exactly flat trace is stuck.
 _NOISY = np.array([_COL[s] for s in (
@@ -138,6 +145,8 @@ _NOISY = np.array([_COL[s] for s in (
     "tyre_pressure_rl", "tyre_pressure_rr", "aux_battery_voltage", "ambient_temp", "brake_temp",
 )])
 _RANGE = SCHEMA.upper_bounds - SCHEMA.lower_bounds
+_FLOAT_MAX = np.finfo(np.float64).max
+_LOWER, _UPPER = SCHEMA.lower_bounds[:, None, None], SCHEMA.upper_bounds[:, None, None]
 
 LOAD_CURRENT_A = 30.0  # |pack current| above this counts as "under load"
 PUMP_ON_RPM = 100.0  # coolant pump counts as running above this
@@ -147,23 +156,84 @@ LONG_HALF_LIFE_MS = 7 * 86_400_000  # 7 days
 Z_CLIP = 50.0
 BASELINE_WARMUP_WINDOWS = 24  # windows learned unconditionally before winsorising starts
 BASELINE_LEARN_Z = 3.0
+# Frames (padded) per batch the window maths runs on: small enough that its arrays stay in a core's
+# cache, large enough that numpy's per-call cost spreads over many windows (measured: bench_features.py).
+_BATCH_FRAMES = 3_072
+_CONTEXT_BATCH = 256  # vehicles per batch of the context step, for the same reason
 
 
-def _nan_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Column-wise (count, mean, std, min, max) ignoring NaN/inf; NaN where a column has no sample."""
-    finite = np.isfinite(values)
-    count = finite.sum(axis=0)
-    zeroed = np.where(finite, values, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = zeroed.sum(axis=0) / count
-        sq = np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0) / count
-    std = np.sqrt(sq)
-    vmin = np.where(finite, values, np.inf).min(axis=0, initial=np.inf)
-    vmax = np.where(finite, values, -np.inf).max(axis=0, initial=-np.inf)
-    none = count == 0
-    vmin[none] = np.nan
-    vmax[none] = np.nan
-    return count, mean, std, vmin, vmax
+def _frame_sums(x: np.ndarray) -> np.ndarray:
+    """Sums over the frame axis of a contiguous (k, frames, windows) array, adding each window's frames in order.
+
+    A window's features must not depend on the batch it is computed in (how much NaN padding follows
+    it, which windows sit beside it), or the twins (many vehicles at once) and the offline matrix (one
+    vehicle's windows) would differ by rounding. numpy reduces a contiguous axis pairwise, grouping
+    terms by position, so reduce only where the windows axis is innermost (two or more windows) and
+    otherwise accumulate, which always adds in order. Callers zero the padding: ``x + 0.0 == x``.
+    """
+    if x.shape[2] >= 2:
+        return np.add.reduce(x, axis=1)
+    return np.add.accumulate(x, axis=1)[:, -1]
+
+
+def _window_arrays(windows: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The windows as float64 (rows, ``REQUIRED_COLUMNS``) arrays, checked, and their (B,) row counts."""
+    arrays = [np.asarray(w, dtype=np.float64) for w in windows]
+    width = len(REQUIRED_COLUMNS)
+    for k, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[1] != width:
+            raise ValueError(f"window values must be (rows, {width}), got {a.shape} (window {k} of the batch)")
+    return arrays, np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+
+
+def _pad_windows(arrays: list[np.ndarray], n: np.ndarray) -> np.ndarray:
+    """Frames of B windows as (len(REQUIRED_COLUMNS), T, B): each window's ``n`` rows first, then NaN.
+
+    Column-major and windows innermost: each signal is one contiguous (T, B) block, cheap to compute on.
+    """
+    rows = max(int(n.max(initial=0)), 1)  # at least one (padding) row: reductions need a frame axis
+    cols = np.full((len(REQUIRED_COLUMNS), rows, len(arrays)), np.nan)
+    total = int(n.sum())
+    if total:
+        starts = np.cumsum(n) - n
+        cols[:, np.arange(total) - np.repeat(starts, n), np.repeat(np.arange(len(arrays)), n)] = \
+            np.concatenate(arrays).T
+    return cols
+
+
+def _windows_per_batch(n: np.ndarray) -> int:
+    """How many windows the maths takes at once: about ``_BATCH_FRAMES`` padded frames (cache-sized arrays)."""
+    return max(1, _BATCH_FRAMES // max(int(n.max(initial=0)), 1))
+
+
+def _slice_windows(by_column: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """As :func:`_pad_windows` for the windows ``[lo[i], hi[i])`` (they may overlap) of one recording's
+    frames given column-major, (len(REQUIRED_COLUMNS), frames)."""
+    rows = max(int((hi - lo).max(initial=0)), 1)
+    inside = np.arange(rows)[:, None] < (hi - lo)
+    if by_column.shape[1] == 0:
+        return np.full((len(REQUIRED_COLUMNS), rows, lo.size), np.nan)
+    cols = by_column[:, np.where(inside, lo + np.arange(rows)[:, None], 0)]
+    cols[:, ~inside] = np.nan
+    return cols
+
+
+def raw_features_many(windows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Context-free features of B windows at once: raw (B, len(RAW_NAMES)), numerators and weights (B, len(ACCUM_KEYS)).
+
+    Row ``i`` is ``window_raw_features(windows[i])`` and ``window_accumulators(windows[i])``, which are
+    this function with B = 1. Windows may have different row counts (0 included).
+    """
+    arrays, n = _window_arrays(windows)
+    if not arrays:
+        return np.empty((0, len(RAW_NAMES))), np.empty((0, len(ACCUM_KEYS))), np.empty((0, len(ACCUM_KEYS)))
+    step = _windows_per_batch(n)
+    parts = [_window_batch(_pad_windows(arrays[s:s + step], n[s:s + step]), n[s:s + step])
+             for s in range(0, len(arrays), step)]
+    if len(parts) == 1:
+        return parts[0]
+    raw, num, den = (np.concatenate(p) for p in zip(*parts))
+    return raw, num, den
 
 
 def window_raw_features(values: np.ndarray) -> np.ndarray:
@@ -171,214 +241,267 @@ def window_raw_features(values: np.ndarray) -> np.ndarray:
 
     Context-free half of the feature function; :class:`FeatureState` fills NaN and adds context.
     """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] != len(REQUIRED_COLUMNS):
-        raise ValueError(f"window values must be (rows, {len(REQUIRED_COLUMNS)}), got {values.shape}")
-    out = np.full(len(RAW_NAMES), np.nan)
-    n = values.shape[0]
-    if n == 0:
-        out[_RAW_IDX["n_frames"]] = 0.0
-        return out
-    stat_vals = values[:, _STAT_IDX]
-    _, mean, std, vmin, vmax = _nan_stats(stat_vals)
-    out[: 4 * len(STAT_SIGNALS)] = np.stack([mean, std, vmin, vmax], axis=1).ravel()
-
-    col = lambda name: values[:, _COL[name]]  # noqa: E731 - local shorthand
-    current, ambient = col("pack_current"), col("ambient_temp")
-    with np.errstate(invalid="ignore"):
-        under_load = np.abs(current) > LOAD_CURRENT_A
-        at_rest = np.abs(current) <= LOAD_CURRENT_A
-    cv_spread = col("cell_voltage_max") - col("cell_voltage_min")
-    coolant_in, pump = col("coolant_temp_in"), col("pump_speed")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pumping = pump > PUMP_ON_RPM
-        driving = col("speed") > DRIVING_KMH
-        power_kw = np.abs(col("pack_voltage") * current) / 1000.0
-        flow_per_pump = np.where(pumping, col("coolant_flow") / (pump / 1000.0), np.nan)
-        # Inverter losses grow with electrical power: its rise over the coolant per unit of load.
-        inverter_per_kw = np.where(driving, (col("inverter_temp") - coolant_in) / (4.0 + 0.8 * power_kw), np.nan)
-        motor_per_krpm = np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + np.abs(col("motor_speed")) / 1000.0),
-                                  np.nan)
-    tyres = values[:, _TYRES]
-    tyre_min, tyre_max = tyres.min(axis=1), tyres.max(axis=1)  # NaN if any tyre is NaN
-    # One NaN-aware pass over every per-frame quantity instead of many small reductions.
-    per_frame = np.column_stack([
-        cv_spread,
-        np.where(under_load, cv_spread, np.nan),
-        np.where(at_rest, cv_spread, np.nan),
-        col("cell_temp_max") - col("cell_temp_min"),
-        col("cell_temp_avg") - ambient,
-        col("coolant_temp_out") - col("coolant_temp_in"),
-        col("motor_temp") - ambient,
-        col("inverter_temp") - ambient,
-        tyre_min,
-        tyre_max - tyre_min,
-        tyre_min * 293.15 / (ambient + 273.15),
-        col("brake_temp") - ambient,
-        np.where(at_rest, col("aux_battery_voltage"), np.nan),
-        np.abs(current),
-        np.abs(col("motor_torque")),
-        flow_per_pump,
-        inverter_per_kw,
-        motor_per_krpm,
-    ])
-    _, pm, _, _, px = _nan_stats(per_frame)
-    (cv, cv_load, cv_rest, ct, pack_rise, coolant_dt, motor_rise, inverter_rise, tyre_lo, tyre_spread,
-     tyre_comp, brake_rise, aux_rest, abs_current, abs_torque, flow_pump, inv_kw, motor_krpm) = range(per_frame.shape[1])
-    load_factor = 1.0 + pm[abs_current] / 100.0
-    flow, pump_mean = mean[_STAT_POS["coolant_flow"]], mean[_STAT_POS["pump_speed"]]
-
-    derived = {
-        "cell_v_spread_mean": pm[cv],
-        "cell_v_spread_max": px[cv],
-        "cell_v_spread_load_mean": pm[cv_load],
-        "cell_v_spread_rest_mean": pm[cv_rest],
-        "cell_t_spread_mean": pm[ct],
-        "cell_t_spread_max": px[ct],
-        "pack_rise_mean": pm[pack_rise],
-        "pack_rise_max": px[pack_rise],
-        "pack_rise_per_load": pm[pack_rise] / load_factor,
-        "coolant_dt_mean": pm[coolant_dt],
-        "coolant_dt_per_flow": pm[coolant_dt] / max(flow, 0.5) if np.isfinite(flow) else np.nan,
-        "flow_per_pump_krpm": flow / max(pump_mean / 1000.0, 0.1) if np.isfinite(pump_mean) else np.nan,
-        "motor_rise_mean": pm[motor_rise],
-        "motor_rise_max": px[motor_rise],
-        "motor_rise_per_torque": pm[motor_rise] / (1.0 + pm[abs_torque] / 100.0),
-        "inverter_rise_mean": pm[inverter_rise],
-        "inverter_rise_max": px[inverter_rise],
-        "inverter_rise_per_current": pm[inverter_rise] / load_factor,
-        "resistance_est_mohm": _resistance_estimate(col("pack_voltage"), current),
-        "flow_per_pump_active": pm[flow_pump],
-        "inverter_rise_per_kw": pm[inv_kw],
-        "motor_rise_per_krpm": pm[motor_krpm],
-        "tyre_min_mean": pm[tyre_lo],
-        "tyre_spread_mean": pm[tyre_spread],
-        "tyre_comp_min_mean": pm[tyre_comp],
-        "brake_rise_max": px[brake_rise],
-        "aux_v_rest_mean": pm[aux_rest],
-        "driving_share": _share(col("speed") > 1.0, col("speed")),
-        "charging_share": _share(col("charger_state") > 0, col("charger_state")),
-        "distance_km": _span(col("odometer")),
-        "abs_current_mean": pm[abs_current],
-        **_quality(values),
-        "n_frames": float(n),
-    }
-    for name, value in derived.items():
-        out[_RAW_IDX[name]] = value
-    return out
+    return raw_features_many([values])[0][0]
 
 
 def window_accumulators(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(numerator, weight) per ``ACCUM_KEYS`` entry for one window's frames; weight 0 where undefined."""
-    num, den = np.zeros(len(ACCUM_KEYS)), np.zeros(len(ACCUM_KEYS))
-    n = values.shape[0]
-    if n == 0:
-        return num, den
-    v = values.T  # one row per column: cheap views
-    current = v[_COL["pack_current"]]
-    dcdc = v[_COL["dcdc_current"]]
-    with np.errstate(invalid="ignore"):
-        driving = v[_COL["speed"]] > DRIVING_KMH
-        if driving.sum() >= 3:
-            d = v[:, driving]
-            coolant_in = d[_COL["coolant_temp_in"]]
-            inv = d[_COL["inverter_temp"]] - coolant_in
-            load = 4.0 + 0.0008 * np.abs(d[_COL["pack_voltage"]] * d[_COL["pack_current"]])
-            ok = np.isfinite(inv) & np.isfinite(load)
-            num[0], den[0] = inv[ok].sum(), load[ok].sum()
-            motor = d[_COL["motor_temp"]] - coolant_in - 0.0004 * d[_COL["motor_torque"]] ** 2
-            rpm_k = np.abs(d[_COL["motor_speed"]]) / 1000.0
-            ok = np.isfinite(motor) & np.isfinite(rpm_k)
-            num[1], den[1] = motor[ok].sum(), rpm_k[ok].sum()
-        pump_k = v[_COL["pump_speed"]] / 1000.0
-        flow = v[_COL["coolant_flow"]]
-        ok = (pump_k > PUMP_ON_RPM / 1000.0) & np.isfinite(flow)
-        if ok.sum() >= 3:
-            num[2], den[2] = flow[ok].sum(), pump_k[ok].sum()
+    _, num, den = raw_features_many([values])
+    return num[0], den[0]
+
+
+_RISE_COLS = np.array([_COL[s] for s in ("cell_temp_avg", "motor_temp", "inverter_temp", "brake_temp")])
+_ABS_COLS = np.array([_COL[s] for s in ("pack_current", "motor_torque", "motor_speed")])
+
+
+def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The feature maths on NaN-padded frames (columns, T, B) with ``n`` real rows each; see :func:`raw_features_many`.
+
+    Padding rows are NaN in every column, so every "valid sample" test (finite, above a threshold)
+    leaves them out, and quantities over consecutive rows see NaN past a window's last row.
+    """
+    _, rows, batch = cols.shape
+    col = lambda name: cols[_COL[name]]  # noqa: E731 - local shorthand, (T, B) blocks
+    n_stat = len(STAT_SIGNALS)
+    with np.errstate(all="ignore"):
+        current, ambient, speed = col("pack_current"), col("ambient_temp"), col("speed")
+        voltage, coolant_in, pump = col("pack_voltage"), col("coolant_temp_in"), col("pump_speed")
+        abs_current, abs_torque, abs_motor_speed = np.abs(cols[_ABS_COLS])
+        under_load = abs_current > LOAD_CURRENT_A
+        at_rest = abs_current <= LOAD_CURRENT_A
+        driving = speed > DRIVING_KMH
+        cv_spread = col("cell_voltage_max") - col("cell_voltage_min")
+        pack_rise, motor_rise, inverter_rise, brake_rise = cols[_RISE_COLS] - ambient
+        power_kw = np.abs(voltage * current) / 1000.0
+        tyres = cols[_TYRES]
+        tyre_min, tyre_max = tyres.min(axis=0), tyres.max(axis=0)  # NaN if any tyre is NaN
+        # Everything summarised NaN-aware per window in one pass: the STAT_SIGNALS, then per-frame quantities.
+        per_frame = [
+            cv_spread,
+            np.where(under_load, cv_spread, np.nan),
+            np.where(at_rest, cv_spread, np.nan),
+            col("cell_temp_max") - col("cell_temp_min"),
+            pack_rise,
+            col("coolant_temp_out") - coolant_in,
+            motor_rise,
+            inverter_rise,
+            tyre_min,
+            tyre_max - tyre_min,
+            tyre_min * 293.15 / (ambient + 273.15),
+            brake_rise,
+            np.where(at_rest, col("aux_battery_voltage"), np.nan),
+            abs_current,
+            abs_torque,
+            np.where(pump > PUMP_ON_RPM, col("coolant_flow") / (pump / 1000.0), np.nan),
+            # Inverter losses grow with electrical power: its rise over the coolant per unit of load.
+            np.where(driving, (col("inverter_temp") - coolant_in) / (4.0 + 0.8 * power_kw), np.nan),
+            np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + abs_motor_speed / 1000.0), np.nan),
+            col("odometer"),
+        ]
+        summarised = np.empty((n_stat + len(per_frame), rows, batch))
+        summarised[:n_stat] = cols[_STAT_IDX]
+        summarised[n_stat:] = per_frame
+        counted = np.isfinite(summarised)
+        summarised += 0.0 * summarised  # +-inf -> NaN: from here on NaN marks every value left out
+        count = _count(counted, axis=1)
+        n_summ = summarised.shape[0]
+
+        # Accumulator terms (see window_accumulators): a response and its load over the rows a mask picks.
+        inverter = col("inverter_temp") - coolant_in
+        inverter_load = 4.0 + 0.0008 * np.abs(voltage * current)
+        ok_inverter = driving & np.isfinite(inverter) & np.isfinite(inverter_load)
+        motor = col("motor_temp") - coolant_in - 0.0004 * col("motor_torque") ** 2
+        rpm_k = abs_motor_speed / 1000.0
+        ok_motor = driving & np.isfinite(motor) & np.isfinite(rpm_k)
+        pump_k = pump / 1000.0
+        flow = col("coolant_flow")
+        ok_pump = (pump_k > PUMP_ON_RPM / 1000.0) & np.isfinite(flow)
         # The DC-DC converter is off (exactly 0 A) while the vehicle sleeps.
+        dcdc = col("dcdc_current")
         asleep = np.abs(dcdc) < 0.05
-        aux = v[_COL["aux_battery_voltage"]] + 0.006 * np.maximum(10.0 - v[_COL["ambient_temp"]], 0.0)
-        ok = asleep & np.isfinite(aux)
-        m = int(ok.sum())
-        if m >= 10:
-            t = np.flatnonzero(ok).astype(np.float64)
-            y = aux[ok]
-            t -= t.mean()
-            var_t = float(t @ t)
-            if var_t > 0:
-                num[3], den[3] = float(t @ (y - y.mean())) / var_t * n * m, float(m)  # volts per window
-            num[4], den[4] = float(y.sum()), float(m)
-        if n >= 2:
-            wake = np.flatnonzero(asleep[:-1] & (dcdc[1:] >= 0.05)) + 1
-            if wake.size:
-                excess = dcdc[wake] - 2.9 * np.nan_to_num(v[_COL["hvac_power"], wake])
-                excess = excess[np.isfinite(excess)]
-                num[5], den[5] = float(excess.sum()), float(excess.size)
-        load_c = np.abs(current)
-        ok = load_c > LOAD_CURRENT_A
-        if ok.sum() >= 3:
-            ratio = (v[_COL["cell_voltage_max"], ok] - v[_COL["cell_voltage_min"], ok]) * 1000.0 / (1.0 + load_c[ok] / 200.0)
-            ratio = ratio[np.isfinite(ratio)]
-            num[6], den[6] = float(ratio.sum()), float(ratio.size)
-        ambient = v[_COL["ambient_temp"]]
-        ok = np.isfinite(ambient)
-        num[7], den[7] = float(ambient[ok].sum()), float(ok.sum())
-        charge = v[_COL["charge_power"]]
-        ok = np.isfinite(charge)
-        num[8], den[8] = float((charge[ok] > 50.0).sum()), float(ok.sum())
-        odo = v[_COL["odometer"]]
-        odo = odo[np.isfinite(odo)]
-        if odo.size >= 2:
-            num[9], den[9] = float(odo.max() - odo.min()), 1.0
-    return num, den
+        aux = col("aux_battery_voltage") + 0.006 * np.maximum(10.0 - ambient, 0.0)
+        ok_sleep = asleep & np.isfinite(aux)
+        position = np.arange(rows, dtype=np.float64)[:, None]  # row number in the window, for the 12 V slope
+        wake = np.zeros((rows, batch), dtype=bool)
+        wake[1:] = asleep[:-1] & (dcdc[1:] >= 0.05)  # first awake row after a sleeping one
+        hvac = col("hvac_power")  # as np.nan_to_num: NaN -> 0, +-inf -> +-max float (that call is slow)
+        excess = dcdc - 2.9 * np.where(np.isnan(hvac), 0.0, np.minimum(np.maximum(hvac, -_FLOAT_MAX), _FLOAT_MAX))
+        ok_wake = wake & np.isfinite(excess)
+        spread_ratio = cv_spread * 1000.0 / (1.0 + abs_current / 200.0)
+        ok_spread = under_load & np.isfinite(spread_ratio)
+        ok_resistance = np.isfinite(voltage) & np.isfinite(current)
+        masked = [(inverter, ok_inverter), (inverter_load, ok_inverter), (motor, ok_motor), (rpm_k, ok_motor),
+                  (flow, ok_pump), (pump_k, ok_pump), (aux, ok_sleep), (position, ok_sleep), (excess, ok_wake),
+                  (spread_ratio, ok_spread), (voltage, ok_resistance), (current, ok_resistance)]
+        first_pass = np.zeros((n_summ + len(masked), rows, batch))
+        np.copyto(first_pass[:n_summ], summarised, where=counted)
+        for k, (quantity, ok) in enumerate(masked):
+            np.copyto(first_pass[n_summ + k], quantity, where=ok)
+        sums = _frame_sums(first_pass)
+        mean = sums[:n_summ] / count
+        (inv_sum, inv_load_sum, motor_sum, rpm_sum, flow_sum, pump_sum, aux_sum, pos_sum, excess_sum, spread_sum,
+         v_sum, i_sum) = sums[n_summ:]
+        n_sleep, n_res = _count(ok_sleep, axis=0), _count(ok_resistance, axis=0)
+        # Second pass: squared deviations from the window means (std, dV/dI, 12 V sleep slope).
+        pos_dev = position - pos_sum / n_sleep
+        i_dev = current - i_sum / n_res
+        second = [(i_dev ** 2, ok_resistance), ((voltage - v_sum / n_res) * i_dev, ok_resistance),
+                  (pos_dev ** 2, ok_sleep), (pos_dev * (aux - aux_sum / n_sleep), ok_sleep)]
+        second_pass = np.zeros((n_stat + len(second), rows, batch))
+        np.copyto(second_pass[:n_stat], (summarised[:n_stat] - mean[:n_stat, None, :]) ** 2, where=counted[:n_stat])
+        for k, (quantity, ok) in enumerate(second):
+            np.copyto(second_pass[n_stat + k], quantity, where=ok)
+        deviations = _frame_sums(second_pass)
+        std = np.sqrt(deviations[:n_stat] / count[:n_stat])
+        var_i_sum, cov_vi_sum, var_t, cov_ty = deviations[n_stat:]
+        vmin, vmax = np.fmin.reduce(summarised, axis=1), np.fmax.reduce(summarised, axis=1)  # NaN: no value
+
+        out = np.empty((len(RAW_NAMES), batch))
+        by_stat = out[: 4 * n_stat].reshape(n_stat, 4, batch)  # per signal: mean, std, min, max
+        by_stat[:, 0], by_stat[:, 1], by_stat[:, 2], by_stat[:, 3] = mean[:n_stat], std, vmin[:n_stat], vmax[:n_stat]
+        pm, px = mean[n_stat:], vmax[n_stat:]
+        (cv, cv_load, cv_rest, ct, pack, coolant_dt, motor_r, inverter_r, tyre_lo, tyre_spread,
+         tyre_comp, brake_r, aux_rest, abs_i, abs_t, flow_pump, inv_kw, motor_krpm, odo) = range(len(per_frame))
+        odo_span = px[odo] - vmin[n_stat + odo]
+        load_factor = 1.0 + pm[abs_i] / 100.0
+        flow_mean, pump_mean = mean[_STAT_POS["coolant_flow"]], mean[_STAT_POS["pump_speed"]]
+        var_i, cov_vi = var_i_sum / n_res, cov_vi_sum / n_res
+        derived = {
+            "cell_v_spread_mean": pm[cv],
+            "cell_v_spread_max": px[cv],
+            "cell_v_spread_load_mean": pm[cv_load],
+            "cell_v_spread_rest_mean": pm[cv_rest],
+            "cell_t_spread_mean": pm[ct],
+            "cell_t_spread_max": px[ct],
+            "pack_rise_mean": pm[pack],
+            "pack_rise_max": px[pack],
+            "pack_rise_per_load": pm[pack] / load_factor,
+            "coolant_dt_mean": pm[coolant_dt],
+            "coolant_dt_per_flow": np.where(np.isfinite(flow_mean), pm[coolant_dt] / np.maximum(flow_mean, 0.5),
+                                            np.nan),
+            "flow_per_pump_krpm": np.where(np.isfinite(pump_mean), flow_mean / np.maximum(pump_mean / 1000.0, 0.1),
+                                           np.nan),
+            "motor_rise_mean": pm[motor_r],
+            "motor_rise_max": px[motor_r],
+            "motor_rise_per_torque": pm[motor_r] / (1.0 + pm[abs_t] / 100.0),
+            "inverter_rise_mean": pm[inverter_r],
+            "inverter_rise_max": px[inverter_r],
+            "inverter_rise_per_current": pm[inverter_r] / load_factor,
+            # -dV/dI (mOhm) by least squares; undefined under 5 samples or 5 A of spread (the slope is noise).
+            "resistance_est_mohm": np.where((n_res >= 5) & (var_i >= 25.0), np.abs(cov_vi / var_i) * 1000.0, np.nan),
+            "flow_per_pump_active": pm[flow_pump],
+            "inverter_rise_per_kw": pm[inv_kw],
+            "motor_rise_per_krpm": pm[motor_krpm],
+            "tyre_min_mean": pm[tyre_lo],
+            "tyre_spread_mean": pm[tyre_spread],
+            "tyre_comp_min_mean": pm[tyre_comp],
+            "brake_rise_max": px[brake_r],
+            "aux_v_rest_mean": pm[aux_rest],
+            "driving_share": _share(speed > 1.0, speed),
+            "charging_share": _share(col("charger_state") > 0, col("charger_state")),
+            "distance_km": odo_span,
+            "abs_current_mean": pm[abs_i],
+            **_quality(cols, n),
+            "n_frames": n,
+        }
+        out[_DERIVED_SLICE] = list(derived.values())
+
+        # Accumulators: (numerator, weight) per ACCUM_KEYS entry, 0 where the window has too few samples.
+        num, den = np.zeros((len(ACCUM_KEYS), batch)), np.zeros((len(ACCUM_KEYS), batch))
+        enough_driving = driving.sum(axis=0) >= 3
+        num[0], den[0] = np.where(enough_driving, inv_sum, 0.0), np.where(enough_driving, inv_load_sum, 0.0)
+        num[1], den[1] = np.where(enough_driving, motor_sum, 0.0), np.where(enough_driving, rpm_sum, 0.0)
+        enough_pumping = ok_pump.sum(axis=0) >= 3
+        num[2], den[2] = np.where(enough_pumping, flow_sum, 0.0), np.where(enough_pumping, pump_sum, 0.0)
+        enough_sleep = n_sleep >= 10
+        sloped = enough_sleep & (var_t > 0)
+        num[3] = np.where(sloped, cov_ty / var_t * n * n_sleep, 0.0)  # volts per window
+        den[3] = np.where(sloped, n_sleep, 0.0)
+        num[4], den[4] = np.where(enough_sleep, aux_sum, 0.0), np.where(enough_sleep, n_sleep, 0.0)
+        num[5], den[5] = excess_sum, ok_wake.sum(axis=0)
+        enough_load = under_load.sum(axis=0) >= 3
+        num[6], den[6] = np.where(enough_load, spread_sum, 0.0), np.where(enough_load, ok_spread.sum(axis=0), 0.0)
+        ambient_pos = _STAT_POS["ambient_temp"]
+        num[7], den[7] = sums[ambient_pos], count[ambient_pos]
+        charge = col("charge_power")
+        charge_ok = np.isfinite(charge)
+        num[8], den[8] = (charge_ok & (charge > 50.0)).sum(axis=0), charge_ok.sum(axis=0)
+        enough_odo = count[n_stat + odo] >= 2
+        num[9], den[9] = np.where(enough_odo, odo_span, 0.0), enough_odo
+    return out.T, num.T, den.T
 
 
-def _resistance_estimate(voltage: np.ndarray, current: np.ndarray) -> float:
-    """-dV/dI (mOhm) by least squares over the window; NaN when current hardly varies."""
-    ok = np.isfinite(voltage) & np.isfinite(current)
-    if ok.sum() < 5:
-        return float("nan")
-    v, i = voltage[ok], current[ok]
-    var_i = float(np.var(i))
-    if var_i < 25.0:  # under 5 A of spread the slope is noise
-        return float("nan")
-    cov = float(np.mean((v - v.mean()) * (i - i.mean())))
-    return abs(cov / var_i) * 1000.0
+def _count(mask: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    """Number of True along ``axis`` (as bytes: several times faster than summing booleans)."""
+    return np.add.reduce(mask.view(np.uint8), axis=axis, dtype=np.int32)
 
 
-def _share(mask: np.ndarray, source: np.ndarray) -> float:
+def _share(mask: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Per window, the share of rows with a finite ``source`` where ``mask`` holds; NaN without any."""
     valid = np.isfinite(source)
-    return float(mask[valid].mean()) if valid.any() else float("nan")
+    return _count(mask & valid, axis=0) / _count(valid, axis=0)
 
 
-def _span(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(x.max() - x.min()) if x.size else float("nan")
-
-
-def _quality(values: np.ndarray) -> dict[str, float]:
-    finite = np.isfinite(values)
-    with np.errstate(invalid="ignore"):
-        outside = finite & ((values < SCHEMA.lower_bounds) | (values > SCHEMA.upper_bounds))
-    noisy = values[:, _NOISY]
-    noisy_ok = np.isfinite(noisy)
-    enough = noisy_ok.sum(axis=0) >= 5
-    flat = np.zeros(noisy.shape[1], dtype=bool)
-    if enough.any():
-        lo = np.where(noisy_ok, noisy, np.inf).min(axis=0)
-        hi = np.where(noisy_ok, noisy, -np.inf).max(axis=0)
-        flat = enough & (hi - lo == 0.0)
-    spike = float("nan")
-    if values.shape[0] >= 2:
-        steps = np.abs(np.diff(values, axis=0)) / _RANGE
-        steps = steps[np.isfinite(steps)]
-        spike = float(steps.max()) if steps.size else float("nan")
+def _quality(cols: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
+    """Per window: NaN share, out-of-range share, share of noisy signals stuck flat, largest step per range."""
+    finite = np.isfinite(cols)
+    cells = n * cols.shape[0]
+    outside = finite & ((cols < _LOWER) | (cols > _UPPER))
+    noisy = cols[_NOISY]
+    noisy += 0.0 * noisy  # +-inf -> NaN, left out by fmin / fmax
+    enough = _count(finite[_NOISY], axis=1) >= 5
+    flat = enough & (np.fmax.reduce(noisy, axis=1) - np.fmin.reduce(noisy, axis=1) == 0.0)
+    n_enough = _count(enough, axis=0)
+    if cols.shape[1] >= 2:
+        steps = np.abs(cols[:, 1:] - cols[:, :-1]) / _RANGE[:, None, None]  # NaN past a window's end (padding)
+        steps += 0.0 * steps
+        spike = np.fmax.reduce(steps, axis=(0, 1))
+    else:
+        spike = np.full(cols.shape[2], np.nan)
     return {
-        "nan_share": float(1.0 - finite.mean()),
-        "out_of_range_share": float(outside.mean()),
-        "stuck_share": float(flat.sum() / max(enough.sum(), 1)) if enough.any() else float("nan"),
+        "nan_share": 1.0 - _count(finite, axis=(0, 1)) / cells,
+        "out_of_range_share": _count(outside, axis=(0, 1)) / cells,
+        "stuck_share": np.where(n_enough > 0, _count(flat, axis=0) / np.maximum(n_enough, 1), np.nan),
         "spike_score": spike,
     }
+
+
+# A vehicle's float state is one packed vector (so B states gather and scatter in one call each); the
+# attributes of FeatureState are views of its parts: (name, shape, initial value, meaning).
+_STATE_FIELDS: tuple[tuple[str, tuple[int, ...], float, str], ...] = (
+    ("last_valid", (len(RAW_NAMES),), np.nan, "last valid value of each raw feature (fill rule)"),
+    ("ema_short", (len(TREND_KEYS),), np.nan, "short (1 day) exponential average of each TREND_KEYS entry"),
+    ("ema_long", (len(TREND_KEYS),), np.nan, "long (7 day) exponential average of each TREND_KEYS entry"),
+    ("base_n", (len(TREND_KEYS),), 0.0, "windows learned by the baseline (Welford count)"),
+    ("base_mean", (len(TREND_KEYS),), 0.0, "baseline mean (Welford)"),
+    ("base_m2", (len(TREND_KEYS),), 0.0, "baseline sum of squared deviations (Welford M2)"),
+    ("accum", (6, len(ACCUM_KEYS)), 0.0,
+     "ratio-of-sums accumulators: rows (numerator, weight) for the short, long and slow half-lives"),
+    ("accum_last", (len(ACCUM_KEYS),), 0.0, "last defined short ratio of each accumulator (fill rule)"),
+)
+_STATE_SIZES = [int(np.prod(shape)) for _, shape, _, _ in _STATE_FIELDS]
+_STATE_SLICES: dict[str, slice] = {
+    name: slice(start, start + size)
+    for (name, _, _, _), size, start in zip(_STATE_FIELDS, _STATE_SIZES, np.cumsum([0] + _STATE_SIZES).tolist())
+}
+_STATE_INITIAL = np.concatenate([np.full(size, init) for (_, _, init, _), size in zip(_STATE_FIELDS, _STATE_SIZES)])
+
+
+def _state_field(name: str) -> property:
+    """Attribute of FeatureState viewing one part of its packed state (assigning copies into it)."""
+    part = _STATE_SLICES[name]
+    shape, doc = next((shape, doc) for field, shape, _, doc in _STATE_FIELDS if field == name)
+
+    def get(self: "FeatureState") -> np.ndarray:
+        return self._packed[part].reshape(shape)
+
+    def set_(self: "FeatureState", value: np.ndarray) -> None:
+        value = np.asarray(value, dtype=np.float64)
+        if value.shape != shape:
+            raise ValueError(f"FeatureState.{name} must have shape {shape}, got {value.shape}")
+        self._packed[part] = value.reshape(-1)
+
+    return property(get, set_, doc=doc)
 
 
 class FeatureState:
@@ -387,20 +510,23 @@ class FeatureState:
     Holds, per raw feature, the last valid value (fill rule) and, per ``TREND_KEYS`` entry, the short
     and long exponential averages and the running baseline (count, mean, M2: Welford). The baseline
     is updated *after* the window's z-score is computed, so a window is never compared with itself.
+    Many vehicles' states advance together with :func:`update_many`. The array attributes are views
+    of one packed vector per vehicle (see ``_STATE_FIELDS``).
     """
+
+    last_valid = _state_field("last_valid")
+    ema_short = _state_field("ema_short")
+    ema_long = _state_field("ema_long")
+    base_n = _state_field("base_n")
+    base_mean = _state_field("base_mean")
+    base_m2 = _state_field("base_m2")
+    accum = _state_field("accum")
+    accum_last = _state_field("accum_last")
 
     def __init__(self) -> None:
         self.last_end_ms: int | None = None
         self.n_windows = 0
-        self.last_valid = np.full(len(RAW_NAMES), np.nan)
-        self.ema_short = np.full(len(TREND_KEYS), np.nan)
-        self.ema_long = np.full(len(TREND_KEYS), np.nan)
-        self.base_n = np.zeros(len(TREND_KEYS))
-        self.base_mean = np.zeros(len(TREND_KEYS))
-        self.base_m2 = np.zeros(len(TREND_KEYS))
-        # Ratio-of-sums accumulators: rows (numerator, weight) for the short, long and slow half-lives.
-        self.accum = np.zeros((6, len(ACCUM_KEYS)))
-        self.accum_last = np.zeros(len(ACCUM_KEYS))  # last defined short ratio (fill rule)
+        self._packed = _STATE_INITIAL.copy()
 
     def update(self, window: Mapping[str, np.ndarray], end_ms: int | None = None) -> np.ndarray:
         """Feature vector (float32, ``len(FEATURE_NAMES)``) of one window and advance the context.
@@ -422,65 +548,7 @@ class FeatureState:
 
     def update_values(self, end_ms: int, values: np.ndarray) -> np.ndarray:
         """As :meth:`update`, with the window's frames already stacked (rows x ``REQUIRED_COLUMNS``)."""
-        raw = window_raw_features(values)
-        raw = self._fill(raw)
-        keys = raw[_TREND_IDX]
-        acc = self._advance_accumulators(end_ms, values)
-        self._advance_averages(end_ms, keys)
-        std = np.sqrt(self.base_m2 / np.maximum(self.base_n - 1, 1))
-        floor = 1e-3 + 0.01 * np.abs(self.base_mean)
-        z = np.where(self.base_n >= 2, (keys - self.base_mean) / np.maximum(std, floor), 0.0)
-        z = np.clip(z, -Z_CLIP, Z_CLIP)
-        context = np.stack([self.ema_short, self.ema_short - self.ema_long, z], axis=1).ravel()
-        # After a warm-up the baseline learns only from windows it finds normal (|z| <= 3), so a
-        # slowly failing part does not become the vehicle's new normal and hide its own drift.
-        learn = (self.base_n < BASELINE_WARMUP_WINDOWS) | (np.abs(z) <= BASELINE_LEARN_Z)
-        self._advance_baseline(keys, learn)
-        self.n_windows += 1
-        out = np.concatenate([raw, context, acc])
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-    def _fill(self, raw: np.ndarray) -> np.ndarray:
-        valid = np.isfinite(raw)
-        self.last_valid[valid] = raw[valid]
-        filled = np.where(valid, raw, self.last_valid)
-        return np.where(np.isfinite(filled), filled, 0.0)
-
-    def _advance_accumulators(self, end_ms: int, values: np.ndarray) -> np.ndarray:
-        """Decay the ratio-of-sums accumulators to ``end_ms``, add this window, return their features."""
-        num, den = window_accumulators(values)
-        if self.last_end_ms is not None:
-            dt = max(end_ms - self.last_end_ms, 0)
-            for row, half_life in ((0, SHORT_HALF_LIFE_MS), (2, LONG_HALF_LIFE_MS), (4, SLOW_HALF_LIFE_MS)):
-                self.accum[row:row + 2] *= 0.5 ** (dt / half_life)
-        self.accum[0::2] += num
-        self.accum[1::2] += den
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratios = np.where(self.accum[1::2] > 1e-9, self.accum[0::2] / self.accum[1::2], np.nan)
-        short = np.where(np.isfinite(ratios[0]), ratios[0], self.accum_last)
-        self.accum_last = short
-        long = np.where(np.isfinite(ratios[1]), ratios[1], short)
-        slow = np.where(np.isfinite(ratios[2]), ratios[2], long)
-        return np.stack([short, long, slow, short - slow], axis=1).ravel()
-
-    def _advance_averages(self, end_ms: int, keys: np.ndarray) -> None:
-        if self.last_end_ms is None:
-            self.ema_short[:] = keys
-            self.ema_long[:] = keys
-        else:
-            dt = max(end_ms - self.last_end_ms, 0)
-            a_short = 1.0 - 0.5 ** (dt / SHORT_HALF_LIFE_MS)
-            a_long = 1.0 - 0.5 ** (dt / LONG_HALF_LIFE_MS)
-            self.ema_short += a_short * (keys - self.ema_short)
-            self.ema_long += a_long * (keys - self.ema_long)
-        self.last_end_ms = end_ms
-
-    def _advance_baseline(self, keys: np.ndarray, learn: np.ndarray) -> None:
-        n = self.base_n + learn
-        delta = np.where(learn, keys - self.base_mean, 0.0)
-        self.base_mean += delta / np.maximum(n, 1)
-        self.base_m2 += delta * np.where(learn, keys - self.base_mean, 0.0)
-        self.base_n = n
+        return update_many([self], [end_ms], [values])[0]
 
     # --- serialisation (npz bytes, no pickle) -------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -512,6 +580,133 @@ class FeatureState:
         return state
 
 
+def update_many(states: Sequence[FeatureState], end_ms: Sequence[int] | np.ndarray,
+                windows: Sequence[np.ndarray]) -> np.ndarray:
+    """Feature vectors (float32, (B, ``len(FEATURE_NAMES)``)) of B windows of B different vehicles at once.
+
+    Exactly ``np.stack([s.update_values(e, w) for s, e, w in zip(states, end_ms, windows)])``, states
+    included (``update_values`` is this function with B = 1), at a fraction of the cost for large B:
+    what a fleet of twins, or the what-if simulator, calls when many windows close together. A vehicle's
+    windows are sequential, so a state may appear only once per call.
+    """
+    states = list(states)
+    ends = np.asarray(end_ms, dtype=np.int64).reshape(-1)
+    if ends.size != len(states) or len(windows) != len(states):
+        raise ValueError(f"update_many needs one end_ms and one window per state: got {len(states)} states, "
+                         f"{ends.size} end_ms, {len(windows)} windows")
+    if len({id(s) for s in states}) != len(states):
+        seen: dict[int, int] = {}
+        for i, s in enumerate(states):
+            if id(s) in seen:
+                raise ValueError(f"update_many got the same FeatureState at positions {seen[id(s)]} and {i}: a "
+                                 "vehicle's windows are sequential, pass them in separate calls")
+            seen[id(s)] = i
+    if not states:
+        return np.empty((0, len(FEATURE_NAMES)), dtype=np.float32)
+    raw, num, den = raw_features_many(windows)
+    return _advance_states(states, ends, raw, num, den)
+
+
+def _decay_factors(dt: np.ndarray) -> np.ndarray:
+    """(B, 3) factors ``0.5 ** (dt / half_life)`` for the short, long and slow half-lives.
+
+    Python's ``**`` (C ``pow``), not numpy's vectorised power, so a factor is the same bits whatever
+    the batch; windows closing together mostly share a gap, so this is a handful of calls.
+    """
+    half_lives = (SHORT_HALF_LIFE_MS, LONG_HALF_LIFE_MS, SLOW_HALF_LIFE_MS)
+    if (dt == dt[0]).all():
+        gap = int(dt[0])
+        return np.broadcast_to(np.array([0.5 ** (gap / h) for h in half_lives]), (dt.size, 3)).copy()
+    gaps, inverse = np.unique(dt, return_inverse=True)
+    factors = np.array([[0.5 ** (gap / h) for h in half_lives] for gap in gaps.tolist()])
+    return factors[inverse.reshape(-1)]
+
+
+def _advance_states(states: list[FeatureState], ends: np.ndarray, raw: np.ndarray, num: np.ndarray,
+                    den: np.ndarray) -> np.ndarray:
+    """Gather B states, advance them by one window each (:func:`_context_step`), scatter them back."""
+    if len(states) > _CONTEXT_BATCH:  # cache-sized pieces (the states are independent)
+        return np.concatenate([_advance_states(states[i:i + _CONTEXT_BATCH], ends[i:i + _CONTEXT_BATCH],
+                                               raw[i:i + _CONTEXT_BATCH], num[i:i + _CONTEXT_BATCH],
+                                               den[i:i + _CONTEXT_BATCH])
+                               for i in range(0, len(states), _CONTEXT_BATCH)])
+    batch = len(states)
+    first = np.fromiter((s.last_end_ms is None for s in states), dtype=bool, count=batch)
+    last_end = np.fromiter((0 if s.last_end_ms is None else s.last_end_ms for s in states), dtype=np.int64, count=batch)
+    packed, features = _context_step(np.array([s._packed for s in states]), first, last_end, ends, raw, num, den)
+    for state, row, end in zip(states, packed, ends.tolist()):
+        # A copy, not a view: a state that stops updating must not keep the whole batch's array alive.
+        state._packed = row.copy()
+        state.last_end_ms = end
+        state.n_windows += 1
+    return features
+
+
+def _context_step(packed: np.ndarray, first: np.ndarray, last_end: np.ndarray, ends: np.ndarray, raw: np.ndarray,
+                  num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One window for each of B vehicles: (their new packed states (B, state size), features float32 (B, n)).
+
+    ``packed`` are the states before (rows as ``FeatureState._packed``), ``first`` marks vehicles
+    without a window yet, ``last_end`` their previous window end, ``raw``/``num``/``den`` this window's
+    context-free half (:func:`raw_features_many`). Pure: the arguments are not modified.
+    """
+    batch = packed.shape[0]
+    field = lambda name: packed[:, _STATE_SLICES[name]]  # noqa: E731 - local shorthand
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Fill rule: a raw feature without a valid value takes the vehicle's last valid one, else 0.
+        last_valid = np.where(np.isfinite(raw), raw, field("last_valid"))
+        filled = np.where(np.isfinite(last_valid), last_valid, 0.0)
+        keys = filled[:, _TREND_IDX]
+
+        decay = _decay_factors(np.maximum(ends - last_end, 0))  # (B, 3): short, long, slow
+        decay[first] = 1.0  # a vehicle's first window has nothing to decay
+        # Ratio-of-sums accumulators: decay to this window's end, add this window, read the ratios.
+        accum = field("accum").reshape(batch, 6, len(ACCUM_KEYS)) * np.repeat(decay, 2, axis=1)[:, :, None]
+        accum[:, 0::2] += num[:, None, :]
+        accum[:, 1::2] += den[:, None, :]
+        weights = accum[:, 1::2]
+        ratios = np.where(weights > 1e-9, accum[:, 0::2] / weights, np.nan)
+        short = np.where(np.isfinite(ratios[:, 0]), ratios[:, 0], field("accum_last"))
+        long = np.where(np.isfinite(ratios[:, 1]), ratios[:, 1], short)
+        slow = np.where(np.isfinite(ratios[:, 2]), ratios[:, 2], long)
+        acc = np.empty((batch, len(ACCUM_KEYS), len(_ACCUM_CONTEXT)))  # per key: 1 day, 7 day, 30 day, diff
+        acc[:, :, 0], acc[:, :, 1], acc[:, :, 2], acc[:, :, 3] = short, long, slow, short - slow
+
+        # Exponential averages in time; a vehicle's first window starts them at its own value.
+        first_col = first[:, None]
+        ema_short, ema_long = field("ema_short"), field("ema_long")
+        ema_short = np.where(first_col, keys, ema_short + (1.0 - decay[:, 0:1]) * (keys - ema_short))
+        ema_long = np.where(first_col, keys, ema_long + (1.0 - decay[:, 1:2]) * (keys - ema_long))
+
+        # z against the baseline of earlier windows (this one is learned after it is scored).
+        base_n, base_mean, base_m2 = field("base_n"), field("base_mean"), field("base_m2")
+        std = np.sqrt(base_m2 / np.maximum(base_n - 1, 1))
+        floor = 1e-3 + 0.01 * np.abs(base_mean)
+        z = np.where(base_n >= 2, (keys - base_mean) / np.maximum(std, floor), 0.0)
+        z = np.minimum(np.maximum(z, -Z_CLIP), Z_CLIP)
+        context = np.empty((batch, len(TREND_KEYS), len(_CONTEXT)))  # per key: short average, trend, z
+        context[:, :, 0], context[:, :, 1], context[:, :, 2] = ema_short, ema_short - ema_long, z
+        # After a warm-up the baseline learns only from windows it finds normal (|z| <= 3), so a
+        # slowly failing part does not become the vehicle's new normal and hide its own drift (Welford).
+        learn = (base_n < BASELINE_WARMUP_WINDOWS) | (np.abs(z) <= BASELINE_LEARN_Z)
+        learned_n = base_n + learn
+        delta = np.where(learn, keys - base_mean, 0.0)
+        learned_mean = base_mean + delta / np.maximum(learned_n, 1)
+        learned_m2 = base_m2 + delta * np.where(learn, keys - learned_mean, 0.0)
+
+    after = np.empty_like(packed)
+    for name, value in (("last_valid", last_valid), ("ema_short", ema_short), ("ema_long", ema_long),
+                        ("base_n", learned_n), ("base_mean", learned_mean), ("base_m2", learned_m2),
+                        ("accum", accum.reshape(batch, -1)), ("accum_last", short)):
+        after[:, _STATE_SLICES[name]] = value
+    features = np.empty((batch, len(FEATURE_NAMES)), dtype=np.float32)
+    features[:, :filled.shape[1]] = filled  # finite by the fill rule
+    tail = np.concatenate([context.reshape(batch, -1), acc.reshape(batch, -1)], axis=1)
+    tail[~np.isfinite(tail)] = 0.0  # only on overflow; cheaper than nan_to_num on everything
+    features[:, filled.shape[1]:] = tail
+    return after, features
+
+
 def stack_columns(columns: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
     """(rows x REQUIRED_COLUMNS) float64 matrix; a sensor absent from ``columns`` becomes NaN."""
     out = np.full((rows, len(REQUIRED_COLUMNS)), np.nan)
@@ -529,16 +724,32 @@ def vehicle_feature_matrix(
 
     ``columns`` holds 'ts' (int64 ms) and the sensor columns of the vehicle's frames in ``seq`` order.
     Frames out of time order are dropped (``in_order_mask``), windows come from ``window_index`` and
-    each goes through ``FeatureState.update_values``: the same path the twin takes.
+    each goes through the same code as ``FeatureState.update_values`` (the twin's path): the context-free
+    part for many windows at once, then the per-vehicle context window by window (it is sequential).
     """
     ts = np.asarray(columns["ts"], dtype=np.int64)
     keep = in_order_mask(ts)
-    values = stack_columns(columns, ts.size)
+    by_column = np.full((len(REQUIRED_COLUMNS), ts.size), np.nan)  # as stack_columns, column-major
+    for j, name in enumerate(REQUIRED_COLUMNS):
+        if name in columns:
+            by_column[j] = np.asarray(columns[name], dtype=np.float64)
     if not keep.all():
-        ts, values = ts[keep], values[keep]
+        ts, by_column = ts[keep], by_column[:, keep]
     ends, lo, hi = window_index(ts, window_ms, stride_ms, min_frames)
     state = state if state is not None else FeatureState()
     X = np.empty((ends.size, len(FEATURE_NAMES)), dtype=np.float32)
-    for i in range(ends.size):
-        X[i] = state.update_values(int(ends[i]), values[lo[i]:hi[i]])
+    packed = state._packed[None]
+    first = np.array([state.last_end_ms is None])
+    last_end = np.array([0 if state.last_end_ms is None else state.last_end_ms], dtype=np.int64)
+    chunk = _windows_per_batch(hi - lo)
+    for start in range(0, ends.size, chunk):
+        part = slice(start, min(start + chunk, ends.size))
+        rows = (hi[part] - lo[part]).astype(np.int64)
+        raw, num, den = _window_batch(_slice_windows(by_column, lo[part], hi[part]), rows)
+        for k, i in enumerate(range(part.start, part.stop)):  # the context is sequential: window by window
+            packed, x = _context_step(packed, first, last_end, ends[i:i + 1], raw[k:k + 1], num[k:k + 1], den[k:k + 1])
+            first, last_end = np.zeros(1, dtype=bool), ends[i:i + 1]
+            X[i] = x[0]
+    if ends.size:
+        state._packed, state.last_end_ms, state.n_windows = packed[0], int(ends[-1]), state.n_windows + int(ends.size)
     return ends, X
