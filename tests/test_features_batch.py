@@ -475,6 +475,24 @@ def test_a_window_has_the_same_features_in_any_batch() -> None:
             np.testing.assert_array_equal(padded[k][0], alone[k][0])
 
 
+def test_signed_zeros_give_the_same_state_bytes_in_any_batch() -> None:
+    """0.0 == -0.0 for assert_array_equal, not for checkpoints: the state bytes must not depend on the batch."""
+    rng = np.random.default_rng(5)
+    windows = []
+    for rows in rng.integers(1, 9, size=48):
+        w = rng.normal(size=(int(rows), WIDTH))
+        w[:, _COL["motor_speed"]] = rng.choice([0.0, -0.0], size=int(rows))  # a parked vehicle's motor
+        windows.append(w)
+    alone = []
+    for w in windows:
+        state = FeatureState()
+        state.update_values(3_600_000, w)
+        alone.append(state.to_bytes())
+    together = [FeatureState() for _ in windows]
+    update_many(together, [3_600_000] * len(windows), windows)
+    assert [s.to_bytes() for s in together] == alone
+
+
 def test_bad_window_shape_is_refused_with_its_position() -> None:
     with pytest.raises(ValueError, match=r"window 1 of the batch"):
         raw_features_many([np.zeros((3, WIDTH)), np.zeros((3, WIDTH - 1))])

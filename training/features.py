@@ -405,6 +405,9 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
             "n_frames": n,
         }
         out[_DERIVED_SLICE] = list(derived.values())
+        # Whether a zero comes out as 0.0 or -0.0 depends on the batch (padding adds +0.0, SIMD min/max
+        # pick either); + 0.0 makes every zero +0.0, so a window's raw features are bit-identical in any batch.
+        out += 0.0
 
         # Accumulators: (numerator, weight) per ACCUM_KEYS entry, 0 where the window has too few samples.
         num, den = np.zeros((len(ACCUM_KEYS), batch)), np.zeros((len(ACCUM_KEYS), batch))
