@@ -1,151 +1,279 @@
-"""Personalisation: false alarms on healthy vehicles whose normal differs from the fleet, with vs without.
+"""Personalisation: false alarms on healthy vehicles whose normal differs from the fleet, at equal event recall.
 
-    .venv/bin/python bench/bench_personalisation.py --models runs/default
-    .venv/bin/python bench/bench_personalisation.py --models runs/tiny_tr --vehicles 60 --days 14 \\
-        --out runs/tiny_tr/evaluation/personalisation.md
+    .venv/bin/python bench/bench_personalisation.py --models runs/benchmark --vehicles 200 --days 60
+    .venv/bin/python bench/bench_personalisation.py --models runs/tiny_tr --vehicles 30 --days 14 --bootstrap 200
 
-A fresh fleet (seed different from training) is generated with the run's config. Twins run twice per
-alert level: *fleet only* (``twins.personalise=false``: the LSTM-AE score against its validated alert
-level) and *personalised* (per-vehicle head fine-tuned on the twin's own normal windows, and the
-vehicle's own protected baseline). Reported per 100 vehicle-days of the *different-normal healthy*
-vehicles (no failure in the observation; hot climate, aggressive driver or pack older than 4 years):
-anomaly alerts outside any injected sensor fault. Event recall: failures (onset inside the
-observation) with an anomaly alert between onset and failure, over all failing vehicles. The alert
-level is swept, so the two variants are compared at equal recall. Writes a Markdown table.
+A fresh fleet (seed different from training) is generated with the run's config. Only the vehicles the
+comparison needs are streamed: the *healthy different-normal* ones (no failure onset in the observation;
+hot climate, aggressive driver or pack >= 4 years), which give false alarms per 100 vehicle-days
+(anomaly alerts outside injected sensor faults), and the failing ones (a failure onset inside the
+observation), which give event recall (a failure with an anomaly alert between onset and failure).
+
+The twins run ONCE, personalised, through ``TwinHost`` (per-vehicle head fine-tuned on the twin's own
+normal windows, installed as versioned results), at the validated alert level 1.0; every closed window's
+fleet-only score and personalised score are recorded. The alert gate (``training.alerting``, the
+decision the twin itself applies) is then swept offline over a fine grid of levels for both variants.
+The sweep is therefore the alert gate of twins whose *learning* is judged against a fixed reference
+(level 1.0, the fleet model's validated alert level) whatever the operator's alert level: the head learns
+from windows the twin did not flag at 1.0 and the fleet model finds comfortably normal, and the fleet-only
+score is the fleet model's error, which learns nothing. (twins/twin.py today judges learning against
+``twins.anomaly_alert_level`` itself, so a twin deployed at another level learns from slightly different
+windows; at the default level 1.0 the two agree.) The bench checks that the offline gate at level 1.0
+reproduces the twins' own alerts exactly, so the sweep is the twin's decision, not a copy of it.
+
+"Equal recall": for each variant, the lowest false-alarm rate over the levels whose recall is at least r
+(its operating frontier), read at several recalls r. 95% CIs: Wilson for recall, bootstrap over vehicles
+for false-alarm rates and for the paired difference. Writes ``personalisation.json`` (read by
+``evtwin evaluate`` into the report) and ``personalisation.md`` next to it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
 
-from configs.settings import load_config  # noqa: E402
+from configs.settings import Config, load_config  # noqa: E402
+from training.alerting import AlertPolicy, alert_indices  # noqa: E402
+from training.evaluate import PERSONALISATION_FILE, equal_recall_comparison, personalisation_markdown  # noqa: E402
 from twins.evaluation import score_alerts  # noqa: E402
-from twins.host import HostSettings, TwinHost, to_block  # noqa: E402
+from twins.types import Alert  # noqa: E402
 
-LEVELS = (0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0)
+REFERENCE_LEVEL = 1.0  # the level the twins run at, and against which their learning judges windows
+LEVELS = np.unique(np.append(np.round(np.geomspace(0.2, 8.0, 80), 4), REFERENCE_LEVEL))
+RECALL_TARGETS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
+VARIANTS = ("fleet only", "personalised")
 
 
-def different_normal(profile) -> bool:
+def different_normal(profile: Any) -> bool:
     return profile.climate == "hot" or profile.aggressive or profile.pack_age_years >= 4.0
 
 
-def fleet(config, seed: int):
+def select_subjects(config: Config, seed: int) -> tuple[list[dict[str, Any]], float]:
+    """The healthy different-normal and the failing vehicles (profiles, events, faults); observed days."""
     from simulation.fleet import observation_window, sample_profiles
-    from simulation.generator import stream_vehicle_batches, vehicle_events, vehicle_sensor_faults
+    from simulation.generator import vehicle_events, vehicle_sensor_faults
 
     start_ms, end_ms = observation_window(config.simulation)
-    vehicles = []
+    subjects = []
     for profile in sample_profiles(config.simulation, seed):
-        events = [e for e in vehicle_events(profile, config.simulation, seed) if start_ms <= e.onset_ms <= end_ms]
-        faults = vehicle_sensor_faults(profile, config.simulation, seed)
-        table = pa.Table.from_batches(list(stream_vehicle_batches(profile, config.simulation, seed, batch_seconds=6 * 3600)))
-        vehicles.append({"profile": profile, "events": [vars(e) for e in events],
-                         "faults": [vars(f) for f in faults], "table": table})
-    return vehicles, (end_ms - start_ms) / 86_400_000
+        events = [vars(e) for e in vehicle_events(profile, config.simulation, seed) if start_ms <= e.onset_ms <= end_ms]
+        if not events and not different_normal(profile):
+            continue
+        subjects.append({"vehicle_id": profile.vehicle_id, "index": profile.index, "healthy": not events,
+                         "events": events, "faults": [vars(f) for f in vehicle_sensor_faults(profile, config.simulation, seed)]})
+    return subjects, (end_ms - start_ms) / 86_400_000
 
 
-def run_twins(config, model, vehicles, personalise: bool, level: float) -> list:
-    twins_cfg = config.twins.model_copy(update={"personalise": personalise, "anomaly_alert_level": level})
-    window_ms = int(config.dataset.window_minutes * 60_000)
-    with tempfile.TemporaryDirectory() as ckpt:
-        host = TwinHost(HostSettings(twins_cfg, window_ms, int(config.dataset.stride_minutes * 60_000), ckpt),
-                        anomaly_model=model)
-        alerts = []
-        for vehicle in vehicles:
-            for batch in vehicle["table"].to_batches():
-                alerts += host.ingest(to_block(batch)[0]).alerts
-            host.evict_idle()
-        heads = [host.twin(v["profile"].vehicle_id).head.version for v in vehicles]
-    return [a for a in alerts if a.rule == "anomaly"], float(np.mean(heads))
+def _record_windows(target: dict[str, Any]) -> None:
+    """Record every closed window's (end, fleet score, twin's score, head version) in ``target["windows"]``.
+
+    Wraps ``VehicleTwin._close_window`` (bench instrumentation only: the twin has no per-window score
+    output) and reads the twin's own ``last_*`` fields after each window, so what is recorded is
+    exactly what the twin decided on. ``target["errors"]``, when not None, also gets the per-signal errors
+    (for studying head designs offline, ``--save-windows``). Swap ``target``'s dicts to record another run.
+    """
+    from twins.twin import VehicleTwin
+
+    close = VehicleTwin._close_window
+
+    def recording(self: VehicleTwin, end_ms: int, *args: Any, **kwargs: Any) -> None:
+        close(self, end_ms, *args, **kwargs)
+        if target.get("errors") is not None:
+            target["errors"].setdefault(self.vehicle_id, []).append(np.asarray(args[3], dtype=np.float32))
+        target["windows"].setdefault(self.vehicle_id, []).append(
+            (int(end_ms), float(self.last_fleet_ratio), float(self.last_score), int(self.head.version)))
+
+    VehicleTwin._close_window = recording
+
+
+def score_vehicles(models: str, overrides: list[str], seed: int, indices: list[int], keep_errors: bool = False,
+                   fleet_only_checks: int = 1) -> dict[str, Any]:
+    """Worker: stream the given vehicles through personalised twins; per-window scores and twin alerts.
+
+    The first ``fleet_only_checks`` vehicles also go through fleet-only twins (``twins.personalise=false``),
+    whose scores must equal the fleet scores recorded from the personalised twins (one run serves both).
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    from simulation.fleet import sample_profile
+    from simulation.generator import stream_vehicle_batches
+    from training.artifacts import load_anomaly_model
+    from twins.host import HostSettings, TwinHost, to_block
+
+    config = load_config(Path(models) / "config.json", overrides=overrides)
+    model = load_anomaly_model(models)
+    target: dict[str, Any] = {"windows": {}, "errors": {} if keep_errors else None}
+    _record_windows(target)
+    window_ms, stride_ms = int(config.dataset.window_minutes * 60_000), int(config.dataset.stride_minutes * 60_000)
+
+    def stream(personalise: bool, vehicles: list[int]) -> dict[str, list[int]]:
+        twins_cfg = config.twins.model_copy(update={"personalise": personalise, "anomaly_alert_level": REFERENCE_LEVEL})
+        alerts: dict[str, list[int]] = {}
+        with tempfile.TemporaryDirectory() as ckpt:
+            host = TwinHost(HostSettings(twins_cfg, window_ms, stride_ms, ckpt), anomaly_model=model)
+            for index in vehicles:
+                profile = sample_profile(config.simulation, seed, index)
+                for batch in stream_vehicle_batches(profile, config.simulation, seed, batch_seconds=24 * 3600):
+                    for alert in host.ingest(host_block(to_block, batch)).alerts:
+                        if alert.rule == "anomaly":
+                            alerts.setdefault(alert.vehicle_id, []).append(alert.ts_ms)
+                host.drain(timeout_s=0.0)
+        return alerts
+
+    alerts = stream(True, indices)
+    personalised, errors = target["windows"], target["errors"]
+    target.update(windows={}, errors=None)
+    stream(False, indices[:fleet_only_checks])
+    return {"windows": {v: np.asarray(rows, dtype=np.float64) for v, rows in personalised.items()}, "alerts": alerts,
+            "fleet_only": {v: np.asarray(rows, dtype=np.float64) for v, rows in target["windows"].items()},
+            "errors": {v: np.stack(e) for v, e in (errors or {}).items()}}
+
+
+def host_block(to_block: Any, batch: Any) -> Any:
+    block, rejected = to_block(batch)
+    if rejected:
+        raise RuntimeError(f"generator frames refused by the front door: {rejected[:3]}")
+    return block
+
+
+def gate_outcomes(subjects: list[dict[str, Any]], windows: dict[str, np.ndarray], config: Config, slack_ms: int,
+                  early_windows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per variant, (vehicles x levels) counts: false alarms (healthy vehicles), detected events (failing);
+    and per variant and level, the healthy vehicles' false alarms within their twin's first ``early_windows``
+    windows (before any personal head can exist: the same for both variants at the same level)."""
+    twins = config.twins
+    counts = {variant: np.zeros((len(subjects), len(LEVELS)), dtype=np.int64) for variant in VARIANTS}
+    early = {variant: np.zeros(len(LEVELS), dtype=np.int64) for variant in VARIANTS}
+    for i, subject in enumerate(subjects):
+        rows = windows.get(subject["vehicle_id"])
+        if rows is None or not len(rows):
+            continue
+        ends = rows[:, 0].astype(np.int64)
+        for variant, column in zip(VARIANTS, (1, 2)):
+            for j, level in enumerate(LEVELS):
+                policy = AlertPolicy(threshold=float(level), consecutive=twins.anomaly_consecutive_windows,
+                                     clear_ratio=twins.anomaly_clear_ratio,
+                                     cooldown_ms=int(twins.alert_cooldown_minutes * 60_000))
+                fired = alert_indices(ends, rows[:, column], policy)
+                alerts = [Alert("", subject["vehicle_id"], "anomaly", ts_ms=int(t), seq=0, score=0.0, signals=(),
+                                message="") for t in ends[fired]]
+                report = score_alerts(alerts, subject["events"], subject["faults"], risk_horizon_ms=0, slack_ms=slack_ms)
+                counts[variant][i, j] = report["by_rule"]["anomaly"]["false"] if subject["healthy"] else report["detected"]
+                if subject["healthy"] and fired.size and fired[0] < early_windows:
+                    first = [a for a, k in zip(alerts, fired) if k < early_windows]
+                    early[variant][j] += score_alerts(first, [], subject["faults"], risk_horizon_ms=0,
+                                                      slack_ms=slack_ms)["by_rule"]["anomaly"]["false"]
+    return counts, early
+
+
+def check_offline_gate(subjects: list[dict[str, Any]], windows: dict[str, np.ndarray], twin_alerts: dict[str, list[int]],
+                       config: Config) -> None:
+    """The offline gate at the twins' own level must give exactly the twins' own anomaly alerts."""
+    twins = config.twins
+    policy = AlertPolicy(threshold=REFERENCE_LEVEL, consecutive=twins.anomaly_consecutive_windows,
+                         clear_ratio=twins.anomaly_clear_ratio, cooldown_ms=int(twins.alert_cooldown_minutes * 60_000))
+    for subject in subjects:
+        rows = windows.get(subject["vehicle_id"], np.zeros((0, 4)))
+        ends = rows[:, 0].astype(np.int64)
+        offline = ends[alert_indices(ends, rows[:, 2], policy)].tolist()
+        if offline != twin_alerts.get(subject["vehicle_id"], []):
+            raise RuntimeError(f"{subject['vehicle_id']}: offline gate {offline[:5]} != twin alerts "
+                               f"{twin_alerts.get(subject['vehicle_id'], [])[:5]}: the sweep would not be the twin's decision")
+
+
+def check_fleet_only(windows: dict[str, np.ndarray], fleet_only: dict[str, np.ndarray]) -> None:
+    """Fleet-only twins must score exactly the fleet score the personalised twins recorded."""
+    if not fleet_only:
+        raise RuntimeError("no fleet-only twin was run to check the fleet-only variant")
+    for vehicle, rows in fleet_only.items():
+        if not np.array_equal(rows[:, [0, 2]], windows[vehicle][:, [0, 1]]):
+            raise RuntimeError(f"{vehicle}: a fleet-only twin's scores differ from the fleet scores recorded by the "
+                               "personalised twin: the fleet-only variant cannot be read from the personalised run")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", required=True, help="trained run dir (its config and LSTM-AE are used)")
-    parser.add_argument("--vehicles", type=int, default=40)
-    parser.add_argument("--days", type=float, default=14)
+    parser.add_argument("--vehicles", type=int, default=200)
+    parser.add_argument("--days", type=float, default=60)
     parser.add_argument("--seed", type=int, default=1001, help="fleet seed (differs from training's)")
-    parser.add_argument("--out", default=None, help="Markdown output (default: <models>/evaluation/personalisation.md)")
+    parser.add_argument("--failure-rate-multiplier", type=float, default=1.0,
+                        help="simulation.levers.failure_rate_multiplier (more failures; healthy vehicles unchanged)")
     parser.add_argument("--fine-tune-every", type=int, default=48,
-                        help="twins.fine_tune_every_windows for this run (default 48: every 2 days of hourly windows)")
+                        help="twins.fine_tune_every_windows (default 48: every 2 days of hourly windows)")
+    parser.add_argument("--workers", type=int, default=2, help="processes streaming twins")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over vehicles")
+    parser.add_argument("--out", default=None,
+                        help=f"output folder (default: <models>/evaluation); writes {PERSONALISATION_FILE} and .md")
+    parser.add_argument("--save-windows", default=None, help="also save the per-window scores (npz) here")
     args = parser.parse_args()
 
-    import torch
-    torch.set_num_threads(1)
-    from training.artifacts import load_anomaly_model
+    overrides = [f"simulation.num_vehicles={args.vehicles}", f"simulation.duration_days_per_vehicle={args.days}",
+                 f"simulation.levers.failure_rate_multiplier={args.failure_rate_multiplier}",
+                 f"twins.fine_tune_every_windows={args.fine_tune_every}"]
+    config = load_config(Path(args.models) / "config.json", overrides=overrides)
+    subjects, days = select_subjects(config, args.seed)
+    healthy = [s for s in subjects if s["healthy"]]
+    events = sum(len(s["events"]) for s in subjects)
+    print(f"fleet: {args.vehicles} vehicles x {days:g} days (seed {args.seed}); {len(healthy)} healthy with a "
+          f"different normal, {len(subjects) - len(healthy)} failing vehicles with {events} failures", flush=True)
 
-    config = load_config(Path(args.models) / "config.json",
-                         overrides=[f"simulation.num_vehicles={args.vehicles}",
-                                    f"simulation.duration_days_per_vehicle={args.days}",
-                                    f"twins.fine_tune_every_windows={args.fine_tune_every}"])
-    model = load_anomaly_model(args.models)
     t0 = time.perf_counter()
-    vehicles, days = fleet(config, args.seed)
-    healthy_diff = [v for v in vehicles if not v["events"] and different_normal(v["profile"])]
-    failing = [v for v in vehicles if v["events"]]
-    print(f"fleet: {len(vehicles)} vehicles x {days:g} days (seed {args.seed}, {time.perf_counter() - t0:.0f} s); "
-          f"{len(healthy_diff)} healthy with a different normal, {len(failing)} with failures")
-    subject = healthy_diff + failing
-    events = [e for v in failing for e in v["events"]]
-    faults = [f for v in subject for f in v["faults"]]
-    slack = int(config.dataset.window_minutes * 60_000)
-    healthy_ids = {v["profile"].vehicle_id for v in healthy_diff}
-    rows = []
-    for personalise in (False, True):
-        for level in LEVELS:
-            alerts, head = run_twins(config, model, subject, personalise, level)
-            report = score_alerts(alerts, events, faults, risk_horizon_ms=0, slack_ms=slack)
-            false_alarms = [a for a in alerts if a.vehicle_id in healthy_ids
-                            and not any(f["vehicle_id"] == a.vehicle_id and f["start_ms"] - slack <= a.ts_ms <= f["end_ms"] + slack
-                                        for f in faults)]
-            fa_rate = 100.0 * len(false_alarms) / max(len(healthy_diff) * days, 1e-9)
-            recall = report["detected"] / max(report["events"], 1)
-            rows.append({"variant": "personalised" if personalise else "fleet only", "level": level,
-                         "recall": recall, "fa": fa_rate, "false_alarms": len(false_alarms), "head": head})
-            print(f"{rows[-1]['variant']:<13} level {level:<5} recall {recall:.2f}  "
-                  f"false alarms/100 vd {fa_rate:6.2f} ({len(false_alarms)})  mean head version {head:.1f}")
+    shards = [[s["index"] for s in subjects[k::args.workers]] for k in range(args.workers)]
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+        parts = list(pool.map(score_vehicles, [args.models] * args.workers, [overrides] * args.workers,
+                              [args.seed] * args.workers, shards, [bool(args.save_windows)] * args.workers))
+    windows = {v: rows for part in parts for v, rows in part["windows"].items()}
+    twin_alerts = {v: ts for part in parts for v, ts in part["alerts"].items()}
+    elapsed = time.perf_counter() - t0
+    n_windows = sum(len(r) for r in windows.values())
+    print(f"twins: {n_windows:,} windows in {elapsed:.0f} s ({n_windows / elapsed:,.0f} windows/s, "
+          f"{args.workers} processes)", flush=True)
+    check_offline_gate(subjects, windows, twin_alerts, config)
+    check_fleet_only(windows, {v: rows for part in parts for v, rows in part["fleet_only"].items()})
+    if args.save_windows:
+        errors = {f"{v}__errors": e for part in parts for v, e in part["errors"].items()}
+        subjects_json = json.dumps([{k: s[k] for k in ("vehicle_id", "healthy", "events", "faults")} for s in subjects])
+        np.savez_compressed(args.save_windows, **windows, **errors, subjects=np.frombuffer(subjects_json.encode(), np.uint8))
 
-    lines = [
-        "# Personalisation: false alarms at equal recall",
-        "",
-        f"Command: `.venv/bin/python bench/bench_personalisation.py --models {args.models} --vehicles {args.vehicles} "
-        f"--days {args.days:g} --seed {args.seed} --fine-tune-every {args.fine_tune_every}`",
-        "",
-        f"Fleet of {len(vehicles)} vehicles x {days:g} days generated with seed {args.seed} (not the training seed); "
-        f"{len(healthy_diff)} healthy vehicles with a normal unlike the fleet's (hot climate, aggressive driver or "
-        f"pack > 4 years), {len(failing)} vehicles with {len(events)} failures starting inside the observation.",
-        "False alarms: anomaly alerts on those healthy vehicles outside injected sensor faults, per 100 vehicle-days. "
-        "Recall: failures with an anomaly alert between onset and failure. The alert level is swept for both variants.",
-        "",
-        "| variant | alert level | event recall | false alarms / 100 vehicle-days | mean head version |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [f"| {r['variant']} | {r['level']:g} | {r['recall']:.2f} | {r['fa']:.2f} | {r['head']:.1f} |" for r in rows]
-    lines += ["", "At equal recall (best false-alarm rate of each variant among levels reaching at least that recall):", "",
-              "| recall at least | fleet only FA/100 vd | personalised FA/100 vd |", "|---|---|---|"]
-    for target in sorted({r["recall"] for r in rows}, reverse=True):
-        best = {}
-        for variant in ("fleet only", "personalised"):
-            candidates = [r["fa"] for r in rows if r["variant"] == variant and r["recall"] >= target - 1e-9]
-            best[variant] = min(candidates) if candidates else None
-        if None not in best.values():
-            lines.append(f"| {target:.2f} | {best['fleet only']:.2f} | {best['personalised']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    out = Path(args.out) if args.out else Path(args.models) / "evaluation" / "personalisation.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    counts, early = gate_outcomes(subjects, windows, config, slack_ms=int(config.dataset.window_minutes * 60_000),
+                                  early_windows=args.fine_tune_every)
+    head_versions = [float(rows[-1, 3]) for v, rows in windows.items()]
+    result = equal_recall_comparison(
+        counts, healthy=np.array([s["healthy"] for s in subjects]),
+        events=np.array([len(s["events"]) for s in subjects]), days_per_vehicle=days, levels=LEVELS,
+        recall_targets=RECALL_TARGETS, reference_level=REFERENCE_LEVEL, bootstrap=args.bootstrap, seed=args.seed)
+    command = (f".venv/bin/python bench/bench_personalisation.py --models {args.models} --vehicles {args.vehicles} "
+               f"--days {args.days:g} --seed {args.seed} --failure-rate-multiplier {args.failure_rate_multiplier:g} "
+               f"--fine-tune-every {args.fine_tune_every} --bootstrap {args.bootstrap}")
+    result.update({
+        "command": command, "models": str(args.models), "seed": args.seed, "vehicles": args.vehicles, "days": days,
+        "failure_rate_multiplier": args.failure_rate_multiplier, "fine_tune_every_windows": args.fine_tune_every,
+        "head": {"quantile": config.twins.head_quantile, "max_offset": config.twins.head_max_offset,
+                 "mean_final_version": float(np.mean(head_versions)) if head_versions else 0.0},
+        "early_windows": args.fine_tune_every, "early_false_alarms": {v: early[v].tolist() for v in VARIANTS},
+        "windows": n_windows, "twin_seconds": round(elapsed, 1), "load_average": list(os.getloadavg()),
+    })
+    out = Path(args.out) if args.out else Path(args.models) / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PERSONALISATION_FILE).write_text(json.dumps(result, indent=1))
+    text = "\n".join(personalisation_markdown(result)) + "\n"
+    (out / PERSONALISATION_FILE).with_suffix(".md").write_text(text)
     print(text)
-    print(f"written: {out}")
+    print(f"written: {out / PERSONALISATION_FILE} and .md")
     return 0
 
 

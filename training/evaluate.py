@@ -3,6 +3,9 @@
 Reads the test split of the training run (or every window of another run's dataset, e.g. a fleet
 generated with another seed) and writes ``report.json``, ``report.md`` and PNG plots. Alert
 thresholds come from the artefacts (chosen on validation under the alert budget), never from test.
+When ``bench/bench_personalisation.py`` has written ``<model run>/evaluation/personalisation.json``, the
+report also carries its "Personalisation" section (false alarms at equal event recall, with and without
+the twins' per-vehicle head).
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from training.metrics import (
 from training.alerting import AlertState, flagged
 from training.train import SplitData, alert_policy_factory, load_split, vehicle_blocks
 
-__all__ = ["TARGETS", "evaluate_run", "report_markdown"]
+__all__ = ["PERSONALISATION_FILE", "TARGETS", "equal_recall_comparison", "evaluate_run", "frontier_false_alarms",
+           "personalisation_markdown", "read_personalisation", "report_markdown", "wilson_interval"]
 
 # (key in report["headline"], comparison, target) from configs/evaluation_metrics.md / issue 3.
 TARGETS: tuple[tuple[str, str, float], ...] = (
@@ -341,6 +345,9 @@ def evaluate_run(model_run: Path, cfg: Config, test_run: Path | None = None, out
                                         int(model_card["window_ms"]))
     report["headline"] = headline(report)
     report["targets"], report["baseline_wins"] = judge(report)
+    personalisation = read_personalisation(model_run)
+    if personalisation is not None:
+        report["personalisation"] = personalisation
     clean = json.loads(json.dumps(report, default=float), parse_constant=lambda c: None)
     (out_dir / "report.json").write_text(json.dumps(_nan_to_none(clean), indent=1) + "\n")
     (out_dir / "report.md").write_text(report_markdown(report))
@@ -419,5 +426,211 @@ def report_markdown(report: dict[str, Any]) -> str:
     if per_mode:
         lines += ["", "LSTM-AE recall by failure mode: " + ", ".join(
             f"{m} {_fmt(v['event_recall'], 2)} ({v['events']})" for m, v in per_mode.items()) + "."]
+    if report.get("personalisation"):
+        lines += [""] + personalisation_markdown(report["personalisation"], heading="##")
     lines += ["", "Plots: " + ", ".join(f"`reliability_{h}d.png`" for h in report["failure"]) + ", `severity_confusion.png`.", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Personalisation: false alarms of two twin variants at equal event recall (bench_personalisation).
+
+PERSONALISATION_FILE = "personalisation.json"  # in <model run>/evaluation/, written by bench/bench_personalisation.py
+_Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, trials: int, z: float = _Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (well behaved at 0 and 1 and for small n).
+
+    >>> [round(x, 3) for x in wilson_interval(7, 10)]
+    [0.397, 0.892]
+    """
+    if trials <= 0:
+        return (0.0, 1.0)
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def frontier_false_alarms(recall: np.ndarray, false_alarms: np.ndarray, target: float) -> tuple[float, int]:
+    """Lowest false-alarm rate over the levels whose recall is at least ``target``, and that level's index.
+
+    The operating frontier of a detector: recall is not monotonic in the alert level (one alert per
+    episode), so "the level giving recall r" is not unique; the best one an operator could pick is.
+    Returns (nan, -1) when no level reaches the target.
+
+    >>> frontier_false_alarms(np.array([0.9, 0.5, 0.6]), np.array([5.0, 1.0, 2.0]), 0.55)
+    (2.0, 2)
+    """
+    ok = np.flatnonzero(np.asarray(recall) >= target - 1e-12)
+    if not ok.size:
+        return (float("nan"), -1)
+    best = ok[np.argmin(np.asarray(false_alarms)[ok])]
+    return (float(false_alarms[best]), int(best))
+
+
+def equal_recall_comparison(counts: dict[str, np.ndarray], healthy: np.ndarray, events: np.ndarray,
+                            days_per_vehicle: float, levels: np.ndarray, recall_targets: tuple[float, ...],
+                            reference_level: float, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Compare variants' false alarms per 100 vehicle-days at matched event recall.
+
+    ``counts[variant]``: (vehicles x levels); for a healthy vehicle its false alarms, for a failing
+    one its detected events. ``events``: failures per vehicle (0 for healthy ones). The first variant
+    is the reference ("fleet only"), the second the challenger. The headline recall is the reference
+    variant's recall at ``reference_level``. CIs: Wilson for recall; for false-alarm rates and their
+    paired difference, percentiles of a bootstrap that resamples healthy and failing vehicles
+    (independently, with replacement) and recomputes both frontiers on the same resample.
+    Verdict ``met``: at the headline recall the challenger's rate is lower with the difference's CI
+    below 0, and at no target is it significantly higher.
+    """
+    variants = list(counts)
+    if len(variants) != 2:
+        raise ValueError(f"exactly two variants are compared (got {variants})")
+    healthy = np.asarray(healthy, dtype=bool)
+    events = np.asarray(events, dtype=np.int64)
+    levels = np.asarray(levels, dtype=np.float64)
+    n_healthy, total_events = int(healthy.sum()), int(events[~healthy].sum())
+    if n_healthy == 0 or total_events == 0:
+        raise ValueError(f"need healthy vehicles and failures (got {n_healthy} healthy, {total_events} failures)")
+    vehicle_days = n_healthy * float(days_per_vehicle)
+    ref_index = int(np.argmin(np.abs(levels - reference_level)))
+
+    def curves(h_sum: np.ndarray, f_sum: np.ndarray, ev: np.ndarray, vd: float) -> tuple[np.ndarray, np.ndarray]:
+        return f_sum / np.maximum(ev, 1), 100.0 * h_sum / vd
+
+    per_variant = {}
+    for name in variants:
+        c = np.asarray(counts[name], dtype=np.int64)
+        recall, fa = curves(c[healthy].sum(0), c[~healthy].sum(0), np.asarray(total_events), vehicle_days)
+        per_variant[name] = {"recall": recall, "fa": fa, "false_alarms": c[healthy].sum(0),
+                             "detected": c[~healthy].sum(0)}
+    reference, challenger = variants
+    headline = float(per_variant[reference]["recall"][ref_index])
+    targets = sorted({float(t) for t in recall_targets} | ({headline} if headline > 0 else set()))
+
+    rng = np.random.default_rng(seed)
+    h_idx, f_idx = np.flatnonzero(healthy), np.flatnonzero(~healthy)
+    boot = {name: np.full((bootstrap, len(targets)), np.nan) for name in variants}
+    for b in range(bootstrap):
+        hs, fs = rng.choice(h_idx, h_idx.size), rng.choice(f_idx, f_idx.size)
+        ev = events[fs].sum()
+        for name in variants:
+            c = np.asarray(counts[name])
+            recall, fa = curves(c[hs].sum(0), c[fs].sum(0), ev, vehicle_days)
+            boot[name][b] = [frontier_false_alarms(recall, fa, t)[0] for t in targets]
+
+    def interval(values: np.ndarray) -> list[float] | None:
+        values = values[np.isfinite(values)]
+        if values.size < max(10, bootstrap // 2):
+            return None
+        return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
+
+    rows = []
+    for k, target in enumerate(targets):
+        row: dict[str, Any] = {"recall_at_least": round(target, 4), "headline": target == headline}
+        for name in variants:
+            v = per_variant[name]
+            fa, index = frontier_false_alarms(v["recall"], v["fa"], target)
+            row[name] = None if index < 0 else {
+                "false_alarms_per_100_vd": round(fa, 4), "fa_ci": interval(boot[name][:, k]),
+                "level": float(levels[index]), "recall": round(float(v["recall"][index]), 4),
+                "recall_ci": [round(x, 4) for x in wilson_interval(int(v["detected"][index]), total_events)]}
+        if row[reference] is not None and row[challenger] is not None:
+            row["difference"] = round(row[challenger]["false_alarms_per_100_vd"]
+                                      - row[reference]["false_alarms_per_100_vd"], 4)
+            row["difference_ci"] = interval(boot[challenger][:, k] - boot[reference][:, k])
+        rows.append(row)
+
+    compared = [r for r in rows if r.get("difference_ci")]
+    head_row = next((r for r in compared if r["headline"]), None)
+    worse = [r["recall_at_least"] for r in compared if r["difference_ci"][0] > 0]
+    better = [r["recall_at_least"] for r in compared if r["difference_ci"][1] < 0]
+    met = head_row is not None and head_row["difference_ci"][1] < 0 and not worse
+    return {
+        "variants": variants, "healthy_vehicles": n_healthy, "healthy_vehicle_days": vehicle_days,
+        "failing_vehicles": int((~healthy).sum()), "failures": total_events, "reference_level": reference_level,
+        "headline_recall": round(headline, 4), "bootstrap": bootstrap,
+        "levels": [float(x) for x in levels],
+        "curves": {name: {"recall": [round(float(x), 4) for x in v["recall"]],
+                          "false_alarms_per_100_vd": [round(float(x), 4) for x in v["fa"]]}
+                   for name, v in per_variant.items()},
+        "equal_recall": rows, "significantly_better_at": better, "significantly_worse_at": worse,
+        "verdict": "met" if met else "not met",
+    }
+
+
+def _fa_cell(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "not reached"
+    ci = cell["fa_ci"]
+    return (f"{cell['false_alarms_per_100_vd']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+            + f" (level {cell['level']:.2f}, recall {cell['recall']:.2f})")
+
+
+def read_personalisation(model_run: Path) -> dict[str, Any] | None:
+    """The personalisation comparison measured for this model run, if the bench has written one."""
+    path = Path(model_run) / "evaluation" / PERSONALISATION_FILE
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    missing = [k for k in ("variants", "equal_recall", "verdict", "seed", "vehicles") if k not in result]
+    if missing:
+        raise ValueError(f"{path}: not a personalisation result (missing {', '.join(missing)})")
+    return result
+
+
+def personalisation_markdown(result: dict[str, Any], heading: str = "#") -> list[str]:
+    """The comparison as Markdown lines (the bench's .md and the evaluation report's section)."""
+    reference, challenger = result["variants"]
+    lines = [
+        f"{heading} Personalisation: false alarms at equal event recall",
+        "",
+        f"Verdict: **{result['verdict']}**: personalised twins "
+        + ("raise fewer false alarms than fleet-only twins at equal event recall."
+           if result["verdict"] == "met" else "are not shown to raise fewer false alarms at equal event recall."),
+        "",
+        f"Fleet: {result['vehicles']} vehicles x {result['days']:g} days, seed {result['seed']} (not the training "
+        f"seed), models `{result['models']}`, failure-rate multiplier {result['failure_rate_multiplier']:g}. "
+        f"False alarms: {result['healthy_vehicles']} healthy vehicles whose normal differs from the fleet "
+        f"(hot climate, aggressive driver or pack >= 4 years; {result['healthy_vehicle_days']:g} vehicle-days), "
+        f"anomaly alerts outside injected sensor faults. Recall: {result['failures']} failures (onset inside the "
+        f"observation) on {result['failing_vehicles']} vehicles, detected when an anomaly alert lies between onset "
+        f"and failure. Head fine-tuned every {result['fine_tune_every_windows']} windows "
+        f"(mean final head version {result['head']['mean_final_version']:.1f}).",
+        "",
+        f"Each variant's lowest false-alarm rate among alert levels reaching the recall (levels swept "
+        f"{result['levels'][0]:g}-{result['levels'][-1]:g}); 95% CIs: bootstrap over vehicles "
+        f"({result['bootstrap']} resamples) for rates and the paired difference, Wilson for recall. "
+        f"Headline recall ({result['headline_recall']:.2f}) = fleet-only recall at the validated alert level "
+        f"{result['reference_level']:g}.",
+        "",
+        f"| recall at least | {reference}: FA / 100 vehicle-days [95% CI] | {challenger}: FA / 100 vehicle-days "
+        f"[95% CI] | difference [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for row in result["equal_recall"]:
+        diff = "-" if "difference" not in row else (
+            f"{row['difference']:+.2f}" + (f" [{row['difference_ci'][0]:+.2f}, {row['difference_ci'][1]:+.2f}]"
+                                           if row.get("difference_ci") else ""))
+        mark = " (headline)" if row["headline"] else ""
+        lines.append(f"| {row['recall_at_least']:.2f}{mark} | {_fa_cell(row[reference])} | "
+                     f"{_fa_cell(row[challenger])} | {diff} |")
+    early = result.get("early_false_alarms")
+    headline_row = next((r for r in result["equal_recall"] if r["headline"]), None)
+    if early and headline_row and headline_row[reference] and headline_row[challenger]:
+        parts = []
+        for name in (reference, challenger):
+            cell = headline_row[name]
+            index = result["levels"].index(cell["level"])
+            total = round(cell["false_alarms_per_100_vd"] * result["healthy_vehicle_days"] / 100)
+            parts.append(f"{name} {early[name][index]} of {total}")
+        lines += ["", f"Of the headline row's false alarms, in the twins' first {result['early_windows']} windows "
+                  f"(before any personal head exists): {'; '.join(parts)}."]
+    better, worse = result["significantly_better_at"], result["significantly_worse_at"]
+    lines += ["", "Recall targets where the personalised rate is significantly lower (difference CI below 0): "
+              f"{', '.join(f'{r:.2f}' for r in better) or 'none'}; significantly higher (CI above 0): "
+              f"{', '.join(f'{r:.2f}' for r in worse) or 'none'}."]
+    if "command" in result:
+        lines += ["", f"Command: `{result['command']}`"]
+    return lines
