@@ -195,7 +195,14 @@ class ServingConfig(_Section):
     max_batch_frames: int = Field(10_000, gt=0)
     # Frames stamped further than this in the future are refused (clock or unit error).
     max_future_skew_s: float = Field(300.0, ge=0)
+    # Telemetry streams held open at once (idle vehicles included); one more is refused RESOURCE_EXHAUSTED.
+    # Also the HTTP/2 streams one connection may carry, so a gateway can multiplex its vehicles. An open
+    # idle stream costs the server ~60 KB (BENCHMARKS.md, "gRPC front door"): 20,000 is ~1.2 GB.
     max_concurrent_streams: int = Field(20_000, gt=0)
+    # RPCs that reached the server but that its event loop has not yet started (a reconnect storm). gRPC
+    # core cancels calls beyond this backlog (its default, 1,000-3,000, is what a client saw as
+    # "INTERNAL: Internal error from Core" above ~1,000 streams opened at once).
+    max_pending_rpcs: int = Field(20_000, gt=0)
     # Alerts a WatchAlerts subscriber may fall behind before its stream is ended (RESOURCE_EXHAUSTED).
     watch_queue_alerts: int = Field(10_000, gt=0)
     # SIGTERM: stop accepting, let streams finish what they hold for at most this long, checkpoint twins.

@@ -206,14 +206,13 @@ def _check_keys(index: np.ndarray, ts: np.ndarray, seq: np.ndarray, ids: list[st
 
 
 def _count_sensor_faults(sensors: Mapping[str, np.ndarray]) -> int:
+    # NaN compares false both ways (a missing reading, not a fault); +-inf falls outside every range.
     faults = 0
     for name, values in sensors.items():
         spec = SCHEMA.field(name)
         as_float = values.astype(np.float64, copy=False)
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isnan(as_float) & ((as_float < spec.min) | (as_float > spec.max) | ~np.isfinite(as_float))
-        faults += int(bad.sum())
-    return faults
+        faults += np.count_nonzero((as_float < spec.min) | (as_float > spec.max))
+    return int(faults)
 
 
 def _arrow_column(spec: FieldSpec, values: np.ndarray | None, n: int) -> pa.Array:
@@ -244,11 +243,55 @@ def decode_batch(msg: telemetry_pb2.FrameBatch, limits: BatchLimits, now_ms: int
         for spec in SCHEMA.fields:
             head = sensors.get(spec.name, np.full(n_columns, _missing(spec), dtype=_wire_type(spec)))
             sensors[spec.name] = np.concatenate([head, np.array(f_sensors[spec.name], dtype=_wire_type(spec))])
+    return _validated(msg.batch_id, ids, index, ts, seq, sensors, limits, now_ms)
+
+
+def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimits, now_ms: int) -> DecodedBatch:
+    """Like ``decode_batch`` for rows already in columns (``vehicle_id``, ``ts`` int ms, ``seq``, any sensors;
+    NaN = missing), as an ingest that is not gRPC (HTTP/JSON) receives them; raises WireError."""
+    unknown = sorted(set(columns) - {"vehicle_id", "ts", "seq"} - SENSOR_NAMES)
+    if unknown:
+        raise WireError("INVALID_ARGUMENT", f"{unknown[0]}: not a telemetry field")
+    try:
+        vehicle_column = np.asarray(columns["vehicle_id"], dtype=str)
+        ts = np.asarray(columns["ts"], dtype=np.int64)
+        seq = np.asarray(columns["seq"], dtype=np.int64)
+    except KeyError as missing:
+        raise WireError("INVALID_ARGUMENT", f"{missing.args[0]}: required column missing") from None
+    except (TypeError, ValueError) as error:
+        raise WireError("INVALID_ARGUMENT", f"vehicle_id/ts/seq: not strings/integers ({error})") from None
+    n = len(ts)
+    for name, values in (("vehicle_id", vehicle_column), ("seq", seq)):
+        if len(values) != n:
+            raise WireError("INVALID_ARGUMENT", f"{name}: {len(values)} values for {n} rows (ts has {n})")
+    ids_array, index = np.unique(vehicle_column, return_inverse=True)
+    ids = ids_array.tolist()
+    for i, vehicle_id in enumerate(ids):
+        _check_vehicle_id(vehicle_id, f"vehicle_id[{int(np.flatnonzero(index == i)[0])}]")
+    sensors: dict[str, np.ndarray] = {}
+    for spec in SCHEMA.fields:
+        if spec.name not in columns:
+            continue
+        try:
+            values = np.asarray(columns[spec.name], dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise WireError("INVALID_ARGUMENT", f"{spec.name}: not numbers ({error})") from None
+        if len(values) != n:
+            raise WireError("INVALID_ARGUMENT", f"{spec.name}: {len(values)} values for {n} rows (ts has {n})")
+        if spec.dtype == "int8":
+            values = np.where(np.isfinite(values), values, _missing(spec)).clip(-2**31, 2**31 - 1)
+        sensors[spec.name] = values.astype(_wire_type(spec))
+    return _validated(batch_id, ids, index.astype(np.int32).reshape(-1), ts, seq, sensors, limits, now_ms)
+
+
+def _validated(batch_id: int, ids: list[str], index: np.ndarray, ts: np.ndarray, seq: np.ndarray,
+               sensors: dict[str, np.ndarray], limits: BatchLimits, now_ms: int) -> DecodedBatch:
+    """Rows from either wire shape -> a checked DecodedBatch (the one place keys are validated)."""
     _check_keys(index, ts, seq, ids, limits, now_ms)
     n = len(ts)
     faults = _count_sensor_faults(sensors)
     dictionary = pa.array(ids, type=pa.string())
-    vehicle_column = pa.DictionaryArray.from_arrays(pa.array(index, type=pa.int32()), dictionary).cast(pa.string())
+    vehicle_column = dictionary.take(pa.array(index, type=pa.int32()))
     arrays = [vehicle_column, pa.array(ts, type=pa.timestamp("ms", tz="UTC")), pa.array(seq, type=pa.int64())]
     arrays += [_arrow_column(spec, sensors.get(spec.name), n) for spec in SCHEMA.fields]
     record_batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA.arrow_schema)
@@ -257,7 +300,7 @@ def decode_batch(msg: telemetry_pb2.FrameBatch, limits: BatchLimits, now_ms: int
         highest = np.full(len(ids), -1, dtype=np.int64)
         np.maximum.at(highest, index, seq)
         last_seq = {ids[i]: int(s) for i, s in enumerate(highest) if s >= 0}
-    return DecodedBatch(msg.batch_id, record_batch, tuple(ids), index, seq, faults, last_seq)
+    return DecodedBatch(batch_id, record_batch, tuple(ids), index, seq, faults, last_seq)
 
 
 def encode_columns(columns: Mapping[str, Any], batch_id: int = 0) -> telemetry_pb2.FrameBatch:

@@ -183,6 +183,12 @@ def channel_options(cfg: ServingConfig) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
+        # Calls that arrived but that the event loop has not started yet. Above gRPC core's default backlog
+        # (1,000 soft, 3,000 hard, random early drop between) a burst of new streams (a fleet reconnecting)
+        # has calls cancelled before our code sees them; a client that already wrote its first batch
+        # sees "INTERNAL: Internal error from Core" instead of the CANCELLED the server sent.
+        ("grpc.server.max_pending_requests", cfg.max_pending_rpcs),
+        ("grpc.server.max_pending_requests_hard_limit", cfg.max_pending_rpcs),
     ]
 
 
@@ -218,7 +224,9 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(secret if cfg.require_auth else None)],
         options=channel_options(cfg),
-        maximum_concurrent_rpcs=cfg.max_concurrent_streams,
+        # A backstop over every RPC kind (queries, alert watchers, health checks); telemetry streams meet
+        # their own limit first, refused with a message naming serving.max_concurrent_streams.
+        maximum_concurrent_rpcs=2 * cfg.max_concurrent_streams,
     )
     hub = AlertHub(cfg.watch_queue_alerts)
     sessions = SessionRegistry()
@@ -228,7 +236,7 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
     limits = BatchLimits(max_batch_frames=cfg.max_batch_frames, max_future_skew_ms=int(cfg.max_future_skew_s * 1000))
     register_servicer(server, telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"],
                       TelemetryServicer(backend, hub, sessions, limits, cfg.max_frames_in_flight_per_stream, clock_ms,
-                                        metrics))
+                                        metrics, max_streams=cfg.max_concurrent_streams))
     register_servicer(server, twin_pb2.DESCRIPTOR.services_by_name["TwinService"], TwinServicer(backend))
     register_servicer(server, alerts_pb2.DESCRIPTOR.services_by_name["AlertService"], AlertServicer(backend, hub))
     health_servicer = health.aio.HealthServicer()

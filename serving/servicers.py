@@ -143,8 +143,9 @@ class SessionRegistry:
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     def __init__(self, backend: FleetBackend, hub: AlertHub, sessions: SessionRegistry, limits: BatchLimits,
                  max_frames_in_flight: int, clock_ms: Callable[[], int],
-                 metrics: FrontDoorMetrics | None = None) -> None:
+                 metrics: FrontDoorMetrics | None = None, max_streams: int | None = None) -> None:
         self.metrics = metrics or FrontDoorMetrics()
+        self.max_streams = max_streams
         self.backend = backend
         self.hub = hub
         self.sessions = sessions
@@ -155,6 +156,11 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def Stream(self, request_iterator: AsyncIterator[telemetry_pb2.FrameBatch],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[telemetry_pb2.StreamReply]:
         claims = await _require(context, read=False)
+        if self.max_streams is not None and len(self.sessions) >= self.max_streams:
+            self.metrics.rpc_errors.labels(method="Stream", code="RESOURCE_EXHAUSTED").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{len(self.sessions)} telemetry streams open, serving.max_concurrent_streams="
+                                f"{self.max_streams}: retry with backoff")
         budget = FrameBudget(self.max_frames_in_flight)
         queue = self.sessions.open()
         reader = asyncio.create_task(self._read(request_iterator, claims, budget, queue))
