@@ -158,7 +158,7 @@ class MemoryFleet:
         result = IngestResult()
         if batch.num_rows == 0:
             return result
-        invalid_rows = _invalid_sensor_rows(batch.record_batch)
+        invalid_rows = batch.faulty_rows  # judged once, by the codec, on the wire values
         ts = batch.record_batch.column("ts").cast(pa.int64()).to_numpy()
         order = np.argsort(batch.vehicle_index, kind="stable")
         bounds = np.flatnonzero(np.diff(batch.vehicle_index[order])) + 1
@@ -239,16 +239,6 @@ def _is_invalid(value: Any, name: str) -> bool:
     spec = SCHEMA.field(name)
     value = float(value)
     return not np.isnan(value) and not (spec.min <= value <= spec.max)
-
-
-def _invalid_sensor_rows(record_batch: pa.RecordBatch) -> np.ndarray:
-    """Rows with at least one sensor value infinite or outside the physical range (NaN is missing, not bad)."""
-    bad = np.zeros(record_batch.num_rows, dtype=bool)
-    for spec in SCHEMA.fields:
-        values = record_batch.column(spec.name).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-        with np.errstate(invalid="ignore"):
-            bad |= (values < spec.min) | (values > spec.max)
-    return bad
 
 
 class LocalTwinsBackend:

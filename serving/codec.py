@@ -83,6 +83,7 @@ class DecodedBatch:
     vehicle_index: np.ndarray  # int32 per row, index into vehicle_ids
     seq: np.ndarray  # int64 per row
     sensor_faults: int  # infinite or out-of-range sensor values (NaN is a missing reading)
+    faulty_rows: np.ndarray  # bool per row: the row carries at least one of those values
     last_seq: dict[str, int] = field(default_factory=dict)  # highest seq per vehicle in this batch
 
     @property
@@ -205,14 +206,20 @@ def _check_keys(index: np.ndarray, ts: np.ndarray, seq: np.ndarray, ids: list[st
                             f"for vehicle {ids[int(index[row])]!r} (seq must increase within a batch)")
 
 
-def _count_sensor_faults(sensors: Mapping[str, np.ndarray]) -> int:
+def _sensor_faults(sensors: Mapping[str, np.ndarray], n: int) -> tuple[int, np.ndarray]:
+    """(impossible sensor values, bool mask of the rows holding one), judged on the wire values."""
     # NaN compares false both ways (a missing reading, not a fault); +-inf falls outside every range.
     faults = 0
+    rows = np.zeros(n, dtype=bool)
     for name, values in sensors.items():
         spec = SCHEMA.field(name)
         as_float = values.astype(np.float64, copy=False)
-        faults += np.count_nonzero((as_float < spec.min) | (as_float > spec.max))
-    return int(faults)
+        bad = (as_float < spec.min) | (as_float > spec.max)
+        count = np.count_nonzero(bad)
+        if count:
+            faults += count
+            rows |= bad
+    return int(faults), rows
 
 
 def _arrow_column(spec: FieldSpec, values: np.ndarray | None, n: int) -> pa.Array:
@@ -289,7 +296,7 @@ def _validated(batch_id: int, ids: list[str], index: np.ndarray, ts: np.ndarray,
     """Rows from either wire shape -> a checked DecodedBatch (the one place keys are validated)."""
     _check_keys(index, ts, seq, ids, limits, now_ms)
     n = len(ts)
-    faults = _count_sensor_faults(sensors)
+    faults, faulty_rows = _sensor_faults(sensors, n)
     dictionary = pa.array(ids, type=pa.string())
     vehicle_column = dictionary.take(pa.array(index, type=pa.int32()))
     arrays = [vehicle_column, pa.array(ts, type=pa.timestamp("ms", tz="UTC")), pa.array(seq, type=pa.int64())]
@@ -300,7 +307,7 @@ def _validated(batch_id: int, ids: list[str], index: np.ndarray, ts: np.ndarray,
         highest = np.full(len(ids), -1, dtype=np.int64)
         np.maximum.at(highest, index, seq)
         last_seq = {ids[i]: int(s) for i, s in enumerate(highest) if s >= 0}
-    return DecodedBatch(batch_id, record_batch, tuple(ids), index, seq, faults, last_seq)
+    return DecodedBatch(batch_id, record_batch, tuple(ids), index, seq, faults, faulty_rows, last_seq)
 
 
 def encode_columns(columns: Mapping[str, Any], batch_id: int = 0) -> telemetry_pb2.FrameBatch:

@@ -66,6 +66,8 @@ def test_impossible_values_are_counted_faults_not_refusals() -> None:
     columns["charger_state"] = np.array([1, 9, -1, 2])
     batch = decode_batch(encode_columns(columns), LIMITS, NOW)
     assert batch.sensor_faults == 4  # inf, -5 V, charger 9, charger -1 (NaN is a missing reading)
+    # The rows holding them, judged on the wire values (charger 9 is a fault although it arrives as null).
+    assert batch.faulty_rows.tolist() == [False, True, True, False]
     assert batch.record_batch.column("charger_state").to_pylist() == [1, None, None, 2]
     assert math.isnan(batch.record_batch.column("pack_voltage")[0].as_py())
 
@@ -145,6 +147,7 @@ def test_columns_decode_exactly_as_the_same_rows_sent_as_a_frame_batch(n: int, v
     assert cells(direct.record_batch) == cells(via_wire.record_batch)
     assert (direct.batch_id, direct.vehicle_ids, direct.sensor_faults, direct.last_seq) == \
         (via_wire.batch_id, via_wire.vehicle_ids, via_wire.sensor_faults, via_wire.last_seq)
+    assert direct.faulty_rows.tolist() == via_wire.faulty_rows.tolist()
 
 
 @pytest.mark.parametrize("change, needle", [
