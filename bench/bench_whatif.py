@@ -96,7 +96,7 @@ def bench_twins(vehicles: int, days: float, models: str | None, shards: int = 1,
     print(f"twins  {vehicles} vehicles x {days:g} days, {shards} shard(s), frames every "
           f"{config.whatif.twin_frame_interval_s:g} s, {config.dataset.window_minutes:g} min windows, models "
           f"{models_dir} (in the loop: {', '.join(stats['models']) or 'none'}): wall {elapsed:.1f} s (setup {t1 - t0:.1f} s), CPU of this process {cpu:.1f} s, "
-          f"{stats['frames']:,} frames, {stats['restarts']} stream restarts after repairs, alerts "
+          f"{stats['frames']:,} frames, {stats['restarts']} stream resumes after repairs, alerts "
           f"{stats['alerts_by_rule']}, {len(records.visits)} visits -> {rate:,.1f} vehicle-days/s{ratio}; "
           f"1,000 x 90 days {'took' if vd >= 90_000 else 'projected'} {90_000 / rate / 60:.1f} min "
           f"(target 5 min; load average {load()})")

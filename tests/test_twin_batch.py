@@ -167,3 +167,44 @@ def test_the_window_assembler_never_holds_views_of_what_was_pushed() -> None:
     x[:] = -1.0  # the caller reuses its buffer
     closed = asm.push(np.array([200, 205], dtype=np.int64), {"x": np.array([40.0, 41.0])})
     assert [(end, cols["x"].tolist()) for end, cols in closed] == [(200, [37.0, 38.0, 39.0, 40.0])]
+
+
+class CalmSequenceModel(SequenceModel):
+    """Mostly below its alert level (the baseline then learns), with a few anomalies."""
+
+    threshold = 1.0
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_the_outcome_does_not_depend_on_how_the_frames_are_split_into_steps(with_model: bool) -> None:
+    """A step computes some per-window values only for its last window (nothing reads them earlier):
+    one window per step, one poll per step and two polls per step must give the same alerts and state."""
+    from simulation.whatif.runner import build_fleet
+    from simulation.whatif.twin_detector import coarse_simulation, vehicle_frame_batches
+
+    config = _config()
+    profiles, _ = build_fleet(config, 3)
+    sim_cfg = coarse_simulation(config.simulation, 600.0)
+    model = CalmSequenceModel() if with_model else None
+    outcomes = []
+    for frames_per_step in (6, 36, 72):  # 1 h (one window), 6 h (a poll), 12 h
+        alerts, states = [], []
+        for profile in profiles:
+            twin = VehicleTwin(profile.vehicle_id, config.twins, WINDOW_MS, WINDOW_MS, model)
+            batches = list(vehicle_frame_batches(profile, sim_cfg, 3, 6 * 3600.0))
+            cols = {k: np.concatenate([b.columns()[k] for b in batches]) for k in ("seq", "ts", "values")}
+            named, ratios = set(), set()
+            for a in range(0, cols["seq"].size, frames_per_step):
+                alerts.extend(twin.ingest({k: v[a:a + frames_per_step] for k, v in cols.items()}).alerts)
+                named.add(repr(twin.last_signals))
+                ratios.add(twin.last_baseline_ratio)
+            states.append(twin.to_bytes())
+            assert twin.windows_closed > 60
+            if frames_per_step == 6:  # every window is the last of its step: each names its own signals
+                assert len(named) > 30 and len(ratios) > 30
+            assert twin.normal_errors.shape[0] > 10 or not with_model  # the head's normal windows
+        outcomes.append((alerts, states))
+    assert any(a.rule == "anomaly" for a in outcomes[0][0]) or not with_model
+    for alerts, states in outcomes[1:]:
+        assert alerts == outcomes[0][0]
+        assert states == outcomes[0][1]

@@ -1,28 +1,17 @@
 """The what-if model on the generator's fleet: one sampling of failures, conservation, determinism,
-heatwave re-timing, real twins in the predictive loop, and the CLI."""
+heatwave failures, real twins in the predictive loop, and the CLI."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from configs.settings import AmbientWindow
 from simulation.whatif.model import CAUGHT_EARLY, ROADSIDE
 from simulation.whatif.plans import MS_PER_DAY
-from simulation.whatif.runner import (ReplicationTask, build_fleet, events_under_windows, failure_day_under_windows,
-                                      make_policy, run_replication, simulate_plans)
+from simulation.whatif.runner import ReplicationTask, build_fleet, make_policy, run_replication, simulate_plans
 from simulation.whatif.scenarios import load_scenario
-
-@dataclass(frozen=True)
-class _Event:
-    mode: str
-    onset_ms: int
-    failure_ms: int
-    severity: int
-
 
 SMALL = ["simulation.num_vehicles=60", "simulation.duration_days_per_vehicle=45"]
 
@@ -69,17 +58,25 @@ def test_a_replication_is_a_pure_function_of_its_seed() -> None:
     assert first.events != other.events
 
 
-def test_a_hazard_raised_inside_a_window_brings_failures_forward_exactly() -> None:
-    window = AmbientWindow(start_day=10, duration_days=10, offset_c=12)
-    # Hazard x3 in the window: a failure due on day 40 at the base hazard spends 10 base-days before
-    # the window, 30 base-days (=10 days x 3) inside it, and is due on day 20.
-    assert failure_day_under_windows(40.0, [40.0 / 3], [window]) == pytest.approx(20.0)
-    assert failure_day_under_windows(70.0, [70.0 / 3], [window]) == pytest.approx(50.0)
-    base = [_Event("m", 30 * MS_PER_DAY, 40 * MS_PER_DAY, 2)]
-    hot = [_Event("m", int(3.33 * MS_PER_DAY), int(40 / 3 * MS_PER_DAY), 2)]
-    (event,) = events_under_windows(base, [hot], [window], start_ms=0, last_ms=100 * MS_PER_DAY)
-    assert event.failure_ms == pytest.approx(20 * MS_PER_DAY, abs=MS_PER_DAY / 100)
-    assert event.failure_ms - event.onset_ms == 10 * MS_PER_DAY  # lead time and severity kept
+def test_the_heatwave_fleet_has_the_samplers_failures_under_the_windows() -> None:
+    """One path: the plans hold exactly what the failure sampler draws under the ambient schedule,
+    and the twins' streams are given the same failures."""
+    from simulation.failures import sample_vehicle_failures
+    from simulation.whatif.twin_detector import TwinDetector
+
+    config = small("heatwave", extra=("simulation.num_vehicles=150",))
+    windows = config.whatif.ambient_windows
+    profiles, plans = build_fleet(config, 4)
+    moved = 0
+    for profile, plan in zip(profiles, plans):
+        direct = sample_vehicle_failures(profile, config.simulation, 4, ambient_windows=windows)
+        plain = {e.mode: e.failure_ms for e in sample_vehicle_failures(profile, config.simulation, 4)}
+        assert list(plan.source_events) == sorted(direct, key=lambda e: (e.failure_ms, e.mode))  # observed flag too
+        moved += sum(e.failure_ms != plain.get(e.mode) for e in direct)
+    assert moved > 0
+    detector = TwinDetector(profiles[:3], config, 4, plans=plans[:3])
+    for plan in plans[:3]:
+        assert detector.events[plan.vehicle_id] == list(plan.source_events)
 
 
 def test_a_heatwave_moves_failures_the_way_the_generators_hazard_moves() -> None:

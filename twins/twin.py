@@ -124,6 +124,7 @@ class VehicleTwin:
         n_signals = len(anomaly_model.signal_names) if anomaly_model is not None else 0
         self.head = PersonalHead.identity(n_signals)
         self.normal_errors = np.zeros((0, n_signals), dtype=np.float32)
+        self._new_normal_errors: list[np.ndarray] = []  # rows for normal_errors, added at the step's last window
         self.windows_since_tune = 0
         # ordering
         self.applied_seq = _NO_SEQ
@@ -322,35 +323,52 @@ class VehicleTwin:
         return history[index]
 
     def _close_window(self, end_ms: int, last_seq: int, features: np.ndarray, fleet_ratio: float,
-                      signal_errors: np.ndarray | None, top_signals: list[list[Any]] | None, step: TwinStep) -> None:
+                      signal_errors: np.ndarray | None, top_signals: "_TopSignals | None", row: int,
+                      last_of_step: bool, step: TwinStep) -> None:
+        """One closed window's decisions (sequential per twin: each may change the baseline and gates).
+
+        What nothing reads before the next window is computed only for the last window of the step or
+        where an alert needs it (the baseline ratio when the fleet model decides, the named signals):
+        the state after the step is the same as if every window had computed it.
+        """
         self.windows_closed += 1
         self.last_features = features
         self.last_window_end = int(end_ms)
-        baseline_ratio = self.baseline.score_one(features) / self.cfg.baseline_z_threshold
+        cfg = self.cfg
+        needs_baseline = self.model is None or (cfg.personalise and cfg.baseline_veto and self.baseline.ready)
+        baseline_ratio = (self.baseline.score_one(features) / cfg.baseline_z_threshold
+                          if needs_baseline or last_of_step else None)
         if self.model is None:
             score = baseline_ratio
-        elif self.cfg.personalise and self.cfg.baseline_veto and self.baseline.ready:
+        elif needs_baseline:
             score = min(self._personal_fleet_ratio(signal_errors, fleet_ratio), baseline_ratio)
-        elif self.cfg.personalise:
+        elif cfg.personalise:
             score = self._personal_fleet_ratio(signal_errors, fleet_ratio)
         else:
             score = fleet_ratio
-        self.last_score, self.last_fleet_ratio, self.last_baseline_ratio = float(score), fleet_ratio, baseline_ratio
-        self.last_signals = top_signals if top_signals is not None else self._baseline_signals(features)
-        fired = self._anomaly_gate(score, end_ms, last_seq, step)
-        flagged = fired or self.anomaly_gate.active or score >= self.cfg.anomaly_alert_level
+        self.last_score, self.last_fleet_ratio = float(score), fleet_ratio
+        if baseline_ratio is not None:
+            self.last_baseline_ratio = baseline_ratio
+        signals = _WindowSignals(self, features, top_signals, row)
+        fired = self._anomaly_gate(score, end_ms, last_seq, step, signals)
+        if last_of_step:
+            self.last_signals = signals.get()
+        flagged = fired or self.anomaly_gate.active or score >= cfg.anomaly_alert_level
         if not flagged:
             # Protected learning: a window the twin doubts never becomes part of its normal.
             self.baseline.learn_one(features)
-        comfortable = self.cfg.anomaly_clear_ratio * self.cfg.anomaly_alert_level
+        comfortable = cfg.anomaly_clear_ratio * cfg.anomaly_alert_level
         if signal_errors is not None and not flagged and fleet_ratio < comfortable:
             # The head learns only from windows the *fleet* model finds comfortably normal: judged by the
             # personalised score, a slowly failing part would widen its own tolerance step by step.
-            self.normal_errors = np.vstack([self.normal_errors, signal_errors[None, :]])[-_NORMAL_ERRORS_KEPT:]
+            self._new_normal_errors.append(signal_errors[None, :])
             self.windows_since_tune += 1
+        if last_of_step and self._new_normal_errors:
+            self.normal_errors = np.vstack([self.normal_errors, *self._new_normal_errors])[-_NORMAL_ERRORS_KEPT:]
+            self._new_normal_errors = []
         if fired or end_ms >= self.next_prediction_ms:
             self.pending_prediction = (int(end_ms), last_seq)
-            self.next_prediction_ms = int(end_ms) + int(self.cfg.prediction_interval_minutes * 60_000)
+            self.next_prediction_ms = int(end_ms) + int(cfg.prediction_interval_minutes * 60_000)
 
     def _model_reads_frames(self) -> bool:
         """The LSTM-AE reads either raw frame signals or (the trained one) window feature sequences."""
@@ -393,9 +411,13 @@ class VehicleTwin:
             cached = self._policy_cache = (self.cfg, policy)
         return cached[1]
 
-    def _anomaly_gate(self, score: float, end_ms: int, seq: int, step: TwinStep) -> bool:
+    def _anomaly_gate(self, score: float, end_ms: int, seq: int, step: TwinStep,
+                      signals: "_WindowSignals | None" = None) -> bool:
+        """The anomaly alert gate; an alert names ``signals`` (default: the twin's last named ones)."""
         if not self.anomaly_gate.step(int(end_ms), score, self._anomaly_policy()):
             return False
+        if signals is not None:
+            self.last_signals = signals.get()
         names = ", ".join(str(s[0]) for s in self.last_signals) or "features"
         self._emit(step, "anomaly", int(end_ms), seq, score, [tuple(s) for s in self.last_signals],
                    f"anomaly score {score:.2f}x threshold, driven by {names}")
@@ -610,7 +632,8 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
     scored = [i for i, (twin, _, _) in enumerate(closings) if twin.model is not None]
     ratios: dict[int, np.ndarray] = {}
     errors_by_twin: dict[int, np.ndarray] = {}
-    signals_by_twin: dict[int, list[list[list[Any]] | None]] = {}
+    row_of_twin: dict[int, int] = {}  # first row of the twin's windows in top_signals
+    top_signals: _TopSignals | None = None
     if scored:
         sequences = [closings[i][0]._sequences(*closings[i][0]._model_rows(closings[i][2], features[i]))
                      for i in scored]
@@ -621,7 +644,8 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
             errors = np.asarray(errors, dtype=np.float64).reshape(-1)
             shares = np.asarray(shares, dtype=np.float64).reshape(errors.size, -1)
             signal_errors = errors[:, None] * shares
-            top = _top_signals(signal_errors, tuple(model.signal_names))
+            top = _TopSignals(signal_errors, tuple(model.signal_names))
+            top_signals = top if top_signals is None else top_signals.extended(top)
             offset = 0
             for j in members:
                 i = scored[j]
@@ -629,15 +653,19 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
                 twin = closings[i][0]
                 ratios[i] = errors[offset:offset + n] / twin._alert_error()
                 errors_by_twin[i] = signal_errors[offset:offset + n]
-                signals_by_twin[i] = top[offset:offset + n]
+                row_of_twin[i] = top_signals.size - top.size + offset
                 offset += n
     for i, (twin, step, closed) in enumerate(closings):
-        for k, (end_ms, window) in enumerate(closed):
-            if i in ratios:
-                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], float(ratios[i][k]),
-                                   errors_by_twin[i][k], signals_by_twin[i][k], step)
-            else:
-                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], 0.0, None, None, step)
+        last = len(closed) - 1
+        if i in ratios:
+            ratio_list, first_row, top = ratios[i].tolist(), row_of_twin[i], top_signals
+            for k, (end_ms, window) in enumerate(closed):
+                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], ratio_list[k],
+                                   errors_by_twin[i][k], top, first_row + k, k == last, step)
+        else:
+            for k, (end_ms, window) in enumerate(closed):
+                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], 0.0, None, None, 0,
+                                   k == last, step)
 
 
 def _group_by_model(models: list[Any]) -> list[tuple[Any, list[int]]]:
@@ -648,16 +676,50 @@ def _group_by_model(models: list[Any]) -> list[tuple[Any, list[int]]]:
     return list(groups.values())
 
 
-def _top_signals(signal_errors: np.ndarray, names: tuple[str, ...]) -> list[list[list[Any]] | None]:
-    """Per row: the three signals with the largest share of the error, or None when there is no error
-    (the twin then names the features furthest from its own baseline)."""
-    totals = signal_errors.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shares = signal_errors / totals[:, None]
-    top = np.argsort(-shares, axis=1)[:, :3]
-    top_shares = np.take_along_axis(shares, top, axis=1)
-    return [[[names[c], round(v, 4)] for c, v in zip(cols, values)] if total > 0 else None
-            for cols, values, total in zip(top.tolist(), top_shares.tolist(), totals.tolist())]
+class _TopSignals:
+    """Per row of a batch of per-signal errors: the three signals with the largest share of the error.
+
+    ``row(r)`` builds row ``r``'s ``[[name, share], ...]`` (None when there is no error: the twin then
+    names the features furthest from its own baseline) only when asked: most windows never name theirs.
+    """
+
+    def __init__(self, signal_errors: np.ndarray, names: tuple[str, ...]) -> None:
+        totals = signal_errors.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = signal_errors / totals[:, None]
+        top = np.argsort(-shares, axis=1)[:, :3]
+        self.parts = [(0, names, top, np.take_along_axis(shares, top, axis=1), totals)]
+        self.size = int(totals.size)
+
+    def extended(self, other: "_TopSignals") -> "_TopSignals":
+        """This batch's rows followed by ``other``'s (another model's)."""
+        self.parts += [(self.size + start, *rest) for start, *rest in other.parts]
+        self.size += other.size
+        return self
+
+    def row(self, r: int) -> list[list[Any]] | None:
+        for start, names, top, top_shares, totals in reversed(self.parts):
+            if r >= start:
+                r -= start
+                if not totals[r] > 0:
+                    return None
+                return [[names[c], round(v, 4)] for c, v in zip(top[r].tolist(), top_shares[r].tolist())]
+        raise IndexError(r)
+
+
+class _WindowSignals:
+    """The signals that drive one window's score, computed at most once and only if asked for."""
+
+    __slots__ = ("twin", "features", "top", "r", "value")
+
+    def __init__(self, twin: VehicleTwin, features: np.ndarray, top: _TopSignals | None, r: int) -> None:
+        self.twin, self.features, self.top, self.r, self.value = twin, features, top, r, None
+
+    def get(self) -> list[list[Any]]:
+        if self.value is None:
+            named = self.top.row(self.r) if self.top is not None else None
+            self.value = named if named is not None else self.twin._baseline_signals(self.features)
+        return self.value
 
 
 TwinFactory = Callable[[str], VehicleTwin]

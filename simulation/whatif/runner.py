@@ -11,22 +11,20 @@ over Ray tasks.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from configs.settings import AmbientWindow, Config, SimulationConfig, WhatIfConfig
+from configs.settings import Config, SimulationConfig, WhatIfConfig
 from simulation.whatif.detectors import Detector, OracleDetector, RandomDetector
 from simulation.whatif.kpis import alert_lead_times_hours, compute_kpis
 from simulation.whatif.model import FleetModel, MaintenancePolicy, ModelRecords
-from simulation.whatif.plans import MS_PER_DAY, VehiclePlan, plan_from_profile
+from simulation.whatif.plans import VehiclePlan, plan_from_profile
 from simulation.whatif.policies import PredictivePolicy, ReactivePolicy, ScheduledPolicy
 
 DETECTORS: tuple[str, ...] = ("twin", "oracle", "random")
 ORACLE_LEAD_HOURS = 7 * 24.0
-LATENT_DAYS_FOR_RETIMING = 3650.0  # the perfect predictor warns one week ahead (the shortest horizon)
 
 
 @dataclass(frozen=True)
@@ -76,96 +74,21 @@ def with_ambient_offset(sim_cfg: SimulationConfig, extra_c: float) -> Simulation
     return sim_cfg.model_copy(update={"levers": levers})
 
 
-def failure_day_under_windows(base_day: float, window_days: Sequence[float],
-                               windows: Sequence[AmbientWindow]) -> float:
-    """Failure day under a piecewise-constant hazard, from the failure days at each constant hazard.
-
-    The generator turns one uniform draw ``u`` into a failure day ``-log(1-u)/hazard``. With the same
-    draw (common random numbers) the hazard ratio of a window is ``base_day / window_day``, so the
-    failure day when the hazard switches inside the windows follows exactly, by spending the draw's
-    cumulative hazard piece by piece.
-
-    >>> w = AmbientWindow(start_day=10, duration_days=10, offset_c=12)
-    >>> failure_day_under_windows(30.0, [15.0], [w])  # hazard doubled between days 10 and 20
-    20.0
-    >>> failure_day_under_windows(8.0, [4.0], [w])  # failed before the heatwave began
-    8.0
-    """
-    remaining = base_day  # cumulative hazard left, in days at the base hazard
-    t = 0.0
-    for window, window_day in sorted(zip(windows, window_days), key=lambda pair: pair[0].start_day):
-        begin, end = window.start_day, window.start_day + window.duration_days
-        if remaining <= begin - t:
-            return t + remaining
-        remaining -= max(begin - t, 0.0)
-        t = max(begin, t)
-        ratio = base_day / window_day if window_day > 0 else math.inf
-        if remaining <= ratio * (end - t):
-            return t + remaining / ratio
-        remaining -= ratio * (end - t)
-        t = end
-    return t + remaining
-
-
-def events_under_windows(base_events: Sequence[Any], window_events: Sequence[Sequence[Any]],
-                         windows: Sequence[AmbientWindow], start_ms: int, last_ms: int) -> list[Any]:
-    """Re-time the generator's failures for time-bounded ambient offsets (keeps lead time and severity)."""
-    def keyed(events: Sequence[Any]) -> dict[tuple[str, int], Any]:
-        out: dict[tuple[str, int], Any] = {}
-        for e in sorted(events, key=lambda e: (str(e.mode), int(e.failure_ms))):
-            k = sum(1 for key in out if key[0] == str(e.mode))
-            out[(str(e.mode), k)] = e
-        return out
-
-    base = keyed(base_events)
-    hot = [keyed(events) for events in window_events]
-    retimed = []
-    for key, event in base.items():
-        base_day = (int(event.failure_ms) - start_ms) / MS_PER_DAY
-        days = [(int(h[key].failure_ms) - start_ms) / MS_PER_DAY if key in h else math.inf for h in hot]
-        day = failure_day_under_windows(base_day, days, windows)
-        failure_ms = start_ms + int(round(day * MS_PER_DAY))
-        if failure_ms >= last_ms:
-            continue
-        lead_ms = int(event.failure_ms) - int(event.onset_ms)
-        retimed.append(replace(event, failure_ms=failure_ms, onset_ms=failure_ms - lead_ms))
-    return sorted(retimed, key=lambda e: (e.failure_ms, e.mode))
-
-
-def _vehicle_events_function() -> Callable[[Any, SimulationConfig, int], list[Any]]:
-    """The generator's ``vehicle_events`` (its failure sampling, one code path with the telemetry)."""
-    try:
-        from simulation.generator import vehicle_events
-    except ModuleNotFoundError as exc:  # the generator module is newer than failures.py
-        if exc.name != "simulation.generator":
-            raise
-        from simulation.failures import sample_vehicle_failures as vehicle_events
-    return vehicle_events
-
-
 def build_fleet(config: Config, seed: int) -> tuple[list[Any], list[VehiclePlan]]:
-    """Generator profiles and what-if plans for the scenario's fleet (levers and ambient windows applied)."""
-    from simulation.fleet import sample_profile, sample_profiles
+    """Generator profiles and what-if plans for the scenario's fleet (levers and ambient windows applied).
 
-    vehicle_events = _vehicle_events_function()
+    The failures are the generator's own (``simulation.generator.vehicle_events``: one sampling for the
+    telemetry and the what-if model), drawn under the scenario's ambient schedule: a heatwave raises
+    each mode's hazard only while it lasts (``simulation.failures.sample_vehicle_failures``).
+    """
+    from simulation.fleet import sample_profiles
+    from simulation.generator import vehicle_events
+
     sim_cfg = config.simulation
     windows = config.whatif.ambient_windows
     profiles = sample_profiles(sim_cfg, seed)
-    if not windows:
-        return profiles, [plan_from_profile(p, vehicle_events(p, sim_cfg, seed))
-                          for p in profiles]
-    start_ms = start_ms_of(sim_cfg)
-    last_ms = start_ms + int((sim_cfg.duration_days_per_vehicle + sim_cfg.latent_failure_days) * MS_PER_DAY)
-    # Sample far past the horizon so that every latent failure exists at both hazards.
-    wide = sim_cfg.model_copy(update={"latent_failure_days": LATENT_DAYS_FOR_RETIMING})
-    window_cfgs = [with_ambient_offset(wide, w.offset_c) for w in windows]
-    plans = []
-    for profile in profiles:
-        base = vehicle_events(profile, wide, seed)
-        hot = [vehicle_events(sample_profile(wc, seed, profile.index), wc, seed) for wc in window_cfgs]
-        events = events_under_windows(base, hot, windows, start_ms, last_ms)
-        plans.append(plan_from_profile(profile, events))
-    return profiles, plans
+    return profiles, [plan_from_profile(p, vehicle_events(p, sim_cfg, seed, ambient_windows=windows))
+                      for p in profiles]
 
 
 def visit_budget(config: Config) -> float:

@@ -14,14 +14,15 @@ carries its risk; an ``anomaly`` alert carries ``whatif.anomaly_alert_risk``; se
 problems, not vehicle problems, and are ignored. Nothing here reads the ground truth.
 
 The stream shows the same failures the SimPy model runs (the plan's, passed to the generator as
-``events``); when the workshop repairs one, the vehicle's stream restarts without it and resumes after
-the frames its twin has already seen, so a repaired part stops degrading the signals.
+``events``); when the workshop repairs one, the vehicle's simulation goes on without it after the
+frames its twin has already seen (rewound to the start of that day, not re-run from day 0), so a
+repaired part stops degrading the signals while the vehicle keeps its history (SOC, wear, odometer).
 Limitation: the stream does not know when the vehicle is off the road (it keeps its own trip plan).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -56,35 +57,77 @@ class FrameBatch:
 
 
 def vehicle_frame_batches(profile: Any, sim_cfg: SimulationConfig, seed: int, batch_seconds: float,
-                          events: list[Any] | None = None) -> Iterator[FrameBatch]:
+                          events: list[Any] | None = None) -> "VehicleFrameStream":
     """``stream_vehicle_batches`` as numpy: batch ``k`` holds the frames in ``[start + k*batch, start + (k+1)*batch)``.
 
     The values are what ``twins.host.to_block`` makes of the record batches (sensors cast to float32).
     """
-    from simulation.fleet import observation_window
-    from simulation.generator import simulate_vehicle
-    from twins.twin import SENSORS
+    return VehicleFrameStream(profile, sim_cfg, seed, batch_seconds, events)
 
-    if batch_seconds <= 0:
-        raise ValueError(f"batch_seconds must be > 0 (got {batch_seconds})")
-    start_ms, _ = observation_window(sim_cfg)
-    batch_ms = int(round(batch_seconds * 1000))
-    pending: list[FrameBatch] = []
-    pending_id: int | None = None
-    for chunk in simulate_vehicle(profile, sim_cfg, seed, events):
-        values = np.empty((chunk.num_rows, len(SENSORS)), dtype=np.float32)
-        for j, name in enumerate(SENSORS):
-            values[:, j] = chunk.columns[name]
-        ids = (chunk.ts_ms - start_ms) // batch_ms
-        cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows]):
-            if pending and ids[a] != pending_id:
-                yield _joined(pending)
-                pending = []
-            pending.append(FrameBatch(chunk.seq[a:b], chunk.ts_ms[a:b], values[a:b]))
-            pending_id = int(ids[a])
-    if pending:
-        yield _joined(pending)
+
+class VehicleFrameStream:
+    """One vehicle's frame batches from a resumable generator simulation (``VehicleSimulation``).
+
+    ``resume`` replaces the failures after a repair: the batches after the last one already taken
+    come from the simulation rewound to the start of the day that holds them, with the new failures.
+    """
+
+    def __init__(self, profile: Any, sim_cfg: SimulationConfig, seed: int, batch_seconds: float,
+                 events: list[Any] | None = None) -> None:
+        from simulation.fleet import observation_window
+        from simulation.generator import VehicleSimulation
+
+        if batch_seconds <= 0:
+            raise ValueError(f"batch_seconds must be > 0 (got {batch_seconds})")
+        self.start_ms, _ = observation_window(sim_cfg)
+        self.batch_ms = int(round(batch_seconds * 1000))
+        # A batch not yet taken starts at most one batch before the newest simulated day, plus a day.
+        keep_days = -(-self.batch_ms // MS_PER_DAY) + 2
+        self.simulation = VehicleSimulation(profile, sim_cfg, seed, events, keep_days=keep_days)
+        self._ready: list[FrameBatch] = []  # complete batches of the simulated days, oldest last
+        self._pending: list[FrameBatch] = []  # the newest batch, possibly continued by the next day
+        self._pending_id: int | None = None
+        self._first_id = 0  # batches before this one were taken before a resume
+
+    def __iter__(self) -> "VehicleFrameStream":
+        return self
+
+    def __next__(self) -> FrameBatch:
+        from twins.twin import SENSORS
+
+        while not self._ready:
+            chunk = next(self.simulation, None)
+            if chunk is None:
+                if not self._pending:
+                    raise StopIteration
+                self._ready.append(_joined(self._pending))
+                self._pending = []
+                break
+            values = np.empty((chunk.num_rows, len(SENSORS)), dtype=np.float32)
+            for j, name in enumerate(SENSORS):
+                values[:, j] = chunk.columns[name]
+            ids = (chunk.ts_ms - self.start_ms) // self.batch_ms
+            cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+            complete: list[FrameBatch] = []
+            for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows]):
+                batch_id = int(ids[a])
+                if batch_id < self._first_id:
+                    continue
+                if self._pending and batch_id != self._pending_id:
+                    complete.append(_joined(self._pending))
+                    self._pending = []
+                self._pending.append(FrameBatch(chunk.seq[a:b], chunk.ts_ms[a:b], values[a:b]))
+                self._pending_id = batch_id
+            self._ready = complete[::-1]
+        return self._ready.pop()
+
+    def resume(self, events: list[Any], after_ms: int) -> None:
+        """From the first batch after the one holding ``after_ms`` (the last frame taken) on, simulate with ``events``."""
+        first_id = max(0, (int(after_ms) - self.start_ms) // self.batch_ms + 1)
+        first_ms = self.start_ms + first_id * self.batch_ms
+        self.simulation.replace_events(events, self.simulation.day_of(first_ms))
+        self._ready, self._pending, self._pending_id = [], [], None
+        self._first_id = first_id
 
 
 def _joined(batches: list[FrameBatch]) -> FrameBatch:
@@ -101,7 +144,7 @@ class _SplicedStream:
     batch k of each covers the same time span (the generator aligns batches to the window start).
     """
 
-    def __init__(self, streams: list[Iterator[Any]], windows: Sequence[AmbientWindow], start_ms: int) -> None:
+    def __init__(self, streams: list[VehicleFrameStream], windows: Sequence[AmbientWindow], start_ms: int) -> None:
         self._streams = streams
         self._spans = [(start_ms + int(w.start_day * MS_PER_DAY),
                         start_ms + int((w.start_day + w.duration_days) * MS_PER_DAY)) for w in windows]
@@ -118,6 +161,10 @@ class _SplicedStream:
             if lo <= first_ts < hi:
                 return batches[k + 1]
         return batches[0]
+
+    def resume(self, events: list[Any], after_ms: int) -> None:
+        for stream in self._streams:
+            stream.resume(events, after_ms)
 
 
 def coarse_simulation(sim_cfg: SimulationConfig, frame_interval_s: float) -> SimulationConfig:
@@ -149,7 +196,7 @@ class TwinDetector:
         self.anomaly_risk = whatif.anomaly_alert_risk
         self.risk_alert_threshold = config.twins.risk_alert_threshold
         self.twins: dict[str, Any] = {}
-        self.streams: dict[str, Iterator[FrameBatch]] = {}
+        self.streams: dict[str, _SplicedStream] = {}
         self.pending: dict[str, FrameBatch] = {}
         self.frames = 0
         self.restarts = 0
@@ -164,7 +211,7 @@ class TwinDetector:
             self.streams[vehicle_id] = self._open_stream(vehicle_id)
             self.twins[vehicle_id] = VehicleTwin(vehicle_id, twins_cfg, window_ms, stride_ms, anomaly_model)
 
-    def _open_stream(self, vehicle_id: str) -> Iterator[FrameBatch]:
+    def _open_stream(self, vehicle_id: str) -> _SplicedStream:
         """The vehicle's frames from the generator (one stream per ambient offset, spliced by time)."""
         from simulation.fleet import sample_profile
 
@@ -282,7 +329,7 @@ class TwinDetector:
             return
         self.events[vehicle_id] = kept
         self.pending.pop(vehicle_id, None)
-        self.streams[vehicle_id] = self._open_stream(vehicle_id)
+        self.streams[vehicle_id].resume(kept, self.consumed_until.get(vehicle_id, -1))
         self.restarts += 1
 
 
