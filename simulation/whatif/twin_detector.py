@@ -318,8 +318,8 @@ class TwinDetector:
         return out
 
     def notify_repair(self, vehicle_id: str, at_ms: int, events: Sequence[FailureSpec]) -> None:
-        """The repaired failures stop degrading the signals: the vehicle's stream restarts without them
-        and resumes after the frames the twin has already seen (the generator is deterministic)."""
+        """The repaired failures stop degrading the signals: the vehicle's simulation resumes from the start
+        of the repair's day without them and sends only frames after those the twin has already seen."""
         current = self.events.get(vehicle_id)
         if current is None:
             return  # no plan given: the stream keeps its own sampled failures
