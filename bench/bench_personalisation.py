@@ -16,10 +16,13 @@ decision the twin itself applies) is then swept offline over a fine grid of leve
 The sweep is therefore the alert gate of twins whose *learning* is judged against a fixed reference
 (level 1.0, the fleet model's validated alert level) whatever the operator's alert level: the head learns
 from windows the twin did not flag at 1.0 and the fleet model finds comfortably normal, and the fleet-only
-score is the fleet model's error, which learns nothing. (twins/twin.py today judges learning against
-``twins.anomaly_alert_level`` itself, so a twin deployed at another level learns from slightly different
-windows; at the default level 1.0 the two agree.) The bench checks that the offline gate at level 1.0
+score is the fleet model's error, which learns nothing. (twins/twin.py judges learning against 1.0 too,
+``LEARNING_REFERENCE_LEVEL``; a twin deployed at another level additionally never learns from windows its
+own gate flagged, so it may learn from slightly different windows than the sweep assumes.)
+The bench checks that the offline gate at level 1.0
 reproduces the twins' own alerts exactly, so the sweep is the twin's decision, not a copy of it.
+Both variants hold alerts for the twin's first ``twins.anomaly_warmup_windows`` windows (the twin's
+cold-start hold; the offline gate starts fresh after them, exactly as the twin's does).
 
 "Equal recall": for each variant, the lowest false-alarm rate over the levels whose recall is at least r
 (its operating frontier), read at several recalls r. 95% CIs: Wilson for recall, bootstrap over vehicles
@@ -48,6 +51,7 @@ from configs.settings import Config, load_config  # noqa: E402
 from training.alerting import AlertPolicy, alert_indices  # noqa: E402
 from training.evaluate import PERSONALISATION_FILE, equal_recall_comparison, personalisation_markdown  # noqa: E402
 from twins.evaluation import score_alerts  # noqa: E402
+from twins.personalise import PRIOR_WINDOWS  # noqa: E402
 from twins.types import Alert  # noqa: E402
 
 REFERENCE_LEVEL = 1.0  # the level the twins run at, and against which their learning judges windows
@@ -79,23 +83,33 @@ def select_subjects(config: Config, seed: int) -> tuple[list[dict[str, Any]], fl
 def _record_windows(target: dict[str, Any]) -> None:
     """Record every closed window's (end, fleet score, twin's score, head version) in ``target["windows"]``.
 
-    Wraps ``VehicleTwin._close_window`` (bench instrumentation only: the twin has no per-window score
-    output) and reads the twin's own ``last_*`` fields after each window, so what is recorded is
-    exactly what the twin decided on. ``target["errors"]``, when not None, also gets the per-signal errors
-    (for studying head designs offline, ``--save-windows``). Swap ``target``'s dicts to record another run.
+    From the twins' own output: each ``TwinStep``'s ``windows`` (``twins.types.WindowScore``), read from the
+    steps ``twins.twin.ingest_many`` returns to ``TwinHost`` (the host only passes on alerts). With
+    ``target["errors"]`` not None (``--save-windows``, for studying head designs offline) the per-signal
+    fleet errors are recorded too, by wrapping ``VehicleTwin._close_window`` (study instrumentation: steps do
+    not carry them). Swap ``target``'s dicts to record another run.
     """
+    import twins.host
     from twins.twin import VehicleTwin
 
+    ingest_many = twins.host.ingest_many
+
+    def recording_ingest(batch_twins: list[VehicleTwin], batches: list[Any]) -> list[Any]:
+        steps = ingest_many(batch_twins, batches)
+        for twin, step in zip(batch_twins, steps):
+            target["windows"].setdefault(twin.vehicle_id, []).extend(
+                (w.end_ms, w.fleet_ratio, w.score, w.head_version) for w in step.windows)
+        return steps
+
+    twins.host.ingest_many = recording_ingest
     close = VehicleTwin._close_window
 
-    def recording(self: VehicleTwin, end_ms: int, *args: Any, **kwargs: Any) -> None:
+    def recording_close(self: VehicleTwin, end_ms: int, *args: Any, **kwargs: Any) -> None:
         close(self, end_ms, *args, **kwargs)
         if target.get("errors") is not None:
             target["errors"].setdefault(self.vehicle_id, []).append(np.asarray(args[3], dtype=np.float32))
-        target["windows"].setdefault(self.vehicle_id, []).append(
-            (int(end_ms), float(self.last_fleet_ratio), float(self.last_score), int(self.head.version)))
 
-    VehicleTwin._close_window = recording
+    VehicleTwin._close_window = recording_close
 
 
 def score_vehicles(models: str, overrides: list[str], seed: int, indices: list[int], keep_errors: bool = False,
@@ -155,12 +169,14 @@ def gate_outcomes(subjects: list[dict[str, Any]], windows: dict[str, np.ndarray]
     and per variant and level, the healthy vehicles' false alarms within their twin's first ``early_windows``
     windows (before any personal head can exist: the same for both variants at the same level)."""
     twins = config.twins
+    hold = twins.anomaly_warmup_windows
     counts = {variant: np.zeros((len(subjects), len(LEVELS)), dtype=np.int64) for variant in VARIANTS}
     early = {variant: np.zeros(len(LEVELS), dtype=np.int64) for variant in VARIANTS}
     for i, subject in enumerate(subjects):
         rows = windows.get(subject["vehicle_id"])
         if rows is None or not len(rows):
             continue
+        rows = rows[hold:]  # the twin's cold-start hold: its gate starts after these windows
         ends = rows[:, 0].astype(np.int64)
         for variant, column in zip(VARIANTS, (1, 2)):
             for j, level in enumerate(LEVELS):
@@ -172,8 +188,8 @@ def gate_outcomes(subjects: list[dict[str, Any]], windows: dict[str, np.ndarray]
                                 message="") for t in ends[fired]]
                 report = score_alerts(alerts, subject["events"], subject["faults"], risk_horizon_ms=0, slack_ms=slack_ms)
                 counts[variant][i, j] = report["by_rule"]["anomaly"]["false"] if subject["healthy"] else report["detected"]
-                if subject["healthy"] and fired.size and fired[0] < early_windows:
-                    first = [a for a, k in zip(alerts, fired) if k < early_windows]
+                if subject["healthy"] and fired.size and fired[0] + hold < early_windows:
+                    first = [a for a, k in zip(alerts, fired) if k + hold < early_windows]
                     early[variant][j] += score_alerts(first, [], subject["faults"], risk_horizon_ms=0,
                                                       slack_ms=slack_ms)["by_rule"]["anomaly"]["false"]
     return counts, early
@@ -186,7 +202,7 @@ def check_offline_gate(subjects: list[dict[str, Any]], windows: dict[str, np.nda
     policy = AlertPolicy(threshold=REFERENCE_LEVEL, consecutive=twins.anomaly_consecutive_windows,
                          clear_ratio=twins.anomaly_clear_ratio, cooldown_ms=int(twins.alert_cooldown_minutes * 60_000))
     for subject in subjects:
-        rows = windows.get(subject["vehicle_id"], np.zeros((0, 4)))
+        rows = windows.get(subject["vehicle_id"], np.zeros((0, 4)))[twins.anomaly_warmup_windows:]
         ends = rows[:, 0].astype(np.int64)
         offline = ends[alert_indices(ends, rows[:, 2], policy)].tolist()
         if offline != twin_alerts.get(subject["vehicle_id"], []):
@@ -252,6 +268,9 @@ def main() -> int:
     counts, early = gate_outcomes(subjects, windows, config, slack_ms=int(config.dataset.window_minutes * 60_000),
                                   early_windows=args.fine_tune_every)
     head_versions = [float(rows[-1, 3]) for v, rows in windows.items()]
+    from training.artifacts import load_anomaly_model
+    reference_source = ("model meta" if load_anomaly_model(args.models).signal_error_reference is not None
+                        else "uniform fallback (model trained before signal_error_reference)")
     result = equal_recall_comparison(
         counts, healthy=np.array([s["healthy"] for s in subjects]),
         events=np.array([len(s["events"]) for s in subjects]), days_per_vehicle=days, levels=LEVELS,
@@ -262,7 +281,10 @@ def main() -> int:
     result.update({
         "command": command, "models": str(args.models), "seed": args.seed, "vehicles": args.vehicles, "days": days,
         "failure_rate_multiplier": args.failure_rate_multiplier, "fine_tune_every_windows": args.fine_tune_every,
-        "head": {"quantile": config.twins.head_quantile, "max_offset": config.twins.head_max_offset,
+        "anomaly_warmup_windows": config.twins.anomaly_warmup_windows,
+        "head": {"kind": "excess over the fleet's per-signal normal error",
+                 "prior_windows": PRIOR_WINDOWS, "reference": reference_source,
+                 "quantile": config.twins.head_quantile, "max_offset": config.twins.head_max_offset,
                  "mean_final_version": float(np.mean(head_versions)) if head_versions else 0.0},
         "early_windows": args.fine_tune_every, "early_false_alarms": {v: early[v].tolist() for v in VARIANTS},
         "windows": n_windows, "twin_seconds": round(elapsed, 1), "load_average": list(os.getloadavg()),

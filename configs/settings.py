@@ -153,6 +153,10 @@ class TwinsConfig(_Section):
     # Score (1 = the fleet model's validated alert level / the baseline's z threshold) at which alerts fire.
     anomaly_alert_level: float = Field(1.0, gt=0)
     anomaly_clear_ratio: float = Field(0.7, gt=0, le=1)
+    # Cold-start hold: no anomaly alert until the twin has closed this many windows (24 = a day of hourly
+    # windows). Its rolling features (EMAs, z-scores against a baseline of a window or two) are still
+    # warming up then: most of a new twin's false alarms fell there. Windows still score and learn.
+    anomaly_warmup_windows: int = Field(24, ge=0)
     # Personal baseline (EWMA over window features): half-life and warm-up in windows; z-score at score 1.
     personalise: bool = True
     baseline_half_life_windows: float = Field(168.0, gt=0)
@@ -164,8 +168,9 @@ class TwinsConfig(_Section):
     risk_alert_threshold: float = Field(0.5, gt=0, le=1)
     # Normal windows between fine-tunes of the per-vehicle head of the anomaly model.
     fine_tune_every_windows: int = Field(168, gt=0)
-    # Per-vehicle head: per-signal offset = this quantile of the vehicle's own comfortably-normal error,
-    # capped at head_max_offset x the fleet's per-signal reference error.
+    # Per-vehicle head: per-signal offset = how far this quantile of the vehicle's own comfortably-normal
+    # error exceeds the fleet's per-signal normal error (shrunk toward 0 while few windows back it),
+    # capped at head_max_offset x that fleet reference error.
     head_quantile: float = Field(0.5, gt=0, le=1)
     head_max_offset: float = Field(2.0, ge=0)
     # Also require the vehicle's own baseline to agree before an anomaly counts (fewer alerts, less recall).

@@ -114,6 +114,18 @@ def test_the_report_renders_the_personalisation_section_from_the_result_file(tmp
     assert "Verdict: **not met**" in "\n".join(not_met)
 
 
+def test_the_section_names_the_head_and_the_cold_start_hold_when_the_result_has_them() -> None:
+    result = compare([1, 0, 0])
+    older = "\n".join(personalisation_markdown(result))
+    assert "excess" not in older and "cold-start" not in older  # results from before both render as before
+    result["head"] |= {"kind": "excess over the fleet's per-signal normal error", "prior_windows": 48,
+                       "reference": "model meta"}
+    result["anomaly_warmup_windows"] = 24
+    text = "\n".join(personalisation_markdown(result))
+    assert "excess over the fleet's per-signal normal error, quantile 0.5, shrunk with 48 prior windows" in text
+    assert "first 24 windows" in text and "reference: model meta" in text
+
+
 def test_a_foreign_result_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "evaluation").mkdir()
     (tmp_path / "evaluation" / PERSONALISATION_FILE).write_text(json.dumps({"verdict": "met"}))

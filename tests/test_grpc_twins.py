@@ -38,6 +38,7 @@ def ray_session() -> Iterator[None]:
 def config(tmp_path: Path) -> Any:
     return load_config(overrides=[
         "dataset.window_minutes=10", "dataset.stride_minutes=10", "twins.baseline_warmup_windows=5",
+        "twins.anomaly_warmup_windows=5",
         f"twins.checkpoint_uri={tmp_path / 'ckpt'}", f"simulation.num_vehicles={len(VEHICLES)}",
     ])
 

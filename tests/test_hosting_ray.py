@@ -29,6 +29,7 @@ def ray_session():
 def config(tmp_path: Path, twins_per_actor: int):
     return load_config(overrides=[
         "dataset.window_minutes=10", "dataset.stride_minutes=10", "twins.baseline_warmup_windows=5",
+        "twins.anomaly_warmup_windows=5",
         f"twins.twins_per_actor={twins_per_actor}", f"twins.checkpoint_uri={tmp_path / 'ckpt'}",
         f"simulation.num_vehicles={len(VEHICLES)}",
     ])

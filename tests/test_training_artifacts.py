@@ -94,6 +94,23 @@ def test_severity_and_anomaly_models_round_trip(trained) -> None:
     assert ae.threshold > 0 and ae.alert_threshold > 0
 
 
+def test_the_anomaly_model_records_the_fleets_normal_error_per_signal(trained) -> None:
+    run, _ = trained
+    ae = load_anomaly_model(run)
+    reference = ae.signal_error_reference
+    assert reference is not None and reference.shape == (len(ae.signal_names),) and (reference >= 0).all()
+    # Per-signal errors of a sequence sum to its error, so the typical signal is a small part of the threshold.
+    assert 0 < reference.sum() <= ae.threshold
+    older = _tamper(run, "anomaly", "signal_error_reference", None)  # a model trained before it was recorded
+    meta_path = older / "models" / "anomaly" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["signal_error_reference"]
+    meta_path.write_text(json.dumps(meta))
+    assert load_anomaly_model(older).signal_error_reference is None
+    with pytest.raises(ArtifactMismatch, match="signal_error_reference"):
+        load_anomaly_model(_tamper(run, "anomaly", "signal_error_reference", [1.0, 2.0]))
+
+
 def test_every_artefact_carries_its_provenance(trained) -> None:
     run, _ = trained
     for kind in ("failure", "severity", "anomaly"):

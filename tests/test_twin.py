@@ -21,7 +21,7 @@ FRAMES_PER_WINDOW = 60
 
 def twins_cfg(**overrides: object) -> TwinsConfig:
     base = {"baseline_warmup_windows": 10, "alert_cooldown_minutes": 120, "reorder_buffer_frames": 16,
-            "prediction_interval_minutes": 30, "fine_tune_every_windows": 10}
+            "prediction_interval_minutes": 30, "fine_tune_every_windows": 10, "anomaly_warmup_windows": 3}
     base.update(overrides)
     return load_config(overrides=[f"twins.{k}={str(v).lower() if isinstance(v, bool) else v}"
                                   for k, v in base.items()]).twins
@@ -385,3 +385,79 @@ class TestBaselineContract:
         c = baseline_from_state(*b.to_state())
         x = rng.normal(size=3)
         assert c.score_one(x) == b.score_one(x)
+
+
+# ------------------------------------------------------------------------ cold start, learning reference
+def _anomalies(twin: VehicleTwin, frames: dict[str, np.ndarray]) -> list:
+    return [a for a in twin.ingest(frames).alerts if a.rule == "anomaly"]
+
+
+def test_no_anomaly_alert_until_the_twin_has_closed_its_warm_up_windows() -> None:
+    frames = synthetic_frames("veh-1", 30 * FRAMES_PER_WINDOW)
+    _drift(frames, "motor_temp", 15 * FRAMES_PER_WINDOW, 40.0)
+    early = _anomalies(new_twin(twins_cfg(personalise=False, anomaly_warmup_windows=3), FeatureSequenceModel()), frames)
+    held = new_twin(twins_cfg(personalise=False, anomaly_warmup_windows=20), FeatureSequenceModel())
+    late = _anomalies(held, frames)
+    assert len(early) == 1 and early[0].ts_ms < frames["ts"][20 * FRAMES_PER_WINDOW]
+    assert len(late) == 1 and late[0].ts_ms > frames["ts"][20 * FRAMES_PER_WINDOW]
+    silent = new_twin(twins_cfg(personalise=False, anomaly_warmup_windows=30), FeatureSequenceModel())
+    assert _anomalies(silent, frames) == [] and silent.last_score > 1.0  # scored, just not alerted
+    with pytest.raises(Exception, match="anomaly_warmup_windows"):
+        twins_cfg(anomaly_warmup_windows=-1)
+
+
+def test_learning_does_not_depend_on_the_operators_alert_level() -> None:
+    frames = synthetic_frames("veh-1", 30 * FRAMES_PER_WINDOW)
+    _drift(frames, "motor_temp", 15 * FRAMES_PER_WINDOW, 40.0)
+    alerting = new_twin(twins_cfg(anomaly_alert_level=1.0), FeatureSequenceModel())
+    lenient = new_twin(twins_cfg(anomaly_alert_level=1e9), FeatureSequenceModel())
+    assert len(_anomalies(alerting, frames)) == 1 and _anomalies(lenient, frames) == []
+    assert lenient.baseline.n == alerting.baseline.n < lenient.windows_closed  # drifted windows never learned
+    np.testing.assert_array_equal(lenient.baseline.mean, alerting.baseline.mean)
+    np.testing.assert_array_equal(lenient.normal_errors, alerting.normal_errors)
+    assert lenient.normal_errors.shape[0] < lenient.windows_closed
+
+
+def test_the_first_head_is_due_at_the_end_of_warm_up_then_every_fine_tune_interval() -> None:
+    frames = synthetic_frames("veh-1", 16 * FRAMES_PER_WINDOW)
+    model = FakeAnomalyModel((float(frames["cell_temp_max"].mean()), float(frames["motor_temp"].mean())))
+    twin = new_twin(twins_cfg(fine_tune_every_windows=10, anomaly_warmup_windows=4), model=model)
+    twin.ingest(take(frames, slice(0, 5 * FRAMES_PER_WINDOW + 1)))
+    assert twin.windows_since_tune >= 4 and twin.fine_tune_due()
+    twin.install_head(PersonalHead(offsets=np.zeros(2), version=1))
+    twin.ingest(take(frames, slice(5 * FRAMES_PER_WINDOW + 1, 10 * FRAMES_PER_WINDOW + 1)))
+    assert 4 <= twin.windows_since_tune < 10 and not twin.fine_tune_due()
+
+
+def test_the_fleet_reference_comes_from_the_model_or_a_logged_fallback(monkeypatch, caplog) -> None:
+    frames = synthetic_frames("veh-1", 3 * FRAMES_PER_WINDOW)
+    model = FakeAnomalyModel((45.0, 45.0))
+    twin = new_twin(model=model)
+    twin.ingest(frames)
+    monkeypatch.setattr(VehicleTwin, "_warned_no_reference", False, raising=False)
+    with caplog.at_level("WARNING", logger="twins.twin"):
+        _, fallback = twin.fine_tune_inputs()
+    assert fallback.tolist() == [0.5, 0.5] and "signal_error_reference" in caplog.text  # threshold 1 / 2 signals
+    model.signal_error_reference = np.array([0.1, 0.3])
+    _, reference = twin.fine_tune_inputs()
+    assert reference.tolist() == [0.1, 0.3]
+
+
+def test_each_step_reports_its_windows_scores_and_replaying_them_gives_the_twins_alerts() -> None:
+    from training.alerting import AlertPolicy, alert_indices
+
+    frames = synthetic_frames("veh-1", 30 * FRAMES_PER_WINDOW)
+    _drift(frames, "motor_temp", 15 * FRAMES_PER_WINDOW, 40.0)
+    cfg = twins_cfg(personalise=False)
+    twin = new_twin(cfg, FeatureSequenceModel())
+    steps = [twin.ingest(take(frames, slice(k, k + 7 * FRAMES_PER_WINDOW)))
+             for k in range(0, 30 * FRAMES_PER_WINDOW, 7 * FRAMES_PER_WINDOW)]
+    windows = [w for step in steps for w in step.windows]
+    assert len(windows) == twin.windows_closed and windows[-1].score == twin.last_score
+    assert all(w.fleet_ratio == w.score and w.head_version == 0 for w in windows)
+    ends = np.array([w.end_ms for w in windows])[cfg.anomaly_warmup_windows:]
+    scores = np.array([w.score for w in windows])[cfg.anomaly_warmup_windows:]
+    policy = AlertPolicy(threshold=cfg.anomaly_alert_level, consecutive=cfg.anomaly_consecutive_windows,
+                         clear_ratio=cfg.anomaly_clear_ratio, cooldown_ms=int(cfg.alert_cooldown_minutes * 60_000))
+    alerts = [a.ts_ms for step in steps for a in step.alerts if a.rule == "anomaly"]
+    assert len(alerts) == 1 and ends[alert_indices(ends, scores, policy)].tolist() == alerts

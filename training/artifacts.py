@@ -168,6 +168,7 @@ class AnomalyModel:
     vectors, from which the signals are taken. Returns (errors (n,), per-signal shares (n, S)).
     ``threshold``: the configured percentile of validation errors (score = error / threshold);
     ``alert_threshold``: score at which alerts fire, chosen on validation under the alert budget.
+    ``signal_error_reference``: the fleet's normal error per signal (None in models trained before it).
     """
 
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
@@ -183,6 +184,14 @@ class AnomalyModel:
         self.alert_threshold = float(meta.get("alert_threshold", 1.0))
         self.center = np.asarray(meta["center"], np.float32)
         self.scale = np.asarray(meta["scale"], np.float32)
+        # Per-signal median error of normal validation windows (what personal heads measure excess
+        # against); None for a model trained before it was recorded (twins then fall back, and say so).
+        reference = meta.get("signal_error_reference")
+        self.signal_error_reference: np.ndarray | None = (
+            None if reference is None else np.asarray(reference, np.float64))
+        if self.signal_error_reference is not None and self.signal_error_reference.shape != (len(self.signal_names),):
+            raise ArtifactMismatch(f"{folder / 'meta.json'}: signal_error_reference has "
+                                   f"{self.signal_error_reference.size} values for {len(self.signal_names)} signals")
         # Scoring is small batches on a shared machine: one intra-op thread is ~10x faster than two
         # contending ones (measured), and twins/Serve replicas parallelise across processes anyway.
         torch.set_num_threads(1)

@@ -580,6 +580,20 @@ def read_personalisation(model_run: Path) -> dict[str, Any] | None:
     return result
 
 
+def _head_sentence(result: dict[str, Any]) -> str:
+    head = result["head"]
+    text = f"Head fine-tuned every {result['fine_tune_every_windows']} windows"
+    if "kind" in head:  # results since the excess head (older ones describe the own-median head)
+        text += (f" ({head['kind']}, quantile {head['quantile']:g}, shrunk with {head['prior_windows']} prior "
+                 f"windows, capped at {head['max_offset']:g}x the reference; reference: {head['reference']})")
+    text += f"; mean final head version {head['mean_final_version']:.1f}."
+    hold = result.get("anomaly_warmup_windows")
+    if hold:
+        text += (f" Both variants hold anomaly alerts for a twin's first {hold} windows (the twins' cold-start "
+                 "hold, `twins.anomaly_warmup_windows`); the personalised twin fits its first head then.")
+    return text
+
+
 def personalisation_markdown(result: dict[str, Any], heading: str = "#") -> list[str]:
     """The comparison as Markdown lines (the bench's .md and the evaluation report's section)."""
     reference, challenger = result["variants"]
@@ -596,8 +610,7 @@ def personalisation_markdown(result: dict[str, Any], heading: str = "#") -> list
         f"(hot climate, aggressive driver or pack >= 4 years; {result['healthy_vehicle_days']:g} vehicle-days), "
         f"anomaly alerts outside injected sensor faults. Recall: {result['failures']} failures (onset inside the "
         f"observation) on {result['failing_vehicles']} vehicles, detected when an anomaly alert lies between onset "
-        f"and failure. Head fine-tuned every {result['fine_tune_every_windows']} windows "
-        f"(mean final head version {result['head']['mean_final_version']:.1f}).",
+        f"and failure. {_head_sentence(result)}",
         "",
         f"Each variant's lowest false-alarm rate among alert levels reaching the recall (levels swept "
         f"{result['levels'][0]:g}-{result['levels'][-1]:g}); 95% CIs: bootstrap over vehicles "
@@ -625,8 +638,11 @@ def personalisation_markdown(result: dict[str, Any], heading: str = "#") -> list
             index = result["levels"].index(cell["level"])
             total = round(cell["false_alarms_per_100_vd"] * result["healthy_vehicle_days"] / 100)
             parts.append(f"{name} {early[name][index]} of {total}")
+        hold = result.get("anomaly_warmup_windows")
+        why = (f"the first {hold} of them held by the cold-start hold" if hold
+               else "before any personal head exists")
         lines += ["", f"Of the headline row's false alarms, in the twins' first {result['early_windows']} windows "
-                  f"(before any personal head exists): {'; '.join(parts)}."]
+                  f"({why}): {'; '.join(parts)}."]
     better, worse = result["significantly_better_at"], result["significantly_worse_at"]
     lines += ["", "Recall targets where the personalised rate is significantly lower (difference CI below 0): "
               f"{', '.join(f'{r:.2f}' for r in better) or 'none'}; significantly higher (CI above 0): "

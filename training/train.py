@@ -271,7 +271,7 @@ def train_anomaly(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, va_b
     import torch
 
     from training.anomaly import (
-        ANOMALY_SIGNALS, fit_scaler, normalise, reconstruction_errors, signal_index, train_autoencoder,
+        ANOMALY_SIGNALS, fit_scaler, normalise, signal_index, train_autoencoder,
     )
 
     # Small LSTM batches: one intra-op thread measured ~10x faster than two contending threads on the
@@ -293,12 +293,7 @@ def train_anomaly(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, va_b
         train_seq, hidden_size=cfg.training.lstm_hidden_size, epochs=cfg.training.lstm_epochs,
         batch_size=cfg.training.lstm_batch_size, learning_rate=cfg.training.lstm_learning_rate,
         seed=cfg.seed, device=device)
-    vsignals = va.X[:, idx]
-    verr = np.concatenate([
-        reconstruction_errors(model, normalise(_sequences(vsignals, _sequence_rows(va, chunk, length)), center, scale),
-                              device=device)[0]
-        for chunk in np.array_split(np.arange(va.size), max(1, va.size // 8192))
-    ]) if va.size else np.zeros(0, np.float32)
+    verr, vshares = validation_errors(model, va, center, scale, length, device)
     vnormal = _normal_sequence_ends(va, length)
     reference = verr[vnormal] if vnormal.any() else verr
     threshold = float(np.percentile(reference, cfg.anomaly.anomaly_threshold_percentile))
@@ -322,8 +317,33 @@ def train_anomaly(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, va_b
                         "sequence_length": length, "hidden_size": cfg.training.lstm_hidden_size,
                         "center": center.tolist(), "scale": scale.tolist(), "threshold": threshold,
                         "threshold_percentile": cfg.anomaly.anomaly_threshold_percentile,
-                        "alert_threshold": outcome.threshold, "metrics": metrics})
+                        "alert_threshold": outcome.threshold, "metrics": metrics,
+                        # The fleet's normal error per signal: personal heads measure a vehicle against it.
+                        "signal_error_reference": anomaly_signal_reference(verr, vshares, vnormal).tolist()})
     return metrics
+
+
+def validation_errors(model, va: SplitData, center: np.ndarray, scale: np.ndarray, length: int,
+                      device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(error, per-signal shares) of the sequence ending at every validation window (chunked: flat memory)."""
+    from training.anomaly import normalise, reconstruction_errors, signal_index
+
+    if not va.size:
+        return np.zeros(0, np.float32), np.zeros((0, len(center)), np.float32)
+    vsignals = va.X[:, signal_index()]
+    parts = [reconstruction_errors(model, normalise(_sequences(vsignals, _sequence_rows(va, chunk, length)), center, scale),
+                                   device=device)
+             for chunk in np.array_split(np.arange(va.size), max(1, va.size // 8192))]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def anomaly_signal_reference(errors: np.ndarray, shares: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Per-signal median error of normal validation sequences (all of them if none is normal), in the
+    units twins compute (``twins.personalise.per_signal_errors``)."""
+    from twins.personalise import per_signal_errors, signal_error_reference
+
+    rows = normal if normal.any() else np.ones(errors.size, dtype=bool)
+    return signal_error_reference(per_signal_errors(errors[rows], shares[rows]))
 
 
 def train_baselines(cfg: Config, run_dir: Path, tr: SplitData, va_blocks: list[VehicleBlock], stride_ms: int) -> dict:

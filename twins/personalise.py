@@ -3,26 +3,34 @@ own normal windows.
 
 The fleet LSTM autoencoder is shared; what differs between a hot-climate taxi and a temperate
 commuter is *how large its normal reconstruction error is on each signal*. The head subtracts from each
-signal's error the vehicle's own typical normal error on that signal (its ``head_quantile``, capped at
-``max_offset`` x the fleet's reference), so a chronic, harmless offset stops alarming, while a
-*growing* error (a failing part) keeps its full size above that offset: unlike a scale, a bias never
-shrinks the growth a failure produces. Offsets are >= 0, so a personalised score is never above the
-fleet score: personalisation never makes a twin more trigger-happy than the fleet.
+signal's error the vehicle's **excess** normal error on that signal: how far its own typical normal error
+(its ``head_quantile``) lies above the fleet's typical normal error on that signal (the trained model's
+``signal_error_reference``), shrunk toward zero (the fleet prior) while few windows back it, and capped
+at ``max_offset`` x the reference. A vehicle that is normal the fleet's way gets offsets near zero, so a
+failing part keeps its full error (the previous head subtracted the vehicle's *whole* normal error, which
+lowered every failure's peak by a median 12%); a chronic, harmless excess stops alarming; and a bias,
+unlike a scale, never shrinks the growth a failure produces. Offsets are >= 0, so a personalised score
+is never above the fleet score: personalisation never makes a twin more trigger-happy than the fleet.
 
 Fitting is a pure function (run as a Ray task by the host); the result is versioned in the twin.
 
 >>> errors = np.array([[2.0, 0.1], [3.0, 0.1], [2.5, 0.2]])
->>> head = fit_personal_head(errors, reference=np.array([1.0, 1.0]), version=1, quantile=0.5, max_offset=2.0)
+>>> head = fit_personal_head(errors, reference=np.array([1.0, 1.0]), version=1, quantile=0.5, max_offset=2.0,
+...                          prior_windows=0)
 >>> head.offsets.tolist(), head.version
-([2.0, 0.1], 1)
+([1.5, 0.0], 1)
 >>> round(head.apply(np.array([3.0, 0.5])), 3)
-1.4
+2.0
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+# Shrinkage toward the fleet prior (offset 0): with n own normal windows the excess counts with weight
+# n / (n + PRIOR_WINDOWS); 48 windows = two days of hourly windows count half.
+PRIOR_WINDOWS = 48
 
 
 @dataclass(frozen=True)
@@ -41,18 +49,44 @@ class PersonalHead:
         return float(np.sum(np.maximum(np.asarray(signal_errors, dtype=np.float64) - self.offsets, 0.0)))
 
 
+def per_signal_errors(errors: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """(windows x signals) errors from the fleet model's (error, per-signal shares): what the head reads.
+
+    The ONE definition shared by the twins and by training's ``signal_error_reference``, so offsets and
+    the reference are in the same units.
+
+    >>> per_signal_errors(np.array([2.0]), np.array([[0.25, 0.75]])).tolist()
+    [[0.5, 1.5]]
+    """
+    errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+    return errors[:, None] * np.asarray(shares, dtype=np.float64).reshape(errors.size, -1)
+
+
+def signal_error_reference(signal_errors: np.ndarray) -> np.ndarray:
+    """The fleet's typical normal error per signal: the median over normal windows' ``per_signal_errors``."""
+    signal_errors = np.asarray(signal_errors, dtype=np.float64)
+    if signal_errors.ndim != 2 or signal_errors.shape[0] == 0:
+        raise ValueError(f"signal_errors must be a non-empty (windows, signals) matrix (got {signal_errors.shape})")
+    return np.median(signal_errors, axis=0)
+
+
 def fit_personal_head(errors: np.ndarray, reference: np.ndarray, version: int, quantile: float = 0.5,
-                      max_offset: float = 2.0) -> PersonalHead:
+                      max_offset: float = 2.0, prior_windows: float = PRIOR_WINDOWS) -> PersonalHead:
     """Fit offsets from a (windows x signals) matrix of the vehicle's own *normal* per-signal errors.
 
-    ``reference`` is the fleet's per-signal error scale; an offset is capped at ``max_offset`` times it
-    (a vehicle far off the fleet on a signal is not "different", it is broken, and must still alarm).
+    offset = clip(n / (n + prior_windows) * (own quantile - reference), 0, max_offset * reference).
+    ``reference`` is the fleet's per-signal normal error; the cap keeps a vehicle far off the fleet on a
+    signal alarming (it is not "different", it is broken).
     """
     errors = np.asarray(errors, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     if errors.ndim != 2 or errors.shape[1] != reference.shape[0]:
         raise ValueError(f"errors must be (windows, {reference.shape[0]}) (got {errors.shape})")
-    if errors.shape[0] == 0:
+    if prior_windows < 0:
+        raise ValueError(f"prior_windows must be >= 0 (got {prior_windows})")
+    n = errors.shape[0]
+    if n == 0:
         return PersonalHead(offsets=np.zeros(reference.shape[0]), version=version)
-    own = np.quantile(errors, quantile, axis=0)
-    return PersonalHead(offsets=np.clip(own, 0.0, max_offset * reference), version=version)
+    excess = np.quantile(errors, quantile, axis=0) - reference
+    weight = n / (n + prior_windows)
+    return PersonalHead(offsets=np.clip(weight * excess, 0.0, max_offset * reference), version=version)

@@ -14,9 +14,12 @@
   ``training.features.FeatureState``: the same code as the offline pipeline.
 * Scores per closed window: the fleet LSTM-AE error through the per-vehicle head (``personalise``), and
   the vehicle's own baseline (``baseline``), which learns only from windows it did not flag.
+* Learning (baseline, head) is judged against the fleet model's validated level 1.0, not the operator's
+  ``anomaly_alert_level``; every step reports its windows' scores (``TwinStep.windows``).
 * Alerts: ``training.alerting`` (the decision the offline evaluation uses too): hysteresis
   (``anomaly_consecutive_windows`` to fire, below ``anomaly_clear_ratio`` to clear) plus a cooldown in
-  frame time; ids are ``alert_id(vehicle, rule, triggering seq)``.
+  frame time, after a cold-start hold of ``anomaly_warmup_windows``; ids are
+  ``alert_id(vehicle, rule, triggering seq)``.
 
 Batching never changes the outcome: ingesting frames one by one or in one call gives the same state,
 and so does stepping many twins together. ``ingest_many(twins, batches)`` is the one ingestion path
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -36,8 +40,8 @@ from configs.schema import SCHEMA
 from configs.settings import TwinsConfig
 from training.alerting import AlertPolicy, AlertState
 from twins.baseline import EwmaBaseline, baseline_from_state
-from twins.personalise import PersonalHead
-from twins.types import Alert, Rejection, TwinStep, alert_id
+from twins.personalise import PersonalHead, per_signal_errors
+from twins.types import Alert, Rejection, TwinStep, WindowScore, alert_id
 
 FORMAT_VERSION = 1
 _MAGIC = b"EVTWIN1\n"
@@ -48,6 +52,12 @@ _MAX_SKIPPED_RANGES = 256
 _MAX_OPEN_ALERTS = 32
 _NORMAL_ERRORS_KEPT = 512
 _NO_SEQ = -(2**62)
+# Learning (baseline, personal head) is judged against the fleet model's validated alert level (score 1),
+# not the operator's ``anomaly_alert_level``: what a twin learns, and so its scores, do not depend on where
+# its alerts are set, except that a window its own gate flagged is never learned either (at level 1, the
+# default and the bench's, the two coincide, so an offline sweep of levels is the twin's decision).
+LEARNING_REFERENCE_LEVEL = 1.0
+_log = logging.getLogger(__name__)
 
 
 class AnomalyModel(Protocol):
@@ -347,17 +357,22 @@ class VehicleTwin:
         else:
             score = fleet_ratio
         self.last_score, self.last_fleet_ratio = float(score), fleet_ratio
+        step.windows.append(WindowScore(int(end_ms), float(fleet_ratio), float(score), self.head.version))
         if baseline_ratio is not None:
             self.last_baseline_ratio = baseline_ratio
         signals = _WindowSignals(self, features, top_signals, row)
-        fired = self._anomaly_gate(score, end_ms, last_seq, step, signals)
+        # Cold-start hold: the gate only starts once the twin has closed its warm-up windows (it then
+        # starts fresh, exactly as an offline gate over the windows after warm-up would).
+        warm = self.windows_closed > cfg.anomaly_warmup_windows
+        fired = warm and self._anomaly_gate(score, end_ms, last_seq, step, signals)
         if last_of_step:
             self.last_signals = signals.get()
-        flagged = fired or self.anomaly_gate.active or score >= cfg.anomaly_alert_level
+        # Protected learning: a window the twin doubts at the reference level, or one its own gate flagged
+        # (at another operator level), never becomes part of its normal.
+        flagged = fired or self.anomaly_gate.active or score >= LEARNING_REFERENCE_LEVEL
         if not flagged:
-            # Protected learning: a window the twin doubts never becomes part of its normal.
             self.baseline.learn_one(features)
-        comfortable = cfg.anomaly_clear_ratio * cfg.anomaly_alert_level
+        comfortable = cfg.anomaly_clear_ratio * LEARNING_REFERENCE_LEVEL
         if signal_errors is not None and not flagged and fleet_ratio < comfortable:
             # The head learns only from windows the *fleet* model finds comfortably normal: judged by the
             # personalised score, a slowly failing part would widen its own tolerance step by step.
@@ -468,16 +483,28 @@ class VehicleTwin:
 
     # ------------------------------------------------------------------ personalisation
     def fine_tune_due(self) -> bool:
-        return (self.model is not None and self.cfg.personalise
-                and self.windows_since_tune >= self.cfg.fine_tune_every_windows)
+        """Every ``fine_tune_every_windows`` normal windows; the first head already once the twin has as
+        many normal windows as its alert warm-up (the head then helps from its first alerts on)."""
+        if self.model is None or not self.cfg.personalise:
+            return False
+        every = self.cfg.fine_tune_every_windows
+        if self.head.version == 0 and self.cfg.anomaly_warmup_windows > 0:
+            every = min(every, self.cfg.anomaly_warmup_windows)
+        return self.windows_since_tune >= every
 
     def fine_tune_inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """(own normal per-signal errors, fleet per-signal reference) for ``fit_personal_head``."""
         assert self.model is not None
         reference = getattr(self.model, "signal_error_reference", None)
         if reference is None:
+            # A model trained before the reference was recorded: a uniform share of the alert error
+            # (far above a typical signal's normal error, so the head's cap barely limits it). Retrain.
             n = len(self.model.signal_names)
             reference = np.full(n, self._alert_error() / n)
+            if not getattr(VehicleTwin, "_warned_no_reference", False):
+                VehicleTwin._warned_no_reference = True
+                _log.warning("anomaly model has no signal_error_reference (trained before it was recorded): "
+                             "personal heads use a uniform fallback reference; retrain the anomaly model")
         return self.normal_errors.copy(), np.asarray(reference, dtype=np.float64)
 
     def install_head(self, head: PersonalHead) -> None:
@@ -643,7 +670,7 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
             errors, shares = model.score(batch)
             errors = np.asarray(errors, dtype=np.float64).reshape(-1)
             shares = np.asarray(shares, dtype=np.float64).reshape(errors.size, -1)
-            signal_errors = errors[:, None] * shares
+            signal_errors = per_signal_errors(errors, shares)
             top = _TopSignals(signal_errors, tuple(model.signal_names))
             top_signals = top if top_signals is None else top_signals.extended(top)
             offset = 0

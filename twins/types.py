@@ -62,9 +62,22 @@ class Rejection:
     message: str
 
 
+@dataclass(frozen=True)
+class WindowScore:
+    """One closed window's anomaly scores (1 = the fleet model's validated alert level): the fleet model's
+    ratio, the twin's own score (through its personal head, or the baseline without a model) and the
+    version of the head that produced it (0: none). Recorded scores replayed through
+    ``training.alerting`` at any alert level give that twin's alerts (learning never depends on the level)."""
+
+    end_ms: int
+    fleet_ratio: float
+    score: float
+    head_version: int
+
+
 @dataclass
 class TwinStep:
-    """What one ``VehicleTwin.ingest`` call did."""
+    """What one ``VehicleTwin.ingest`` call did; ``windows``: the windows it closed, in time order."""
 
     applied_seq: int
     applied: int = 0
@@ -74,6 +87,7 @@ class TwinStep:
     rejected: list[Rejection] = field(default_factory=list)
     prediction_due: bool = False
     fine_tune_due: bool = False
+    windows: list[WindowScore] = field(default_factory=list)
 
 
 @dataclass
