@@ -710,15 +710,6 @@ def _context_step(packed: np.ndarray, first: np.ndarray, last_end: np.ndarray, e
     return after, features
 
 
-def stack_columns(columns: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
-    """(rows x REQUIRED_COLUMNS) float64 matrix; a sensor absent from ``columns`` becomes NaN."""
-    out = np.full((rows, len(REQUIRED_COLUMNS)), np.nan)
-    for j, name in enumerate(REQUIRED_COLUMNS):
-        if name in columns:
-            out[:, j] = np.asarray(columns[name], dtype=np.float64)
-    return out
-
-
 def vehicle_feature_matrix(
     columns: Mapping[str, np.ndarray], window_ms: int, stride_ms: int, min_frames: int = 1,
     state: FeatureState | None = None,
@@ -732,7 +723,7 @@ def vehicle_feature_matrix(
     """
     ts = np.asarray(columns["ts"], dtype=np.int64)
     keep = in_order_mask(ts)
-    by_column = np.full((len(REQUIRED_COLUMNS), ts.size), np.nan)  # as stack_columns, column-major
+    by_column = np.full((len(REQUIRED_COLUMNS), ts.size), np.nan)  # a sensor absent from columns is NaN
     for j, name in enumerate(REQUIRED_COLUMNS):
         if name in columns:
             by_column[j] = np.asarray(columns[name], dtype=np.float64)
