@@ -84,6 +84,7 @@ class DecodedBatch:
     seq: np.ndarray  # int64 per row
     sensor_faults: int  # infinite or out-of-range sensor values (NaN is a missing reading)
     faulty_rows: np.ndarray  # bool per row: the row carries at least one of those values
+    faulty_cells: dict[str, np.ndarray] = field(default_factory=dict)  # sensor -> bool per row, faulty sensors only
     last_seq: dict[str, int] = field(default_factory=dict)  # highest seq per vehicle in this batch
 
     @property
@@ -169,9 +170,13 @@ def _frame_rows(frames: Iterable[telemetry_pb2.Frame], ids: list[str]) -> tuple[
     return index, ts, seq, sensors
 
 
+# int8 travels as sint32 and has no NaN: an absent reading is int32's minimum, which no enum uses; it becomes
+# null below and is a missing reading, not a sensor fault (a -1 sent by a client is a fault).
+_MISSING_INT8 = -2**31
+
+
 def _missing(spec: FieldSpec) -> float:
-    # int8 has no NaN; -1 is outside every enum range and becomes null below.
-    return -1 if spec.dtype == "int8" else math.nan
+    return _MISSING_INT8 if spec.dtype == "int8" else math.nan
 
 
 def _check_keys(index: np.ndarray, ts: np.ndarray, seq: np.ndarray, ids: list[str], limits: BatchLimits,
@@ -206,20 +211,24 @@ def _check_keys(index: np.ndarray, ts: np.ndarray, seq: np.ndarray, ids: list[st
                             f"for vehicle {ids[int(index[row])]!r} (seq must increase within a batch)")
 
 
-def _sensor_faults(sensors: Mapping[str, np.ndarray], n: int) -> tuple[int, np.ndarray]:
-    """(impossible sensor values, bool mask of the rows holding one), judged on the wire values."""
+def _sensor_faults(sensors: Mapping[str, np.ndarray], n: int) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+    """(impossible sensor values, rows holding one, per faulty sensor its rows), judged on the wire values."""
     # NaN compares false both ways (a missing reading, not a fault); +-inf falls outside every range.
     faults = 0
     rows = np.zeros(n, dtype=bool)
+    cells: dict[str, np.ndarray] = {}
     for name, values in sensors.items():
         spec = SCHEMA.field(name)
         as_float = values.astype(np.float64, copy=False)
         bad = (as_float < spec.min) | (as_float > spec.max)
+        if spec.dtype == "int8":
+            bad &= values != _MISSING_INT8
         count = np.count_nonzero(bad)
         if count:
             faults += count
             rows |= bad
-    return int(faults), rows
+            cells[name] = bad
+    return int(faults), rows, cells
 
 
 def _arrow_column(spec: FieldSpec, values: np.ndarray | None, n: int) -> pa.Array:
@@ -296,7 +305,7 @@ def _validated(batch_id: int, ids: list[str], index: np.ndarray, ts: np.ndarray,
     """Rows from either wire shape -> a checked DecodedBatch (the one place keys are validated)."""
     _check_keys(index, ts, seq, ids, limits, now_ms)
     n = len(ts)
-    faults, faulty_rows = _sensor_faults(sensors, n)
+    faults, faulty_rows, faulty_cells = _sensor_faults(sensors, n)
     dictionary = pa.array(ids, type=pa.string())
     vehicle_column = dictionary.take(pa.array(index, type=pa.int32()))
     arrays = [vehicle_column, pa.array(ts, type=pa.timestamp("ms", tz="UTC")), pa.array(seq, type=pa.int64())]
@@ -307,7 +316,7 @@ def _validated(batch_id: int, ids: list[str], index: np.ndarray, ts: np.ndarray,
         highest = np.full(len(ids), -1, dtype=np.int64)
         np.maximum.at(highest, index, seq)
         last_seq = {ids[i]: int(s) for i, s in enumerate(highest) if s >= 0}
-    return DecodedBatch(batch_id, record_batch, tuple(ids), index, seq, faults, faulty_rows, last_seq)
+    return DecodedBatch(batch_id, record_batch, tuple(ids), index, seq, faults, faulty_rows, faulty_cells, last_seq)
 
 
 def encode_columns(columns: Mapping[str, Any], batch_id: int = 0) -> telemetry_pb2.FrameBatch:
@@ -326,7 +335,7 @@ def encode_columns(columns: Mapping[str, Any], batch_id: int = 0) -> telemetry_p
         if spec.name in columns:
             values = np.asarray(columns[spec.name])
             if spec.dtype == "int8":
-                values = np.where(np.isnan(values.astype(np.float64)), -1, values).astype(np.int64)
+                values = np.where(np.isnan(values.astype(np.float64)), _MISSING_INT8, values).astype(np.int64)
             getattr(msg, spec.name).extend(values.tolist())
     return msg
 

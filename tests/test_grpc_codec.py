@@ -72,6 +72,18 @@ def test_impossible_values_are_counted_faults_not_refusals() -> None:
     assert math.isnan(batch.record_batch.column("pack_voltage")[0].as_py())
 
 
+def test_an_absent_int8_reading_is_missing_not_a_fault() -> None:
+    """A Frame without charger_state, and a NaN charger_state in columns: null, no fault, no faulty row."""
+    frame = telemetry_pb2.Frame(vehicle_id="EV000001", ts=NOW - 1_000, seq=1, pack_voltage=400.0)
+    via_frame = decode_batch(telemetry_pb2.FrameBatch(batch_id=1, frames=[frame]), LIMITS, NOW)
+    columns = _columns(2)
+    columns["charger_state"] = np.array([np.nan, 1.0])
+    via_columns = decode_columns(columns, 2, LIMITS, NOW)
+    for batch in (via_frame, via_columns):
+        assert batch.sensor_faults == 0 and not batch.faulty_rows.any()
+        assert batch.record_batch.column("charger_state")[0].as_py() is None
+
+
 def test_an_absent_sensor_column_becomes_missing_readings() -> None:
     columns = {k: v for k, v in _columns(3).items() if k != "soc"}
     batch = decode_batch(encode_columns(columns), LIMITS, NOW)
@@ -163,3 +175,16 @@ def test_column_errors_name_the_field_and_value(change, needle: str) -> None:
     change(columns)
     with pytest.raises(WireError, match=re.escape(needle)):
         decode_columns(columns, 1, LIMITS, NOW)
+
+
+def test_memory_fleet_names_the_faulty_sensors_and_ignores_missing_readings() -> None:
+    from serving.backend import MemoryFleet
+
+    columns = _columns(3)
+    columns["charger_state"] = np.array([np.nan, 9.0, 1.0])  # row 0 missing (not a fault), row 1 out of range
+    columns["pack_voltage"] = np.array([400.0, np.inf, 400.0])
+    fleet = MemoryFleet(fault_cooldown_ms=0)
+    result = fleet.ingest_now(decode_columns(columns, 1, LIMITS, NOW))
+    assert [(a.rule, a.seq) for a in result.alerts] == [("sensor_fault", 2)]
+    assert [name for name, _ in result.alerts[0].signals] == ["pack_voltage", "charger_state"]
+    assert "pack_voltage, charger_state outside the physical range" in result.alerts[0].message

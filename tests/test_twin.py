@@ -429,15 +429,13 @@ def test_the_first_head_is_due_at_the_end_of_warm_up_then_every_fine_tune_interv
     assert 4 <= twin.windows_since_tune < 10 and not twin.fine_tune_due()
 
 
-def test_the_fleet_reference_comes_from_the_model_or_a_logged_fallback(monkeypatch, caplog) -> None:
+def test_the_fleet_reference_comes_from_the_model_or_a_uniform_fallback() -> None:
     frames = synthetic_frames("veh-1", 3 * FRAMES_PER_WINDOW)
     model = FakeAnomalyModel((45.0, 45.0))
     twin = new_twin(model=model)
     twin.ingest(frames)
-    monkeypatch.setattr(VehicleTwin, "_warned_no_reference", False, raising=False)
-    with caplog.at_level("WARNING", logger="twins.twin"):
-        _, fallback = twin.fine_tune_inputs()
-    assert fallback.tolist() == [0.5, 0.5] and "signal_error_reference" in caplog.text  # threshold 1 / 2 signals
+    _, fallback = twin.fine_tune_inputs()
+    assert fallback.tolist() == [0.5, 0.5]  # threshold 1 / 2 signals
     model.signal_error_reference = np.array([0.1, 0.3])
     _, reference = twin.fine_tune_inputs()
     assert reference.tolist() == [0.1, 0.3]

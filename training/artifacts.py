@@ -14,6 +14,7 @@ version differs from this code (``ArtifactMismatch``).
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +32,7 @@ __all__ = [
 
 MODELS_DIR = "models"
 ARTIFACT_VERSION = "1"
+_log = logging.getLogger(__name__)
 
 
 class ArtifactMismatch(ValueError):
@@ -189,7 +191,10 @@ class AnomalyModel:
         reference = meta.get("signal_error_reference")
         self.signal_error_reference: np.ndarray | None = (
             None if reference is None else np.asarray(reference, np.float64))
-        if self.signal_error_reference is not None and self.signal_error_reference.shape != (len(self.signal_names),):
+        if self.signal_error_reference is None:
+            _log.warning("%s: no signal_error_reference (trained before it was recorded): personal heads use a "
+                         "uniform fallback reference; retrain the anomaly model", folder / "meta.json")
+        elif self.signal_error_reference.shape != (len(self.signal_names),):
             raise ArtifactMismatch(f"{folder / 'meta.json'}: signal_error_reference has "
                                    f"{self.signal_error_reference.size} values for {len(self.signal_names)} signals")
         # Scoring is small batches on a shared machine: one intra-op thread is ~10x faster than two

@@ -132,12 +132,13 @@ class TwinHostActor:
 def _load_anomaly_model(run_dir: str | None) -> Any:
     if run_dir is None:
         return None
+    from training.artifacts import ArtifactMismatch, load_anomaly_model
+
     try:
-        from training.artifacts import load_anomaly_model
         return load_anomaly_model(run_dir)
-    except (ImportError, FileNotFoundError):
+    except FileNotFoundError:
         return None  # no trained LSTM-AE: twins score with their statistical baseline only
-    except ValueError as error:  # ArtifactMismatch: stale artefact; degrade instead of killing the host
+    except ArtifactMismatch as error:  # a stale artefact: degrade instead of killing the host
         logging.getLogger(__name__).warning("anomaly model not used: %s", error)
         return None
 

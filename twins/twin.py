@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -57,7 +56,6 @@ _NO_SEQ = -(2**62)
 # its alerts are set, except that a window its own gate flagged is never learned either (at level 1, the
 # default and the bench's, the two coincide, so an offline sweep of levels is the twin's decision).
 LEARNING_REFERENCE_LEVEL = 1.0
-_log = logging.getLogger(__name__)
 
 
 class AnomalyModel(Protocol):
@@ -125,6 +123,9 @@ class VehicleTwin:
 
         self.vehicle_id = vehicle_id
         self.cfg = cfg
+        self.anomaly_policy = AlertPolicy(threshold=cfg.anomaly_alert_level, consecutive=cfg.anomaly_consecutive_windows,
+                                          clear_ratio=cfg.anomaly_clear_ratio,
+                                          cooldown_ms=int(cfg.alert_cooldown_minutes * 60_000))
         self.window_ms = int(window_ms)
         self.stride_ms = int(stride_ms)
         self.model = anomaly_model
@@ -417,19 +418,10 @@ class VehicleTwin:
         total = float(z[top].sum()) or 1.0
         return [[fnames[i], round(float(z[i]) / total, 4)] for i in top]
 
-    def _anomaly_policy(self) -> AlertPolicy:
-        cached = getattr(self, "_policy_cache", None)
-        if cached is None or cached[0] is not self.cfg:  # built once per config, not once per window
-            policy = AlertPolicy(threshold=self.cfg.anomaly_alert_level,
-                                 consecutive=self.cfg.anomaly_consecutive_windows,
-                                 clear_ratio=self.cfg.anomaly_clear_ratio, cooldown_ms=self._cooldown_ms())
-            cached = self._policy_cache = (self.cfg, policy)
-        return cached[1]
-
     def _anomaly_gate(self, score: float, end_ms: int, seq: int, step: TwinStep,
                       signals: "_WindowSignals | None" = None) -> bool:
         """The anomaly alert gate; an alert names ``signals`` (default: the twin's last named ones)."""
-        if not self.anomaly_gate.step(int(end_ms), score, self._anomaly_policy()):
+        if not self.anomaly_gate.step(int(end_ms), score, self.anomaly_policy):
             return False
         if signals is not None:
             self.last_signals = signals.get()
@@ -500,11 +492,8 @@ class VehicleTwin:
             # A model trained before the reference was recorded: a uniform share of the alert error
             # (far above a typical signal's normal error, so the head's cap barely limits it). Retrain.
             n = len(self.model.signal_names)
+            # The loader warned about it once (training.artifacts.AnomalyModel).
             reference = np.full(n, self._alert_error() / n)
-            if not getattr(VehicleTwin, "_warned_no_reference", False):
-                VehicleTwin._warned_no_reference = True
-                _log.warning("anomaly model has no signal_error_reference (trained before it was recorded): "
-                             "personal heads use a uniform fallback reference; retrain the anomaly model")
         return self.normal_errors.copy(), np.asarray(reference, dtype=np.float64)
 
     def install_head(self, head: PersonalHead) -> None:
@@ -650,8 +639,7 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
     for k in range(rounds):
         members = [i for i, (_, _, closed) in enumerate(closings) if len(closed) > k]
         X = update_many([closings[i][0].features for i in members], [int(closings[i][2][k][0]) for i in members],
-                        [closings[i][2][k][1]["values"].astype(np.float64) for i in members])
-        X = np.nan_to_num(np.asarray(X, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+                        [closings[i][2][k][1]["values"] for i in members])  # finite float32 rows
         for row, i in zip(range(len(members)), members):
             per_twin[i].append(X[row])
     features = [np.stack(rows) for rows in per_twin]  # one small matrix per twin (no view of the round)
