@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,7 +70,7 @@ class TwinFleetBackend:
         self.fleet = fleet
         self.max_group_frames = max_group_frames
         self._lock = asyncio.Lock()
-        self._waiting: list[tuple[DecodedBatch, asyncio.Future]] = []
+        self._waiting: deque[tuple[DecodedBatch, asyncio.Future]] = deque()
         self._pump: asyncio.Task | None = None
 
     async def _call(self, name: str, *args: Any) -> Any:
@@ -87,7 +88,7 @@ class TwinFleetBackend:
         while self._waiting:
             group, frames = [], 0
             while self._waiting and (not group or frames + self._waiting[0][0].num_rows <= self.max_group_frames):
-                batch, future = self._waiting.pop(0)
+                batch, future = self._waiting.popleft()
                 group.append((batch, future))
                 frames += batch.num_rows
             try:

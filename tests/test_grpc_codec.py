@@ -188,3 +188,51 @@ def test_memory_fleet_names_the_faulty_sensors_and_ignores_missing_readings() ->
     assert [(a.rule, a.seq) for a in result.alerts] == [("sensor_fault", 2)]
     assert [name for name, _ in result.alerts[0].signals] == ["pack_voltage", "charger_state"]
     assert "pack_voltage, charger_state outside the physical range" in result.alerts[0].message
+
+
+class _CountingFleet:
+    """A synchronous stand-in for TwinFleet: records each ingest call, acks every row, one alert per vehicle."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[int] = []
+        self.fail = fail
+
+    def ingest(self, table):
+        import time
+
+        from twins.types import Alert, IngestResult
+
+        time.sleep(0.05)  # long enough for the other streams' batches to queue behind this call
+        self.calls.append(table.num_rows)
+        if self.fail:
+            raise RuntimeError("twins down")
+        ids, seqs = table.column("vehicle_id").to_pylist(), table.column("seq").to_pylist()
+        acks: dict[str, int] = {}
+        for vehicle, seq in zip(ids, seqs):
+            acks[vehicle] = max(acks.get(vehicle, 0), seq)
+        alerts = [Alert(f"a-{v}", v, "anomaly", ts_ms=NOW, seq=s, score=1.0, signals=(), message="") for v, s in acks.items()]
+        return IngestResult(acks=acks, alerts=alerts)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_concurrent_batches_are_coalesced_and_split_back_to_their_streams(fail: bool) -> None:
+    import asyncio
+
+    from serving.backend import TwinFleetBackend
+
+    fleet = _CountingFleet(fail=fail)
+    backend = TwinFleetBackend(fleet)
+    batches = [decode_columns(_columns(4 + k, (f"V{k}",)), k, LIMITS, NOW) for k in range(4)]
+
+    async def run() -> list:
+        return await asyncio.gather(*(backend.ingest(b) for b in batches), return_exceptions=True)
+
+    results = asyncio.run(run())
+    assert len(fleet.calls) < len(batches)  # batches that arrived together went in one call, not one each
+    assert sum(fleet.calls) == sum(b.num_rows for b in batches)  # every batch reached the fleet once
+    for k, result in enumerate(results):
+        if fail:
+            assert isinstance(result, RuntimeError) and "twins down" in str(result)
+        else:
+            assert result.acks == {f"V{k}": 4 + k}
+            assert [a.vehicle_id for a in result.alerts] == [f"V{k}"]
