@@ -50,7 +50,8 @@ _FLOAT_RANGES = tuple((f.name, (f.min, f.max)) for f in SCHEMA.fields if f.dtype
 # np.clip of a float array with both bounds is this ufunc (numpy._core._methods._clip); called directly,
 # without np.clip's dispatch layers (~35 calls a day, a tenth of the day's fixed cost), same bits.
 # Every float field has both bounds (checked here), which is the only case the ufunc covers.
-_clip_ufunc = np._core.umath.clip
+# numpy-internal: fall back to the public np.clip (same bits, slower) if a numpy upgrade moves it.
+_clip_ufunc = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", np.clip)
 assert all(low is not None and high is not None for _, (low, high) in _FLOAT_RANGES)
 # Measurement noise (1 sigma, field units) of each sensor.
 NOISE_SD: dict[str, float] = {

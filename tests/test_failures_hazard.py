@@ -189,18 +189,3 @@ def test_the_heatwave_scenario_brings_more_failures_than_the_baseline_as_its_haz
     assert extra > 0
     assert abs(extra - expected_extra) < 4.0 * math.sqrt(variance), (counts, expected_extra, math.sqrt(variance))
 
-
-def test_the_what_if_fleet_has_exactly_the_sampler_failures_under_the_windows() -> None:
-    from simulation.whatif.runner import build_fleet
-
-    config = load_scenario("heatwave", overrides=["simulation.num_vehicles=150"]).config
-    profiles, plans = build_fleet(config, 4)
-    moved = 0
-    for profile, plan in zip(profiles, plans):
-        direct = sample_vehicle_failures(profile, config.simulation, 4, config.whatif.ambient_windows)
-        plain = {e.mode: e.failure_ms for e in sample_vehicle_failures(profile, config.simulation, 4)}
-        assert [e.mode for e in plan.events] == [e.mode for e in direct]
-        for planned, sampled in zip(plan.events, direct):
-            assert (planned.onset_ms, planned.failure_ms) == (sampled.onset_ms, sampled.failure_ms)
-            moved += abs(sampled.failure_ms - plain.get(sampled.mode, -1)) > 2
-    assert moved > 0

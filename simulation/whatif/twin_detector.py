@@ -93,7 +93,7 @@ class VehicleFrameStream:
         return self
 
     def __next__(self) -> FrameBatch:
-        from twins.twin import SENSORS
+        from twins.twin import frames_matrix
 
         while not self._ready:
             chunk = next(self.simulation, None)
@@ -103,9 +103,7 @@ class VehicleFrameStream:
                 self._ready.append(_joined(self._pending))
                 self._pending = []
                 break
-            values = np.empty((chunk.num_rows, len(SENSORS)), dtype=np.float32)
-            for j, name in enumerate(SENSORS):
-                values[:, j] = chunk.columns[name]
+            values = frames_matrix(chunk.columns, chunk.num_rows)
             ids = (chunk.ts_ms - self.start_ms) // self.batch_ms
             cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
             complete: list[FrameBatch] = []
@@ -249,8 +247,8 @@ class TwinDetector:
                     if batch is None:
                         break
                 last_ms = batch.last_ts
-                if last_ms <= self.consumed_until.get(vehicle_id, -1):
-                    continue  # a restarted stream catching up to where the twin already is
+                # A resumed stream starts after the frames the twin has taken (VehicleFrameStream.resume).
+                assert last_ms > self.consumed_until.get(vehicle_id, -1), (vehicle_id, last_ms)
                 if last_ms > until_ms:
                     self.pending[vehicle_id] = batch  # not yet happened
                     break
