@@ -20,12 +20,8 @@ demo: $(STAMP)
 # restart in a long-lived test process that has already run many other modules was seen to hang.
 INTEGRATION_MODULES = $(shell grep -l "mark.integration" tests/test_*.py)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration" tests configs simulation training twins serving
-	@for module in $(INTEGRATION_MODULES); do \
-		$(BIN)/python -m pytest -m integration $$module; rc=$$?; \
-		if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
-	done
+# Unit tests first, then the integration modules (make runs prerequisites in order without -j).
+test: test-unit test-integration
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" tests configs simulation training twins serving

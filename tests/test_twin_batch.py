@@ -4,21 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import training.features as features_module
 from simulation.whatif.scenarios import load_scenario
 from training.windows import WindowAssembler
 from twins.twin import SENSORS, VehicleTwin, ingest_many
 
 WINDOW_MS = 3_600_000  # 60 min windows over 600 s frames, as the what-if twins run
-
-
-@pytest.fixture(autouse=True)
-def _update_many(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until ``training.features.update_many`` lands, stand in with its definition (a loop); test-only."""
-    if not hasattr(features_module, "update_many"):
-        def update_many(states, end_ms, windows):  # type: ignore[no-untyped-def]
-            return np.stack([s.update_values(int(e), w) for s, e, w in zip(states, end_ms, windows)])
-        monkeypatch.setattr(features_module, "update_many", update_many, raising=False)
 
 
 class SequenceModel:

@@ -25,7 +25,7 @@ from training.metrics import (
     average_precision, brier_score, confusion_matrix, macro_f1, pointwise_precision_recall, recall_at_precision,
     reliability_bins, roc_auc,
 )
-from training.alerting import AlertState, flagged
+from training.alerting import alert_indices, flagged
 from training.train import SplitData, alert_policy_factory, load_split, vehicle_blocks
 
 __all__ = ["PERSONALISATION_FILE", "TARGETS", "equal_recall_comparison", "evaluate_run", "frontier_false_alarms",
@@ -150,9 +150,7 @@ def _sensor_fault_recall(blocks: list[VehicleBlock], scores: dict[str, np.ndarra
     policy = policy_for(threshold)
     hit: dict[str, list[bool]] = {}
     for b in blocks:
-        state = AlertState()
-        fired = np.array([state.step(t, x, policy) for t, x in zip(b.ends.tolist(), scores[b.vehicle_id].tolist())], bool)
-        alert_ms = b.ends[fired]
+        alert_ms = b.ends[alert_indices(b.ends, scores[b.vehicle_id], policy)]
         for start, end, kind in faults.get(b.vehicle_id, []):
             if end <= b.ends[0] - window_ms or start > b.ends[-1]:
                 continue  # not within this vehicle's evaluated windows
