@@ -281,6 +281,14 @@ class WhatIfConfig(_Section):
         for mode, hours in self.repair_hours_by_mode.items():
             if hours <= 0:
                 raise ValueError(f"repair_hours_by_mode.{mode} must be > 0 (got {hours})")
+        # The telemetry of a day comes from one ambient offset's stream, so overlapping windows have no
+        # single meaning: put the summed offset in a window of its own instead.
+        ordered = sorted(enumerate(self.ambient_windows), key=lambda pair: pair[1].start_day)
+        for (i, first), (j, second) in zip(ordered, ordered[1:]):
+            first_end = first.start_day + first.duration_days
+            if second.start_day < first_end:
+                raise ValueError(f"ambient_windows.{j} (from day {second.start_day:g}) overlaps ambient_windows.{i} "
+                                 f"(days {first.start_day:g} to {first_end:g}); split them so that each day has one offset")
         return self
 
 

@@ -50,7 +50,7 @@ def test_command_line_overrides_win_over_the_scenario() -> None:
         ({"question": "Why not?", "overrides": {"whatif": {"ambient_windows": [
             {"start_day": 30, "duration_days": 14, "offset_c": 12}, {"start_day": 10, "duration_days": 25,
                                                                     "offset_c": 5}]}}},
-         ["whatif.ambient_windows.0 (from day 30) overlaps", "whatif.ambient_windows.1 (days 10 to 35)"]),
+         ["whatif", "ambient_windows.0 (from day 30) overlaps", "ambient_windows.1 (days 10 to 35)"]),
     ],
 )
 def test_bad_scenario_files_are_refused_with_key_path_and_value(tmp_path, document, fragments) -> None:
@@ -74,3 +74,12 @@ def test_back_to_back_ambient_windows_are_accepted() -> None:
         'whatif.ambient_windows=[{"start_day": 30, "duration_days": 14, "offset_c": 12}, '
         '{"start_day": 44, "duration_days": 7, "offset_c": 6}]'])
     assert [w.start_day for w in scenario.config.whatif.ambient_windows] == [30.0, 44.0]
+
+
+def test_overlapping_ambient_windows_are_refused_by_the_config_itself() -> None:
+    """Not only in scenario files: any config (load_config, --set) refuses them, naming both windows."""
+    from configs.settings import load_config
+
+    windows = '[{"start_day": 30, "duration_days": 14, "offset_c": 12}, {"start_day": 40, "duration_days": 5, "offset_c": 3}]'
+    with pytest.raises(ConfigError, match=r"ambient_windows\.1 \(from day 40\) overlaps ambient_windows\.0"):
+        load_config(overrides=[f"whatif.ambient_windows={windows}"])

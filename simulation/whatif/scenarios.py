@@ -134,20 +134,6 @@ def load_scenario(name_or_path: str | Path, base: Config | dict[str, Any] | None
         config = config_from_dict(document)
     except ConfigError as exc:
         raise ConfigError(f"scenario {path.stem}: {exc}") from None
-    _refuse_overlapping_windows(config, path.stem)
     spec = chain[-1][1]
     policies = next((tuple(s.policies) for _, s in reversed(chain) if s.policies), (config.whatif.policy,))
     return Scenario(name=path.stem, question=spec.question, config=config, policies=policies)
-
-
-def _refuse_overlapping_windows(config: Config, scenario: str) -> None:
-    """Ambient windows must not overlap: the telemetry of a window comes from one offset stream, so an
-    overlap has no single meaning (put the summed offset in a window of its own instead)."""
-    ordered = sorted(enumerate(config.whatif.ambient_windows), key=lambda pair: pair[1].start_day)
-    for (i, first), (j, second) in zip(ordered, ordered[1:]):
-        first_end = first.start_day + first.duration_days
-        if second.start_day < first_end:
-            raise ConfigError(
-                f"scenario {scenario}: whatif.ambient_windows.{j} (from day {second.start_day:g}) overlaps "
-                f"whatif.ambient_windows.{i} (days {first.start_day:g} to {first_end:g}); split them so that "
-                "each day has one offset")
