@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from twins.personalise import PersonalHead, fit_personal_head, per_signal_errors, signal_error_reference
+from training.alerting import per_signal_errors, signal_error_reference
+from twins.personalise import PersonalHead, fit_personal_head
 
 REFERENCE = np.array([1.0, 0.5, 0.2])
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AlertPolicy", "AlertState", "alert_indices", "flagged"]
+__all__ = ["AlertPolicy", "AlertState", "alert_indices", "flagged", "per_signal_errors", "signal_error_reference"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +71,24 @@ def alert_indices(window_end_ms: np.ndarray, scores: np.ndarray, policy: AlertPo
 def flagged(scores: np.ndarray, threshold: float) -> np.ndarray:
     """Point-wise decision (no hysteresis) for point-wise precision/recall."""
     return np.nan_to_num(np.asarray(scores, float), nan=0.0) >= threshold
+
+
+def per_signal_errors(errors: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """(windows x signals) errors from the fleet model's (error, per-signal shares): what the head reads.
+
+    What the fleet model outputs per signal: the ONE definition shared by the twins' personal heads and
+    ``signal_error_reference``, so offsets and the reference are in the same units.
+
+    >>> per_signal_errors(np.array([2.0]), np.array([[0.25, 0.75]])).tolist()
+    [[0.5, 1.5]]
+    """
+    errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+    return errors[:, None] * np.asarray(shares, dtype=np.float64).reshape(errors.size, -1)
+
+
+def signal_error_reference(signal_errors: np.ndarray) -> np.ndarray:
+    """The fleet's typical normal error per signal: the median over normal windows' ``per_signal_errors``."""
+    signal_errors = np.asarray(signal_errors, dtype=np.float64)
+    if signal_errors.ndim != 2 or signal_errors.shape[0] == 0:
+        raise ValueError(f"signal_errors must be a non-empty (windows, signals) matrix (got {signal_errors.shape})")
+    return np.median(signal_errors, axis=0)

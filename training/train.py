@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs.settings import Config
-from training.alerting import AlertPolicy
+from training.alerting import AlertPolicy, per_signal_errors, signal_error_reference
 from training.artifacts import MODELS_DIR, provenance, write_meta
 from training.calibration import fit_calibrator
 from training.dataset import DATASET_DIR, read_card, read_split
@@ -339,9 +339,7 @@ def validation_errors(model, va: SplitData, center: np.ndarray, scale: np.ndarra
 
 def anomaly_signal_reference(errors: np.ndarray, shares: np.ndarray, normal: np.ndarray) -> np.ndarray:
     """Per-signal median error of normal validation sequences (all of them if none is normal), in the
-    units twins compute (``twins.personalise.per_signal_errors``)."""
-    from twins.personalise import per_signal_errors, signal_error_reference
-
+    units twins compute (``training.alerting.per_signal_errors``)."""
     rows = normal if normal.any() else np.ones(errors.size, dtype=bool)
     return signal_error_reference(per_signal_errors(errors[rows], shares[rows]))
 

@@ -49,27 +49,6 @@ class PersonalHead:
         return float(np.sum(np.maximum(np.asarray(signal_errors, dtype=np.float64) - self.offsets, 0.0)))
 
 
-def per_signal_errors(errors: np.ndarray, shares: np.ndarray) -> np.ndarray:
-    """(windows x signals) errors from the fleet model's (error, per-signal shares): what the head reads.
-
-    The ONE definition shared by the twins and by training's ``signal_error_reference``, so offsets and
-    the reference are in the same units.
-
-    >>> per_signal_errors(np.array([2.0]), np.array([[0.25, 0.75]])).tolist()
-    [[0.5, 1.5]]
-    """
-    errors = np.asarray(errors, dtype=np.float64).reshape(-1)
-    return errors[:, None] * np.asarray(shares, dtype=np.float64).reshape(errors.size, -1)
-
-
-def signal_error_reference(signal_errors: np.ndarray) -> np.ndarray:
-    """The fleet's typical normal error per signal: the median over normal windows' ``per_signal_errors``."""
-    signal_errors = np.asarray(signal_errors, dtype=np.float64)
-    if signal_errors.ndim != 2 or signal_errors.shape[0] == 0:
-        raise ValueError(f"signal_errors must be a non-empty (windows, signals) matrix (got {signal_errors.shape})")
-    return np.median(signal_errors, axis=0)
-
-
 def fit_personal_head(errors: np.ndarray, reference: np.ndarray, version: int, quantile: float = 0.5,
                       max_offset: float = 2.0, prior_windows: float = PRIOR_WINDOWS) -> PersonalHead:
     """Fit offsets from a (windows x signals) matrix of the vehicle's own *normal* per-signal errors.

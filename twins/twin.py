@@ -37,9 +37,9 @@ import numpy as np
 
 from configs.schema import SCHEMA
 from configs.settings import TwinsConfig
-from training.alerting import AlertPolicy, AlertState
+from training.alerting import AlertPolicy, AlertState, per_signal_errors
 from twins.baseline import EwmaBaseline, baseline_from_state
-from twins.personalise import PersonalHead, per_signal_errors
+from twins.personalise import PersonalHead
 from twins.types import Alert, Rejection, TwinStep, WindowScore, alert_id
 
 FORMAT_VERSION = 1
