@@ -280,10 +280,10 @@ def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimit
     for name, values in (("vehicle_id", vehicle_column), ("seq", seq)):
         if len(values) != n:
             raise WireError("INVALID_ARGUMENT", f"{name}: {len(values)} values for {n} rows (ts has {n})")
-    ids_array, index = np.unique(vehicle_column, return_inverse=True)
+    ids_array, first_row, index = np.unique(vehicle_column, return_index=True, return_inverse=True)
     ids = ids_array.tolist()
-    for i, vehicle_id in enumerate(ids):
-        _check_vehicle_id(vehicle_id, f"vehicle_id[{int(np.flatnonzero(index == i)[0])}]")
+    for vehicle_id, row in zip(ids, first_row.tolist()):
+        _check_vehicle_id(vehicle_id, f"vehicle_id[{row}]")
     sensors: dict[str, np.ndarray] = {}
     for spec in SCHEMA.fields:
         if spec.name not in columns:

@@ -7,8 +7,15 @@ one process. ``start_metrics_server(port)`` exposes ``/metrics`` for Prometheus 
 >>> metrics.frames_received.labels(outcome="applied").inc(3)
 >>> b"evtwin_frames_total" in metrics.exposition()
 True
+>>> metrics.observe_ingest(frames=10, duplicates=2, rejected=1, faulty_frames=3, alert_rules=["anomaly"], seconds=0.01)
+>>> [metrics.frames_received.labels(outcome=o)._value.get() for o in ("applied", "duplicate", "rejected", "sensor_fault")]
+[10.0, 2.0, 1.0, 3.0]
+>>> metrics.alerts_raised.labels(rule="anomaly")._value.get(), metrics.batches_received._value.get()
+(1.0, 1.0)
 """
 from __future__ import annotations
+
+from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
@@ -34,6 +41,22 @@ class FrontDoorMetrics:
                                         buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.prediction_latency = Histogram("evtwin_prediction_seconds", "Model-service call latency",
                                             buckets=_LATENCY_BUCKETS, registry=self.registry)
+
+        # Label children bound once: ``labels()`` is a dict lookup under a lock, paid per batch otherwise.
+        self._frames_by_outcome = {outcome: self.frames_received.labels(outcome=outcome)
+                                   for outcome in ("applied", "duplicate", "rejected", "sensor_fault")}
+
+    def observe_ingest(self, frames: int, duplicates: int, rejected: int, faulty_frames: int,
+                       alert_rules: Iterable[str], seconds: float) -> None:
+        """One acknowledged batch: its frames by outcome (a faulty frame is applied too), alerts, latency."""
+        self.batches_received.inc()
+        self.ingest_latency.observe(seconds)
+        self._frames_by_outcome["applied"].inc(max(0, frames - duplicates - rejected))
+        self._frames_by_outcome["duplicate"].inc(duplicates)
+        self._frames_by_outcome["rejected"].inc(rejected)
+        self._frames_by_outcome["sensor_fault"].inc(faulty_frames)
+        for rule in alert_rules:
+            self.alerts_raised.labels(rule=rule).inc()
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -218,7 +218,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         finally:
             self.metrics.frames_in_flight.dec(batch.num_rows)
             await budget.release(batch.num_rows)
-        self._observe(batch, result, time.perf_counter() - started)
+        self.metrics.observe_ingest(batch.num_rows, int(result.duplicates), len(result.rejected),
+                                    int(batch.faulty_rows.sum()), (a.rule for a in result.alerts),
+                                    time.perf_counter() - started)
         ack = telemetry_pb2.Ack(
             batch_id=batch.batch_id, frames=batch.num_rows, duplicates=int(result.duplicates),
             sensor_faults=batch.sensor_faults,
@@ -231,18 +233,6 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             self.hub.publish(list(result.alerts))
             replies += [telemetry_pb2.StreamReply(alert=alert_to_proto(a)) for a in result.alerts]
         return replies
-
-
-    def _observe(self, batch: DecodedBatch, result: Any, seconds: float) -> None:
-        duplicates, rejected = int(result.duplicates), len(result.rejected)
-        self.metrics.batches_received.inc()
-        self.metrics.ingest_latency.observe(seconds)
-        self.metrics.frames_received.labels(outcome="applied").inc(max(0, batch.num_rows - duplicates - rejected))
-        self.metrics.frames_received.labels(outcome="duplicate").inc(duplicates)
-        self.metrics.frames_received.labels(outcome="rejected").inc(rejected)
-        self.metrics.frames_received.labels(outcome="sensor_fault").inc(int(batch.sensor_faults))
-        for alert in result.alerts:
-            self.metrics.alerts_raised.labels(rule=alert.rule).inc()
 
 
 def _authorize(claims: Claims, batch: DecodedBatch) -> None:
