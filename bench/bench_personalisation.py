@@ -32,6 +32,7 @@ for false-alarm rates and for the paired difference. Writes ``personalisation.js
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -103,11 +104,13 @@ def _record_windows(target: dict[str, Any]) -> None:
 
     twins.host.ingest_many = recording_ingest
     close = VehicleTwin._close_window
+    close_signature = inspect.signature(close)
 
     def recording_close(self: VehicleTwin, end_ms: int, *args: Any, **kwargs: Any) -> None:
         close(self, end_ms, *args, **kwargs)
         if target.get("errors") is not None:
-            target["errors"].setdefault(self.vehicle_id, []).append(np.asarray(args[3], dtype=np.float32))
+            signal_errors = close_signature.bind(self, end_ms, *args, **kwargs).arguments["signal_errors"]
+            target["errors"].setdefault(self.vehicle_id, []).append(np.asarray(signal_errors, dtype=np.float32))
 
     VehicleTwin._close_window = recording_close
 
@@ -170,6 +173,7 @@ def gate_outcomes(subjects: list[dict[str, Any]], windows: dict[str, np.ndarray]
     windows (before any personal head can exist: the same for both variants at the same level)."""
     twins = config.twins
     hold = twins.anomaly_warmup_windows
+    policies = [AlertPolicy.for_twins(twins, level) for level in LEVELS]
     counts = {variant: np.zeros((len(subjects), len(LEVELS)), dtype=np.int64) for variant in VARIANTS}
     early = {variant: np.zeros(len(LEVELS), dtype=np.int64) for variant in VARIANTS}
     for i, subject in enumerate(subjects):
@@ -179,10 +183,7 @@ def gate_outcomes(subjects: list[dict[str, Any]], windows: dict[str, np.ndarray]
         rows = rows[hold:]  # the twin's cold-start hold: its gate starts after these windows
         ends = rows[:, 0].astype(np.int64)
         for variant, column in zip(VARIANTS, (1, 2)):
-            for j, level in enumerate(LEVELS):
-                policy = AlertPolicy(threshold=float(level), consecutive=twins.anomaly_consecutive_windows,
-                                     clear_ratio=twins.anomaly_clear_ratio,
-                                     cooldown_ms=int(twins.alert_cooldown_minutes * 60_000))
+            for j, policy in enumerate(policies):
                 fired = alert_indices(ends, rows[:, column], policy)
                 alerts = [Alert("", subject["vehicle_id"], "anomaly", ts_ms=int(t), seq=0, score=0.0, signals=(),
                                 message="") for t in ends[fired]]
@@ -199,8 +200,7 @@ def check_offline_gate(subjects: list[dict[str, Any]], windows: dict[str, np.nda
                        config: Config) -> None:
     """The offline gate at the twins' own level must give exactly the twins' own anomaly alerts."""
     twins = config.twins
-    policy = AlertPolicy(threshold=REFERENCE_LEVEL, consecutive=twins.anomaly_consecutive_windows,
-                         clear_ratio=twins.anomaly_clear_ratio, cooldown_ms=int(twins.alert_cooldown_minutes * 60_000))
+    policy = AlertPolicy.for_twins(twins, REFERENCE_LEVEL)
     for subject in subjects:
         rows = windows.get(subject["vehicle_id"], np.zeros((0, 4)))[twins.anomaly_warmup_windows:]
         ends = rows[:, 0].astype(np.int64)

@@ -13,6 +13,7 @@ alert) until the score falls below ``clear_ratio * threshold``. One fault gives 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,13 @@ class AlertPolicy:
             raise ValueError(f"clear_ratio must be in (0, 1] (got {self.clear_ratio})")
         if self.cooldown_ms < 0:
             raise ValueError(f"cooldown_ms must be >= 0 (got {self.cooldown_ms})")
+
+    @classmethod
+    def for_twins(cls, twins: Any, threshold: float) -> "AlertPolicy":
+        """The anomaly gate of twins configured by ``twins`` (a ``configs.settings.TwinsConfig``) at ``threshold``:
+        the one place the twin, the offline evaluation and the benches build it."""
+        return cls(threshold=float(threshold), consecutive=twins.anomaly_consecutive_windows,
+                   clear_ratio=twins.anomaly_clear_ratio, cooldown_ms=int(twins.alert_cooldown_minutes * 60_000))
 
 
 @dataclass

@@ -497,9 +497,10 @@ def equal_recall_comparison(counts: dict[str, np.ndarray], healthy: np.ndarray, 
     def curves(h_sum: np.ndarray, f_sum: np.ndarray, ev: np.ndarray, vd: float) -> tuple[np.ndarray, np.ndarray]:
         return f_sum / np.maximum(ev, 1), 100.0 * h_sum / vd
 
+    counts = {name: np.asarray(counts[name], dtype=np.int64) for name in variants}
     per_variant = {}
     for name in variants:
-        c = np.asarray(counts[name], dtype=np.int64)
+        c = counts[name]
         recall, fa = curves(c[healthy].sum(0), c[~healthy].sum(0), np.asarray(total_events), vehicle_days)
         per_variant[name] = {"recall": recall, "fa": fa, "false_alarms": c[healthy].sum(0),
                              "detected": c[~healthy].sum(0)}
@@ -514,8 +515,7 @@ def equal_recall_comparison(counts: dict[str, np.ndarray], healthy: np.ndarray, 
         hs, fs = rng.choice(h_idx, h_idx.size), rng.choice(f_idx, f_idx.size)
         ev = events[fs].sum()
         for name in variants:
-            c = np.asarray(counts[name])
-            recall, fa = curves(c[hs].sum(0), c[fs].sum(0), ev, vehicle_days)
+            recall, fa = curves(counts[name][hs].sum(0), counts[name][fs].sum(0), ev, vehicle_days)
             boot[name][b] = [frontier_false_alarms(recall, fa, t)[0] for t in targets]
 
     def interval(values: np.ndarray) -> list[float] | None:

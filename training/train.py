@@ -80,11 +80,7 @@ def vehicle_blocks(data: SplitData, events: pa.Table, stride_ms: int) -> list[Ve
 
 def alert_policy_factory(cfg: Config) -> Callable[[float], AlertPolicy]:
     """The twins' alerting parameters, so offline evaluation judges what the twins will do."""
-    def make(threshold: float) -> AlertPolicy:
-        return AlertPolicy(threshold=threshold, consecutive=cfg.twins.anomaly_consecutive_windows,
-                           clear_ratio=cfg.twins.anomaly_clear_ratio,
-                           cooldown_ms=int(cfg.twins.alert_cooldown_minutes * 60_000))
-    return make
+    return lambda threshold: AlertPolicy.for_twins(cfg.twins, threshold)
 
 
 def _threads(cfg: Config, rows: int) -> int:

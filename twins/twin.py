@@ -123,9 +123,7 @@ class VehicleTwin:
 
         self.vehicle_id = vehicle_id
         self.cfg = cfg
-        self.anomaly_policy = AlertPolicy(threshold=cfg.anomaly_alert_level, consecutive=cfg.anomaly_consecutive_windows,
-                                          clear_ratio=cfg.anomaly_clear_ratio,
-                                          cooldown_ms=int(cfg.alert_cooldown_minutes * 60_000))
+        self.anomaly_policy = AlertPolicy.for_twins(cfg, cfg.anomaly_alert_level)
         self.window_ms = int(window_ms)
         self.stride_ms = int(stride_ms)
         self.model = anomaly_model
