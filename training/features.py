@@ -186,29 +186,17 @@ def _window_arrays(windows: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.
     return arrays, np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
 
 
-def _pad_windows(arrays: list[np.ndarray], n: np.ndarray) -> np.ndarray:
-    """Frames of B windows as (len(REQUIRED_COLUMNS), T, B): each window's ``n`` rows first, then NaN.
-
-    Column-major and windows innermost: each signal is one contiguous (T, B) block, cheap to compute on.
-    """
-    rows = max(int(n.max(initial=0)), 1)  # at least one (padding) row: reductions need a frame axis
-    cols = np.full((len(REQUIRED_COLUMNS), rows, len(arrays)), np.nan)
-    total = int(n.sum())
-    if total:
-        starts = np.cumsum(n) - n
-        cols[:, np.arange(total) - np.repeat(starts, n), np.repeat(np.arange(len(arrays)), n)] = \
-            np.concatenate(arrays).T
-    return cols
-
-
 def _windows_per_batch(n: np.ndarray) -> int:
     """How many windows the maths takes at once: about ``_BATCH_FRAMES`` padded frames (cache-sized arrays)."""
     return max(1, _BATCH_FRAMES // max(int(n.max(initial=0)), 1))
 
 
 def _slice_windows(by_column: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """As :func:`_pad_windows` for the windows ``[lo[i], hi[i])`` (they may overlap) of one recording's
-    frames given column-major, (len(REQUIRED_COLUMNS), frames)."""
+    """Frames of the windows ``[lo[i], hi[i])`` (they may overlap) of frames given column-major,
+    (len(REQUIRED_COLUMNS), frames), as (len(REQUIRED_COLUMNS), T, B): each window's rows first, then NaN.
+
+    Column-major and windows innermost: each signal is one contiguous (T, B) block, cheap to compute on.
+    """
     rows = max(int((hi - lo).max(initial=0)), 1)
     inside = np.arange(rows)[:, None] < (hi - lo)
     if by_column.shape[1] == 0:
@@ -228,7 +216,9 @@ def raw_features_many(windows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.nda
     if not arrays:
         return np.empty((0, len(RAW_NAMES))), np.empty((0, len(ACCUM_KEYS))), np.empty((0, len(ACCUM_KEYS)))
     step = _windows_per_batch(n)
-    parts = [_window_batch(_pad_windows(arrays[s:s + step], n[s:s + step]), n[s:s + step])
+    by_column = np.concatenate(arrays).T  # the windows end to end, column-major
+    lo = np.cumsum(n) - n
+    parts = [_window_batch(_slice_windows(by_column, lo[s:s + step], lo[s:s + step] + n[s:s + step]), n[s:s + step])
              for s in range(0, len(arrays), step)]
     if len(parts) == 1:
         return parts[0]
