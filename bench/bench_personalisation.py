@@ -48,13 +48,15 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
 
-from configs.settings import Config, load_config  # noqa: E402
+from configs.settings import Config, TwinsConfig, load_config  # noqa: E402
 from training.alerting import AlertPolicy, alert_indices  # noqa: E402
 from training.evaluate import PERSONALISATION_FILE, equal_recall_comparison, personalisation_markdown  # noqa: E402
 from twins.evaluation import score_alerts  # noqa: E402
-from twins.personalise import PRIOR_WINDOWS  # noqa: E402
 from twins.types import Alert  # noqa: E402
 
+from training.features import FEATURE_NAMES  # noqa: E402
+
+_Z_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.endswith("_z")])
 REFERENCE_LEVEL = 1.0  # the level the twins run at, and against which their learning judges windows
 LEVELS = np.unique(np.append(np.round(np.geomspace(0.2, 8.0, 80), 4), REFERENCE_LEVEL))
 RECALL_TARGETS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
@@ -109,14 +111,25 @@ def _record_windows(target: dict[str, Any]) -> None:
     def recording_close(self: VehicleTwin, end_ms: int, *args: Any, **kwargs: Any) -> None:
         close(self, end_ms, *args, **kwargs)
         if target.get("errors") is not None:
-            signal_errors = close_signature.bind(self, end_ms, *args, **kwargs).arguments["signal_errors"]
-            target["errors"].setdefault(self.vehicle_id, []).append(np.asarray(signal_errors, dtype=np.float32))
+            arguments = close_signature.bind(self, end_ms, *args, **kwargs).arguments
+            target["errors"].setdefault(self.vehicle_id, []).append(np.concatenate([
+                np.asarray(arguments["signal_errors"], dtype=np.float32),
+                np.asarray(arguments["features"], dtype=np.float32)[_Z_INDEX]]))
 
     VehicleTwin._close_window = recording_close
 
 
-def score_vehicles(models: str, overrides: list[str], seed: int, indices: list[int], keep_errors: bool = False,
-                   fleet_only_checks: int = 1) -> dict[str, Any]:
+def bench_config(models: str, fleet_config: str | None, overrides: list[str]) -> Config:
+    """The models' run config (twins, dataset), with the fleet (simulation) of ``fleet_config`` if given."""
+    config = load_config(Path(models) / "config.json", overrides=overrides)
+    if fleet_config is None:
+        return config
+    fleet = load_config(Path(fleet_config), overrides=[o for o in overrides if o.startswith("simulation.")])
+    return config.model_copy(update={"simulation": fleet.simulation})
+
+
+def score_vehicles(models: str, fleet_config: str | None, overrides: list[str], seed: int, indices: list[int],
+                   keep_errors: bool = False, fleet_only_checks: int = 1) -> dict[str, Any]:
     """Worker: stream the given vehicles through personalised twins; per-window scores and twin alerts.
 
     The first ``fleet_only_checks`` vehicles also go through fleet-only twins (``twins.personalise=false``),
@@ -130,7 +143,7 @@ def score_vehicles(models: str, overrides: list[str], seed: int, indices: list[i
     from training.artifacts import load_anomaly_model
     from twins.host import HostSettings, TwinHost, to_block
 
-    config = load_config(Path(models) / "config.json", overrides=overrides)
+    config = bench_config(models, fleet_config, overrides)
     model = load_anomaly_model(models)
     target: dict[str, Any] = {"windows": {}, "errors": {} if keep_errors else None}
     _record_windows(target)
@@ -223,6 +236,9 @@ def check_fleet_only(windows: dict[str, np.ndarray], fleet_only: dict[str, np.nd
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", required=True, help="trained run dir (its config and LSTM-AE are used)")
+    parser.add_argument("--fleet-config", default=None,
+                        help="config whose simulation section generates the fleet (default: the models' own); "
+                             "e.g. the default mix for models trained on a temperate, calm, young home fleet")
     parser.add_argument("--vehicles", type=int, default=200)
     parser.add_argument("--days", type=float, default=60)
     parser.add_argument("--seed", type=int, default=1001, help="fleet seed (differs from training's)")
@@ -230,6 +246,13 @@ def main() -> int:
                         help="simulation.levers.failure_rate_multiplier (more failures; healthy vehicles unchanged)")
     parser.add_argument("--fine-tune-every", type=int, default=48,
                         help="twins.fine_tune_every_windows (default 48: every 2 days of hourly windows)")
+    head_defaults = TwinsConfig()
+    parser.add_argument("--head-quantile", type=float, default=head_defaults.head_quantile,
+                        help="twins.head_quantile (default: the shipped config's)")
+    parser.add_argument("--head-prior-windows", type=float, default=head_defaults.head_prior_windows,
+                        help="twins.head_prior_windows (default: the shipped config's)")
+    parser.add_argument("--head-max-offset", type=float, default=head_defaults.head_max_offset,
+                        help="twins.head_max_offset (default: the shipped config's; none = uncapped)")
     parser.add_argument("--workers", type=int, default=2, help="processes streaming twins")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over vehicles")
     parser.add_argument("--out", default=None,
@@ -239,8 +262,10 @@ def main() -> int:
 
     overrides = [f"simulation.num_vehicles={args.vehicles}", f"simulation.duration_days_per_vehicle={args.days}",
                  f"simulation.levers.failure_rate_multiplier={args.failure_rate_multiplier}",
-                 f"twins.fine_tune_every_windows={args.fine_tune_every}"]
-    config = load_config(Path(args.models) / "config.json", overrides=overrides)
+                 f"twins.fine_tune_every_windows={args.fine_tune_every}", f"twins.head_quantile={args.head_quantile}",
+                 f"twins.head_prior_windows={args.head_prior_windows}",
+                 f"twins.head_max_offset={json.dumps(args.head_max_offset)}"]
+    config = bench_config(args.models, args.fleet_config, overrides)
     subjects, days = select_subjects(config, args.seed)
     healthy = [s for s in subjects if s["healthy"]]
     events = sum(len(s["events"]) for s in subjects)
@@ -250,7 +275,8 @@ def main() -> int:
     t0 = time.perf_counter()
     shards = [[s["index"] for s in subjects[k::args.workers]] for k in range(args.workers)]
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
-        parts = list(pool.map(score_vehicles, [args.models] * args.workers, [overrides] * args.workers,
+        parts = list(pool.map(score_vehicles, [args.models] * args.workers, [args.fleet_config] * args.workers,
+                              [overrides] * args.workers,
                               [args.seed] * args.workers, shards, [bool(args.save_windows)] * args.workers))
     windows = {v: rows for part in parts for v, rows in part["windows"].items()}
     twin_alerts = {v: ts for part in parts for v, ts in part["alerts"].items()}
@@ -277,13 +303,18 @@ def main() -> int:
         recall_targets=RECALL_TARGETS, reference_level=REFERENCE_LEVEL, bootstrap=args.bootstrap, seed=args.seed)
     command = (f".venv/bin/python bench/bench_personalisation.py --models {args.models} --vehicles {args.vehicles} "
                f"--days {args.days:g} --seed {args.seed} --failure-rate-multiplier {args.failure_rate_multiplier:g} "
-               f"--fine-tune-every {args.fine_tune_every} --bootstrap {args.bootstrap}")
+               f"--fine-tune-every {args.fine_tune_every} --head-quantile {args.head_quantile:g} "
+               f"--head-prior-windows {args.head_prior_windows:g} "
+               + (f"--head-max-offset {args.head_max_offset:g} " if args.head_max_offset is not None else "")
+               + (f"--fleet-config {args.fleet_config} " if args.fleet_config else "")
+               + f"--bootstrap {args.bootstrap}")
     result.update({
         "command": command, "models": str(args.models), "seed": args.seed, "vehicles": args.vehicles, "days": days,
         "failure_rate_multiplier": args.failure_rate_multiplier, "fine_tune_every_windows": args.fine_tune_every,
+        "fleet_config": args.fleet_config,
         "anomaly_warmup_windows": config.twins.anomaly_warmup_windows,
         "head": {"kind": "excess over the fleet's per-signal normal error",
-                 "prior_windows": PRIOR_WINDOWS, "reference": reference_source,
+                 "prior_windows": config.twins.head_prior_windows, "reference": reference_source,
                  "quantile": config.twins.head_quantile, "max_offset": config.twins.head_max_offset,
                  "mean_final_version": float(np.mean(head_versions)) if head_versions else 0.0},
         "early_windows": args.fine_tune_every, "early_false_alarms": {v: early[v].tolist() for v in VARIANTS},

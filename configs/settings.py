@@ -168,11 +168,14 @@ class TwinsConfig(_Section):
     risk_alert_threshold: float = Field(0.5, gt=0, le=1)
     # Normal windows between fine-tunes of the per-vehicle head of the anomaly model.
     fine_tune_every_windows: int = Field(168, gt=0)
-    # Per-vehicle head: per-signal offset = how far this quantile of the vehicle's own comfortably-normal
-    # error exceeds the fleet's per-signal normal error (shrunk toward 0 while few windows back it),
-    # capped at head_max_offset x that fleet reference error.
-    head_quantile: float = Field(0.5, gt=0, le=1)
-    head_max_offset: float = Field(2.0, ge=0)
+    # Per-vehicle head: per-signal offset = how far this quantile of the vehicle's own normal error exceeds
+    # the fleet's per-signal normal error. Its first head is fitted when the cold-start hold ends (from those
+    # windows); later ones every fine_tune_every_windows normal windows. Optional: shrink toward the fleet
+    # (the excess counts n / (n + head_prior_windows)) and cap at head_max_offset x the fleet reference.
+    # Defaults chosen on the personalisation bench (BENCHMARKS.md, "Personalisation").
+    head_quantile: float = Field(0.75, gt=0, le=1)
+    head_prior_windows: float = Field(0.0, ge=0)
+    head_max_offset: float | None = Field(None, ge=0)
     # Also require the vehicle's own baseline to agree before an anomaly counts (fewer alerts, less recall).
     baseline_veto: bool = False
     # Seconds a failing model service is left alone before the twins retry their predictions.

@@ -124,6 +124,12 @@ def test_the_section_names_the_head_and_the_cold_start_hold_when_the_result_has_
     text = "\n".join(personalisation_markdown(result))
     assert "excess over the fleet's per-signal normal error, quantile 0.5, shrunk with 48 prior windows" in text
     assert "first 24 windows" in text and "reference: model meta" in text
+    assert "capped at 2x the reference" in text and "trained on another fleet" not in text
+    result["head"] |= {"prior_windows": 0, "max_offset": None}
+    result["fleet_config"] = "configs/benchmark.json"
+    text = "\n".join(personalisation_markdown(result))
+    assert "quantile 0.5, not shrunk, uncapped" in text
+    assert "trained on another fleet; this fleet generated with the simulation section of `configs/benchmark.json`" in text
 
 
 def test_a_foreign_result_file_is_refused(tmp_path: Path) -> None:

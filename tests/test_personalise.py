@@ -1,4 +1,4 @@
-"""The per-vehicle head: excess over the fleet's per-signal normal error, shrunk, capped, never negative."""
+"""The per-vehicle head: excess over the fleet's per-signal normal error, optionally shrunk and capped, never negative."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,6 +37,15 @@ def test_the_offset_is_capped_at_max_offset_times_the_reference() -> None:
     own = np.tile(REFERENCE * 10.0, (1000, 1))  # far off the fleet: broken, not different
     head = fit_personal_head(own, REFERENCE, version=1, max_offset=2.0, prior_windows=0)
     np.testing.assert_allclose(head.offsets, 2.0 * REFERENCE)
+
+
+def test_by_default_the_whole_excess_at_the_upper_quartile_is_subtracted_uncapped() -> None:
+    own = np.column_stack([np.linspace(100.0, 200.0, 101), np.full(101, 0.5), np.full(101, 0.1)])  # off the fleet
+    head = fit_personal_head(own, REFERENCE, version=1)
+    np.testing.assert_allclose(head.offsets, [175.0 - 1.0, 0.0, 0.0])  # 75th percentile - reference, no cap
+    assert head.apply(np.array([175.0, 0.5, 0.2])) == pytest.approx(1.0 + 0.5 + 0.2)
+    with pytest.raises(ValueError, match="quantile"):
+        fit_personal_head(own, REFERENCE, version=1, quantile=0.0)
 
 
 def test_no_windows_give_the_identity_and_bad_input_is_refused() -> None:

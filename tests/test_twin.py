@@ -257,9 +257,9 @@ def test_prediction_is_due_on_schedule_and_after_an_anomaly() -> None:
 def test_fine_tune_head_is_versioned_and_never_raises_the_score() -> None:
     frames = synthetic_frames("veh-1", 8 * FRAMES_PER_WINDOW)
     model = FakeAnomalyModel((float(frames["cell_temp_max"].mean()), float(frames["motor_temp"].mean())))
-    twin = new_twin(twins_cfg(fine_tune_every_windows=5), model=model)
+    twin = new_twin(twins_cfg(fine_tune_every_windows=5, anomaly_warmup_windows=0), model=model)
     twin.ingest(frames)
-    assert twin.fine_tune_due()
+    assert twin.head.version == 0 and twin.fine_tune_due()  # no hold: the first head is due like the others
     errors, reference = twin.fine_tune_inputs()
     assert errors.shape[1] == 2 and reference.shape == (2,)
     twin.install_head(PersonalHead(offsets=np.array([0.5, 0.0]), version=1))
@@ -418,15 +418,47 @@ def test_learning_does_not_depend_on_the_operators_alert_level() -> None:
     assert lenient.normal_errors.shape[0] < lenient.windows_closed
 
 
-def test_the_first_head_is_due_at_the_end_of_warm_up_then_every_fine_tune_interval() -> None:
-    frames = synthetic_frames("veh-1", 16 * FRAMES_PER_WINDOW)
-    model = FakeAnomalyModel((float(frames["cell_temp_max"].mean()), float(frames["motor_temp"].mean())))
-    twin = new_twin(twins_cfg(fine_tune_every_windows=10, anomaly_warmup_windows=4), model=model)
-    twin.ingest(take(frames, slice(0, 5 * FRAMES_PER_WINDOW + 1)))
-    assert twin.windows_since_tune >= 4 and twin.fine_tune_due()
-    twin.install_head(PersonalHead(offsets=np.zeros(2), version=1))
-    twin.ingest(take(frames, slice(5 * FRAMES_PER_WINDOW + 1, 10 * FRAMES_PER_WINDOW + 1)))
-    assert 4 <= twin.windows_since_tune < 10 and not twin.fine_tune_due()
+def test_a_vehicle_off_the_fleet_models_normal_is_calibrated_when_its_hold_ends_and_still_alarms_on_a_drift() -> None:
+    frames = synthetic_frames("veh-1", 40 * FRAMES_PER_WINDOW)
+    _drift(frames, "motor_temp", 25 * FRAMES_PER_WINDOW, 40.0)
+    # The fleet model expects motor_temp 3 K lower than this vehicle runs: a chronic error above its alert level.
+    levels = (float(frames["cell_temp_max"].mean()), float(frames["motor_temp"][:FRAMES_PER_WINDOW * 20].mean()) - 3.0)
+
+    def run(personalise: bool) -> tuple[VehicleTwin, list, list]:
+        model = FakeAnomalyModel(levels)
+        model.signal_error_reference = np.array([0.01, 0.01])
+        twin = new_twin(twins_cfg(personalise=personalise, anomaly_warmup_windows=4, fine_tune_every_windows=10), model)
+        steps = [twin.ingest(take(frames, slice(k, k + 5 * FRAMES_PER_WINDOW)))
+                 for k in range(0, 40 * FRAMES_PER_WINDOW, 5 * FRAMES_PER_WINDOW)]
+        return twin, [w for step in steps for w in step.windows], [a for step in steps for a in step.alerts
+                                                                    if a.rule == "anomaly"]
+
+    fleet_twin, fleet_windows, fleet_alerts = run(False)
+    twin, windows, alerts = run(True)
+    drift_ms = int(frames["ts"][25 * FRAMES_PER_WINDOW])
+    assert all(w.fleet_ratio > 1.0 for w in fleet_windows[4:20])  # the fleet model alarms from day one
+    assert fleet_alerts and fleet_alerts[0].ts_ms < drift_ms
+    # The first head is fitted inline from the hold's windows, in force from the first window that may alert.
+    assert [w.head_version for w in windows[:5]] == [0, 0, 0, 0, 1]
+    assert all(w.score < 1.0 for w in windows[4:20])
+    assert len(alerts) == 1 and alerts[0].ts_ms > drift_ms  # the drift still alarms
+    # The drifted windows were never learned as normal; periodic refits are due every 10 learned windows.
+    assert twin.normal_errors.shape[0] < twin.windows_closed
+    assert twin.normal_errors[:, 1].max() < 10.0  # a drifted window's motor error is ~460
+    assert twin.fine_tune_due() == (twin.windows_since_tune >= 10)
+
+
+def test_after_the_hold_the_head_learns_only_windows_usual_for_the_vehicles_own_feature_baseline() -> None:
+    from training.features import BASELINE_LEARN_Z, FEATURE_NAMES
+
+    twin = new_twin()
+    features = np.zeros(len(FEATURE_NAMES), dtype=np.float32)
+    assert twin._usual_for_vehicle(features)
+    features[FEATURE_NAMES.index("coolant_dt_per_flow_z")] = BASELINE_LEARN_Z + 0.5
+    assert not twin._usual_for_vehicle(features)
+    features[FEATURE_NAMES.index("coolant_dt_per_flow_z")] = -BASELINE_LEARN_Z
+    features[FEATURE_NAMES.index("coolant_dt_per_flow_ema1d")] = 1e6  # levels are the fleet model's business
+    assert twin._usual_for_vehicle(features)
 
 
 def test_the_fleet_reference_comes_from_the_model_or_a_uniform_fallback() -> None:

@@ -582,8 +582,9 @@ def _head_sentence(result: dict[str, Any]) -> str:
     head = result["head"]
     text = f"Head fine-tuned every {result['fine_tune_every_windows']} windows"
     if "kind" in head:  # results since the excess head (older ones describe the own-median head)
-        text += (f" ({head['kind']}, quantile {head['quantile']:g}, shrunk with {head['prior_windows']} prior "
-                 f"windows, capped at {head['max_offset']:g}x the reference; reference: {head['reference']})")
+        cap = "uncapped" if head["max_offset"] is None else f"capped at {head['max_offset']:g}x the reference"
+        shrink = f"shrunk with {head['prior_windows']:g} prior windows" if head["prior_windows"] else "not shrunk"
+        text += f" ({head['kind']}, quantile {head['quantile']:g}, {shrink}, {cap}; reference: {head['reference']})"
     text += f"; mean final head version {head['mean_final_version']:.1f}."
     hold = result.get("anomaly_warmup_windows")
     if hold:
@@ -603,7 +604,10 @@ def personalisation_markdown(result: dict[str, Any], heading: str = "#") -> list
            if result["verdict"] == "met" else "are not shown to raise fewer false alarms at equal event recall."),
         "",
         f"Fleet: {result['vehicles']} vehicles x {result['days']:g} days, seed {result['seed']} (not the training "
-        f"seed), models `{result['models']}`, failure-rate multiplier {result['failure_rate_multiplier']:g}. "
+        f"seed), models `{result['models']}`"
+        + (f" (trained on another fleet; this fleet generated with the simulation section of "
+           f"`{result['fleet_config']}`)" if result.get("fleet_config") else "")
+        + f", failure-rate multiplier {result['failure_rate_multiplier']:g}. "
         f"False alarms: {result['healthy_vehicles']} healthy vehicles whose normal differs from the fleet "
         f"(hot climate, aggressive driver or pack >= 4 years; {result['healthy_vehicle_days']:g} vehicle-days), "
         f"anomaly alerts outside injected sensor faults. Recall: {result['failures']} failures (onset inside the "

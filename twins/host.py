@@ -350,7 +350,7 @@ class TwinHost:
             if vehicle_id not in self.tunes and twin.fine_tune_due():
                 errors, reference = twin.fine_tune_inputs()
                 self.tunes[vehicle_id] = self.runner.submit(fit_personal_head, errors, reference, twin.head.version + 1,
-                                                            self.cfg.head_quantile, self.cfg.head_max_offset)
+                                                            *twin.head_settings())
 
     def drain(self, timeout_s: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> list[Alert]:
         """Wait (bounded) for outstanding predictions and fine-tunes; checkpoint what they changed."""

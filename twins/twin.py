@@ -39,7 +39,7 @@ from configs.schema import SCHEMA
 from configs.settings import TwinsConfig
 from training.alerting import AlertPolicy, AlertState, per_signal_errors
 from twins.baseline import EwmaBaseline, baseline_from_state
-from twins.personalise import PersonalHead
+from twins.personalise import PersonalHead, fit_personal_head
 from twins.types import Alert, Rejection, TwinStep, WindowScore, alert_id
 
 FORMAT_VERSION = 1
@@ -81,6 +81,18 @@ def _feature_state_from_bytes(data: bytes) -> Any:
 def feature_names() -> tuple[str, ...]:
     from training.features import FEATURE_NAMES
     return FEATURE_NAMES
+
+
+def _own_z_index() -> tuple[np.ndarray, float]:
+    """Positions of the per-vehicle z-score features, and the |z| band their baseline learns from."""
+    global _OWN_Z
+    if _OWN_Z is None:
+        from training.features import BASELINE_LEARN_Z
+        _OWN_Z = (np.array([i for i, name in enumerate(feature_names()) if name.endswith("_z")]), BASELINE_LEARN_Z)
+    return _OWN_Z
+
+
+_OWN_Z: tuple[np.ndarray, float] | None = None
 
 
 def frames_matrix(columns: dict[str, Any], n: int) -> np.ndarray:
@@ -371,18 +383,31 @@ class VehicleTwin:
         flagged = fired or self.anomaly_gate.active or score >= LEARNING_REFERENCE_LEVEL
         if not flagged:
             self.baseline.learn_one(features)
-        comfortable = cfg.anomaly_clear_ratio * LEARNING_REFERENCE_LEVEL
-        if signal_errors is not None and not flagged and fleet_ratio < comfortable:
-            # The head learns only from windows the *fleet* model finds comfortably normal: judged by the
-            # personalised score, a slowly failing part would widen its own tolerance step by step.
+        in_hold = self.windows_closed <= cfg.anomaly_warmup_windows
+        if signal_errors is not None and (in_hold or (not flagged and self._usual_for_vehicle(features))):
+            # The head learns the vehicle's first day (it cannot alert then: its normal, by assumption), then
+            # only windows it did not doubt that its own feature baseline finds usual: a part failing slowly
+            # drifts out of its own baseline before its error is learned as normal.
             self._new_normal_errors.append(signal_errors[None, :])
             self.windows_since_tune += 1
-        if last_of_step and self._new_normal_errors:
+        first_head_due = (in_hold and self.windows_closed == cfg.anomaly_warmup_windows and cfg.personalise
+                          and self.head.version == 0 and signal_errors is not None)
+        if (last_of_step or first_head_due) and self._new_normal_errors:
             self.normal_errors = np.vstack([self.normal_errors, *self._new_normal_errors])[-_NORMAL_ERRORS_KEPT:]
             self._new_normal_errors = []
+        if first_head_due:
+            # Inline (a quantile over a day of windows), so the head is in force from the first window that
+            # may alert; the periodic refits run as Ray tasks (``twins.host``).
+            self.install_head(fit_personal_head(*self.fine_tune_inputs(), 1, *self.head_settings()))
         if fired or end_ms >= self.next_prediction_ms:
             self.pending_prediction = (int(end_ms), last_seq)
             self.next_prediction_ms = int(end_ms) + int(cfg.prediction_interval_minutes * 60_000)
+
+    def _usual_for_vehicle(self, features: np.ndarray) -> bool:
+        """Every trend z-score of the window (against the vehicle's own feature baseline) within the band
+        that baseline itself learns from."""
+        index, band = _own_z_index()
+        return bool(np.abs(features[index]).max() <= band)
 
     def _model_reads_frames(self) -> bool:
         """The LSTM-AE reads either raw frame signals or (the trained one) window feature sequences."""
@@ -473,14 +498,17 @@ class VehicleTwin:
 
     # ------------------------------------------------------------------ personalisation
     def fine_tune_due(self) -> bool:
-        """Every ``fine_tune_every_windows`` normal windows; the first head already once the twin has as
-        many normal windows as its alert warm-up (the head then helps from its first alerts on)."""
+        """Every ``fine_tune_every_windows`` normal windows (the first head is fitted inline when the
+        cold-start hold ends; with no hold, it is due like the others)."""
         if self.model is None or not self.cfg.personalise:
             return False
-        every = self.cfg.fine_tune_every_windows
-        if self.head.version == 0 and self.cfg.anomaly_warmup_windows > 0:
-            every = min(every, self.cfg.anomaly_warmup_windows)
-        return self.windows_since_tune >= every
+        return self.windows_since_tune >= self.cfg.fine_tune_every_windows
+
+    def head_settings(self) -> tuple[float, float | None, float]:
+        """``fit_personal_head``'s (quantile, max_offset, prior_windows) from the twin's config, in that
+        order (runners pass arguments by position)."""
+        cfg = self.cfg
+        return cfg.head_quantile, cfg.head_max_offset, cfg.head_prior_windows
 
     def fine_tune_inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """(own normal per-signal errors, fleet per-signal reference) for ``fit_personal_head``."""
