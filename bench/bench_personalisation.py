@@ -56,7 +56,7 @@ from twins.types import Alert  # noqa: E402
 
 from training.features import FEATURE_NAMES  # noqa: E402
 
-_Z_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.endswith("_z")])
+_Z_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.endswith("_z")])  # for --save-windows
 REFERENCE_LEVEL = 1.0  # the level the twins run at, and against which their learning judges windows
 LEVELS = np.unique(np.append(np.round(np.geomspace(0.2, 8.0, 80), 4), REFERENCE_LEVEL))
 RECALL_TARGETS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
@@ -88,8 +88,9 @@ def _record_windows(target: dict[str, Any]) -> None:
 
     From the twins' own output: each ``TwinStep``'s ``windows`` (``twins.types.WindowScore``), read from the
     steps ``twins.twin.ingest_many`` returns to ``TwinHost`` (the host only passes on alerts). With
-    ``target["errors"]`` not None (``--save-windows``, for studying head designs offline) the per-signal
-    fleet errors are recorded too, by wrapping ``VehicleTwin._close_window`` (study instrumentation: steps do
+    ``target["errors"]`` not None (``--save-windows``, for studying head designs offline) each window's
+    per-signal fleet errors followed by its per-vehicle z-scores (the ``_z`` features, what the head's
+    learning gate reads) are recorded too, one row per window, by wrapping ``VehicleTwin._close_window`` (study instrumentation: steps do
     not carry them). Swap ``target``'s dicts to record another run.
     """
     import twins.host
@@ -287,9 +288,14 @@ def main() -> int:
     check_offline_gate(subjects, windows, twin_alerts, config)
     check_fleet_only(windows, {v: rows for part in parts for v, rows in part["fleet_only"].items()})
     if args.save_windows:
+        # Per vehicle: "<id>" (end, fleet score, personalised score, head version) and "<id>__errors"
+        # (per-signal fleet errors, then the _z features; their names in "signals" and "z_features").
         errors = {f"{v}__errors": e for part in parts for v, e in part["errors"].items()}
         subjects_json = json.dumps([{k: s[k] for k in ("vehicle_id", "healthy", "events", "faults")} for s in subjects])
-        np.savez_compressed(args.save_windows, **windows, **errors, subjects=np.frombuffer(subjects_json.encode(), np.uint8))
+        from training.artifacts import load_anomaly_model
+        np.savez_compressed(args.save_windows, **windows, **errors, subjects=np.frombuffer(subjects_json.encode(), np.uint8),
+                            signals=np.array(load_anomaly_model(args.models).signal_names),
+                            z_features=np.array(FEATURE_NAMES)[_Z_INDEX])
 
     counts, early = gate_outcomes(subjects, windows, config, slack_ms=int(config.dataset.window_minutes * 60_000),
                                   early_windows=args.fine_tune_every)
