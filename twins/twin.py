@@ -15,7 +15,9 @@
 * Scores per closed window: the fleet LSTM-AE error through the per-vehicle head (``personalise``), and
   the vehicle's own baseline (``baseline``), which learns only from windows it did not flag.
 * Learning (baseline, head) is judged against the fleet model's validated level 1.0, not the operator's
-  ``anomaly_alert_level``; every step reports its windows' scores (``TwinStep.windows``).
+  ``anomaly_alert_level``; every step reports its windows' scores (``TwinStep.windows``). The head learns
+  the twin's first ``anomaly_warmup_windows`` windows (its first head is fitted from them, inline, when the
+  hold ends), then only windows usual for the vehicle's own feature baseline (every ``_z`` within 3).
 * Alerts: ``training.alerting`` (the decision the offline evaluation uses too): hysteresis
   (``anomaly_consecutive_windows`` to fire, below ``anomaly_clear_ratio`` to clear) plus a cooldown in
   frame time, after a cold-start hold of ``anomaly_warmup_windows``; ids are
@@ -29,6 +31,7 @@ every closed window of every twin), then the decisions per twin, in time order.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -83,16 +86,11 @@ def feature_names() -> tuple[str, ...]:
     return FEATURE_NAMES
 
 
+@functools.cache
 def _own_z_index() -> tuple[np.ndarray, float]:
     """Positions of the per-vehicle z-score features, and the |z| band their baseline learns from."""
-    global _OWN_Z
-    if _OWN_Z is None:
-        from training.features import BASELINE_LEARN_Z
-        _OWN_Z = (np.array([i for i, name in enumerate(feature_names()) if name.endswith("_z")]), BASELINE_LEARN_Z)
-    return _OWN_Z
-
-
-_OWN_Z: tuple[np.ndarray, float] | None = None
+    from training.features import BASELINE_LEARN_Z
+    return np.array([i for i, name in enumerate(feature_names()) if name.endswith("_z")]), BASELINE_LEARN_Z
 
 
 def frames_matrix(columns: dict[str, Any], n: int) -> np.ndarray:
