@@ -203,6 +203,7 @@ class LevelModel:
 def test_fine_tunes_run_through_the_runner_and_are_checkpointed(tmp_path: Path) -> None:
     frames = fleet_frames(["a"], 12 * FPW)
     model = LevelModel((float(frames["cell_temp_max"].mean()) + 0.5, float(frames["motor_temp"].mean())))
+    model.signal_error_reference = np.array([1e-3, 1e-3])  # the fleet's normal error per signal
     host = TwinHost(settings(tmp_path, fine_tune_every_windows=4), anomaly_model=model)
     for lo in range(0, 12 * FPW, FPW):
         host.ingest(to_block(take(frames, slice(lo, lo + FPW)))[0])
@@ -211,3 +212,8 @@ def test_fine_tunes_run_through_the_runner_and_are_checkpointed(tmp_path: Path) 
     stored = VehicleTwin.from_bytes(CheckpointStore(str(tmp_path / "ckpt")).get("a"), model)
     assert stored.head.version == twin.head.version
     assert (stored.head.offsets >= 0).all() and stored.head.offsets.shape == (2,)
+    assert stored.head.offsets.any()  # this vehicle runs 0.5 K off the model's cell temperature
+    capped = TwinHost(settings(tmp_path / "capped", fine_tune_every_windows=4, head_max_offset=0), anomaly_model=model)
+    for lo in range(0, 12 * FPW, FPW):
+        capped.ingest(to_block(take(frames, slice(lo, lo + FPW)))[0])
+    assert capped.twin("a").head.version >= 2 and not capped.twin("a").head.offsets.any()  # the config reaches the task
