@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/bench_personalisation.py --models runs/benchmark --vehicles 200 --days 60
     .venv/bin/python bench/bench_personalisation.py --models runs/tiny_tr --vehicles 30 --days 14 --bootstrap 200
+    .venv/bin/python bench/bench_personalisation.py --models runs/benchmark-home --fleet-config configs/benchmark.json
 
-A fresh fleet (seed different from training) is generated with the run's config. Only the vehicles the
+A fresh fleet (seed different from training) is generated with the run's config (or, with ``--fleet-config``,
+with another config's simulation section: vehicles unlike those the models were trained on). Only the vehicles the
 comparison needs are streamed: the *healthy different-normal* ones (no failure onset in the observation;
 hot climate, aggressive driver or pack >= 4 years), which give false alarms per 100 vehicle-days
 (anomaly alerts outside injected sensor faults), and the failing ones (a failure onset inside the
@@ -15,8 +17,8 @@ fleet-only score and personalised score are recorded. The alert gate (``training
 decision the twin itself applies) is then swept offline over a fine grid of levels for both variants.
 The sweep is therefore the alert gate of twins whose *learning* is judged against a fixed reference
 (level 1.0, the fleet model's validated alert level) whatever the operator's alert level: the head learns
-from windows the twin did not flag at 1.0 and the fleet model finds comfortably normal, and the fleet-only
-score is the fleet model's error, which learns nothing. (twins/twin.py judges learning against 1.0 too,
+the twin's first day and then windows the twin did not flag at 1.0 that its own feature baseline finds
+usual, and the fleet-only score is the fleet model's error, which learns nothing. (twins/twin.py judges learning against 1.0 too,
 ``LEARNING_REFERENCE_LEVEL``; a twin deployed at another level additionally never learns from windows its
 own gate flagged, so it may learn from slightly different windows than the sweep assumes.)
 The bench checks that the offline gate at level 1.0
@@ -51,10 +53,9 @@ import numpy as np  # noqa: E402
 from configs.settings import Config, TwinsConfig, load_config  # noqa: E402
 from training.alerting import AlertPolicy, alert_indices  # noqa: E402
 from training.evaluate import PERSONALISATION_FILE, equal_recall_comparison, personalisation_markdown  # noqa: E402
+from training.features import FEATURE_NAMES  # noqa: E402
 from twins.evaluation import score_alerts  # noqa: E402
 from twins.types import Alert  # noqa: E402
-
-from training.features import FEATURE_NAMES  # noqa: E402
 
 _Z_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.endswith("_z")])  # for --save-windows
 REFERENCE_LEVEL = 1.0  # the level the twins run at, and against which their learning judges windows
@@ -90,8 +91,8 @@ def _record_windows(target: dict[str, Any]) -> None:
     steps ``twins.twin.ingest_many`` returns to ``TwinHost`` (the host only passes on alerts). With
     ``target["errors"]`` not None (``--save-windows``, for studying head designs offline) each window's
     per-signal fleet errors followed by its per-vehicle z-scores (the ``_z`` features, what the head's
-    learning gate reads) are recorded too, one row per window, by wrapping ``VehicleTwin._close_window`` (study instrumentation: steps do
-    not carry them). Swap ``target``'s dicts to record another run.
+    learning gate reads) are recorded too, one row per window, by wrapping ``VehicleTwin._close_window``
+    (study instrumentation: steps do not carry them). Swap ``target``'s dicts to record another run.
     """
     import twins.host
     from twins.twin import VehicleTwin
@@ -253,7 +254,7 @@ def main() -> int:
     parser.add_argument("--head-prior-windows", type=float, default=head_defaults.head_prior_windows,
                         help="twins.head_prior_windows (default: the shipped config's)")
     parser.add_argument("--head-max-offset", type=float, default=head_defaults.head_max_offset,
-                        help="twins.head_max_offset (default: the shipped config's; none = uncapped)")
+                        help="twins.head_max_offset (default: the shipped config's, uncapped)")
     parser.add_argument("--workers", type=int, default=2, help="processes streaming twins")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over vehicles")
     parser.add_argument("--out", default=None,

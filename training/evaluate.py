@@ -589,7 +589,7 @@ def _head_sentence(result: dict[str, Any]) -> str:
     hold = result.get("anomaly_warmup_windows")
     if hold:
         text += (f" Both variants hold anomaly alerts for a twin's first {hold} windows (the twins' cold-start "
-                 "hold, `twins.anomaly_warmup_windows`); the personalised twin fits its first head then.")
+                 "hold, `twins.anomaly_warmup_windows`); the personalised twin fits its first head when it ends.")
     return text
 
 
