@@ -64,6 +64,9 @@ async def close(call: Any) -> None:
     assert await call.code() == grpc.StatusCode.OK
 
 
+CONNECTIONS = 10
+
+
 @pytest.mark.integration
 def test_streams_beyond_the_limit_are_refused_with_a_message_naming_it_and_a_closed_one_frees_its_place() -> None:
     cfg = ServingConfig(max_concurrent_streams=40)
@@ -71,12 +74,14 @@ def test_streams_beyond_the_limit_are_refused_with_a_message_naming_it_and_a_clo
     async def scenario() -> None:
         door = await start_front_door(MemoryFleet(), cfg, secret=SECRET, host="127.0.0.1", port=0)
         # Several connections: each may carry up to 40 streams (HTTP/2), so the server-wide limit is what binds.
-        channels = [connection(door.port) for _ in range(5)]
+        # 10 of them keep each under 40 (4 held + 20 extra): with 5 (48 each) a stream opened before the
+        # client had the server's HTTP/2 settings was now and then refused by HTTP/2 itself (UNAVAILABLE).
+        channels = [connection(door.port) for _ in range(CONNECTIONS)]
         try:
-            held = await asyncio.gather(*(acked_stream(channels[i % 5], f"LIM{i:03d}") for i in range(40)))
+            held = await asyncio.gather(*(acked_stream(channels[i % CONNECTIONS], f"LIM{i:03d}") for i in range(40)))
             # 200 more at once. They read before writing: a refused stream ends before its first message, and
             # a client already writing would see its write fail (INTERNAL) instead of the server's status.
-            extra = [open_stream(channels[i % 5], f"EXT{i:03d}") for i in range(200)]
+            extra = [open_stream(channels[i % CONNECTIONS], f"EXT{i:03d}") for i in range(200)]
             outcomes = await asyncio.gather(*(asyncio.wait_for(call.read(), 20) for call in extra),
                                             return_exceptions=True)
             assert all(isinstance(o, grpc.aio.AioRpcError) for o in outcomes), outcomes[:3]
