@@ -433,7 +433,7 @@ def test_a_vehicle_off_the_fleet_models_normal_is_calibrated_when_its_hold_ends_
         return twin, [w for step in steps for w in step.windows], [a for step in steps for a in step.alerts
                                                                     if a.rule == "anomaly"]
 
-    fleet_twin, fleet_windows, fleet_alerts = run(False)
+    _, fleet_windows, fleet_alerts = run(False)
     twin, windows, alerts = run(True)
     drift_ms = int(frames["ts"][25 * FRAMES_PER_WINDOW])
     assert all(w.fleet_ratio > 1.0 for w in fleet_windows[4:20])  # the fleet model alarms from day one
@@ -442,10 +442,9 @@ def test_a_vehicle_off_the_fleet_models_normal_is_calibrated_when_its_hold_ends_
     assert [w.head_version for w in windows[:5]] == [0, 0, 0, 0, 1]
     assert all(w.score < 1.0 for w in windows[4:20])
     assert len(alerts) == 1 and alerts[0].ts_ms > drift_ms  # the drift still alarms
-    # The drifted windows were never learned as normal; periodic refits are due every 10 learned windows.
+    # The drifted windows were never learned as normal.
     assert twin.normal_errors.shape[0] < twin.windows_closed
     assert twin.normal_errors[:, 1].max() < 10.0  # a drifted window's motor error is ~460
-    assert twin.fine_tune_due() == (twin.windows_since_tune >= 10)
 
 
 def test_after_the_hold_the_head_learns_only_windows_usual_for_the_vehicles_own_feature_baseline() -> None:
@@ -459,6 +458,16 @@ def test_after_the_hold_the_head_learns_only_windows_usual_for_the_vehicles_own_
     features[FEATURE_NAMES.index("coolant_dt_per_flow_z")] = -BASELINE_LEARN_Z
     features[FEATURE_NAMES.index("coolant_dt_per_flow_ema1d")] = 1e6  # levels are the fleet model's business
     assert twin._usual_for_vehicle(features)
+
+    frames = synthetic_frames("veh-1", 20 * FRAMES_PER_WINDOW)
+    model = FakeAnomalyModel((float(frames["cell_temp_max"].mean()), float(frames["motor_temp"].mean())))
+    learned = {}
+    for usual in (True, False):
+        twin = new_twin(twins_cfg(anomaly_warmup_windows=4), model)
+        twin._usual_for_vehicle = lambda features, usual=usual: usual
+        twin.ingest(frames)
+        learned[usual] = twin.normal_errors.shape[0]
+    assert learned[False] == 4 < learned[True]  # after the hold, only usual windows
 
 
 def test_the_fleet_reference_comes_from_the_model_or_a_uniform_fallback() -> None:
