@@ -447,24 +447,22 @@ def test_a_vehicle_off_the_fleet_models_normal_is_calibrated_when_its_hold_ends_
     assert twin.normal_errors[:, 1].max() < 10.0  # a drifted window's motor error is ~460
 
 
-def test_after_the_hold_the_head_learns_only_windows_usual_for_the_vehicles_own_feature_baseline() -> None:
+def test_after_the_hold_the_head_learns_only_windows_usual_for_the_vehicles_own_feature_baseline(monkeypatch) -> None:
+    import twins.twin
     from training.features import BASELINE_LEARN_Z, FEATURE_NAMES
 
-    twin = new_twin()
-    features = np.zeros(len(FEATURE_NAMES), dtype=np.float32)
-    assert twin._usual_for_vehicle(features)
-    features[FEATURE_NAMES.index("coolant_dt_per_flow_z")] = BASELINE_LEARN_Z + 0.5
-    assert not twin._usual_for_vehicle(features)
-    features[FEATURE_NAMES.index("coolant_dt_per_flow_z")] = -BASELINE_LEARN_Z
-    features[FEATURE_NAMES.index("coolant_dt_per_flow_ema1d")] = 1e6  # levels are the fleet model's business
-    assert twin._usual_for_vehicle(features)
+    features = np.zeros((3, len(FEATURE_NAMES)), dtype=np.float32)
+    features[1, FEATURE_NAMES.index("coolant_dt_per_flow_z")] = BASELINE_LEARN_Z + 0.5
+    features[2, FEATURE_NAMES.index("coolant_dt_per_flow_z")] = -BASELINE_LEARN_Z
+    features[2, FEATURE_NAMES.index("coolant_dt_per_flow_ema1d")] = 1e6  # levels are the fleet model's business
+    assert twins.twin.usual_for_vehicle(features).tolist() == [True, False, True]
 
     frames = synthetic_frames("veh-1", 20 * FRAMES_PER_WINDOW)
     model = FakeAnomalyModel((float(frames["cell_temp_max"].mean()), float(frames["motor_temp"].mean())))
     learned = {}
     for usual in (True, False):
+        monkeypatch.setattr(twins.twin, "usual_for_vehicle", lambda X, usual=usual: np.full(len(X), usual))
         twin = new_twin(twins_cfg(anomaly_warmup_windows=4), model)
-        twin._usual_for_vehicle = lambda features, usual=usual: usual
         twin.ingest(frames)
         learned[usual] = twin.normal_errors.shape[0]
     assert learned[False] == 4 < learned[True]  # after the hold, only usual windows

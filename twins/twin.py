@@ -93,6 +93,13 @@ def _own_z_index() -> tuple[np.ndarray, float]:
     return np.array([i for i, name in enumerate(feature_names()) if name.endswith("_z")]), BASELINE_LEARN_Z
 
 
+def usual_for_vehicle(features: np.ndarray) -> np.ndarray:
+    """Per row of a (windows x features) matrix: every trend z-score (against the vehicle's own feature
+    baseline) within the band that baseline itself learns from. Computed for a whole round of windows at once."""
+    index, band = _own_z_index()
+    return np.abs(features[:, index]).max(axis=1) <= band
+
+
 def frames_matrix(columns: dict[str, Any], n: int) -> np.ndarray:
     """(n x sensors) float32 matrix from columns; a missing sensor is all NaN (a dropout).
 
@@ -341,7 +348,7 @@ class VehicleTwin:
         self.sequence_rows = history[-length:].copy()
         return history[index]
 
-    def _close_window(self, end_ms: int, last_seq: int, features: np.ndarray, fleet_ratio: float,
+    def _close_window(self, end_ms: int, last_seq: int, features: np.ndarray, usual: bool, fleet_ratio: float,
                       signal_errors: np.ndarray | None, top_signals: "_TopSignals | None", row: int,
                       last_of_step: bool, step: TwinStep) -> None:
         """One closed window's decisions (sequential per twin: each may change the baseline and gates).
@@ -382,7 +389,7 @@ class VehicleTwin:
         if not flagged:
             self.baseline.learn_one(features)
         in_hold = self.windows_closed <= cfg.anomaly_warmup_windows
-        if signal_errors is not None and (in_hold or (not flagged and self._usual_for_vehicle(features))):
+        if signal_errors is not None and (in_hold or (not flagged and usual)):
             # The head learns the vehicle's first day (it cannot alert then: its normal, by assumption), then
             # only windows it did not doubt that its own feature baseline finds usual: a part failing slowly
             # drifts out of its own baseline before its error is learned as normal.
@@ -400,12 +407,6 @@ class VehicleTwin:
         if fired or end_ms >= self.next_prediction_ms:
             self.pending_prediction = (int(end_ms), last_seq)
             self.next_prediction_ms = int(end_ms) + int(cfg.prediction_interval_minutes * 60_000)
-
-    def _usual_for_vehicle(self, features: np.ndarray) -> bool:
-        """Every trend z-score of the window (against the vehicle's own feature baseline) within the band
-        that baseline itself learns from."""
-        index, band = _own_z_index()
-        return bool(np.abs(features[index]).max() <= band)
 
     def _model_reads_frames(self) -> bool:
         """The LSTM-AE reads either raw frame signals or (the trained one) window feature sequences."""
@@ -660,12 +661,15 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
 
     rounds = max(len(closed) for _, _, closed in closings)
     per_twin: list[list[np.ndarray]] = [[] for _ in closings]
+    usual: list[list[bool]] = [[] for _ in closings]
     for k in range(rounds):
         members = [i for i, (_, _, closed) in enumerate(closings) if len(closed) > k]
         X = update_many([closings[i][0].features for i in members], [int(closings[i][2][k][0]) for i in members],
                         [closings[i][2][k][1]["values"] for i in members])  # finite float32 rows
+        round_usual = usual_for_vehicle(X).tolist()
         for row, i in zip(range(len(members)), members):
             per_twin[i].append(X[row])
+            usual[i].append(round_usual[row])
     features = [np.stack(rows) for rows in per_twin]  # one small matrix per twin (no view of the round)
     # The fleet model: every scored window of every twin in one call, rows in (twin, window) order.
     scored = [i for i, (twin, _, _) in enumerate(closings) if twin.model is not None]
@@ -699,11 +703,11 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
         if i in ratios:
             ratio_list, first_row, top = ratios[i].tolist(), row_of_twin[i], top_signals
             for k, (end_ms, window) in enumerate(closed):
-                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], ratio_list[k],
+                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], usual[i][k], ratio_list[k],
                                    errors_by_twin[i][k], top, first_row + k, k == last, step)
         else:
             for k, (end_ms, window) in enumerate(closed):
-                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], 0.0, None, None, 0,
+                twin._close_window(int(end_ms), int(window["seq"][-1]), features[i][k], usual[i][k], 0.0, None, None, 0,
                                    k == last, step)
 
 
