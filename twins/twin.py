@@ -388,7 +388,7 @@ class VehicleTwin:
         flagged = fired or self.anomaly_gate.active or score >= LEARNING_REFERENCE_LEVEL
         if not flagged:
             self.baseline.learn_one(features)
-        in_hold = self.windows_closed <= cfg.anomaly_warmup_windows
+        in_hold = not warm
         if signal_errors is not None and (in_hold or (not flagged and usual)):
             # The head learns the vehicle's first day (it cannot alert then: its normal, by assumption), then
             # only windows it did not doubt that its own feature baseline finds usual: a part failing slowly
