@@ -124,3 +124,25 @@ def test_twins_are_found_again_by_name(ray_session, tmp_path):
     assert ray.get(second.actor(name).pid.remote()) == ray.get(first.actor(name).pid.remote())
     assert time.perf_counter() - t0 < 30
     first.close()
+
+
+def test_an_actor_that_stays_dead_is_replaced_by_a_new_one_restoring_its_checkpoints(ray_session, tmp_path):
+    from twins.hosting import TwinFleet
+
+    cfg = config(tmp_path, 1)
+    fleet = TwinFleet.create(cfg, expected_vehicles=len(VEHICLES))
+    columns = fleet_stream()
+    acked: dict[str, int] = {}
+    batch = 240
+    for lo in range(0, columns["seq"].size, batch):
+        if lo == batch * 5:
+            ray.kill(fleet.actor(fleet.host_name("veh-b")), no_restart=True)  # Ray will not bring it back
+        for v, s in fleet.ingest(take(columns, slice(lo, lo + batch))).acks.items():
+            acked[v] = max(acked.get(v, -1), s)
+    assert fleet.reacquired >= 1 and acked == {v: 20 * FPW for v in VEHICLES}
+    reference = reference_twins(cfg, columns)
+    for v in VEHICLES:
+        live = VehicleTwin.from_bytes(ray.get(fleet.actor(fleet.host_name(v)).twin_bytes.remote(v)))
+        live.duplicates = reference[v].duplicates
+        assert live.to_bytes() == reference[v].to_bytes(), v
+    fleet.close()

@@ -36,6 +36,7 @@ NAMESPACE = "evtwin"
 MODELS_APP = "evtwin-models"
 _ALERT_LOG = 100_000
 _RETRIES = 8  # with backoff: ~20 s for Ray to restart a host actor
+_REACQUIRE_AFTER = 3  # attempts on a dead actor before asking for it again by name
 # A call caught by an actor's death can, rarely, never resolve (seen when the kill races the restart);
 # after this long it is re-sent like a failed call, which dedup by seq makes safe.
 _CALL_TIMEOUT_S = 30.0
@@ -164,6 +165,7 @@ class TwinFleet:
         self._alert_ids: set[str] = set()
         self.listeners: list[Callable[[list[Alert]], None]] = []
         self.resent_calls = 0
+        self.reacquired = 0  # handles asked for again by name after an actor stayed dead
 
     @classmethod
     def create(cls, config: Config, run_dir: str | None = None, expected_vehicles: int | None = None,
@@ -194,6 +196,15 @@ class TwinFleet:
             self.actors[name] = handle
         return handle
 
+    def _reacquire(self, name: str) -> None:
+        """A fresh handle by name: the restarted actor, or a new one restoring from checkpoints when Ray will not
+        restart the old one (seen once in CI: a killed actor reported "all references removed" and stayed dead).
+        The stale handle is held until the new one exists, so no reference gap lets Ray reap a restarting actor."""
+        stale = self.actors.pop(name, None)
+        self.actor(name)
+        self.reacquired += 1
+        del stale
+
     def ingest(self, batch: pa.Table | pa.RecordBatch | dict[str, Any] | FrameBlock) -> IngestResult:
         """Apply a batch (any vehicles, any order). Returns durable acks, new alerts and refusals."""
         result = IngestResult()
@@ -214,10 +225,12 @@ class TwinFleet:
                 try:
                     result.merge(ray.get(ref, timeout=_CALL_TIMEOUT_S))
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
-                        ray.exceptions.GetTimeoutError):
+                        ray.exceptions.GetTimeoutError) as error:
                     # The actor died mid-call: whatever it had checkpointed is acknowledged on re-send,
                     # the rest is applied again; dedup by seq makes that exactly-once in effect.
                     failed[name] = pending[name]
+                    if isinstance(error, ray.exceptions.ActorDiedError) and attempt + 1 >= _REACQUIRE_AFTER:
+                        self._reacquire(name)
             if not failed:
                 break
             self.resent_calls += len(failed)
@@ -265,7 +278,8 @@ class TwinFleet:
 
     def stats(self) -> dict[str, Any]:
         per_host = ray.get([a.stats.remote() for a in self.actors.values()])
-        total: dict[str, Any] = {"hosts": len(self.actors), "resent_calls": self.resent_calls}
+        total: dict[str, Any] = {"hosts": len(self.actors), "resent_calls": self.resent_calls,
+                                 "reacquired": self.reacquired}
         for stats in per_host:
             for key, value in stats.items():
                 total[key] = total.get(key, 0) + int(value)
