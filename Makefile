@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-unit test-integration bench clean
+.PHONY: demo test test-unit test-slow test-integration lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,18 @@ demo: $(STAMP)
 # restart in a long-lived test process that has already run many other modules was seen to hang.
 INTEGRATION_MODULES = $(shell grep -l "mark.integration" tests/test_*.py)
 
-# Unit tests first, then the integration modules (make runs prerequisites in order without -j).
-test: test-unit test-integration
+# Lint and the architecture contract first, then unit tests, the slow end-to-end ones, and the integration
+# modules (make runs prerequisites in order without -j).
+test: lint test-unit test-slow test-integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration" tests configs simulation training twins serving
+	$(BIN)/python -m pytest -m "not integration and not slow" tests configs simulation training twins serving
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow and not integration" tests
 
 test-integration: $(STAMP)
 	@for module in $(INTEGRATION_MODULES); do \

@@ -17,7 +17,6 @@ from typing import Mapping, Sequence
 
 import lancedb
 import numpy as np
-import pyarrow as pa
 
 from serving.embedding import SignalTextEmbedder
 
@@ -191,11 +190,3 @@ class ExplanationIndex:
 def _quoted(value: str) -> str:
     return value.replace("'", "''")
 
-
-def knowledge_table_schema() -> pa.Schema:
-    """The Arrow schema of the knowledge table (for documentation and tests)."""
-    dims = SignalTextEmbedder().dimensions
-    return pa.schema([
-        ("entry_id", pa.string()), ("mode", pa.string()), ("kind", pa.string()), ("title", pa.string()),
-        ("action", pa.string()), ("embedder", pa.string()), ("vector", pa.list_(pa.float32(), dims)),
-    ])

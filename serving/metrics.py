@@ -39,8 +39,6 @@ class FrontDoorMetrics:
                                       registry=self.registry)
         self.ingest_latency = Histogram("evtwin_ingest_seconds", "Time from batch received to acknowledgement",
                                         buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.prediction_latency = Histogram("evtwin_prediction_seconds", "Model-service call latency",
-                                            buckets=_LATENCY_BUCKETS, registry=self.registry)
 
         # Label children bound once: ``labels()`` is a dict lookup under a lock, paid per batch otherwise.
         self._frames_by_outcome = {outcome: self.frames_received.labels(outcome=outcome)
