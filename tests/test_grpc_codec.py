@@ -197,19 +197,18 @@ class _CountingFleet:
         self.calls: list[int] = []
         self.fail = fail
 
-    def ingest(self, table):
+    def ingest(self, frames):
         import time
 
+        from configs.frames import FrameBatch
         from twins.types import Alert, IngestResult
 
+        assert isinstance(frames, FrameBatch)  # the twins get the one in-process frame type
         time.sleep(0.05)  # long enough for the other streams' batches to queue behind this call
-        self.calls.append(table.num_rows)
+        self.calls.append(frames.rows)
         if self.fail:
             raise RuntimeError("twins down")
-        ids, seqs = table.column("vehicle_id").to_pylist(), table.column("seq").to_pylist()
-        acks: dict[str, int] = {}
-        for vehicle, seq in zip(ids, seqs):
-            acks[vehicle] = max(acks.get(vehicle, 0), seq)
+        acks = {vehicle: int(part["seq"].max()) for vehicle, part in frames.parts()}
         alerts = [Alert(f"a-{v}", v, "anomaly", ts_ms=NOW, seq=s, score=1.0, signals=(), message="") for v, s in acks.items()]
         return IngestResult(acks=acks, alerts=alerts)
 
