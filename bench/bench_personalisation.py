@@ -140,10 +140,10 @@ def score_vehicles(models: str, fleet_config: str | None, overrides: list[str], 
     import torch
 
     torch.set_num_threads(1)
+    from configs.frames import FrameBatch
     from simulation.fleet import sample_profile
     from simulation.generator import stream_vehicle_batches
     from training.artifacts import load_anomaly_model
-    from configs.frames import FrameBatch
     from twins.host import HostSettings, TwinHost
 
     config = bench_config(models, fleet_config, overrides)

@@ -31,9 +31,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from configs.frames import FrameBatch  # noqa: E402
 from configs.schema import SCHEMA  # noqa: E402
 from configs.settings import load_config  # noqa: E402
-from configs.frames import FrameBatch  # noqa: E402
 from twins.host import HostSettings, TwinHost  # noqa: E402
 from twins.synthetic import synthetic_frames  # noqa: E402
 from twins.twin import VehicleTwin  # noqa: E402

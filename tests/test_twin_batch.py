@@ -126,10 +126,10 @@ def test_a_twin_twice_in_one_step_is_refused() -> None:
 def test_the_what_if_frames_equal_the_generator_stream_through_frame_batch() -> None:
     import pyarrow as pa
 
+    from configs.frames import FrameBatch
     from simulation.generator import stream_vehicle_batches
     from simulation.whatif.runner import build_fleet
     from simulation.whatif.twin_detector import coarse_simulation, vehicle_frame_batches
-    from configs.frames import FrameBatch
 
     config = load_scenario("baseline", overrides=["simulation.num_vehicles=2", "simulation.duration_days_per_vehicle=2",
                                                   "simulation.sensor_fault_rate_per_day=1"]).config

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 def _autoencoder_class() -> type:
     """The torch module class, defined on first use: torch (~2 s to import) loads only when a network is
     built or scored, so importing this module (the artefact loaders, the twins) stays cheap."""
-    import torch
     from torch import nn
 
     class LstmAutoencoder(nn.Module):

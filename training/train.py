@@ -18,7 +18,9 @@ import pyarrow.parquet as pq
 
 from configs.settings import Config
 from training.alerting import AlertPolicy, per_signal_errors, signal_error_reference
-from training.anomaly import ANOMALY_SIGNALS, fit_scaler, normalise, reconstruction_errors, signal_index, train_autoencoder
+from training.anomaly import (
+    ANOMALY_SIGNALS, fit_scaler, normalise, reconstruction_errors, signal_index, train_autoencoder,
+)
 from training.artifacts import MODELS_DIR, provenance, write_meta
 from training.calibration import fit_calibrator
 from training.dataset import DATASET_DIR, read_card, read_split
