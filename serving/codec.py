@@ -1,4 +1,5 @@
-"""FrameBatch (wire, packed columns) <-> Arrow columns, with structural validation.
+"""The proto ``telemetry_pb2.FrameBatch`` (wire, packed columns) <-> Arrow columns, with structural validation;
+``DecodedBatch.frames()`` hands the twins the in-process ``configs.frames.FrameBatch``.
 
 Decoding is strict about structure (a batch the server cannot interpret is refused with the field and
 value named) and lenient about physics (an impossible sensor value is a sensor fault that the twin

@@ -235,3 +235,17 @@ def test_concurrent_batches_are_coalesced_and_split_back_to_their_streams(fail: 
         else:
             assert result.acks == {f"V{k}": 4 + k}
             assert [a.vehicle_id for a in result.alerts] == [f"V{k}"]
+
+
+def test_a_decoded_batch_hands_the_twins_its_frames_grouped_by_vehicle() -> None:
+    from configs.frames import FrameBatch
+
+    columns = {"vehicle_id": np.array(["V2", "V1", "V2"]), "ts": np.array([NOW - 3000, NOW - 2000, NOW - 1000]),
+               "seq": np.array([1, 1, 2]), "soc": np.array([50.0, 60.0, 51.0])}
+    frames = decode_columns(columns, 1, LIMITS, NOW).frames()
+    assert isinstance(frames, FrameBatch)
+    # vehicles in order of first appearance, each vehicle's rows contiguous and in arrival order
+    assert frames.vehicle_ids == ["V2", "V1"] and frames.offsets.tolist() == [0, 2, 3]
+    assert frames.seq.tolist() == [1, 2, 1] and frames.ts.tolist() == [NOW - 3000, NOW - 1000, NOW - 2000]
+    soc = list(SCHEMA.sensor_names).index("soc")
+    assert frames.values[:, soc].tolist() == [50.0, 51.0, 60.0]
