@@ -140,16 +140,17 @@ def score_vehicles(models: str, fleet_config: str | None, overrides: list[str], 
     import torch
 
     torch.set_num_threads(1)
+    from configs.frames import FrameBatch
     from simulation.fleet import sample_profile
     from simulation.generator import stream_vehicle_batches
     from training.artifacts import load_anomaly_model
-    from twins.host import HostSettings, TwinHost, to_block
+    from twins.host import HostSettings, TwinHost
 
     config = bench_config(models, fleet_config, overrides)
     model = load_anomaly_model(models)
     target: dict[str, Any] = {"windows": {}, "errors": {} if keep_errors else None}
     _record_windows(target)
-    window_ms, stride_ms = int(config.dataset.window_minutes * 60_000), int(config.dataset.stride_minutes * 60_000)
+    window_ms, stride_ms = config.dataset.window_ms, config.dataset.stride_ms
 
     def stream(personalise: bool, vehicles: list[int]) -> dict[str, list[int]]:
         twins_cfg = config.twins.model_copy(update={"personalise": personalise, "anomaly_alert_level": REFERENCE_LEVEL})
@@ -159,7 +160,7 @@ def score_vehicles(models: str, fleet_config: str | None, overrides: list[str], 
             for index in vehicles:
                 profile = sample_profile(config.simulation, seed, index)
                 for batch in stream_vehicle_batches(profile, config.simulation, seed, batch_seconds=24 * 3600):
-                    for alert in host.ingest(host_block(to_block, batch)).alerts:
+                    for alert in host.ingest(host_block(FrameBatch.from_columns, batch)).alerts:
                         if alert.rule == "anomaly":
                             alerts.setdefault(alert.vehicle_id, []).append(alert.ts_ms)
                 host.drain(timeout_s=0.0)
@@ -298,7 +299,7 @@ def main() -> int:
                             signals=np.array(load_anomaly_model(args.models).signal_names),
                             z_features=np.array(FEATURE_NAMES)[_Z_INDEX])
 
-    counts, early = gate_outcomes(subjects, windows, config, slack_ms=int(config.dataset.window_minutes * 60_000),
+    counts, early = gate_outcomes(subjects, windows, config, slack_ms=config.dataset.window_ms,
                                   early_windows=args.fine_tune_every)
     head_versions = [float(rows[-1, 3]) for v, rows in windows.items()]
     from training.artifacts import load_anomaly_model

@@ -31,9 +31,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from configs.frames import FrameBatch  # noqa: E402
 from configs.schema import SCHEMA  # noqa: E402
 from configs.settings import load_config  # noqa: E402
-from twins.host import HostSettings, TwinHost, to_block  # noqa: E402
+from twins.host import HostSettings, TwinHost  # noqa: E402
 from twins.synthetic import synthetic_frames  # noqa: E402
 from twins.twin import VehicleTwin  # noqa: E402
 
@@ -82,13 +83,12 @@ def bench_in_process(args, tables, model, label: str) -> float:
     torch.set_num_threads(1)
     ckpt = tempfile.mkdtemp(prefix="bench-twins-")
     config = config_for(args, ckpt)
-    settings = HostSettings(config.twins, int(config.dataset.window_minutes * 60_000),
-                            int(config.dataset.stride_minutes * 60_000), ckpt)
+    settings = HostSettings(config.twins, config.dataset.window_ms, config.dataset.stride_ms, ckpt)
     host = TwinHost(settings, anomaly_model=model)
     frames = 0
     t0 = time.perf_counter()
     for table in tables:
-        block, _ = to_block(table)
+        block, _ = FrameBatch.from_columns(table)
         frames += host.ingest(block).applied
     elapsed = time.perf_counter() - t0
     shutil.rmtree(ckpt, ignore_errors=True)
@@ -100,13 +100,14 @@ def bench_in_process(args, tables, model, label: str) -> float:
 def bench_ray(args, tables, run_dir: str | None, with_models: bool) -> float:
     import ray
 
+    from serving.predictor import ServePredictor
     from twins.hosting import TwinFleet
 
     ckpt = tempfile.mkdtemp(prefix="bench-twins-ray-")
     per_actor = math.ceil(args.vehicles / 2)
     config = config_for(args, ckpt, twins_per_actor=per_actor)
     fleet = TwinFleet.create(config, run_dir=run_dir if with_models else None, expected_vehicles=args.vehicles,
-                             use_models=with_models)
+                             predictor_factory=ServePredictor if with_models else None)
     fleet.ingest(tables[0].slice(0, 1))  # start the actors outside the timing
     for shard in range(fleet.shards):
         ray.get(fleet.actor(f"evtwin-shard-{shard}").pid.remote())
@@ -128,7 +129,7 @@ def bench_ray(args, tables, run_dir: str | None, with_models: bool) -> float:
 def bench_memory_sharded(count: int) -> float:
     """Resident twins in one process, each holding half a window of frames (the average)."""
     config = load_config()
-    window_ms = int(config.dataset.window_minutes * 60_000)
+    window_ms = config.dataset.window_ms
     frames = synthetic_frames("m", FRAMES_PER_HOUR // 2 + FRAMES_PER_HOUR, seed=2)
     gc.collect()
     before = rss_bytes()

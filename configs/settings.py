@@ -107,6 +107,16 @@ class DatasetConfig(_Section):
     # at the cut), where the data allow: the test side must span the longest horizon, the train side twice.
     test_after_fraction: float = Field(0.5, ge=0, lt=1)
 
+    @property
+    def window_ms(self) -> int:
+        """Window length in ms: a window ending at ``end`` holds frames with ``end - window_ms < ts <= end``."""
+        return int(self.window_minutes * 60_000)
+
+    @property
+    def stride_ms(self) -> int:
+        """Spacing of window ends in ms (ends are multiples of it since the Unix epoch)."""
+        return int(self.stride_minutes * 60_000)
+
 
 class TrainingConfig(_Section):
     lightgbm_num_rounds: int = Field(400, gt=0)

@@ -15,6 +15,11 @@ from typing import Any, Callable
 
 from configs.settings import Config
 from serving.backend import FleetBackend, LocalTwinsBackend, MemoryFleet, TwinFleetBackend
+from serving.deployments import deploy_models
+from serving.predictor import ServePredictor
+from training.artifacts import load_anomaly_model
+from twins.host import HostSettings, TwinHost
+from twins.hosting import TwinFleet
 
 log = logging.getLogger(__name__)
 
@@ -54,34 +59,21 @@ def has_models(run_dir: str | Path | None) -> bool:
     return run_dir is not None and (Path(run_dir) / "models").is_dir()
 
 
-def deploy_model_services(config: Config, run_dir: str | Path) -> Callable[[], None] | None:
-    """Deploy the Serve model services of the run (owned by ``serving.deployments``); None if unavailable."""
-    try:
-        from serving import deployments
-    except ImportError:
-        return None
-    deploy = getattr(deployments, "deploy_models", None)
-    if deploy is None:
-        return None
-    deploy(config, str(run_dir))
+def deploy_model_services(config: Config, run_dir: str | Path) -> Callable[[], None]:
+    """Deploy the Serve model services of the run (``serving.deployments``); returns how to remove them."""
     from ray import serve
 
+    deploy_models(config, str(run_dir))
     return serve.shutdown
 
 
-def _host_settings(config: Config) -> Any:
-    from twins.host import HostSettings
-
-    return HostSettings(twins=config.twins, window_ms=int(config.dataset.window_minutes * 60_000),
-                        stride_ms=int(config.dataset.stride_minutes * 60_000), checkpoint_uri=config.twins.checkpoint_uri)
+def _host_settings(config: Config) -> HostSettings:
+    return HostSettings(twins=config.twins, window_ms=config.dataset.window_ms, stride_ms=config.dataset.stride_ms,
+                        checkpoint_uri=config.twins.checkpoint_uri)
 
 
 def _anomaly_model(run_dir: str | Path | None) -> Any:
     if not has_models(run_dir):
-        return None
-    try:
-        from training.artifacts import load_anomaly_model
-    except ImportError:
         return None
     try:
         return load_anomaly_model(str(run_dir))
@@ -96,8 +88,6 @@ def open_runtime(config: Config, kind: str, run_dir: str | Path | None = None, a
     if kind == "memory":
         return Runtime(MemoryFleet(), ["memory backend: acks and sensor-fault alerts only, no twins, not durable"])
     if kind == "local":
-        from twins.host import TwinHost
-
         model = _anomaly_model(run_dir)
         note = "local twins in the server process" + ("" if model else " (no anomaly model: baselines only)")
         return Runtime(LocalTwinsBackend(TwinHost(_host_settings(config), anomaly_model=model)), [note])
@@ -106,17 +96,13 @@ def open_runtime(config: Config, kind: str, run_dir: str | Path | None = None, a
     use_models = False
     if has_models(run_dir):
         try:
-            undeploy = deploy_model_services(config, run_dir)
+            runtime.cleanups.append(deploy_model_services(config, run_dir))
+            use_models = True
         except Exception as error:  # twins still run without model services (anomaly alerts only)
             runtime.notes.append(f"model services not deployed ({error!r}); twins run without risk predictions")
-            undeploy = None
-        if undeploy is not None:
-            runtime.cleanups.append(undeploy)
-            use_models = True
-    from twins.hosting import TwinFleet
-
     fleet = TwinFleet.create(config, run_dir=str(run_dir) if has_models(run_dir) else None,
-                             expected_vehicles=expected_vehicles, use_models=use_models)
+                             expected_vehicles=expected_vehicles,
+                             predictor_factory=ServePredictor if use_models else None)
     runtime.backend = TwinFleetBackend(fleet)
     runtime.notes.append(f"twins on Ray ({'shards of ' + str(config.twins.twins_per_actor) if config.twins.twins_per_actor > 1 else 'one actor per vehicle'})"
                          + (", model services on Ray Serve" if use_models else ", no model services"))

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from configs.schema import SCHEMA
-from serving.codec import DecodedBatch
+from serving.codec import DecodedBatch, frames_of
 from twins.types import Alert, AlertFilter, IngestResult, alert_id
 
 
@@ -92,8 +92,7 @@ class TwinFleetBackend:
                 group.append((batch, future))
                 frames += batch.num_rows
             try:
-                table = pa.Table.from_batches([b.record_batch for b, _ in group])
-                result = await self._call("ingest", table)
+                result = await self._call("ingest", frames_of([b.record_batch for b, _ in group]))
             except Exception as error:
                 for _, future in group:
                     if not future.done():
@@ -248,16 +247,8 @@ class LocalTwinsBackend:
         async with self._lock:
             return await asyncio.to_thread(fn, *args)
 
-    def _ingest(self, record_batch: pa.RecordBatch) -> IngestResult:
-        from twins.host import to_block
-
-        block, rejected = to_block(record_batch)
-        result = self.host.ingest(block)
-        result.rejected.extend(rejected)
-        return result
-
     async def ingest(self, batch: DecodedBatch) -> IngestResult:
-        return await self._run(self._ingest, batch.record_batch)
+        return await self._run(self.host.ingest, batch.frames())
 
     async def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         return await self._run(self.host.summary, vehicle_id)

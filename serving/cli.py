@@ -4,7 +4,8 @@
     evtwin demo
 
 Each area registers its own subcommands (``register(subparsers)`` in the modules listed in
-``COMMAND_MODULES``); this file only assembles them, so areas never edit each other's code.
+``COMMAND_MODULES``); this file only assembles them, so areas never edit each other's code. The shared
+``--config``/``--set`` options come from ``configs.cli``.
 """
 from __future__ import annotations
 
@@ -15,29 +16,18 @@ from typing import Sequence
 
 from rich.console import Console
 
-from configs.settings import Config, ConfigError, load_config
+from configs.settings import ConfigError
 
 # Modules exposing ``register(subparsers) -> None``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
     "simulation.commands",
     "simulation.whatif.commands",
     "training.commands",
-    "twins.commands",
     "serving.commands",
+    "serving.run",
 )
 
 console = Console(stderr=True)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and repeatable ``--set KEY.PATH=VALUE`` for every subcommand that reads config."""
-    parser.add_argument("--config", default=None, help="config JSON (default: the shipped configs/config.json)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override one config value, e.g. --set simulation.num_vehicles=200")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:

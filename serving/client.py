@@ -24,12 +24,12 @@ import grpc
 import numpy as np
 import pyarrow as pa
 
+from configs.frames import Columns
 from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
 from serving.codec import alert_from_proto, encode_columns, to_columns
 
 log = logging.getLogger(__name__)
 
-Columns = dict[str, np.ndarray]
 # Status codes after which reconnecting and re-sending is the right move.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
                        grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED})

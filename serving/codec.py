@@ -1,4 +1,5 @@
-"""FrameBatch (wire, packed columns) <-> Arrow columns, with structural validation.
+"""The proto ``telemetry_pb2.FrameBatch`` (wire, packed columns) <-> Arrow columns, with structural validation;
+``DecodedBatch.frames()`` hands the twins the in-process ``configs.frames.FrameBatch``.
 
 Decoding is strict about structure (a batch the server cannot interpret is refused with the field and
 value named) and lenient about physics (an impossible sensor value is a sensor fault that the twin
@@ -23,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pyarrow as pa
 
+from configs.frames import Columns, FrameBatch
 from configs.schema import SCHEMA, FieldSpec
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
 
@@ -90,6 +92,18 @@ class DecodedBatch:
     @property
     def num_rows(self) -> int:
         return int(self.record_batch.num_rows)
+
+    def frames(self) -> FrameBatch:
+        """The frames grouped by vehicle, as the twins take them (``configs.frames.FrameBatch``)."""
+        return frames_of([self.record_batch])
+
+
+def frames_of(record_batches: list[pa.RecordBatch]) -> FrameBatch:
+    """Decoded batches' frames as one ``FrameBatch`` (a vehicle's rows keep their arrival order)."""
+    frames, refused = FrameBatch.from_columns(pa.Table.from_batches(record_batches, schema=SCHEMA.arrow_schema))
+    if refused:  # decoding refuses a batch with a missing key, so this is a bug, not bad input
+        raise AssertionError(f"decoded batch has rows without keys: {refused[:3]}")
+    return frames
 
 
 def _wire_type(spec: FieldSpec) -> Any:
@@ -340,7 +354,7 @@ def encode_columns(columns: Mapping[str, Any], batch_id: int = 0) -> telemetry_p
     return msg
 
 
-def to_columns(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> dict[str, np.ndarray]:
+def to_columns(batch: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> Columns:
     """Arrow batch (SCHEMA.arrow_schema) or column dict -> dict of numpy arrays; ts as int64 ms, nulls NaN."""
     if isinstance(batch, Mapping):
         columns = {k: np.asarray(v) for k, v in batch.items()}

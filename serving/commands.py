@@ -21,18 +21,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+from google.protobuf.json_format import MessageToDict
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.cli import add_config_arguments, config_from_args
 from configs.settings import Config, ServingConfig
+from serving.app import open_runtime
+from serving.auth import Claims, issue_token, load_or_create_secret
+from serving.client import Client
+from serving.demo import run_demo
+from serving.keys import issue_test_certificates
+from serving.server import serve_until_signal, start_front_door
+from serving.sources import live_fleet, paced, replay_run
+from serving.terminal import alert_line
 
 console = Console(stderr=True)
 out = Console()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from serving.cli import add_config_arguments
-
     serve = subparsers.add_parser("serve", help="start (or join) Ray, deploy models and twins, serve the gRPC API")
     add_config_arguments(serve)
     serve.add_argument("--run", default=None, help="run directory with trained models (default runs/<run_name>)")
@@ -96,8 +106,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------- helpers
 def _config(args: argparse.Namespace) -> Config:
-    from serving.cli import config_from_args
-
     return config_from_args(args)
 
 
@@ -115,8 +123,6 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _local_token(cfg: ServingConfig) -> str | None:
     """Convenience on the server's own machine: an operator token valid for one hour, if the secret is readable."""
-    from serving.auth import Claims, issue_token
-
     path = Path(cfg.auth_secret_path)
     if not path.exists():
         return None
@@ -125,8 +131,6 @@ def _local_token(cfg: ServingConfig) -> str | None:
 
 
 def _client(args: argparse.Namespace, config: Config) -> Any:
-    from serving.client import Client
-
     cfg = config.serving
     target = args.target or f"{cfg.host}:{cfg.grpc_port}"
     token = args.token or _local_token(cfg)
@@ -136,8 +140,6 @@ def _client(args: argparse.Namespace, config: Config) -> Any:
 
 # ------------------------------------------------------------------------------------------- keys
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from serving.auth import load_or_create_secret
-
     path = Path(_config(args).serving.auth_secret_path)
     existed = path.exists()
     load_or_create_secret(path)
@@ -146,8 +148,6 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_token(args: argparse.Namespace) -> int:
-    from serving.auth import Claims, issue_token, load_or_create_secret
-
     secret = load_or_create_secret(_config(args).serving.auth_secret_path)
     exp = int(time.time() + args.ttl_days * 86400) if args.ttl_days else 0
     if args.vehicle:
@@ -161,8 +161,6 @@ def cmd_keys_token(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_certs(args: argparse.Namespace) -> int:
-    from serving.keys import issue_test_certificates
-
     paths = issue_test_certificates(args.out, [h.strip() for h in args.hosts.split(",") if h.strip()])
     for name, path in vars(paths).items():
         console.print(f"{name:12s} {path}")
@@ -173,10 +171,6 @@ def cmd_keys_certs(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.app import open_runtime
-    from serving.auth import load_or_create_secret
-    from serving.server import serve_until_signal, start_front_door
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(args)
     cfg = config.serving
@@ -202,10 +196,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- clients
 def cmd_stream(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from serving.sources import live_fleet, paced, replay_run
-
     config = _config(args)
     vehicles = [v for v in args.vehicles.split(",") if v] or None
     if args.live:
@@ -224,7 +214,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
                 progress.update(task, advance=ack.frames)
 
             def on_alert(alert: dict[str, Any]) -> None:
-                progress.console.print(_alert_line(alert))
+                progress.console.print(alert_line(alert))
 
             async with _client(args, config) as client:
                 stats = await client.stream(paced(batches, args.speed), on_ack=on_ack, on_alert=on_alert,
@@ -238,16 +228,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _alert_line(alert: dict[str, Any]) -> str:
-    ts = time.strftime("%Y-%m-%d %H:%M", time.gmtime(alert["ts_ms"] / 1000))
-    if alert["rule"] == "failure_risk":  # LightGBM contributions, in log-odds
-        signals = ", ".join(f"{name} {value:+.2f}" for name, value in alert["signals"][:3])
-    else:  # shares of the reconstruction error (or of the faulty fields)
-        signals = ", ".join(f"{name} {share:.0%}" for name, share in alert["signals"][:3])
-    mode = f" [{alert['mode']}]" if alert.get("mode") else ""
-    return f"[yellow]ALERT[/yellow] {ts} {alert['vehicle_id']} {alert['rule']}{mode} score {alert['score']:.2f}: {signals}"
-
-
 def cmd_alerts(args: argparse.Namespace) -> int:
     config = _config(args)
     filters = {"vehicle_id": args.vehicle, "rule": args.rule, "since_ms": args.since_ms, "min_severity": args.min_severity}
@@ -255,18 +235,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with _client(args, config) as client:
             for alert in await client.list_alerts(limit=args.limit, **filters):
-                out.print(_alert_line(alert))
+                out.print(alert_line(alert))
             if args.follow:
                 async for alert in client.watch_alerts(**filters):
-                    out.print(_alert_line(alert))
+                    out.print(alert_line(alert))
         return 0
 
     return _run_rpc(main)
 
 
 def cmd_twin(args: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
-
     config = _config(args)
 
     async def main() -> int:
@@ -291,8 +269,6 @@ def cmd_twin(args: argparse.Namespace) -> int:
 
 
 def _run_rpc(main: Any) -> int:
-    import grpc
-
     try:
         return asyncio.run(main())
     except grpc.aio.AioRpcError as error:
@@ -301,8 +277,6 @@ def _run_rpc(main: Any) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from serving.demo import run_demo
-
     config = _config(args)
     run_dir = Path(args.run) if args.run else Path("runs") / "demo"
     return run_demo(config, run_dir, backend=args.backend, speed=args.speed, fresh=args.fresh)

@@ -21,12 +21,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.runs import EVENTS_FILE, SENSOR_FAULTS_FILE, read_events, read_sensor_faults
 from configs.settings import Config
+from serving.app import open_runtime
+from serving.auth import Claims, issue_token, load_or_create_secret
+from serving.cli import main as cli_main
+from serving.client import Client
+from serving.codec import alert_from_proto, alert_to_proto
+from serving.explanations import ExplanationIndex, evidence_from_alert
+from serving.server import start_front_door
+from serving.sources import paced, replay_run
+from serving.terminal import alert_line
+from training.artifacts import load_anomaly_model, load_failure_model, load_severity_model
+from training.features import FEATURES_HASH
 
 console = Console(stderr=True)
 
@@ -60,8 +71,6 @@ def _dataset_matches_code(run_dir: Path) -> bool:
     card = run_dir / "dataset" / "card.json"
     if not card.exists():
         return False
-    from training.features import FEATURES_HASH
-
     return json.loads(card.read_text()).get("features_hash") == FEATURES_HASH
 
 
@@ -69,8 +78,6 @@ def _models_match_code(run_dir: Path) -> bool:
     """Trained models are reusable only if every loader accepts them (same features and schema)."""
     if not (run_dir / "models").exists():
         return False
-    from training.artifacts import load_anomaly_model, load_failure_model, load_severity_model
-
     try:
         for load in (load_failure_model, load_severity_model, load_anomaly_model):
             load(run_dir)
@@ -90,12 +97,12 @@ class GroundTruth:
     @classmethod
     def load(cls, run_dir: Path, horizon_days: int = DEFAULT_MATCH_HORIZON_DAYS) -> "GroundTruth":
         truth = cls(horizon_ms=horizon_days * 86_400_000)
-        if (run_dir / "events.parquet").exists():
-            for row in pq.read_table(run_dir / "events.parquet").to_pylist():
+        if (run_dir / EVENTS_FILE).exists():
+            for row in read_events(run_dir).to_pylist():
                 truth.failures.setdefault(row["vehicle_id"], []).append(
                     (_ms(row["onset_ms"]), _ms(row["failure_ms"]), row["mode"]))
-        if (run_dir / "sensor_faults.parquet").exists():
-            for row in pq.read_table(run_dir / "sensor_faults.parquet").to_pylist():
+        if (run_dir / SENSOR_FAULTS_FILE).exists():
+            for row in read_sensor_faults(run_dir).to_pylist():
                 truth.faults.setdefault(row["vehicle_id"], []).append(
                     (_ms(row["start_ms"]), _ms(row["end_ms"]), row.get("field", "")))
         return truth
@@ -120,8 +127,6 @@ def _ms(value: Any) -> int:
 
 
 def run_offline_steps(config_path: Path, run_dir: Path, fresh: bool) -> dict[str, str]:
-    from serving.cli import main as cli_main
-
     outcome: dict[str, str] = {}
     for step in OFFLINE_STEPS:
         if fresh and step.name == "generate":
@@ -145,15 +150,9 @@ def run_offline_steps(config_path: Path, run_dir: Path, fresh: bool) -> dict[str
 async def stream_fleet(config: Config, run_dir: Path, runtime: Any, speed: float, truth: GroundTruth,
                        on_alert: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Serve ``runtime`` over gRPC, stream the run through it, return the client's statistics."""
-    from serving.auth import Claims, issue_token, load_or_create_secret
-    from serving.client import Client
-    from serving.codec import alert_from_proto, alert_to_proto
-    from serving.server import start_front_door
 
     def alert_from_dict(alert: Any) -> dict[str, Any]:
         return alert_from_proto(alert_to_proto(alert))
-
-    from serving.sources import paced, replay_run
 
     cfg = config.serving
     secret = load_or_create_secret(run_dir / "keys" / "auth.secret")
@@ -193,12 +192,10 @@ async def stream_fleet(config: Config, run_dir: Path, runtime: Any, speed: float
 
 
 def _judged_line(alert: dict[str, Any], truth: GroundTruth) -> str:
-    from serving.commands import _alert_line
-
     ok, matched, lead = truth.judge(alert)
     verdict = f"[green]TRUE[/green] {matched}" if ok else f"[red]FALSE[/red] ({matched})"
     lead_text = f", {lead:.1f} d before failure" if lead is not None else ""
-    return f"{_alert_line(alert)} -> {verdict}{lead_text}"
+    return f"{alert_line(alert)} -> {verdict}{lead_text}"
 
 
 def explanation_table(alerts: list[dict[str, Any]], truth: GroundTruth, run_dir: Path) -> Table:
@@ -207,8 +204,6 @@ def explanation_table(alerts: list[dict[str, Any]], truth: GroundTruth, run_dir:
     Every alert is then remembered with its ground-truth outcome, so the next run's explanations can
     also say how similar past alerts turned out (what a reliability engineer records after a visit).
     """
-    from serving.explanations import ExplanationIndex, evidence_from_alert
-
     index = ExplanationIndex(run_dir / "explanations")
     table = Table(title="why alerts fired (LanceDB retrieval)")
     for column in ("vehicle", "rule", "closest known pattern", "similar past alerts", "ground truth"):
@@ -275,8 +270,6 @@ def run_demo(config: Config, run_dir: Path, backend: str = "ray", speed: float =
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     console.rule("[bold]serve and stream")
     seen: dict[str, dict[str, Any]] = {}
-    from serving.app import open_runtime
-
     with console.status("starting Ray, model services and twins"):
         runtime = open_runtime(config, backend, run_dir, None, None)
     for note in runtime.notes:

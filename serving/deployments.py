@@ -25,6 +25,9 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from protos.evtwin.v1 import prediction_pb2
+from training.artifacts import load_failure_model, load_severity_model
+
 APP_NAME = "evtwin-models"
 SERVICER_FUNCTION = "protos.evtwin.v1.prediction_pb2_grpc.add_PredictionServiceServicer_to_server"
 SEVERITY_LEVELS = (1, 2, 3)
@@ -115,8 +118,6 @@ def concat_rows(requests: list[np.ndarray]) -> np.ndarray:
 
 
 def risk_response(answer: dict[str, Any]) -> Any:
-    from protos.evtwin.v1 import prediction_pb2
-
     response = prediction_pb2.PredictResponse(horizons_days=answer["horizons"], modes=answer["modes"],
                                               model_version=answer["version"])
     response.risk.extend(answer["risk"].ravel().tolist())
@@ -128,8 +129,6 @@ def risk_response(answer: dict[str, Any]) -> Any:
 
 
 def severity_response(answer: dict[str, Any]) -> Any:
-    from protos.evtwin.v1 import prediction_pb2
-
     response = prediction_pb2.SeverityResponse(levels=answer["levels"], model_version=answer["version"])
     response.probabilities.extend(answer["probabilities"].ravel().tolist())
     response.severity.extend(answer["severity"].tolist())
@@ -151,8 +150,6 @@ def row_answers(risk: dict[str, Any], severity: dict[str, Any] | None) -> tuple[
 
 # ---------------------------------------------------------------------------- loading
 def load_models(run_dir: str) -> tuple[FailureModel, SeverityModel]:
-    from training.artifacts import load_failure_model, load_severity_model
-
     return load_failure_model(run_dir), load_severity_model(run_dir)
 
 

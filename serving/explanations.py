@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import lancedb
 import numpy as np
 
 from serving.embedding import SignalTextEmbedder
@@ -110,6 +109,8 @@ class ExplanationIndex:
 
     def __init__(self, uri: str | Path, embedder: SignalTextEmbedder | None = None,
                  knowledge: Sequence[dict] | None = None) -> None:
+        import lancedb  # heavy (~1.4 s): only when an index is opened, not for every CLI start
+
         self.embedder = embedder or SignalTextEmbedder()
         self._db = lancedb.connect(str(uri))
         self._knowledge = list(knowledge) if knowledge is not None else load_knowledge()

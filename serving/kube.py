@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving.deployments import build_app
+
 
 def models_app(args: dict[str, Any]) -> Any:
     """The model services application for ``serveConfigV2`` (``args: {run_dir: ...}``)."""
-    from serving.deployments import build_app
-
     return build_app(run_dir=str(args["run_dir"]))

@@ -19,9 +19,13 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from configs.frames import Columns
+from configs.runs import RAW_FRAMES, list_vehicles, read_vehicle_frames
 from configs.schema import SCHEMA
 from configs.settings import Config
-from serving.client import Columns, select_rows, to_columns
+from serving.client import select_rows, to_columns
+from simulation.fleet import sample_profiles
+from simulation.generator import stream_vehicle_batches
 
 
 def chunk_by_time(columns: Columns, batch_frames: int) -> Iterator[Columns]:
@@ -33,27 +37,11 @@ def chunk_by_time(columns: Columns, batch_frames: int) -> Iterator[Columns]:
 
 def read_run_frames(run_dir: str | Path, vehicles: Iterable[str] | None = None) -> pa.Table:
     """All raw frames of a run (optionally some vehicles) as one table in SCHEMA.arrow_schema."""
-    wanted = sorted(vehicles) if vehicles else None
-    try:
-        from simulation.io import list_vehicles, read_vehicle_frames
-    except ImportError:
-        return _read_raw_frames(Path(run_dir), wanted)
-    ids = wanted or list_vehicles(run_dir)
+    ids = sorted(vehicles) if vehicles else list_vehicles(run_dir)
+    if not ids:
+        raise FileNotFoundError(f"{Path(run_dir) / RAW_FRAMES}: no raw frames (generate a run first: evtwin generate)")
     tables = [read_vehicle_frames(run_dir, v) for v in ids]
     return pa.concat_tables([t.select(list(SCHEMA.column_names)).cast(SCHEMA.arrow_schema) for t in tables])
-
-
-def _read_raw_frames(run_dir: Path, vehicles: list[str] | None) -> pa.Table:
-    import pyarrow.dataset as ds
-
-    root = run_dir / "raw_frames"
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no raw frames (generate a run first: evtwin generate)")
-    dataset = ds.dataset(root, format="parquet", partitioning="hive")
-    flt = ds.field("vehicle_id").isin(vehicles) if vehicles else None
-    table = dataset.to_table(filter=flt)
-    columns = [table.column(name).cast(SCHEMA.arrow_schema.field(name).type) for name in SCHEMA.column_names]
-    return pa.Table.from_arrays(columns, schema=SCHEMA.arrow_schema)
 
 
 def replay_run(run_dir: str | Path, vehicles: Iterable[str] | None = None, batch_frames: int = 1000) -> Iterator[Columns]:
@@ -64,9 +52,6 @@ def replay_run(run_dir: str | Path, vehicles: Iterable[str] | None = None, batch
 def live_fleet(config: Config, vehicles: Iterable[str] | None = None, batch_frames: int = 1000,
                batch_seconds: int = 600) -> Iterator[Columns]:
     """Frames straight from the generator (no Parquet), vehicles merged in time order."""
-    from simulation.fleet import sample_profiles
-    from simulation.generator import stream_vehicle_batches
-
     wanted = set(vehicles) if vehicles else None
     profiles = [p for p in sample_profiles(config.simulation, config.seed) if wanted is None or p.vehicle_id in wanted]
     streams = [stream_vehicle_batches(p, config.simulation, config.seed, batch_seconds=batch_seconds) for p in profiles]

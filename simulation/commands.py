@@ -12,14 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from configs.cli import add_config_arguments, config_from_args
 from simulation.failures import FAILURE_MODES, SEVERITY_LEVELS
+from simulation.plots import write_precursor_plots
+from simulation.writer import RunSummary, VehicleResult, write_run
 
 console = Console(stderr=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from serving.cli import add_config_arguments
-
     parser = subparsers.add_parser("generate", help="generate a synthetic fleet (frames, aggregates, ground truth)")
     add_config_arguments(parser)
     parser.add_argument("--out", default=None, help="run directory (default: runs/<run_name>)")
@@ -31,9 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from serving.cli import config_from_args
-    from simulation.writer import write_run
-
     config = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / config.run_name
     workers = args.workers or min(os.cpu_count() or 1, config.simulation.num_vehicles)
@@ -45,7 +43,7 @@ def run_generate(args: argparse.Namespace) -> int:
         task = progress.add_task("generate", total=config.simulation.num_vehicles, frames=0)
         frames = 0
 
-        def advance(result) -> None:  # noqa: ANN001 - VehicleResult, kept import-light
+        def advance(result: VehicleResult) -> None:
             nonlocal frames
             frames += result.frames
             progress.update(task, advance=1, frames=frames)
@@ -53,15 +51,13 @@ def run_generate(args: argparse.Namespace) -> int:
         summary = write_run(config, out, overwrite=args.overwrite, workers=workers, on_vehicle_done=advance)
     console.print(summary_table(summary))
     if args.plots:
-        from simulation.plots import write_precursor_plots
-
         written = write_precursor_plots(out)
         console.print(f"wrote {len(written)} plots under {out / 'plots'}")
     console.print(f"run written to [bold]{out}[/bold]")
     return 0
 
 
-def summary_table(summary) -> Table:  # noqa: ANN001 - RunSummary
+def summary_table(summary: RunSummary) -> Table:
     """Vehicles, frames and failure events by mode (observed in the window / latent after it)."""
     table = Table(title=f"synthetic fleet: {summary.run_dir}")
     table.add_column("item")

@@ -15,16 +15,16 @@ from typing import Callable
 
 import numpy as np
 
+from configs.frames import Columns
+from configs.runs import CONFIG_FILE, PLOTS
 from configs.settings import Config, config_from_dict
 from simulation.failures import FAILURE_MODES, MODE_SPECS, FailureEvent
 from simulation.fleet import MS_PER_DAY, VehicleProfile, observation_window, sample_profile
 from simulation.generator import simulate_vehicle
-from simulation.io import CONFIG_FILE, PLOTS
 
 PLOT_DAYS = 35
 PLOT_FRAME_INTERVAL_S = 60.0
 BIN_MS = 6 * 3_600_000
-Columns = dict[str, np.ndarray]
 View = tuple[str, Callable[[Columns], tuple[np.ndarray, np.ndarray]]]
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from configs import runs
 from configs.schema import SCHEMA
 from configs.settings import Config, SimulationConfig, config_from_dict
-from simulation import io
 from simulation.failures import FAILURE_MODES, FailureEvent, SensorFault
 from simulation.fleet import sample_profile, observation_window
 from simulation.generator import VehicleChunk, simulate_vehicle, vehicle_events, vehicle_sensor_faults
@@ -180,7 +180,7 @@ def write_vehicle(config: Config, run_dir: str | Path, index: int) -> VehicleRes
     sim_cfg: SimulationConfig = config.simulation
     profile = sample_profile(sim_cfg, config.seed, index)
     start_ms, _ = observation_window(sim_cfg)
-    frames_root = io.vehicle_frames_dir(run_dir, profile.vehicle_id)
+    frames_root = runs.vehicle_frames_dir(run_dir, profile.vehicle_id)
     row_group = max(1, int(sim_cfg.chunk_hours * 3600 / sim_cfg.frame_interval_s))
     hourly: list[dict[str, np.ndarray]] = []
     daily: list[dict[str, np.ndarray]] = []
@@ -196,7 +196,7 @@ def write_vehicle(config: Config, run_dir: str | Path, index: int) -> VehicleRes
         daily.append(finish_partials(coarsen_partials(hours, 24), start_ms, MS_PER_DAY))
         frames += chunk.num_rows
     for level, parts in (("hourly", hourly), ("daily", daily)):
-        directory = Path(run_dir) / io.AGGREGATES / level / f"vehicle_id={profile.vehicle_id}"
+        directory = Path(run_dir) / runs.AGGREGATES / level / f"vehicle_id={profile.vehicle_id}"
         directory.mkdir(parents=True, exist_ok=True)
         pq.write_table(_aggregate_table(profile.vehicle_id, parts), directory / "part-0.parquet",
                        compression="zstd")
@@ -216,12 +216,12 @@ def _write_vehicle_from_dict(document: dict[str, Any], run_dir: str, index: int)
 
 def events_table(events: list[FailureEvent]) -> pa.Table:
     rows = [asdict(e) for e in events]
-    return pa.Table.from_pylist(rows, schema=io.EVENTS_SCHEMA) if rows else io.EVENTS_SCHEMA.empty_table()
+    return pa.Table.from_pylist(rows, schema=runs.EVENTS_SCHEMA) if rows else runs.EVENTS_SCHEMA.empty_table()
 
 
 def sensor_faults_table(faults: list[SensorFault]) -> pa.Table:
     rows = [asdict(f) for f in faults]
-    return pa.Table.from_pylist(rows, schema=io.SENSOR_FAULTS_SCHEMA) if rows else io.SENSOR_FAULTS_SCHEMA.empty_table()
+    return pa.Table.from_pylist(rows, schema=runs.SENSOR_FAULTS_SCHEMA) if rows else runs.SENSOR_FAULTS_SCHEMA.empty_table()
 
 
 def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> Path:
@@ -230,7 +230,7 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool) -> Path:
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"run directory {path} already exists (use --overwrite to replace it)")
-        looks_like_run = (path / io.MANIFEST_FILE).exists() or (path / io.RAW_FRAMES).exists()
+        looks_like_run = (path / runs.MANIFEST_FILE).exists() or (path / runs.RAW_FRAMES).exists()
         if path.is_dir() and (looks_like_run or not any(path.iterdir())):
             shutil.rmtree(path)
         else:
@@ -249,8 +249,8 @@ class _GroundTruthSink:
     FLUSH_ROWS = 50_000
 
     def __init__(self, path: Path) -> None:
-        self._events = pq.ParquetWriter(path / io.EVENTS_FILE, io.EVENTS_SCHEMA)
-        self._faults = pq.ParquetWriter(path / io.SENSOR_FAULTS_FILE, io.SENSOR_FAULTS_SCHEMA)
+        self._events = pq.ParquetWriter(path / runs.EVENTS_FILE, runs.EVENTS_SCHEMA)
+        self._faults = pq.ParquetWriter(path / runs.SENSOR_FAULTS_FILE, runs.SENSOR_FAULTS_SCHEMA)
         self._event_rows: list[FailureEvent] = []
         self._fault_rows: list[SensorFault] = []
         self._waiting: dict[int, VehicleResult] = {}
@@ -334,8 +334,8 @@ def write_run(config: Config, run_dir: str | Path, *, overwrite: bool = False, w
                     done(future.result())
     sink.close()
     summary = _summarise(path, config, sink, time.perf_counter() - began)
-    (path / io.CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    (path / io.MANIFEST_FILE).write_text(json.dumps(summary.manifest, indent=2))
+    (path / runs.CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    (path / runs.MANIFEST_FILE).write_text(json.dumps(summary.manifest, indent=2))
     return summary
 
 

@@ -76,3 +76,9 @@ def test_override_parser_never_crashes_unexpectedly(text: str) -> None:
     except ConfigError:
         return
     assert path and all(isinstance(p, str) for p in path)
+
+
+def test_window_and_stride_in_ms_follow_the_minutes_settings() -> None:
+    dataset = load_config(overrides=["dataset.window_minutes=10", "dataset.stride_minutes=2.5"]).dataset
+    assert (dataset.window_ms, dataset.stride_ms) == (600_000, 150_000)
+    assert isinstance(dataset.window_ms, int) and isinstance(dataset.stride_ms, int)

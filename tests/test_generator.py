@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from configs import runs
 from configs.schema import SCHEMA
 from configs.settings import Config, load_config
 from serving.cli import main
-from simulation import io
 from simulation.failures import FAILURE_MODES, FailureEvent
 from simulation.fleet import MS_PER_DAY, observation_window, sample_profile, sample_profiles
 from simulation.generator import stream_vehicle_batches, vehicle_events, vehicle_sensor_faults
@@ -202,21 +202,21 @@ def test_streamed_frames_equal_the_written_parquet_and_events(tmp_path: Path) ->
                  "simulation.healthy_vehicle_share=0", "simulation.levers.failure_rate_multiplier=20")
     summary = write_run(cfg, tmp_path / "run")
     run = tmp_path / "run"
-    assert io.list_vehicles(run) == ["EV000000", "EV000001", "EV000002"]
+    assert runs.list_vehicles(run) == ["EV000000", "EV000001", "EV000002"]
     for profile in sample_profiles(cfg.simulation, cfg.seed):
-        assert io.read_vehicle_frames(run, profile.vehicle_id).equals(frames(cfg, profile.index, 3600))
-    events = io.read_events(run).to_pylist()
+        assert runs.read_vehicle_frames(run, profile.vehicle_id).equals(frames(cfg, profile.index, 3600))
+    events = runs.read_events(run).to_pylist()
     expected = [e for p in sample_profiles(cfg.simulation, cfg.seed) for e in vehicle_events(p, cfg.simulation, cfg.seed)]
     assert len(events) == len(expected) > 0
     assert [(e["vehicle_id"], e["mode"], e["onset_ms"], e["failure_ms"], e["severity"], e["observed"]) for e in events] \
         == [(e.vehicle_id, e.mode, e.onset_ms, e.failure_ms, e.severity, e.observed) for e in expected]
-    manifest = io.read_manifest(run)
+    manifest = runs.read_manifest(run)
     assert manifest["rows"]["raw_frames"] == summary.frames == 3 * 2 * 720
-    assert manifest["rows"]["hourly"] == io.read_aggregates(run, "hourly").num_rows == 3 * 48
+    assert manifest["rows"]["hourly"] == runs.read_aggregates(run, "hourly").num_rows == 3 * 48
     assert manifest["config_hash"] == cfg.content_hash()
     assert json.loads((run / "config.json").read_text()) == cfg.model_dump(mode="json")
-    daily = io.read_aggregates(run, "daily", "EV000001")
-    raw = io.read_vehicle_frames(run, "EV000001")
+    daily = runs.read_aggregates(run, "daily", "EV000001")
+    raw = runs.read_vehicle_frames(run, "EV000001")
     first_day = raw.slice(0, 720)["speed"].to_numpy()
     assert daily["speed_max"][0].as_py() == pytest.approx(float(np.nanmax(first_day)))
 
@@ -225,8 +225,8 @@ def test_output_does_not_depend_on_the_number_of_workers(tmp_path: Path) -> None
     cfg = config("simulation.num_vehicles=3", "simulation.duration_days_per_vehicle=1")
     write_run(cfg, tmp_path / "one", workers=1)
     write_run(cfg, tmp_path / "two", workers=2)
-    for vehicle in io.list_vehicles(tmp_path / "one"):
-        assert io.read_vehicle_frames(tmp_path / "one", vehicle).equals(io.read_vehicle_frames(tmp_path / "two", vehicle))
+    for vehicle in runs.list_vehicles(tmp_path / "one"):
+        assert runs.read_vehicle_frames(tmp_path / "one", vehicle).equals(runs.read_vehicle_frames(tmp_path / "two", vehicle))
     assert (tmp_path / "one" / "manifest.json").read_text() == (tmp_path / "two" / "manifest.json").read_text()
 
 

@@ -197,19 +197,18 @@ class _CountingFleet:
         self.calls: list[int] = []
         self.fail = fail
 
-    def ingest(self, table):
+    def ingest(self, frames):
         import time
 
+        from configs.frames import FrameBatch
         from twins.types import Alert, IngestResult
 
+        assert isinstance(frames, FrameBatch)  # the twins get the one in-process frame type
         time.sleep(0.05)  # long enough for the other streams' batches to queue behind this call
-        self.calls.append(table.num_rows)
+        self.calls.append(frames.rows)
         if self.fail:
             raise RuntimeError("twins down")
-        ids, seqs = table.column("vehicle_id").to_pylist(), table.column("seq").to_pylist()
-        acks: dict[str, int] = {}
-        for vehicle, seq in zip(ids, seqs):
-            acks[vehicle] = max(acks.get(vehicle, 0), seq)
+        acks = {vehicle: int(part["seq"].max()) for vehicle, part in frames.parts()}
         alerts = [Alert(f"a-{v}", v, "anomaly", ts_ms=NOW, seq=s, score=1.0, signals=(), message="") for v, s in acks.items()]
         return IngestResult(acks=acks, alerts=alerts)
 
@@ -236,3 +235,17 @@ def test_concurrent_batches_are_coalesced_and_split_back_to_their_streams(fail: 
         else:
             assert result.acks == {f"V{k}": 4 + k}
             assert [a.vehicle_id for a in result.alerts] == [f"V{k}"]
+
+
+def test_a_decoded_batch_hands_the_twins_its_frames_grouped_by_vehicle() -> None:
+    from configs.frames import FrameBatch
+
+    columns = {"vehicle_id": np.array(["V2", "V1", "V2"]), "ts": np.array([NOW - 3000, NOW - 2000, NOW - 1000]),
+               "seq": np.array([1, 1, 2]), "soc": np.array([50.0, 60.0, 51.0])}
+    frames = decode_columns(columns, 1, LIMITS, NOW).frames()
+    assert isinstance(frames, FrameBatch)
+    # vehicles in order of first appearance, each vehicle's rows contiguous and in arrival order
+    assert frames.vehicle_ids == ["V2", "V1"] and frames.offsets.tolist() == [0, 2, 3]
+    assert frames.seq.tolist() == [1, 2, 1] and frames.ts.tolist() == [NOW - 3000, NOW - 1000, NOW - 2000]
+    soc = list(SCHEMA.sensor_names).index("soc")
+    assert frames.values[:, soc].tolist() == [50.0, 51.0, 60.0]

@@ -7,9 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from configs.frames import FrameBatch
 from configs.schema import SCHEMA
 from configs.settings import load_config
-from twins.host import FrameBlock, HostSettings, PredictionBatch, TwinHost, route, to_block
+from twins.host import HostSettings, PredictionBatch, TwinHost, route
 from twins.store import CheckpointStore
 from twins.synthetic import synthetic_frames, take
 from twins.twin import VehicleTwin
@@ -60,8 +61,8 @@ def test_arrow_and_dict_batches_group_the_same_way() -> None:
     columns = fleet_frames(["b", "a", "c"], 20)
     shuffle = np.random.default_rng(0).permutation(60)
     columns = {k: v[shuffle] for k, v in columns.items()}
-    from_dict, _ = to_block(columns)
-    from_arrow, _ = to_block(arrow_batch(columns))
+    from_dict, _ = FrameBatch.from_columns(columns)
+    from_arrow, _ = FrameBatch.from_columns(arrow_batch(columns))
     assert sorted(from_dict.vehicle_ids) == sorted(from_arrow.vehicle_ids) == ["a", "b", "c"]
     for (va, pa_), (vb, pb) in zip(sorted(from_dict.parts()), sorted(from_arrow.parts())):
         assert va == vb
@@ -74,15 +75,15 @@ def test_rows_without_keys_are_refused_not_fatal() -> None:
     table = arrow_batch(columns)
     seq = pa.array([0, None, 2, 3, 4], type=pa.int64())
     table = table.set_column(table.schema.get_field_index("seq"), "seq", seq)
-    block, rejected = to_block(table)
+    block, rejected = FrameBatch.from_columns(table)
     assert block.rows == 4 and [(r.code, r.vehicle_id) for r in rejected] == [("bad_key", "a")]
     with pytest.raises(ValueError, match="key column"):
-        to_block({"seq": np.arange(3)})
+        FrameBatch.from_columns({"seq": np.arange(3)})
 
 
 def test_acks_cover_only_checkpointed_frames(tmp_path: Path) -> None:
     host = TwinHost(settings(tmp_path))
-    block, _ = to_block(fleet_frames(["a", "b"], 50))
+    block, _ = FrameBatch.from_columns(fleet_frames(["a", "b"], 50))
     result = host.ingest(block)
     assert result.acks == {"a": 50, "b": 50} and result.applied == 100
     stored = VehicleTwin.from_bytes(CheckpointStore(str(tmp_path / "ckpt")).get("a"))
@@ -93,7 +94,7 @@ def test_acks_cover_only_checkpointed_frames(tmp_path: Path) -> None:
             raise OSError("disk full")
 
     host.store = BrokenStore(str(tmp_path / "ckpt"))
-    block, _ = to_block(fleet_frames(["a"], 80))
+    block, _ = FrameBatch.from_columns(fleet_frames(["a"], 80))
     with pytest.raises(OSError):
         host.ingest(block)  # no answer, so no ack: the client re-sends
 
@@ -104,14 +105,14 @@ def test_a_new_host_resumes_from_checkpoints_exactly(tmp_path: Path) -> None:
     frames = {k: v[order] for k, v in frames.items()}
     straight = TwinHost(settings(tmp_path / "1"))
     for lo in range(0, order.size, 100):
-        straight.ingest(to_block(take(frames, slice(lo, lo + 100)))[0])
+        straight.ingest(FrameBatch.from_columns(take(frames, slice(lo, lo + 100)))[0])
     first = TwinHost(settings(tmp_path / "2"))
     for lo in range(0, 500, 100):
-        first.ingest(to_block(take(frames, slice(lo, lo + 100)))[0])
+        first.ingest(FrameBatch.from_columns(take(frames, slice(lo, lo + 100)))[0])
     del first  # the actor "dies"; the client re-sends from the last ack (here: everything again)
     second = TwinHost(settings(tmp_path / "2"))
     for lo in range(300, order.size, 100):
-        second.ingest(to_block(take(frames, slice(lo, lo + 100)))[0])
+        second.ingest(FrameBatch.from_columns(take(frames, slice(lo, lo + 100)))[0])
     for vehicle in ("a", "b", "c"):
         a, b = straight.twin(vehicle), second.twin(vehicle)
         b.duplicates = a.duplicates
@@ -122,9 +123,9 @@ def test_a_new_host_resumes_from_checkpoints_exactly(tmp_path: Path) -> None:
 def test_idle_twins_are_evicted_and_come_back(tmp_path: Path) -> None:
     clock = Clock()
     host = TwinHost(settings(tmp_path), clock=clock)
-    host.ingest(to_block(fleet_frames(["a", "b"], 30))[0])
+    host.ingest(FrameBatch.from_columns(fleet_frames(["a", "b"], 30))[0])
     clock.now = 30.0
-    host.ingest(to_block({k: v for k, v in fleet_frames(["b"], 40).items()})[0])
+    host.ingest(FrameBatch.from_columns({k: v for k, v in fleet_frames(["b"], 40).items()})[0])
     clock.now = 75.0
     assert host.evict_idle() == ["a"] and host.resident() == ["b"]
     assert host.summary("a")["applied_seq"] == 30 and host.restored == 1
@@ -158,11 +159,11 @@ def test_a_slow_model_service_never_blocks_ingestion(tmp_path: Path) -> None:
     host = TwinHost(settings(tmp_path, prediction_timeout_s=100), predictor=predictor, clock=clock)
     frames = fleet_frames(["a"], 8 * FPW)
     for lo in range(0, 8 * FPW, FPW):
-        result = host.ingest(to_block(take(frames, slice(lo, lo + FPW)))[0])
+        result = host.ingest(FrameBatch.from_columns(take(frames, slice(lo, lo + FPW)))[0])
         assert result.applied == FPW
     assert predictor.calls == 1  # one request in flight at a time
     predictor.ready = True
-    result = host.ingest(to_block(synthetic_frames("a", 1, start_seq=8 * FPW + 1) | {"vehicle_id": np.array(["a"])})[0])
+    result = host.ingest(FrameBatch.from_columns(synthetic_frames("a", 1, start_seq=8 * FPW + 1) | {"vehicle_id": np.array(["a"])})[0])
     assert [a.rule for a in result.alerts] == ["failure_risk"]
     assert host.summary("a")["risk"] == {"7": 0.9, "14": 0.95, "30": 0.99}
 
@@ -174,12 +175,12 @@ def test_a_failing_model_service_degrades_and_is_retried_later(tmp_path: Path) -
     frames["motor_temp"][15 * FPW:] += np.float32(25.0)
     rules = []
     for lo in range(0, 30 * FPW, FPW):
-        result = host.ingest(to_block(take(frames, slice(lo, lo + FPW)))[0])
+        result = host.ingest(FrameBatch.from_columns(take(frames, slice(lo, lo + FPW)))[0])
         rules += [a.rule for a in result.alerts]
     assert rules == ["anomaly"]  # anomaly alerts still flow
     assert predictor.calls == 1 and host.predictions_failed == 1
     clock.now = 11.0
-    host.ingest(to_block(synthetic_frames("a", 1, start_seq=30 * FPW + 1) | {"vehicle_id": np.array(["a"])})[0])
+    host.ingest(FrameBatch.from_columns(synthetic_frames("a", 1, start_seq=30 * FPW + 1) | {"vehicle_id": np.array(["a"])})[0])
     assert predictor.calls == 2  # retried after prediction_retry_s
     assert host.summary("a")["prediction_due"]
 
@@ -206,7 +207,7 @@ def test_fine_tunes_run_through_the_runner_and_are_checkpointed(tmp_path: Path) 
     model.signal_error_reference = np.array([1e-3, 1e-3])  # the fleet's normal error per signal
     host = TwinHost(settings(tmp_path, fine_tune_every_windows=4), anomaly_model=model)
     for lo in range(0, 12 * FPW, FPW):
-        host.ingest(to_block(take(frames, slice(lo, lo + FPW)))[0])
+        host.ingest(FrameBatch.from_columns(take(frames, slice(lo, lo + FPW)))[0])
     twin = host.twin("a")
     assert twin.head.version >= 2  # inline runner: installed on the next call
     stored = VehicleTwin.from_bytes(CheckpointStore(str(tmp_path / "ckpt")).get("a"), model)
@@ -215,5 +216,5 @@ def test_fine_tunes_run_through_the_runner_and_are_checkpointed(tmp_path: Path) 
     assert stored.head.offsets.any()  # this vehicle runs 0.5 K off the model's cell temperature
     capped = TwinHost(settings(tmp_path / "capped", fine_tune_every_windows=4, head_max_offset=0), anomaly_model=model)
     for lo in range(0, 12 * FPW, FPW):
-        capped.ingest(to_block(take(frames, slice(lo, lo + FPW)))[0])
+        capped.ingest(FrameBatch.from_columns(take(frames, slice(lo, lo + FPW)))[0])
     assert capped.twin("a").head.version >= 2 and not capped.twin("a").head.offsets.any()  # the config reaches the task

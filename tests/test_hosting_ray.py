@@ -146,3 +146,53 @@ def test_an_actor_that_stays_dead_is_replaced_by_a_new_one_restoring_its_checkpo
         live.duplicates = reference[v].duplicates
         assert live.to_bytes() == reference[v].to_bytes(), v
     fleet.close()
+
+
+class FixedRiskPredictor:
+    """An injected predictor that needs no model service: every row gets the same answer at once."""
+
+    def submit(self, vehicle_ids, window_end_ms, X):
+        return len(vehicle_ids)
+
+    def poll(self, ticket):
+        from twins.host import PredictionBatch
+
+        return PredictionBatch(risk=[{7: 0.9, 14: 0.95, 30: 0.99}] * ticket, severity=[3] * ticket,
+                               mode=["coolant_pump"] * ticket, contributions=[[("x", 1.0)]] * ticket)
+
+
+def no_model_service():
+    raise ConnectionError("model service not deployed")
+
+
+def test_host_actors_build_their_predictor_from_the_injected_factory(ray_session, tmp_path):
+    """The twins reach model services only through ``predictor_factory`` (serving passes ServePredictor);
+    a factory that fails leaves the twins running without predictions."""
+    import sys
+
+    from ray import cloudpickle
+
+    from twins.hosting import TwinFleet
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    columns = fleet_stream()
+    found = {}
+    for name, factory in (("fixed", FixedRiskPredictor), ("broken", no_model_service)):
+        cfg = load_config(overrides=[f"{k}={v}" for k, v in (
+            ("dataset.window_minutes", 10), ("dataset.stride_minutes", 10), ("twins.twins_per_actor", 2),
+            ("twins.prediction_interval_minutes", 10), ("twins.checkpoint_uri", tmp_path / name / "ckpt"),
+            ("simulation.num_vehicles", len(VEHICLES)))])
+        fleet = TwinFleet.create(cfg, expected_vehicles=len(VEHICLES), predictor_factory=factory)
+        alerts = []
+        for lo in range(0, columns["seq"].size, 600):
+            result = fleet.ingest(take(columns, slice(lo, lo + 600)))
+            assert result.applied == min(600, columns["seq"].size - lo)  # predictions never hold ingestion up
+            alerts += result.alerts
+        alerts += fleet.drain(timeout_s=10)
+        found[name] = ([a for a in alerts if a.rule == "failure_risk"], fleet.summary("veh-a")["risk"],
+                       fleet.stats()["predictions_answered"])
+        fleet.close()
+    risk_alerts, risk, answered = found["fixed"]
+    assert answered > 0 and risk == {"7": 0.9, "14": 0.95, "30": 0.99}
+    assert {(a.vehicle_id, a.mode, a.severity) for a in risk_alerts} == {(v, "coolant_pump", 3) for v in VEHICLES}
+    assert found["broken"] == ([], {}, 0)

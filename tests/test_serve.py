@@ -85,13 +85,14 @@ def test_a_handle_gets_the_same_answers(served) -> None:
 
 def test_twin_hosts_get_predictions_through_handles(served, tmp_path) -> None:
     from configs.settings import load_config
+    from serving.predictor import ServePredictor
     from twins.hosting import TwinFleet
     from twins.synthetic import synthetic_frames
 
     config = load_config(overrides=["dataset.window_minutes=10", "dataset.stride_minutes=10",
                                     "twins.prediction_interval_minutes=10", "twins.twins_per_actor=4",
                                     "twins.risk_alert_threshold=0.0001", f"twins.checkpoint_uri={tmp_path / 'ckpt'}"])
-    fleet = TwinFleet.create(config, expected_vehicles=2, use_models=True)
+    fleet = TwinFleet.create(config, expected_vehicles=2, predictor_factory=ServePredictor)
     frames = synthetic_frames("veh-p", 400)
     frames["vehicle_id"] = np.full(400, "veh-p", dtype=object)
     alerts = []

@@ -123,13 +123,13 @@ def test_a_twin_twice_in_one_step_is_refused() -> None:
         ingest_many([twin], [])
 
 
-def test_the_what_if_frames_equal_the_generator_stream_through_to_block() -> None:
+def test_the_what_if_frames_equal_the_generator_stream_through_frame_batch() -> None:
     import pyarrow as pa
 
+    from configs.frames import FrameBatch
     from simulation.generator import stream_vehicle_batches
     from simulation.whatif.runner import build_fleet
     from simulation.whatif.twin_detector import coarse_simulation, vehicle_frame_batches
-    from twins.host import to_block
 
     config = load_scenario("baseline", overrides=["simulation.num_vehicles=2", "simulation.duration_days_per_vehicle=2",
                                                   "simulation.sensor_fault_rate_per_day=1"]).config
@@ -140,7 +140,7 @@ def test_the_what_if_frames_equal_the_generator_stream_through_to_block() -> Non
         arrow = list(stream_vehicle_batches(profile, sim_cfg, 5, 5 * 3600.0, events=list(plan.source_events)))
         assert len(ours) == len(arrow) > 4
         for mine, batch in zip(ours, arrow):
-            block, rejected = to_block(pa.Table.from_batches([batch]))
+            block, rejected = FrameBatch.from_columns(pa.Table.from_batches([batch]))
             assert not rejected
             np.testing.assert_array_equal(mine.seq, block.seq)
             np.testing.assert_array_equal(mine.ts, block.ts)

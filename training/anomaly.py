@@ -9,15 +9,14 @@ the mean squared error over its steps and signals; the per-signal shares say whi
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from training.features import ACCUM_KEYS, FEATURE_NAMES, TREND_KEYS
 
-__all__ = ["ANOMALY_SIGNALS", "LstmAutoencoder", "feature_sequences", "fit_scaler", "normalise",
+__all__ = ["ANOMALY_SIGNALS", "build_autoencoder", "feature_sequences", "fit_scaler", "normalise",
            "reconstruction_errors", "train_autoencoder"]
 
 _QUALITY = ("nan_share", "out_of_range_share", "stuck_share", "spike_score")
@@ -38,21 +37,47 @@ ANOMALY_SIGNALS: tuple[str, ...] = (
 CLIP = 8.0
 
 
-class LstmAutoencoder(nn.Module):
-    """Encoder LSTM -> last hidden state -> repeated -> decoder LSTM -> linear back to the signals."""
+if TYPE_CHECKING:
+    import torch
 
-    def __init__(self, n_signals: int, hidden_size: int, sequence_length: int) -> None:
-        super().__init__()
-        self.sequence_length = sequence_length
-        self.encoder = nn.LSTM(n_signals, hidden_size, batch_first=True)
-        self.decoder = nn.LSTM(hidden_size, hidden_size, batch_first=True)
-        self.output = nn.Linear(hidden_size, n_signals)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, (h, _) = self.encoder(x)
-        code = h[-1].unsqueeze(1).expand(-1, x.shape[1], -1)
-        decoded, _ = self.decoder(code)
-        return self.output(decoded)
+@functools.cache
+def _autoencoder_class() -> type:
+    """The torch module class, defined on first use: torch (~2 s to import) loads only when a network is
+    built or scored, so importing this module (the artefact loaders, the twins) stays cheap."""
+    from torch import nn
+
+    class LstmAutoencoder(nn.Module):
+        """Encoder LSTM -> last hidden state -> repeated -> decoder LSTM -> linear back to the signals."""
+
+        def __init__(self, n_signals: int, hidden_size: int, sequence_length: int) -> None:
+            super().__init__()
+            self.sequence_length = sequence_length
+            self.encoder = nn.LSTM(n_signals, hidden_size, batch_first=True)
+            self.decoder = nn.LSTM(hidden_size, hidden_size, batch_first=True)
+            self.output = nn.Linear(hidden_size, n_signals)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            _, (h, _) = self.encoder(x)
+            code = h[-1].unsqueeze(1).expand(-1, x.shape[1], -1)
+            decoded, _ = self.decoder(code)
+            return self.output(decoded)
+
+    # Pickle finds the class by this module-level name (``__getattr__`` below).
+    LstmAutoencoder.__qualname__ = "LstmAutoencoder"
+    LstmAutoencoder.__module__ = __name__
+    return LstmAutoencoder
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LstmAutoencoder":
+        return _autoencoder_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_autoencoder(n_signals: int, hidden_size: int, sequence_length: int) -> "torch.nn.Module":
+    """A fresh ``LstmAutoencoder`` (untrained) for ``n_signals`` signals over ``sequence_length`` windows."""
+    return _autoencoder_class()(n_signals, hidden_size, sequence_length)
 
 
 def signal_index(signals: Sequence[str] | None = None) -> np.ndarray:
@@ -83,9 +108,11 @@ def feature_sequences(values: np.ndarray, length: int) -> np.ndarray:
     return view
 
 
-def reconstruction_errors(model: LstmAutoencoder, sequences: np.ndarray, batch_size: int = 4096,
+def reconstruction_errors(model: "torch.nn.Module", sequences: np.ndarray, batch_size: int = 4096,
                           device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(error per sequence, per-signal share of that error) for normalised sequences (n, L, S)."""
+    import torch
+
     model.eval()
     errors, shares = [], []
     with torch.inference_mode():
@@ -101,11 +128,13 @@ def reconstruction_errors(model: LstmAutoencoder, sequences: np.ndarray, batch_s
 
 
 def train_autoencoder(train_seq: np.ndarray, *, hidden_size: int, epochs: int, batch_size: int,
-                      learning_rate: float, seed: int, device: str = "cpu") -> tuple[LstmAutoencoder, list[float]]:
+                      learning_rate: float, seed: int, device: str = "cpu") -> tuple["torch.nn.Module", list[float]]:
     """Fit on normalised normal sequences; returns the model and the mean loss per epoch."""
+    import torch
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = LstmAutoencoder(train_seq.shape[2], hidden_size, train_seq.shape[1]).to(device)
+    model = build_autoencoder(train_seq.shape[2], hidden_size, train_seq.shape[1]).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     data = torch.from_numpy(np.ascontiguousarray(train_seq))
     losses: list[float] = []

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from configs.schema import SCHEMA
+from training.anomaly import build_autoencoder, feature_sequences, normalise, reconstruction_errors
 from training.calibration import Calibrator
 from training.features import FEATURE_NAMES, FEATURES_HASH
 
@@ -176,8 +177,6 @@ class AnomalyModel:
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         import torch
 
-        from training.anomaly import LstmAutoencoder
-
         self.meta = meta
         self.signal_names: tuple[str, ...] = tuple(meta["signal_names"])
         self.signal_index = np.array([FEATURE_NAMES.index(s) for s in self.signal_names], dtype=np.int64)
@@ -200,14 +199,12 @@ class AnomalyModel:
         # Scoring is small batches on a shared machine: one intra-op thread is ~10x faster than two
         # contending ones (measured), and twins/Serve replicas parallelise across processes anyway.
         torch.set_num_threads(1)
-        self.net = LstmAutoencoder(len(self.signal_names), int(meta["hidden_size"]), self.sequence_length)
+        self.net = build_autoencoder(len(self.signal_names), int(meta["hidden_size"]), self.sequence_length)
         state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
         self.net.eval()
 
     def score(self, sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from training.anomaly import normalise, reconstruction_errors
-
         seq = np.asarray(sequences, dtype=np.float32)
         if seq.ndim == 2:
             seq = seq[None]
@@ -220,8 +217,6 @@ class AnomalyModel:
 
     def score_vehicle(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores (error / threshold) and shares of every window of one vehicle's feature matrix (time order)."""
-        from training.anomaly import feature_sequences
-
         seq = feature_sequences(np.asarray(X, np.float32)[:, self.signal_index], self.sequence_length)
         errors, shares = self.score(seq)
         return errors / self.threshold, shares

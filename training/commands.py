@@ -15,12 +15,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.cli import add_config_arguments, config_from_args
+from configs.runs import list_vehicles
+from training.dataset import prepare_dataset
+from training.evaluate import evaluate_run
+from training.train import train_all
+
 console = Console(stderr=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from serving.cli import add_config_arguments
-
     prepare = subparsers.add_parser("prepare", help="windows, features, labels and splits of a generated run")
     add_config_arguments(prepare)
     prepare.add_argument("--run", required=True, help="run directory written by `evtwin generate`")
@@ -44,9 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from serving.cli import config_from_args
-    from training.dataset import list_vehicles, prepare_dataset
-
     cfg = config_from_args(args)
     run = Path(args.run)
     total = len(list_vehicles(run))
@@ -72,9 +73,6 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from serving.cli import config_from_args
-    from training.train import train_all
-
     cfg = config_from_args(args)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("training", total=None)
@@ -98,9 +96,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from serving.cli import config_from_args
-    from training.evaluate import evaluate_run
-
     cfg = config_from_args(args)
     with Progress(SpinnerColumn(), TextColumn("evaluating"), TimeElapsedColumn(), console=console) as progress:
         progress.add_task("evaluate", total=None)

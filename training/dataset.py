@@ -24,6 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from configs.runs import (
+    EVENTS_FILE, EVENTS_SCHEMA, RAW_FRAMES, SENSOR_FAULTS_FILE, SENSOR_FAULTS_SCHEMA, list_vehicles, read_events,
+    read_manifest, read_sensor_faults, read_vehicle_frames,
+)
 from configs.schema import SCHEMA
 from configs.settings import Config
 from training.features import FEATURE_NAMES, FEATURES_HASH, REQUIRED_COLUMNS, vehicle_feature_matrix
@@ -38,29 +42,9 @@ DATASET_VERSION = "1"
 
 # --- reading the run directory ---------------------------------------------------------------------
 
-def read_manifest(run_dir: Path) -> dict:
-    path = Path(run_dir) / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no manifest.json (is this a run directory from `evtwin generate`?)")
-    return json.loads(path.read_text())
-
-
-def list_vehicles(run_dir: Path) -> list[str]:
-    root = Path(run_dir) / "raw_frames"
-    if not root.exists():
-        raise FileNotFoundError(f"{run_dir}: no raw_frames/")
-    return sorted(p.name.split("=", 1)[1] for p in root.iterdir() if p.is_dir() and p.name.startswith("vehicle_id="))
-
-
 def read_vehicle_columns(run_dir: Path, vehicle_id: str) -> dict[str, np.ndarray]:
     """'ts' (int64 ms) and every sensor column (float64, NaN for dropouts) of one vehicle, in seq order."""
-    try:
-        from simulation.io import read_vehicle_frames  # the generator's reader, when present
-        table = read_vehicle_frames(run_dir, vehicle_id)
-    except ImportError:
-        table = _read_vehicle_frames_fallback(Path(run_dir), vehicle_id)
-    if "seq" in table.column_names:
-        table = table.sort_by("seq")
+    table = read_vehicle_frames(run_dir, vehicle_id)  # sorted by seq
     cols = {"ts": table.column("ts").cast(pa.int64()).to_numpy()}
     for name in REQUIRED_COLUMNS:
         if name in table.column_names:
@@ -70,28 +54,11 @@ def read_vehicle_columns(run_dir: Path, vehicle_id: str) -> dict[str, np.ndarray
     return cols
 
 
-def _read_vehicle_frames_fallback(run_dir: Path, vehicle_id: str) -> pa.Table:
-    import pyarrow.dataset as ds
-
-    folder = run_dir / "raw_frames" / f"vehicle_id={vehicle_id}"
-    files = sorted(str(p) for p in folder.rglob("*.parquet"))
-    wanted = ["ts", "seq", *REQUIRED_COLUMNS]
-    dataset = ds.dataset(files, format="parquet")
-    return dataset.to_table(columns=[c for c in wanted if c in dataset.schema.names])
-
-
 def read_ground_truth(run_dir: Path) -> tuple[pa.Table, pa.Table]:
+    """The run's failures and sensor faults; empty tables for a run without them (a real fleet's history)."""
     run_dir = Path(run_dir)
-    events = pq.read_table(run_dir / "events.parquet") if (run_dir / "events.parquet").exists() else None
-    faults = pq.read_table(run_dir / "sensor_faults.parquet") if (run_dir / "sensor_faults.parquet").exists() else None
-    if events is None:
-        events = pa.table({"vehicle_id": pa.array([], pa.string()), "mode": pa.array([], pa.string()),
-                           "onset_ms": pa.array([], pa.int64()), "failure_ms": pa.array([], pa.int64()),
-                           "severity": pa.array([], pa.int8())})
-    if faults is None:
-        faults = pa.table({"vehicle_id": pa.array([], pa.string()), "kind": pa.array([], pa.string()),
-                           "field": pa.array([], pa.string()), "start_ms": pa.array([], pa.int64()),
-                           "end_ms": pa.array([], pa.int64())})
+    events = read_events(run_dir) if (run_dir / EVENTS_FILE).exists() else EVENTS_SCHEMA.empty_table()
+    faults = read_sensor_faults(run_dir) if (run_dir / SENSOR_FAULTS_FILE).exists() else SENSOR_FAULTS_SCHEMA.empty_table()
     return _ms_columns(events, ("onset_ms", "failure_ms")), _ms_columns(faults, ("start_ms", "end_ms"))
 
 
@@ -199,6 +166,8 @@ def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, worke
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     vehicles = list_vehicles(run_dir)
+    if not vehicles:
+        raise FileNotFoundError(f"{run_dir}: no vehicles under {RAW_FRAMES}/")
     events, faults = read_ground_truth(run_dir)
     known = known_until_ms(manifest)
     horizons = tuple(int(h) for h in cfg.labels.failure_horizons_days)
@@ -210,8 +179,8 @@ def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, worke
         cutoff = temporal_cutoff_ms(int(manifest["start_ms"]), int(manifest["end_ms"]), horizons,
                                     cfg.dataset.test_after_fraction)
     plan = PreparePlan(
-        run_dir=str(run_dir), window_ms=int(cfg.dataset.window_minutes * 60_000),
-        stride_ms=int(cfg.dataset.stride_minutes * 60_000), min_frames=cfg.dataset.min_frames_per_window,
+        run_dir=str(run_dir), window_ms=cfg.dataset.window_ms,
+        stride_ms=cfg.dataset.stride_ms, min_frames=cfg.dataset.min_frames_per_window,
         horizons_days=horizons, known_until_ms=known, cutoff_ms=cutoff,
         post_failure_ms=int(cfg.labels.post_failure_grace_days * MS_PER_DAY),
     )

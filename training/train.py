@@ -18,6 +18,9 @@ import pyarrow.parquet as pq
 
 from configs.settings import Config
 from training.alerting import AlertPolicy, per_signal_errors, signal_error_reference
+from training.anomaly import (
+    ANOMALY_SIGNALS, fit_scaler, normalise, reconstruction_errors, signal_index, train_autoencoder,
+)
 from training.artifacts import MODELS_DIR, provenance, write_meta
 from training.calibration import fit_calibrator
 from training.dataset import DATASET_DIR, read_card, read_split
@@ -266,10 +269,6 @@ def train_anomaly(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, va_b
                   base_meta: dict, stride_ms: int) -> dict:
     import torch
 
-    from training.anomaly import (
-        ANOMALY_SIGNALS, fit_scaler, normalise, signal_index, train_autoencoder,
-    )
-
     # Small LSTM batches: one intra-op thread measured ~10x faster than two contending threads on the
     # shared 2-core machine; more only when configured.
     torch.set_num_threads(cfg.training.torch_num_threads or 1)
@@ -322,8 +321,6 @@ def train_anomaly(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, va_b
 def validation_errors(model, va: SplitData, center: np.ndarray, scale: np.ndarray, length: int,
                       device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(error, per-signal shares) of the sequence ending at every validation window (chunked: flat memory)."""
-    from training.anomaly import normalise, reconstruction_errors, signal_index
-
     if not va.size:
         return np.zeros(0, np.float32), np.zeros((0, len(center)), np.float32)
     vsignals = va.X[:, signal_index()]

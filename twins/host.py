@@ -1,4 +1,5 @@
-"""Plain (Ray-free) hosting logic: batch splitting, routing, and ``TwinHost``, the contents of a host actor.
+"""Plain (Ray-free) hosting logic: routing, and ``TwinHost``, the contents of a host actor (it ingests
+``configs.frames.FrameBatch``).
 
 ``TwinHost`` holds the twins of one host (one vehicle by default, a shard with ``twins_per_actor > 1``),
 restores them from the checkpoint store on first contact, checkpoints every twin an ingest call
@@ -17,16 +18,16 @@ import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
-import pyarrow as pa
 
+from configs.frames import FrameBatch
 from configs.settings import TwinsConfig
 from twins.personalise import fit_personal_head
 from twins.store import CheckpointStore
-from twins.twin import SENSORS, AnomalyModel, VehicleTwin, frames_matrix, ingest_many
-from twins.types import Alert, AlertFilter, IngestResult, Rejection
+from twins.twin import AnomalyModel, VehicleTwin, ingest_many
+from twins.types import Alert, AlertFilter, IngestResult
 
 _ALERT_LOG = 10_000
 
@@ -37,104 +38,8 @@ def route(vehicle_id: str, shards: int) -> int:
     return int.from_bytes(digest, "little") % shards
 
 
-@dataclass
-class FrameBlock:
-    """Frames of several vehicles, grouped: rows ``offsets[i]:offsets[i+1]`` belong to ``vehicle_ids[i]``."""
-
-    vehicle_ids: list[str]
-    offsets: np.ndarray
-    seq: np.ndarray
-    ts: np.ndarray
-    values: np.ndarray  # rows x SENSORS float32
-
-    def parts(self) -> Iterable[tuple[str, dict[str, np.ndarray]]]:
-        for i, vehicle_id in enumerate(self.vehicle_ids):
-            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
-            yield vehicle_id, {"seq": self.seq[lo:hi], "ts": self.ts[lo:hi], "values": self.values[lo:hi]}
-
-    @property
-    def rows(self) -> int:
-        return int(self.seq.size)
-
-    def select(self, indices: list[int]) -> "FrameBlock":
-        """The vehicles at ``indices`` (positions in ``vehicle_ids``), as one contiguous block."""
-        spans = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
-        rows = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
-        sizes = np.array([s.size for s in spans], dtype=np.int64)
-        return FrameBlock([self.vehicle_ids[i] for i in indices], np.concatenate([[0], np.cumsum(sizes)]),
-                          self.seq[rows], self.ts[rows], self.values[rows])
-
-
-def _column(batch: Any, name: str) -> Any:
-    if isinstance(batch, (pa.Table, pa.RecordBatch)):
-        return batch.column(name) if name in batch.schema.names else None
-    return batch.get(name)
-
-
-def to_block(batch: pa.Table | pa.RecordBatch | dict[str, Any]) -> tuple[FrameBlock, list[Rejection]]:
-    """Group a batch (Arrow or dict of columns, any vehicles, any order) by vehicle.
-
-    Rows without a vehicle id, seq or ts are refused (``bad_key``); missing sensors become NaN.
-    """
-    n = batch.num_rows if isinstance(batch, (pa.Table, pa.RecordBatch)) else len(batch["seq"])
-    keys = {k: _column(batch, k) for k in ("vehicle_id", "seq", "ts")}
-    missing = [k for k, v in keys.items() if v is None]
-    if missing:
-        raise ValueError(f"batch lacks key column(s) {missing}")
-    vid = keys["vehicle_id"]
-    if isinstance(vid, (pa.Array, pa.ChunkedArray)):
-        encoded = pa.chunked_array([vid]).combine_chunks() if isinstance(vid, pa.Array) else vid.combine_chunks()
-        encoded = encoded.dictionary_encode()
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        names = encoded.dictionary.to_pylist()
-        null_vid = np.asarray(encoded.indices.is_null().to_numpy(zero_copy_only=False))
-        codes = np.where(null_vid, -1, np.nan_to_num(codes, nan=-1)).astype(np.int64)
-    else:
-        names, codes = np.unique(np.asarray(vid, dtype=object).astype(str), return_inverse=True)
-        names, codes = [str(n) for n in names], codes.astype(np.int64)
-    seq, seq_ok = _int_column(keys["seq"])
-    ts, ts_ok = _int_column(keys["ts"])
-    if isinstance(batch, (pa.Table, pa.RecordBatch)):
-        columns = {name: _float_column(batch.column(name)) for name in SENSORS if name in batch.schema.names}
-    else:
-        columns = {name: batch[name] for name in SENSORS if name in batch}
-        if "values" in batch:
-            columns = {"values": batch["values"]}
-    values = frames_matrix(columns, n)
-    ok = (codes >= 0) & seq_ok & ts_ok
-    rejected = [Rejection(names[c] if c >= 0 else "", int(s) if sk else -1, "bad_key",
-                          "frame lacks " + ("vehicle_id" if c < 0 else "seq" if not sk else "ts"))
-                for c, s, sk in zip(codes[~ok], seq[~ok], seq_ok[~ok])]
-    codes, seq, ts, values = codes[ok], seq[ok], ts[ok], values[ok]
-    order = np.argsort(codes, kind="stable")
-    codes = codes[order]
-    present, starts = np.unique(codes, return_index=True)
-    offsets = np.concatenate([starts, [codes.size]]).astype(np.int64)
-    block = FrameBlock([names[c] for c in present], offsets, seq[order], ts[order], values[order])
-    return block, rejected
-
-
-def _int_column(column: Any) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(column, (pa.Array, pa.ChunkedArray)):
-        if pa.types.is_timestamp(column.type):
-            column = column.cast(pa.int64())
-        valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        return np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64), valid
-    array = np.asarray(column)
-    if array.dtype.kind == "M":
-        array = array.astype("datetime64[ms]").astype(np.int64)
-    if array.dtype.kind == "f":
-        valid = np.isfinite(array)
-        return np.where(valid, array, 0).astype(np.int64), valid
-    return array.astype(np.int64), np.ones(array.shape, dtype=bool)
-
-
-def _float_column(column: Any) -> np.ndarray:
-    return np.asarray(column.cast(pa.float32()).fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float32)
-
-
 def _waves(vehicle_ids: list[str]) -> list[list[int]]:
-    """Consecutive runs of positions with no vehicle twice (a block built by ``to_block`` is one run)."""
+    """Consecutive runs of positions with no vehicle twice (a batch built by ``FrameBatch.from_columns`` is one run)."""
     waves: list[list[int]] = [[]]
     seen: set[str] = set()
     for i, vehicle_id in enumerate(vehicle_ids):
@@ -238,7 +143,7 @@ class TwinHost:
         self.last_used[vehicle_id] = self.clock()
         return twin
 
-    def ingest(self, block: FrameBlock) -> IngestResult:
+    def ingest(self, block: FrameBatch) -> IngestResult:
         result = IngestResult()
         dirty: list[str] = []
         parts = list(block.parts())

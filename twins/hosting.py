@@ -20,20 +20,24 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import deque
 from typing import Any, Callable
 
-import numpy as np
 import pyarrow as pa
 import ray
 
+from configs.frames import FrameBatch
 from configs.settings import Config, TwinsConfig
-from twins.host import FrameBlock, HostSettings, PredictionBatch, TwinHost, route, to_block
+from training.artifacts import ArtifactMismatch, load_anomaly_model
+from twins.host import HostSettings, Predictor, TwinHost, route
+from twins.store import CheckpointStore
 from twins.types import Alert, AlertFilter, IngestResult
 
 NAMESPACE = "evtwin"
-MODELS_APP = "evtwin-models"
+# Builds a host's predictor inside the actor (a handle to a model service cannot travel pickled).
+PredictorFactory = Callable[[], Predictor]
 _ALERT_LOG = 100_000
 _RETRIES = 8  # with backoff: ~20 s for Ray to restart a host actor
 _REACQUIRE_AFTER = 3  # attempts on a dead actor before asking for it again by name
@@ -61,50 +65,24 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-class ServePredictor:
-    """Asks the Serve deployments (by handle) for risk and severity; never waits for the answer."""
-
-    def __init__(self, app_name: str = MODELS_APP, top_k: int = 3) -> None:
-        from ray import serve
-
-        self.failure = serve.get_deployment_handle("FailurePredictor", app_name=app_name)
-        self.severity = serve.get_deployment_handle("SeverityClassifier", app_name=app_name)
-        self.top_k = top_k
-
-    def submit(self, vehicle_ids: list[str], window_end_ms: list[int], X: np.ndarray) -> Any:
-        return {"failure": self.failure.predict_rows.remote(X, self.top_k),
-                "severity": self.severity.severity_rows.remote(X), "answers": {}}
-
-    def poll(self, ticket: Any) -> PredictionBatch | None:
-        answers = ticket["answers"]
-        for key in ("failure", "severity"):
-            if key not in answers:
-                try:
-                    answers[key] = ticket[key].result(timeout_s=0.001)
-                except TimeoutError:
-                    return None
-        from serving.deployments import row_answers
-
-        risk, modes, contributions, severity = row_answers(answers["failure"], answers["severity"])
-        return PredictionBatch(risk=risk, mode=modes, contributions=contributions, severity=severity)
-
-
 # ---------------------------------------------------------------------------- the actor shell
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class TwinHostActor:
     """Wiring only: every method forwards to ``TwinHost``."""
 
-    def __init__(self, settings: HostSettings, run_dir: str | None, use_models: bool) -> None:
+    def __init__(self, settings: HostSettings, run_dir: str | None,
+                 predictor_factory: PredictorFactory | None) -> None:
         model = _load_anomaly_model(run_dir)
         predictor = None
-        if use_models:
+        if predictor_factory is not None:
             try:
-                predictor = ServePredictor()
-            except Exception:  # Serve not deployed: twins run without predictions
+                predictor = predictor_factory()
+            except Exception as error:  # the model services are not there: twins run without predictions
+                logging.getLogger(__name__).warning("twins run without predictions: %r", error)
                 predictor = None
         self.host = TwinHost(settings, model, predictor, RayRunner() if model is not None else None)
 
-    def ingest(self, block: FrameBlock) -> IngestResult:
+    def ingest(self, block: FrameBatch) -> IngestResult:
         return self.host.ingest(block)
 
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
@@ -126,15 +104,12 @@ class TwinHostActor:
         return self.host.twin(vehicle_id).to_bytes()
 
     def pid(self) -> int:
-        import os
         return os.getpid()
 
 
 def _load_anomaly_model(run_dir: str | None) -> Any:
     if run_dir is None:
         return None
-    from training.artifacts import ArtifactMismatch, load_anomaly_model
-
     try:
         return load_anomaly_model(run_dir)
     except FileNotFoundError:
@@ -152,12 +127,12 @@ class TwinFleet:
     """
 
     def __init__(self, settings: HostSettings, shards: int, run_dir: str | None = None,
-                 use_models: bool = False, detached: bool = False) -> None:
+                 predictor_factory: PredictorFactory | None = None, detached: bool = False) -> None:
         self.settings = settings
         self.cfg: TwinsConfig = settings.twins
         self.shards = shards
         self.run_dir = run_dir
-        self.use_models = use_models
+        self.predictor_factory = predictor_factory
         self.detached = detached
         self.actors: dict[str, Any] = {}
         self.seen: set[str] = set()
@@ -169,16 +144,18 @@ class TwinFleet:
 
     @classmethod
     def create(cls, config: Config, run_dir: str | None = None, expected_vehicles: int | None = None,
-               use_models: bool = False, detached: bool = False) -> "TwinFleet":
+               predictor_factory: PredictorFactory | None = None, detached: bool = False) -> "TwinFleet":
+        """``run_dir`` gives the LSTM-AE (None: baselines only); ``predictor_factory`` a picklable zero-argument
+        callable each host actor calls once to build its ``twins.host.Predictor`` (e.g.
+        ``serving.predictor.ServePredictor``; None: no risk predictions)."""
         twins = config.twins
         shards = 0
         if twins.twins_per_actor > 1:
             expected = expected_vehicles or config.simulation.num_vehicles
             shards = max(1, math.ceil(expected / twins.twins_per_actor))
-        settings = HostSettings(twins=twins, window_ms=int(config.dataset.window_minutes * 60_000),
-                                stride_ms=int(config.dataset.stride_minutes * 60_000),
+        settings = HostSettings(twins=twins, window_ms=config.dataset.window_ms, stride_ms=config.dataset.stride_ms,
                                 checkpoint_uri=twins.checkpoint_uri)
-        return cls(settings, shards, run_dir, use_models, detached)
+        return cls(settings, shards, run_dir, predictor_factory, detached)
 
     # ------------------------------------------------------------------ routing
     def host_name(self, vehicle_id: str) -> str:
@@ -192,7 +169,7 @@ class TwinFleet:
             handle = TwinHostActor.options(
                 name=name, namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached" if self.detached else None,
-            ).remote(self.settings, self.run_dir, self.use_models)
+            ).remote(self.settings, self.run_dir, self.predictor_factory)
             self.actors[name] = handle
         return handle
 
@@ -205,13 +182,13 @@ class TwinFleet:
         self.reacquired += 1
         del stale
 
-    def ingest(self, batch: pa.Table | pa.RecordBatch | dict[str, Any] | FrameBlock) -> IngestResult:
+    def ingest(self, batch: pa.Table | pa.RecordBatch | dict[str, Any] | FrameBatch) -> IngestResult:
         """Apply a batch (any vehicles, any order). Returns durable acks, new alerts and refusals."""
         result = IngestResult()
-        if isinstance(batch, FrameBlock):
+        if isinstance(batch, FrameBatch):
             block = batch
         else:
-            block, rejected = to_block(batch)
+            block, rejected = FrameBatch.from_columns(batch)
             result.rejected.extend(rejected)
         by_host: dict[str, list[int]] = {}
         for i, vehicle_id in enumerate(block.vehicle_ids):
@@ -220,7 +197,7 @@ class TwinFleet:
         pending = {name: block.select(idx) if len(by_host) > 1 else block for name, idx in by_host.items()}
         for attempt in range(_RETRIES):
             calls = {name: self.actor(name).ingest.remote(part) for name, part in pending.items()}
-            failed: dict[str, FrameBlock] = {}
+            failed: dict[str, FrameBatch] = {}
             for name, ref in calls.items():
                 try:
                     result.merge(ray.get(ref, timeout=_CALL_TIMEOUT_S))
@@ -259,7 +236,6 @@ class TwinFleet:
         return ray.get(self.actor(self.host_name(vehicle_id)).summary.remote(vehicle_id))
 
     def list_twins(self) -> list[str]:
-        from twins.store import CheckpointStore
         return sorted(self.seen | set(CheckpointStore(self.settings.checkpoint_uri).list()))
 
     def alerts(self, flt: AlertFilter | None = None) -> list[Alert]:

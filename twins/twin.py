@@ -38,9 +38,12 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from configs.frames import frames_matrix
 from configs.schema import SCHEMA
 from configs.settings import TwinsConfig
 from training.alerting import AlertPolicy, AlertState, per_signal_errors
+from training.features import BASELINE_LEARN_Z, FEATURE_NAMES, FeatureState, update_many
+from training.windows import WindowAssembler
 from twins.baseline import EwmaBaseline, baseline_from_state
 from twins.personalise import PersonalHead, fit_personal_head
 from twins.types import Alert, Rejection, TwinStep, WindowScore, alert_id
@@ -72,24 +75,20 @@ class AnomalyModel(Protocol):
 
 
 def _feature_state_factory() -> Any:
-    from training.features import FeatureState  # imported lazily: the twin module imports cheaply
     return FeatureState()
 
 
 def _feature_state_from_bytes(data: bytes) -> Any:
-    from training.features import FeatureState
     return FeatureState.from_bytes(data)
 
 
 def feature_names() -> tuple[str, ...]:
-    from training.features import FEATURE_NAMES
     return FEATURE_NAMES
 
 
 @functools.cache
 def _own_z_index() -> tuple[np.ndarray, float]:
     """Positions of the per-vehicle z-score features, and the |z| band their baseline learns from."""
-    from training.features import BASELINE_LEARN_Z
     return np.array([i for i, name in enumerate(feature_names()) if name.endswith("_z")]), BASELINE_LEARN_Z
 
 
@@ -98,21 +97,6 @@ def usual_for_vehicle(features: np.ndarray) -> np.ndarray:
     baseline) within the band that baseline itself learns from. Computed for a whole round of windows at once."""
     index, band = _own_z_index()
     return np.abs(features[:, index]).max(axis=1) <= band
-
-
-def frames_matrix(columns: dict[str, Any], n: int) -> np.ndarray:
-    """(n x sensors) float32 matrix from columns; a missing sensor is all NaN (a dropout).
-
-    A pre-stacked matrix may be passed as ``columns["values"]`` (rows x ``SENSORS``): the cheap path
-    the hosts use.
-    """
-    if "values" in columns:
-        return np.asarray(columns["values"], dtype=np.float32).reshape(n, N_SENSORS)
-    matrix = np.empty((n, N_SENSORS), dtype=np.float32)
-    for j, name in enumerate(SENSORS):
-        column = columns.get(name)
-        matrix[:, j] = np.nan if column is None else np.asarray(column, dtype=np.float32)
-    return matrix
 
 
 def forward_fill(values: np.ndarray, invalid: np.ndarray, last_good: np.ndarray) -> np.ndarray:
@@ -136,8 +120,6 @@ class VehicleTwin:
 
     def __init__(self, vehicle_id: str, cfg: TwinsConfig, window_ms: int, stride_ms: int,
                  anomaly_model: AnomalyModel | None = None) -> None:
-        from training.windows import WindowAssembler
-
         self.vehicle_id = vehicle_id
         self.cfg = cfg
         self.anomaly_policy = AlertPolicy.for_twins(cfg, cfg.anomaly_alert_level)
@@ -591,8 +573,6 @@ class VehicleTwin:
     @classmethod
     def from_bytes(cls, data: bytes, anomaly_model: AnomalyModel | None = None,
                    cfg: TwinsConfig | None = None) -> "VehicleTwin":
-        from training.windows import WindowAssembler
-
         if not data.startswith(_MAGIC):
             raise ValueError("not a twin checkpoint (bad magic)")
         with np.load(io.BytesIO(data[len(_MAGIC):]), allow_pickle=False) as npz:
@@ -657,8 +637,6 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
     Features never depend on decisions, so batching changes nothing but the cost. Round ``k`` takes the
     ``k``-th closed window of every twin that has one (a state advances once per round, in time order).
     """
-    from training.features import update_many
-
     rounds = max(len(closed) for _, _, closed in closings)
     per_twin: list[list[np.ndarray]] = [[] for _ in closings]
     usual: list[list[bool]] = [[] for _ in closings]

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from configs.frames import Rejection  # a refused frame is part of the frame contract; re-exported for the twins
+
 RULES: tuple[str, ...] = ("anomaly", "sensor_fault", "failure_risk")
 
 
@@ -50,16 +52,6 @@ class Alert:
         if values.get("risk") is not None:
             values["risk"] = {int(k): float(v) for k, v in values["risk"].items()}
         return cls(**values)
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A frame refused with a reason (``code``: late, bad_key)."""
-
-    vehicle_id: str
-    seq: int
-    code: str
-    message: str
 
 
 @dataclass(frozen=True)

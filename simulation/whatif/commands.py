@@ -19,7 +19,7 @@ COMPARE_SCENARIOS: tuple[str, ...] = ("baseline", "heatwave", "fast_charge_heavy
 
 
 def register(subparsers: Any) -> None:
-    from serving.cli import add_config_arguments
+    from configs.cli import add_config_arguments
 
     parser = subparsers.add_parser("simulate", help="what-if simulation of the fleet (SimPy, replications on Ray)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

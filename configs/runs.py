@@ -1,4 +1,5 @@
-"""Reading a generated run directory (layout in docs/CONTRACTS.md) with pyarrow, no pandas.
+"""The run directory: its layout (file names, ground-truth schemas; docs/CONTRACTS.md) and the one set of
+readers every package uses (pyarrow, no pandas). ``evtwin generate`` writes it (``simulation.writer``).
 
 >>> list_vehicles("runs/does-not-exist")
 []
@@ -89,7 +90,11 @@ def read_sensor_faults(run_dir: str | Path) -> pa.Table:
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
+    """The run's manifest (seed, window, row counts, config); a clear error when the folder is not a run."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no {MANIFEST_FILE} (is this a run directory from `evtwin generate`?)")
+    return json.loads(path.read_text())
 
 
 def read_aggregates(run_dir: str | Path, level: Literal["hourly", "daily"],

@@ -11,15 +11,26 @@ and lead times.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.cli import add_config_arguments, config_from_args
+from configs.runs import EVENTS_FILE, list_vehicles, read_events, read_sensor_faults, read_vehicle_frames
+from configs.settings import Config, TwinsConfig
+from serving.deployments import deploy_models
+from serving.predictor import ServePredictor
+from simulation.fleet import frame_count, observation_window, sample_profiles
+from simulation.generator import stream_vehicle_batches
+from twins.evaluation import score_alerts
+from twins.hosting import TwinFleet
 from twins.types import Alert
 
 console = Console(stderr=True)
@@ -27,8 +38,6 @@ _RULE_STYLE = {"anomaly": "yellow", "sensor_fault": "magenta", "failure_risk": "
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from serving.cli import add_config_arguments
-
     parser = subparsers.add_parser("run", help="drive a fleet through twins on Ray and model services on Ray Serve")
     add_config_arguments(parser)
     parser.add_argument("--run", dest="run_dir", default=None, help="run directory (default: runs/<run_name>)")
@@ -47,8 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _file_batches(run_dir: Path, vehicles: list[str], batch_ms: int) -> Iterator[pa.Table]:
     """All vehicles' frames, one table per ``batch_ms`` of frame time (vehicles interleaved as in reality)."""
-    from simulation.io import read_vehicle_frames
-
     tables = [read_vehicle_frames(run_dir, v) for v in vehicles]
     tables = [t.append_column("_bucket", pa.array(t.column("ts").cast(pa.int64()).to_numpy() // batch_ms))
               for t in tables]
@@ -56,8 +63,6 @@ def _file_batches(run_dir: Path, vehicles: list[str], batch_ms: int) -> Iterator
                       if t.num_rows})
     if not buckets:
         return
-    import pyarrow.compute as pc
-
     for bucket in range(buckets[0], buckets[-1] + 1):
         parts = [t.filter(pc.equal(t.column("_bucket"), bucket)).drop_columns(["_bucket"]) for t in tables]
         parts = [p for p in parts if p.num_rows]
@@ -65,10 +70,7 @@ def _file_batches(run_dir: Path, vehicles: list[str], batch_ms: int) -> Iterator
             yield pa.concat_tables(parts)
 
 
-def _live_batches(config: Any, count: int | None, batch_ms: int) -> Iterator[pa.Table]:
-    from simulation.fleet import sample_profiles
-    from simulation.generator import stream_vehicle_batches
-
+def _live_batches(config: Config, count: int | None, batch_ms: int) -> Iterator[pa.Table]:
     profiles = sample_profiles(config.simulation, config.seed)[: count or None]
     streams = [stream_vehicle_batches(p, config.simulation, config.seed, batch_seconds=batch_ms / 1000) for p in profiles]
     while streams:
@@ -83,13 +85,9 @@ def _live_batches(config: Any, count: int | None, batch_ms: int) -> Iterator[pa.
             yield pa.concat_tables(parts)
 
 
-def _checkpoints_in_run(config: Any, run_dir: Path, fresh: bool) -> Any:
+def _checkpoints_in_run(config: Config, run_dir: Path, fresh: bool) -> Config:
     """Keep twin checkpoints inside the run (unless a URI was configured); a fresh run starts empty,
     since a twin restored from another run would take this run's frames for duplicates."""
-    import shutil
-
-    from configs.settings import TwinsConfig
-
     uri = config.twins.checkpoint_uri
     if uri == TwinsConfig().checkpoint_uri:
         uri = str(run_dir / "twin_checkpoints")
@@ -107,11 +105,6 @@ def _print_alert(alert: Alert) -> None:
 
 def run_fleet(args: argparse.Namespace) -> int:
     import ray
-
-    from serving.cli import config_from_args
-    from simulation.fleet import frame_count, observation_window
-    from simulation.io import list_vehicles
-    from twins.hosting import TwinFleet
 
     config = config_from_args(args)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.run_name
@@ -134,13 +127,13 @@ def run_fleet(args: argparse.Namespace) -> int:
     try:
         if not args.no_models and (run_dir / "models").is_dir():
             try:
-                from serving.deployments import deploy_models
                 deploy_models(config, str(run_dir))
                 use_models = True
             except Exception as error:  # the twins run without risk predictions
                 console.print(f"[yellow]model services not deployed:[/yellow] {error!r}")
         fleet = TwinFleet.create(config, run_dir=str(run_dir) if (run_dir / "models").is_dir() else None,
-                                 expected_vehicles=n_vehicles, use_models=use_models)
+                                 expected_vehicles=n_vehicles,
+                                 predictor_factory=ServePredictor if use_models else None)
         batches = _file_batches(run_dir, vehicles, batch_ms) if use_files else _live_batches(config, n_vehicles, batch_ms)
         total = n_vehicles * frame_count(config.simulation) if not use_files else None
         alerts: list[Alert] = []
@@ -173,20 +166,17 @@ def run_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(run_dir: Path, config: Any, alerts: list[Alert], frames: int, elapsed: float, vehicles: set[str],
+def _summary(run_dir: Path, config: Config, alerts: list[Alert], frames: int, elapsed: float, vehicles: set[str],
              end_ms: int) -> None:
-    from twins.evaluation import score_alerts
-
     console.print(f"\n{frames:,} frames from {len(vehicles)} vehicles in {elapsed:.1f} s "
                   f"({frames / max(elapsed, 1e-9):,.0f} frames/s), {len(alerts)} alerts")
     events, faults = [], []
-    if (run_dir / "events.parquet").exists():
-        from simulation.io import read_events, read_sensor_faults
+    if (run_dir / EVENTS_FILE).exists():
         events = [e for e in read_events(run_dir).to_pylist() if e["vehicle_id"] in vehicles]
         faults = [f for f in read_sensor_faults(run_dir).to_pylist() if f["vehicle_id"] in vehicles]
     horizon_ms = min(config.labels.failure_horizons_days) * 86_400_000
     report = score_alerts(alerts, events, faults, risk_horizon_ms=horizon_ms,
-                          slack_ms=int(config.dataset.window_minutes * 60_000), end_ms=end_ms)
+                          slack_ms=config.dataset.window_ms, end_ms=end_ms)
     rules = Table(title="alerts by rule (against ground truth)")
     for column in ("rule", "alerts", "true", "false"):
         rules.add_column(column, justify="right" if column != "rule" else "left")

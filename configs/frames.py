@@ -1,0 +1,158 @@
+"""The one in-process type for "a batch of frames", and the refusals of rows that cannot be one.
+
+A ``FrameBatch`` holds the frames of several vehicles grouped by vehicle: rows
+``offsets[i]:offsets[i+1]`` belong to ``vehicle_ids[i]``; ``values`` is rows x ``SENSORS`` float32 (the
+telemetry contract's sensor order, NaN = the sensor did not report). Every source (the gRPC codec, the
+run-folder readers, the generator, the what-if) hands the twins this type; ``FrameBatch.from_columns``
+builds it from Arrow or a dict of numpy columns (``Columns``).
+
+>>> import numpy as np
+>>> batch, refused = FrameBatch.from_columns({"vehicle_id": np.array(["B", "A", "B"]), "seq": np.array([1, 1, 2]),
+...                                           "ts": np.array([10, 10, 20])})
+>>> batch.vehicle_ids, batch.offsets.tolist(), batch.seq.tolist(), refused
+(['A', 'B'], [0, 1, 3], [1, 1, 2], [])
+>>> batch.values.shape == (3, len(SENSORS)) and bool(np.isnan(batch.values).all())
+True
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from configs.schema import SCHEMA
+
+# Columns of frames by name (``vehicle_id``, ``ts``, ``seq`` and sensors), one numpy array each, same length.
+Columns = dict[str, np.ndarray]
+
+SENSORS: tuple[str, ...] = SCHEMA.sensor_names
+N_SENSORS = len(SENSORS)
+KEY_COLUMNS: tuple[str, ...] = ("vehicle_id", "seq", "ts")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A frame refused with a reason (``code``: late, bad_key)."""
+
+    vehicle_id: str
+    seq: int
+    code: str
+    message: str
+
+
+def frames_matrix(columns: Mapping[str, Any], n: int) -> np.ndarray:
+    """(n x sensors) float32 matrix from columns; a missing sensor is all NaN (a dropout).
+
+    A pre-stacked matrix may be passed as ``columns["values"]`` (rows x ``SENSORS``): the cheap path
+    the hosts use.
+    """
+    if "values" in columns:
+        return np.asarray(columns["values"], dtype=np.float32).reshape(n, N_SENSORS)
+    matrix = np.empty((n, N_SENSORS), dtype=np.float32)
+    for j, name in enumerate(SENSORS):
+        column = columns.get(name)
+        matrix[:, j] = np.nan if column is None else np.asarray(column, dtype=np.float32)
+    return matrix
+
+
+@dataclass
+class FrameBatch:
+    """Frames of several vehicles, grouped: rows ``offsets[i]:offsets[i+1]`` belong to ``vehicle_ids[i]``."""
+
+    vehicle_ids: list[str]
+    offsets: np.ndarray
+    seq: np.ndarray
+    ts: np.ndarray
+    values: np.ndarray  # rows x SENSORS float32
+
+    def parts(self) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        """Per vehicle, in order: its id and its rows as ``{"seq", "ts", "values"}``."""
+        for i, vehicle_id in enumerate(self.vehicle_ids):
+            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+            yield vehicle_id, {"seq": self.seq[lo:hi], "ts": self.ts[lo:hi], "values": self.values[lo:hi]}
+
+    @property
+    def rows(self) -> int:
+        return int(self.seq.size)
+
+    def select(self, indices: list[int]) -> "FrameBatch":
+        """The vehicles at ``indices`` (positions in ``vehicle_ids``), as one contiguous batch."""
+        spans = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
+        rows = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+        sizes = np.array([s.size for s in spans], dtype=np.int64)
+        return FrameBatch([self.vehicle_ids[i] for i in indices], np.concatenate([[0], np.cumsum(sizes)]),
+                          self.seq[rows], self.ts[rows], self.values[rows])
+
+    @classmethod
+    def from_columns(cls, batch: pa.Table | pa.RecordBatch | Mapping[str, Any]) -> tuple["FrameBatch", list[Rejection]]:
+        """Group a batch (Arrow or dict of columns, any vehicles, any order) by vehicle.
+
+        Rows without a vehicle id, seq or ts are refused (``bad_key``); missing sensors become NaN.
+        A batch without one of the key columns at all is an error naming it.
+        """
+        arrow = isinstance(batch, (pa.Table, pa.RecordBatch))
+        keys = {k: _column(batch, k) for k in KEY_COLUMNS}
+        missing = [k for k, v in keys.items() if v is None]
+        if missing:
+            raise ValueError(f"batch lacks key column(s) {missing}")
+        n = batch.num_rows if arrow else len(batch["seq"])
+        names, codes = _vehicle_codes(keys["vehicle_id"])
+        seq, seq_ok = _int_column(keys["seq"])
+        ts, ts_ok = _int_column(keys["ts"])
+        if arrow:
+            columns: dict[str, Any] = {name: _float_column(batch.column(name)) for name in SENSORS
+                                       if name in batch.schema.names}
+        elif "values" in batch:
+            columns = {"values": batch["values"]}
+        else:
+            columns = {name: batch[name] for name in SENSORS if name in batch}
+        values = frames_matrix(columns, n)
+        ok = (codes >= 0) & seq_ok & ts_ok
+        rejected = [Rejection(names[c] if c >= 0 else "", int(s) if sk else -1, "bad_key",
+                              "frame lacks " + ("vehicle_id" if c < 0 else "seq" if not sk else "ts"))
+                    for c, s, sk in zip(codes[~ok], seq[~ok], seq_ok[~ok])]
+        codes, seq, ts, values = codes[ok], seq[ok], ts[ok], values[ok]
+        order = np.argsort(codes, kind="stable")
+        codes = codes[order]
+        present, starts = np.unique(codes, return_index=True)
+        offsets = np.concatenate([starts, [codes.size]]).astype(np.int64)
+        return cls([names[c] for c in present], offsets, seq[order], ts[order], values[order]), rejected
+
+
+def _column(batch: Any, name: str) -> Any:
+    if isinstance(batch, (pa.Table, pa.RecordBatch)):
+        return batch.column(name) if name in batch.schema.names else None
+    return batch.get(name)
+
+
+def _vehicle_codes(column: Any) -> tuple[list[str], np.ndarray]:
+    """(distinct vehicle ids, per row the position of its id or -1 for a missing one)."""
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        combined = pa.chunked_array([column]).combine_chunks() if isinstance(column, pa.Array) else column.combine_chunks()
+        encoded = combined.dictionary_encode()
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        null_vid = np.asarray(encoded.indices.is_null().to_numpy(zero_copy_only=False))
+        return encoded.dictionary.to_pylist(), np.where(null_vid, -1, np.nan_to_num(codes, nan=-1)).astype(np.int64)
+    names, codes = np.unique(np.asarray(column, dtype=object).astype(str), return_inverse=True)
+    return [str(n) for n in names], codes.astype(np.int64)
+
+
+def _int_column(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        return np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64), valid
+    array = np.asarray(column)
+    if array.dtype.kind == "M":
+        array = array.astype("datetime64[ms]").astype(np.int64)
+    if array.dtype.kind == "f":
+        valid = np.isfinite(array)
+        return np.where(valid, array, 0).astype(np.int64), valid
+    return array.astype(np.int64), np.ones(array.shape, dtype=bool)
+
+
+def _float_column(column: Any) -> np.ndarray:
+    return np.asarray(column.cast(pa.float32()).fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float32)
