@@ -77,9 +77,11 @@ def test_event_detection_counts_alerts_between_onset_and_failure() -> None:
 # --- calibration -------------------------------------------------------------------------------------
 
 def test_isotonic_fit_pools_adjacent_violators() -> None:
-    edges, values = isotonic_fit(np.array([1, 2, 3, 4, 5]), np.array([0, 1, 0, 1, 1]))
-    assert values.tolist() == [0.0, 0.5, 1.0, 1.0]  # only violators are pooled
-    assert edges.tolist() == [1, 3, 4, 5]
+    thresholds, values = isotonic_fit(np.array([1, 2, 3, 4, 5]), np.array([0, 1, 0, 1, 1]))
+    assert values.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]  # only violators (2, 3) are pooled
+    assert thresholds.tolist() == [1, 2, 3, 4, 5]  # both ends of the pooled block are kept
+    thresholds, values = isotonic_fit(np.array([1, 2, 3, 4, 5, 6]), np.array([0, 1, 1, 0, 1, 1]))
+    assert thresholds.tolist() == [1, 2, 4, 5, 6] and values.tolist() == [0.0, 2 / 3, 2 / 3, 1.0, 1.0]
 
 
 def test_calibrators_are_monotone_and_round_trip_through_json() -> None:
