@@ -295,9 +295,9 @@ def run_demo(config: Config, run_dir: Path, backend: str = "ray", speed: float =
     if not (run_dir / "raw_frames").exists():
         console.print("[red]no generated frames: the generator is needed for the demo[/red]")
         return 1
-    truth = replace(GroundTruth.load(run_dir, min(config.labels.failure_horizons_days)),
-                    window_ms=int(config.dataset.window_minutes * 60_000),
-                    post_failure_ms=int(config.labels.post_failure_grace_days * 86_400_000))
+    rules = JudgeRules.from_config(config)
+    truth = replace(GroundTruth.load(run_dir), horizon_ms=rules.risk_horizon_ms, window_ms=rules.window_ms,
+                    post_failure_ms=rules.post_failure_ms)
     # Twins start from scratch each demo: old checkpoints would turn the replay into duplicates.
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     console.rule("[bold]serve and stream")

@@ -82,6 +82,13 @@ def test_risk_alert_in_a_sensor_fault_is_not_true_but_not_a_false_alarm_either()
     assert result.verdicts[0].outcome == UNJUDGED and result.faults_caught == 0
 
 
+def test_anomaly_alert_in_a_degradation_and_a_fault_counts_for_both() -> None:
+    overlapping = SensorFaultEpisode("a", start_ms=24 * D, end_ms=26 * D, kind="drift")
+    result = judge([AlertCall("a", 25 * D, "anomaly")], [EVENT], [overlapping], RULES, OBSERVED)
+    assert result.verdicts[0].outcome == FAILURE and result.verdicts[0].faults == (0,)
+    assert (result.detected, result.faults_caught) == (1, 1)
+
+
 def test_sensor_fault_alert_during_a_degradation_does_not_detect_the_failure() -> None:
     result = one(AlertCall("a", 25 * D, "sensor_fault"))
     assert result.verdicts[0].outcome == UNJUDGED and result.detected == 0
@@ -178,3 +185,13 @@ def test_invariants_recall_bounds_once_per_event_and_false_alarms_never_help(ale
     reversed_result = judge(list(reversed(alerts)), events, faults, RULES, observed)
     assert (reversed_result.detected, reversed_result.leads_ms, reversed_result.false_alarms) == (
         result.detected, result.leads_ms, result.false_alarms)
+
+
+def test_rules_from_the_config_are_the_labels_lengths() -> None:
+    from configs.settings import load_config
+
+    config = load_config(overrides=["labels.failure_horizons_days=[14, 7, 30]", "dataset.window_minutes=30",
+                                    "labels.post_failure_grace_days=2"])
+    assert JudgeRules.from_config(config) == JudgeRules(window_ms=30 * 60_000, risk_horizon_ms=7 * D,
+                                                        post_failure_ms=2 * D)
+    assert JudgeRules.from_config(config, window_ms=H).window_ms == H

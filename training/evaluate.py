@@ -174,8 +174,7 @@ def anomaly_section(model_run: Path, blocks: list[VehicleBlock], cfg: Config, li
         "fixed_limits": (limits.score, baselines["fixed_limits_alert_threshold"]),
         "vehicle_zscore": (vehicle_zscore, baselines["vehicle_zscore_alert_threshold"]),
     }
-    rules = rules or JudgeRules(window_ms=3_600_000, risk_horizon_ms=7 * MS_PER_DAY,
-                                post_failure_ms=int(cfg.labels.post_failure_grace_days * MS_PER_DAY))
+    rules = rules or JudgeRules.from_config(cfg)
     if events is None:
         events = [FailureEvent(b.vehicle_id, onset, failure, mode) for b in blocks for onset, failure, mode in b.events]
     # A vehicle's alerts can be raised at its window ends; a window ending at t stands for (t, t + stride].
@@ -301,8 +300,7 @@ def evaluate_run(model_run: Path, cfg: Config, test_run: Path | None = None, out
     last_day = severity_section(model_run, data, horizons[0], out_dir / "last_day", within_ms=86_400_000)
     report["severity"]["last_day"] = {"macro_f1": last_day.get("macro_f1"), "windows": last_day.get("windows")}
     # The labels' own lengths, so the judge's healthy time is the labels' healthy windows.
-    rules = JudgeRules(window_ms=int(model_card["window_ms"]), risk_horizon_ms=horizons[0] * MS_PER_DAY,
-                       post_failure_ms=int(cfg.labels.post_failure_grace_days * MS_PER_DAY))
+    rules = JudgeRules.from_config(cfg, window_ms=int(model_card["window_ms"]))
     evaluated = {b.vehicle_id for b in blocks}
     failures = [FailureEvent(str(v), int(o), int(f), str(m)) for v, o, f, m in zip(
         *(events.column(c).to_pylist() for c in ("vehicle_id", "onset_ms", "failure_ms", "mode"))) if v in evaluated]

@@ -8,8 +8,9 @@ that raised it, ``(t - window_ms, t]``):
 1. ``anomaly`` and ``failure_risk`` alerts are **true for a failure** of ``v`` when
    ``onset <= t <= failure``; a ``failure_risk`` alert also when ``failure - risk_horizon_ms <= t < onset``
    (a prediction inside its horizon). Lead time: ``failure - t``.
-2. Otherwise ``anomaly`` and ``sensor_fault`` alerts are **true for a sensor fault** of ``v`` when their
-   window overlaps the fault ``[start, end]``: ``start <= t < end + window_ms``.
+2. ``anomaly`` and ``sensor_fault`` alerts are **true for a sensor fault** of ``v`` when their window
+   overlaps the fault ``[start, end]``: ``start <= t < end + window_ms`` (an anomaly alert true for a
+   failure as well keeps the outcome "failure" but still counts as catching the fault).
 3. Otherwise the alert is a **false alarm** when its window is healthy operation, and **unjudged**
    when it is not (it overlaps a degradation ``[onset, failure]`` without being rule 1, falls in the
    repair time ``post_failure_ms`` after a failure, or overlaps a sensor fault). Healthy time is the
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from configs.settings import Config
 
 __all__ = [
     "FAILURE", "SENSOR_FAULT", "FALSE_ALARM", "UNJUDGED", "OUTCOMES", "AlertCall", "FailureEvent",
@@ -103,6 +106,13 @@ class JudgeRules:
     risk_horizon_ms: int
     post_failure_ms: int = 3 * MS_PER_DAY
 
+    @classmethod
+    def from_config(cls, config: Config, window_ms: int | None = None) -> "JudgeRules":
+        """The lengths the labels use (``window_ms``: a dataset's own, else the configured window)."""
+        return cls(window_ms=int(window_ms if window_ms is not None else config.dataset.window_minutes * 60_000),
+                   risk_horizon_ms=int(min(config.labels.failure_horizons_days) * MS_PER_DAY),
+                   post_failure_ms=int(config.labels.post_failure_grace_days * MS_PER_DAY))
+
     def __post_init__(self) -> None:
         for name in ("window_ms", "risk_horizon_ms", "post_failure_ms"):
             if getattr(self, name) < 0:
@@ -111,8 +121,9 @@ class JudgeRules:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One alert's verdict: ``outcome`` in OUTCOMES; the indices (into the judge's inputs) of the failures
-    or the sensor faults it is true for; its lead time before the earliest of those failures."""
+    """One alert's verdict: ``outcome`` in OUTCOMES (failure before sensor fault when both hold); the
+    indices (into the judge's inputs) of the failures and the sensor faults it is true for; its lead time
+    before the earliest of those failures."""
 
     alert: AlertCall
     outcome: str
@@ -198,18 +209,20 @@ def judge_alert(alert: AlertCall, events: Sequence[FailureEvent], faults: Sequen
     t = int(alert.ts_ms)
     event_index = range(len(events)) if event_index is None else event_index
     fault_index = range(len(faults)) if fault_index is None else fault_index
+    caught = ()
+    if alert.rule in _FAULT_RULES:
+        caught = tuple(i for f, i in zip(faults, fault_index)
+                       if f.vehicle_id == alert.vehicle_id and f.start_ms <= t < f.end_ms + rules.window_ms)
     if alert.rule in _FAILURE_RULES:
         ahead = rules.risk_horizon_ms if alert.rule == "failure_risk" else 0
         hits = [(e.failure_ms, i) for e, i in zip(events, event_index)
                 if e.vehicle_id == alert.vehicle_id
                 and min(e.onset_ms, e.failure_ms - ahead) <= t <= e.failure_ms]
         if hits:
-            return Verdict(alert, FAILURE, events=tuple(i for _, i in hits), lead_ms=min(hits)[0] - t)
-    if alert.rule in _FAULT_RULES:
-        caught = tuple(i for f, i in zip(faults, fault_index)
-                       if f.vehicle_id == alert.vehicle_id and f.start_ms <= t < f.end_ms + rules.window_ms)
-        if caught:
-            return Verdict(alert, SENSOR_FAULT, faults=caught)
+            # An anomaly alert inside a degradation and a sensor fault is true for both (each is counted).
+            return Verdict(alert, FAILURE, events=tuple(i for _, i in hits), faults=caught, lead_ms=min(hits)[0] - t)
+    if caught:
+        return Verdict(alert, SENSOR_FAULT, faults=caught)
     unhealthy = any(e.vehicle_id == alert.vehicle_id
                     and e.onset_ms <= t < e.failure_ms + rules.post_failure_ms + rules.window_ms for e in events) \
         or any(f.vehicle_id == alert.vehicle_id and f.start_ms <= t < f.end_ms + rules.window_ms for f in faults)
