@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from configs.settings import load_config
+from training.alerting import AlertPolicy, alert_indices
+from training.detectors import VehicleBlock, alert_outcome
 from training.judge import (
     FAILURE, FALSE_ALARM, SENSOR_FAULT, UNJUDGED, AlertCall, FailureEvent, JudgeRules, SensorFaultEpisode, healthy_ms,
     judge,
 )
+from training.labels import VehicleEvents, vehicle_labels
 
 H = 3_600_000
 D = 24 * H
@@ -188,10 +193,38 @@ def test_invariants_recall_bounds_once_per_event_and_false_alarms_never_help(ale
 
 
 def test_rules_from_the_config_are_the_labels_lengths() -> None:
-    from configs.settings import load_config
-
     config = load_config(overrides=["labels.failure_horizons_days=[14, 7, 30]", "dataset.window_minutes=30",
                                     "labels.post_failure_grace_days=2"])
     assert JudgeRules.from_config(config) == JudgeRules(window_ms=30 * 60_000, risk_horizon_ms=7 * D,
                                                         post_failure_ms=2 * D)
     assert JudgeRules.from_config(config, window_ms=H).window_ms == H
+
+
+# --- the judge agrees with the window labels that choose thresholds on validation ---------------------
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 28 * 24), st.integers(0, 5 * 24)), max_size=3),
+       st.lists(st.tuples(st.integers(0, 29 * 24), st.integers(0, 12)), max_size=3), st.integers(0, 2**31 - 1))
+def test_false_alarms_and_detections_match_the_window_labels(failures, faults, seed) -> None:
+    stride = window = H
+    ends = np.arange(1, 30 * 24 + 1, dtype=np.int64) * stride
+    truth_events = [FailureEvent("v", (f - d) * H + 7, f * H + 7, "m") for f, d in failures if f - d >= 0]
+    truth_faults = [SensorFaultEpisode("v", s * H + 11, (s + d) * H + 11, "k") for s, d in faults]
+    ground_truth = VehicleEvents.build([(e.onset_ms, e.failure_ms, "m", 1) for e in truth_events],
+                                       [(f.start_ms, f.end_ms) for f in truth_faults])
+    labels = vehicle_labels(ends, window, ground_truth, (7,), int(ends[-1]), post_failure_ms=RULES.post_failure_ms)
+    anomaly = labels["anomaly"].astype(bool)
+    healthy = ~anomaly & ~labels["post_failure"].astype(bool)
+    observed = [(e.onset_ms, e.failure_ms, e.mode) for e in truth_events if ends[0] < e.failure_ms <= ends[-1] + stride]
+    block = VehicleBlock("v", ends, np.zeros((ends.size, 1)), healthy, anomaly, observed)
+    scores = np.random.default_rng(seed).random(ends.size)
+    policy = lambda threshold: AlertPolicy(threshold, consecutive=1, clear_ratio=1.0, cooldown_ms=0)  # noqa: E731
+    windows = alert_outcome([block], {"v": scores}, 0.7, policy, stride)
+
+    alerts = [AlertCall("v", int(t), "anomaly") for t in ends[alert_indices(ends, scores, policy(0.7))]]
+    result = judge(alerts, truth_events, truth_faults, RULES, {"v": (int(ends[0]), int(ends[-1]) + stride)})
+    assert result.false_alarms == windows.false_alarms
+    assert (result.events, result.detected) == (windows.events, windows.detected)
+    assert result.leads_days == pytest.approx(windows.leads_days)
+    # Healthy time as an interval vs whole healthy windows: they differ by at most a window per boundary.
+    boundaries = 2 * (len(truth_events) + len(truth_faults))
+    assert abs(result.healthy_vehicle_days - windows.healthy_days) <= boundaries * stride / D + 1e-9
