@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,13 +38,18 @@ from serving.sources import paced, replay_run
 from serving.terminal import alert_line
 from training.artifacts import load_anomaly_model, load_failure_model, load_severity_model
 from training.features import FEATURES_HASH
+from training.judge import (
+    FAILURE, FALSE_ALARM, SENSOR_FAULT, UNJUDGED, AlertCall, FailureEvent, JudgeRules, SensorFaultEpisode, Verdict,
+    judge_alert,
+)
 
 console = Console(stderr=True)
 
 # Below this cosine similarity the nearest knowledge entry is shown as a guess, not an explanation.
 WEAK_MATCH_SIMILARITY = 0.2
-# A failure counts as caught when an alert precedes it by at most this much (the longest risk horizon).
-DEFAULT_MATCH_HORIZON_DAYS = 30
+# A failure_risk alert is true when the failure follows within this (the shortest risk horizon, the one
+# the alert's message names); configs/evaluation_metrics.md, "Judging alerts".
+DEFAULT_MATCH_HORIZON_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -88,11 +93,13 @@ def _models_match_code(run_dir: Path) -> bool:
 
 @dataclass
 class GroundTruth:
-    """Failures and sensor faults the generator planted, to judge each alert."""
+    """Failures and sensor faults the generator planted, to judge each alert (with ``training.judge``)."""
 
     failures: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # vehicle -> (onset, failure, mode)
     faults: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # vehicle -> (start, end, field)
-    horizon_ms: int = DEFAULT_MATCH_HORIZON_DAYS * 86_400_000
+    horizon_ms: int = DEFAULT_MATCH_HORIZON_DAYS * 86_400_000  # a failure_risk alert predicts this far ahead
+    window_ms: int = 3_600_000  # an alert stamped t rests on data in (t - window_ms, t]
+    post_failure_ms: int = 3 * 86_400_000  # repair time after a failure: alerts there are not judged
 
     @classmethod
     def load(cls, run_dir: Path, horizon_days: int = DEFAULT_MATCH_HORIZON_DAYS) -> "GroundTruth":
@@ -107,16 +114,31 @@ class GroundTruth:
                     (_ms(row["start_ms"]), _ms(row["end_ms"]), row.get("field", "")))
         return truth
 
+    @property
+    def rules(self) -> JudgeRules:
+        return JudgeRules(window_ms=self.window_ms, risk_horizon_ms=self.horizon_ms,
+                          post_failure_ms=self.post_failure_ms)
+
+    def verdict(self, alert: dict[str, Any]) -> Verdict:
+        """The judge's verdict on one alert (indices refer to this vehicle's failures / faults lists)."""
+        vehicle = alert["vehicle_id"]
+        return judge_alert(AlertCall(vehicle, int(alert["ts_ms"]), alert["rule"]),
+                           [FailureEvent(vehicle, onset, failure, mode)
+                            for onset, failure, mode in self.failures.get(vehicle, [])],
+                           [SensorFaultEpisode(vehicle, start, end, name)
+                            for start, end, name in self.faults.get(vehicle, [])], self.rules)
+
     def judge(self, alert: dict[str, Any]) -> tuple[bool, str, float | None]:
         """(true alert?, what it matched, lead time in days before the failure)."""
-        ts = alert["ts_ms"]
-        if alert["rule"] == "sensor_fault":
-            for start, end, name in self.faults.get(alert["vehicle_id"], []):
-                if start - 60_000 <= ts <= end + 3_600_000:
-                    return True, f"sensor fault {name}", None
-        for onset, failure, mode in self.failures.get(alert["vehicle_id"], []):
-            if ts <= failure and (ts >= onset or failure - ts <= self.horizon_ms):
-                return True, mode, (failure - ts) / 86_400_000
+        verdict = self.verdict(alert)
+        if verdict.outcome == FAILURE:
+            failures = self.failures[alert["vehicle_id"]]
+            first = min(verdict.events, key=lambda i: failures[i][1])
+            return True, failures[first][2], verdict.lead_ms / 86_400_000
+        if verdict.outcome == SENSOR_FAULT:
+            return True, f"sensor fault {self.faults[alert['vehicle_id']][verdict.faults[0]][2]}", None
+        if verdict.outcome == UNJUDGED:
+            return False, "not judged: repair time after a failure, or a fault or degradation it does not match", None
         return False, "no failure or fault", None
 
 
@@ -212,6 +234,7 @@ def explanation_table(alerts: list[dict[str, Any]], truth: GroundTruth, run_dir:
         evidence = evidence_from_alert(alert)
         explanation = index.explain(evidence)
         ok, matched, _ = truth.judge(alert)
+        outcome = matched if ok else ("false alarm" if truth.verdict(alert).outcome == FALSE_ALARM else "not judged")
         best = explanation.matches[0] if explanation.matches else None
         if best is None:
             pattern = "-"
@@ -220,8 +243,8 @@ def explanation_table(alerts: list[dict[str, Any]], truth: GroundTruth, run_dir:
         else:
             pattern = f"{best.mode} ({best.similarity:.2f})"
         past = ", ".join(sorted({a.outcome for a in explanation.similar_alerts})) or "-"
-        table.add_row(alert["vehicle_id"], alert["rule"], pattern, past, matched if ok else "false alarm")
-        index.remember(evidence, matched if ok else "false_alarm")
+        table.add_row(alert["vehicle_id"], alert["rule"], pattern, past, outcome)
+        index.remember(evidence, outcome.replace(" ", "_") if not ok else matched)
     return table
 
 
@@ -229,16 +252,18 @@ def summary_table(alerts: list[dict[str, Any]], truth: GroundTruth, streamed: di
     table = Table(title="evtwin demo: alerts against ground truth")
     for column in ("rule", "alerts", "true", "false", "median lead (d)"):
         table.add_column(column, justify="right" if column != "rule" else "left")
-    by_rule: dict[str, list[tuple[bool, float | None]]] = {}
+    by_rule: dict[str, list[tuple[str, float | None]]] = {}
     for alert in alerts:
-        ok, _, lead = truth.judge(alert)
-        by_rule.setdefault(alert["rule"], []).append((ok, lead))
+        _, _, lead = truth.judge(alert)
+        by_rule.setdefault(alert["rule"], []).append((truth.verdict(alert).outcome, lead))
     for rule, judged in sorted(by_rule.items()):
-        leads = [lead for ok, lead in judged if ok and lead is not None]
-        table.add_row(rule, str(len(judged)), str(sum(ok for ok, _ in judged)), str(sum(not ok for ok, _ in judged)),
-                      f"{np.median(leads):.1f}" if leads else "-")
+        # "false" counts false alarms only: alerts in repair time or overlapping a fault they do not match
+        # are neither true nor false (configs/evaluation_metrics.md), so true + false can be below alerts.
+        leads = [lead for outcome, lead in judged if outcome == FAILURE and lead is not None]
+        table.add_row(rule, str(len(judged)), str(sum(o in (FAILURE, SENSOR_FAULT) for o, _ in judged)),
+                      str(sum(o == FALSE_ALARM for o, _ in judged)), f"{np.median(leads):.1f}" if leads else "-")
     failing = {v for v, events in truth.failures.items() if events}
-    caught = {a["vehicle_id"] for a in alerts if a["rule"] != "sensor_fault" and truth.judge(a)[0]}
+    caught = {a["vehicle_id"] for a in alerts if truth.verdict(a).outcome == FAILURE}
     table.caption = (f"{streamed['frames']:,} frames in {streamed['elapsed_s']:.1f} s "
                      f"({streamed['frames'] / max(streamed['elapsed_s'], 1e-9):,.0f} frames/s through gRPC); "
                      f"{len(streamed['twins'])} twins; failing vehicles caught {len(caught & failing)}/{len(failing)}")
@@ -265,7 +290,9 @@ def run_demo(config: Config, run_dir: Path, backend: str = "ray", speed: float =
     if not (run_dir / "raw_frames").exists():
         console.print("[red]no generated frames: the generator is needed for the demo[/red]")
         return 1
-    truth = GroundTruth.load(run_dir, max(config.labels.failure_horizons_days))
+    rules = JudgeRules.from_config(config)
+    truth = replace(GroundTruth.load(run_dir), horizon_ms=rules.risk_horizon_ms, window_ms=rules.window_ms,
+                    post_failure_ms=rules.post_failure_ms)
     # Twins start from scratch each demo: old checkpoints would turn the replay into duplicates.
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     console.rule("[bold]serve and stream")

@@ -7,7 +7,7 @@ import pytest
 from training.alerting import AlertPolicy, AlertState, alert_indices, flagged
 from training.calibration import Calibrator, fit_calibrator, isotonic_fit
 from training.metrics import (
-    average_precision, brier_score, confusion_matrix, event_detection, macro_f1, pointwise_precision_recall,
+    average_precision, brier_score, confusion_matrix, macro_f1, pointwise_precision_recall,
     recall_at_precision, reliability_bins, roc_auc,
 )
 
@@ -61,25 +61,14 @@ def test_pointwise_scores_do_not_point_adjust() -> None:
     assert (precision, recall) == (1.0, 0.25)  # point-adjust would claim recall 1.0
 
 
-def test_event_detection_counts_alerts_between_onset_and_failure() -> None:
-    day = 86_400_000
-    report = event_detection(
-        alert_ms=[np.array([5 * day, 9 * day]), np.array([1 * day]), np.array([], dtype=np.int64)],
-        event_onset_ms=np.array([4 * day, 2 * day, 0]), event_failure_ms=np.array([10 * day, 8 * day, 3 * day]),
-        false_alarm_count=3, healthy_vehicle_days=150.0,
-    )
-    assert report["events"] == 3 and report["detected"] == 1
-    assert report["event_recall"] == pytest.approx(1 / 3)
-    assert report["lead_days"] == [5.0]
-    assert report["false_alarms_per_100_vehicle_days"] == pytest.approx(2.0)
-
-
 # --- calibration -------------------------------------------------------------------------------------
 
 def test_isotonic_fit_pools_adjacent_violators() -> None:
-    edges, values = isotonic_fit(np.array([1, 2, 3, 4, 5]), np.array([0, 1, 0, 1, 1]))
-    assert values.tolist() == [0.0, 0.5, 1.0, 1.0]  # only violators are pooled
-    assert edges.tolist() == [1, 3, 4, 5]
+    thresholds, values = isotonic_fit(np.array([1, 2, 3, 4, 5]), np.array([0, 1, 0, 1, 1]))
+    assert values.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]  # only violators (2, 3) are pooled
+    assert thresholds.tolist() == [1, 2, 3, 4, 5]  # both ends of the pooled block are kept
+    thresholds, values = isotonic_fit(np.array([1, 2, 3, 4, 5, 6]), np.array([0, 1, 1, 0, 1, 1]))
+    assert thresholds.tolist() == [1, 2, 4, 5, 6] and values.tolist() == [0.0, 2 / 3, 2 / 3, 1.0, 1.0]
 
 
 def test_calibrators_are_monotone_and_round_trip_through_json() -> None:

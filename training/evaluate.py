@@ -6,11 +6,13 @@ thresholds come from the artefacts (chosen on validation under the alert budget)
 When ``bench/bench_personalisation.py`` has written ``<model run>/evaluation/personalisation.json``, the
 report also carries its "Personalisation" section (false alarms at equal event recall, with and without
 the twins' per-vehicle head).
+
+This module orchestrates: statistics live in ``training.statistics`` and ``training.metrics``, the
+ground-truth judge of alerts in ``training.judge``, the Markdown and plots in ``training.report``.
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,24 @@ import pyarrow.parquet as pq
 from configs.settings import Config
 from training.artifacts import MODELS_DIR, load_anomaly_model, load_failure_model, load_severity_model
 from training.dataset import DATASET_DIR, SPLITS, prepare_dataset, read_card
-from training.detectors import FixedLimits, VehicleBlock, alert_outcome, vehicle_zscore
+from training.detectors import FixedLimits, VehicleBlock, vehicle_zscore
+from training.judge import AlertCall, FailureEvent, Judgement, JudgeRules, SensorFaultEpisode, judge
+from training.labels import MS_PER_DAY
 from training.metrics import (
     average_precision, brier_score, confusion_matrix, macro_f1, pointwise_precision_recall, recall_at_precision,
     reliability_bins, roc_auc,
 )
 from training.alerting import alert_indices, flagged
+from training.report import (
+    confusion_plot, finite_or_none, personalisation_markdown, reliability_plot, report_markdown,
+)
+from training.statistics import equal_recall_comparison, frontier_false_alarms, wilson_interval
 from training.train import SplitData, alert_policy_factory, load_split, vehicle_blocks
 
-__all__ = ["PERSONALISATION_FILE", "TARGETS", "equal_recall_comparison", "evaluate_run", "frontier_false_alarms",
-           "personalisation_markdown", "read_personalisation", "report_markdown", "wilson_interval"]
+# The statistics and rendering names stay importable from here (bench/bench_personalisation.py uses them).
+__all__ = ["PERSONALISATION_FILE", "TARGETS", "check_targets", "equal_recall_comparison", "evaluate_run",
+           "frontier_false_alarms", "headline", "personalisation_markdown", "read_personalisation",
+           "report_markdown", "wilson_interval"]
 
 # (key in report["headline"], comparison, target) from configs/evaluation_metrics.md / issue 3.
 TARGETS: tuple[tuple[str, str, float], ...] = (
@@ -61,10 +71,6 @@ def load_evaluation_data(model_run: Path, test_run: Path | None, cfg: Config) ->
     if tuple(card["horizons"]) != horizons or card["window_ms"] != read_card(model_run)["window_ms"]:
         raise ValueError(f"{test_run}: dataset windows/horizons differ from the model run's; re-run prepare")
     return _concat([load_split(test_run, s, horizons) for s in SPLITS]), Path(test_run), card
-
-
-def _safe(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def failure_section(model_run: Path, data: SplitData, horizons: tuple[int, ...], limits: FixedLimits,
@@ -105,7 +111,7 @@ def failure_section(model_run: Path, data: SplitData, horizons: tuple[int, ...],
                               "score": "per-mode risk" if mode_risk and mode in mode_risk[h] else "overall risk"}
         entry["per_mode"] = per_mode
         out[str(h)] = entry
-        _reliability_plot(entry["reliability"], h, out_dir / f"reliability_{h}d.png")
+        reliability_plot(entry["reliability"], h, out_dir / f"reliability_{h}d.png")
     return out
 
 
@@ -136,7 +142,7 @@ def severity_section(model_run: Path, data: SplitData, horizon: int, out_dir: Pa
     train_counts = model.meta["metrics"].get("class_counts", [1, 1, 1])
     prior = int(np.argmax(train_counts) + 1)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _confusion_plot(cm, out_dir / "severity_confusion.png")
+    confusion_plot(cm, out_dir / "severity_confusion.png")
     return {"windows": int(rows.sum()), "events": int(len(set(zip(data.vehicle_id[rows].tolist(),
                                                                    data.labels["next_failure_ms"][rows].tolist())))),
             "macro_f1": macro_f1(y, pred, [1, 2, 3]), "confusion_matrix": cm.tolist(), "labels": [1, 2, 3],
@@ -144,26 +150,23 @@ def severity_section(model_run: Path, data: SplitData, horizon: int, out_dir: Pa
             "test_majority_class": majority}
 
 
-def _sensor_fault_recall(blocks: list[VehicleBlock], scores: dict[str, np.ndarray], threshold: float,
-                         policy_for, faults: dict[str, list[tuple[int, int, str]]], window_ms: int) -> dict[str, Any]:
-    """Share of sensor-fault intervals with an alert in a window overlapping them, per fault kind."""
+def _alert_calls(blocks: list[VehicleBlock], scores: dict[str, np.ndarray], threshold: float,
+                 policy_for) -> list[AlertCall]:
+    """The anomaly alerts the twins' alerting policy raises on each vehicle's window scores."""
     policy = policy_for(threshold)
-    hit: dict[str, list[bool]] = {}
-    for b in blocks:
-        alert_ms = b.ends[alert_indices(b.ends, scores[b.vehicle_id], policy)]
-        for start, end, kind in faults.get(b.vehicle_id, []):
-            if end <= b.ends[0] - window_ms or start > b.ends[-1]:
-                continue  # not within this vehicle's evaluated windows
-            hit.setdefault(kind, []).append(bool(((alert_ms >= start) & (alert_ms - window_ms < end)).any()))
-    out = {k: {"faults": len(v), "recall": float(np.mean(v))} for k, v in sorted(hit.items())}
-    every = [x for v in hit.values() for x in v]
-    out["all"] = {"faults": len(every), "recall": float(np.mean(every)) if every else float("nan")}
-    return out
+    return [AlertCall(b.vehicle_id, int(t), "anomaly")
+            for b in blocks for t in b.ends[alert_indices(b.ends, scores[b.vehicle_id], policy)].tolist()]
 
 
 def anomaly_section(model_run: Path, blocks: list[VehicleBlock], cfg: Config, limits: FixedLimits,
-                    stride_ms: int, out_dir: Path, faults: dict[str, list[tuple[int, int, str]]] | None = None,
-                    window_ms: int = 3_600_000) -> dict[str, Any]:
+                    stride_ms: int, out_dir: Path, faults: list[SensorFaultEpisode] | None = None,
+                    rules: JudgeRules | None = None, events: list[FailureEvent] | None = None) -> dict[str, Any]:
+    """Each detector's alerts judged by ``training.judge`` (event recall, false alarms per 100 healthy
+    vehicle-days, lead times, sensor-fault recall) beside point-wise precision and recall.
+
+    ``events``: every failure of the blocks' vehicles (default: the blocks' observed ones); failures
+    outside a vehicle's windows still make the time around them not healthy.
+    """
     model = load_anomaly_model(model_run)
     baselines = json.loads((model_run / MODELS_DIR / "baselines.json").read_text())
     scorers = {
@@ -171,92 +174,54 @@ def anomaly_section(model_run: Path, blocks: list[VehicleBlock], cfg: Config, li
         "fixed_limits": (limits.score, baselines["fixed_limits_alert_threshold"]),
         "vehicle_zscore": (vehicle_zscore, baselines["vehicle_zscore_alert_threshold"]),
     }
+    rules = rules or JudgeRules.from_config(cfg)
+    if events is None:
+        events = [FailureEvent(b.vehicle_id, onset, failure, mode) for b in blocks for onset, failure, mode in b.events]
+    # A vehicle's alerts can be raised at its window ends; a window ending at t stands for (t, t + stride].
+    observations = {b.vehicle_id: (int(b.ends[0]), int(b.ends[-1]) + stride_ms) for b in blocks if b.ends.size}
     policy = alert_policy_factory(cfg)
     out: dict[str, Any] = {}
     for name, (fn, threshold) in scorers.items():
         scores = {b.vehicle_id: fn(b.X) for b in blocks}
-        outcome = alert_outcome(blocks, scores, float(threshold), policy, stride_ms)
+        alerts = _alert_calls(blocks, scores, float(threshold), policy)
+        result = judge(alerts, events, faults or [], rules, observations)
         judged = np.concatenate([b.healthy | b.anomaly for b in blocks])
         truth = np.concatenate([b.anomaly for b in blocks])[judged]
         flags = np.concatenate([flagged(scores[b.vehicle_id], threshold) for b in blocks])[judged]
         precision, recall = pointwise_precision_recall(truth, flags)
-        leads = np.asarray(outcome.leads_days)
         out[name] = {
-            "alert_threshold": float(threshold), "events": outcome.events, "detected": outcome.detected,
-            "event_recall": outcome.event_recall, "false_alarms": outcome.false_alarms,
-            "healthy_vehicle_days": outcome.healthy_days,
-            "false_alarms_per_100_vehicle_days": outcome.false_alarms_per_100,
-            "lead_median_days": float(np.median(leads)) if leads.size else float("nan"),
-            "lead_p10_days": float(np.percentile(leads, 10)) if leads.size else float("nan"),
-            "pointwise_precision": precision, "pointwise_recall": recall, "alerts": outcome.alerts,
+            "alert_threshold": float(threshold), "events": result.events, "detected": result.detected,
+            "event_recall": result.event_recall, "false_alarms": result.false_alarms,
+            "healthy_vehicle_days": result.healthy_vehicle_days,
+            "false_alarms_per_100_vehicle_days": result.false_alarms_per_100_vehicle_days,
+            "lead_median_days": result.lead_median_days, "lead_p10_days": result.lead_p10_days,
+            "pointwise_precision": precision, "pointwise_recall": recall, "alerts": len(alerts),
         }
         # Alerts during sensor faults are right (they are anomalies) but not failures: reported apart.
-        out[name]["sensor_faults"] = _sensor_fault_recall(blocks, scores, float(threshold), policy, faults or {}, window_ms)
+        out[name]["sensor_faults"] = _sensor_fault_section(result)
         if name == "lstm_ae":
-            out[name]["per_mode_recall"] = _per_mode_recall(blocks, scores, float(threshold), policy, stride_ms)
+            out[name]["per_mode_recall"] = {
+                mode: {"events": m.events, "event_recall": m.event_recall,
+                       "lead_median_days": float(np.median(m.leads_ms)) / MS_PER_DAY if m.leads_ms else float("nan")}
+                for mode, m in sorted(result.by_mode.items())}
     return out
 
 
-def _faults_by_vehicle(data_run: Path, split: str | None) -> dict[str, list[tuple[int, int, str]]]:
+def _sensor_fault_section(result: Judgement) -> dict[str, Any]:
+    """Share of sensor faults caught, per fault kind and over all (report format of earlier versions)."""
+    out: dict[str, Any] = {kind: {"faults": n, "recall": caught / n}
+                           for kind, (n, caught) in result.faults_by_kind.items()}
+    out["all"] = {"faults": result.faults, "recall": result.sensor_fault_recall}
+    return out
+
+
+def _faults(data_run: Path, split: str | None) -> list[SensorFaultEpisode]:
     path = data_run / DATASET_DIR / "sensor_faults.parquet"
     if not path.exists():
-        return {}
+        return []
     table = pq.read_table(path).to_pydict()
-    out: dict[str, list[tuple[int, int, str]]] = {}
-    for i, v in enumerate(table["vehicle_id"]):
-        if split is None or table["split"][i] == split:
-            out.setdefault(v, []).append((int(table["start_ms"][i]), int(table["end_ms"][i]), str(table["kind"][i])))
-    return out
-
-
-def _per_mode_recall(blocks, scores, threshold, policy, stride_ms) -> dict[str, dict[str, float]]:
-    modes = sorted({m for b in blocks for _, _, m in b.events})
-    out = {}
-    for mode in modes:
-        sub = [VehicleBlock(b.vehicle_id, b.ends, b.X, b.healthy, b.anomaly, [e for e in b.events if e[2] == mode])
-               for b in blocks]
-        o = alert_outcome(sub, scores, threshold, policy, stride_ms)
-        out[mode] = {"events": o.events, "event_recall": o.event_recall,
-                     "lead_median_days": float(np.median(o.leads_days)) if o.leads_days else float("nan")}
-    return out
-
-
-def _reliability_plot(bins: dict[str, list[float]], horizon: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
-    ax.plot(bins["mean_predicted"], bins["observed"], "o-", label="model")
-    ax.set_xlabel("predicted probability")
-    ax.set_ylabel("observed frequency")
-    ax.set_title(f"Reliability, {horizon}-day failure")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _confusion_plot(cm: np.ndarray, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    ax.imshow(cm, cmap="Blues")
-    for i in range(3):
-        for j in range(3):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center")
-    ax.set_xticks(range(3), ["1 minor", "2 major", "3 critical"])
-    ax.set_yticks(range(3), ["1", "2", "3"])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return [SensorFaultEpisode(str(v), int(table["start_ms"][i]), int(table["end_ms"][i]), str(table["kind"][i]))
+            for i, v in enumerate(table["vehicle_id"]) if split is None or table["split"][i] == split]
 
 
 def headline(report: dict[str, Any]) -> dict[str, float | None]:
@@ -273,13 +238,13 @@ def headline(report: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def judge(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+def check_targets(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """Targets met or not, and every headline metric where a baseline is as good as or better than us."""
     head = headline(report)
     targets = []
     for key, op, target in TARGETS:
         value = head.get(key)
-        met = None if value is None or (isinstance(value, float) and math.isnan(value)) else (
+        met = None if finite_or_none(value) is None else (
             value >= target if op == ">=" else value <= target)
         targets.append({"metric": key, "target": f"{op} {target}", "value": value, "met": met})
     losses = []
@@ -288,25 +253,21 @@ def judge(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
             ours = entry["model"][metric]
             for base in ("fixed_limits", "vehicle_zscore"):
                 theirs = entry[base][metric]
-                if _num(ours) is not None and _num(theirs) is not None and theirs >= ours:
+                if finite_or_none(ours) is not None and finite_or_none(theirs) is not None and theirs >= ours:
                     losses.append(f"failure {h} d {metric}: {base} {theirs:.3f} >= model {ours:.3f}")
     ours = report["anomaly"]["lstm_ae"]
     for base in ("fixed_limits", "vehicle_zscore"):
         theirs = report["anomaly"][base]
         for metric, better in (("event_recall", 1), ("lead_median_days", 1), ("pointwise_precision", 1),
                                ("pointwise_recall", 1), ("false_alarms_per_100_vehicle_days", -1)):
-            o, t = _num(ours[metric]), _num(theirs[metric])
+            o, t = finite_or_none(ours[metric]), finite_or_none(theirs[metric])
             if o is not None and t is not None and (t - o) * better > 0:
                 losses.append(f"anomaly {metric}: {base} {t:.3f} beats LSTM-AE {o:.3f}")
     sev = report["severity"]
-    if _num(sev.get("macro_f1")) is not None and sev["baseline_train_majority_macro_f1"] >= sev["macro_f1"]:
+    if finite_or_none(sev.get("macro_f1")) is not None and sev["baseline_train_majority_macro_f1"] >= sev["macro_f1"]:
         losses.append(f"severity macro-F1: majority class {sev['baseline_train_majority_macro_f1']:.3f} "
                       f">= model {sev['macro_f1']:.3f}")
     return targets, losses
-
-
-def _num(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def evaluate_run(model_run: Path, cfg: Config, test_run: Path | None = None, out_dir: Path | None = None) -> dict:
@@ -338,11 +299,15 @@ def evaluate_run(model_run: Path, cfg: Config, test_run: Path | None = None, out
                                            "windows": longest.get("windows")}
     last_day = severity_section(model_run, data, horizons[0], out_dir / "last_day", within_ms=86_400_000)
     report["severity"]["last_day"] = {"macro_f1": last_day.get("macro_f1"), "windows": last_day.get("windows")}
-    faults = _faults_by_vehicle(Path(data_run), None if test_run is not None else "test")
-    report["anomaly"] = anomaly_section(model_run, blocks, cfg, limits, stride_ms, out_dir, faults,
-                                        int(model_card["window_ms"]))
+    # The labels' own lengths, so the judge's healthy time is the labels' healthy windows.
+    rules = JudgeRules.from_config(cfg, window_ms=int(model_card["window_ms"]))
+    evaluated = {b.vehicle_id for b in blocks}
+    failures = [FailureEvent(str(v), int(o), int(f), str(m)) for v, o, f, m in zip(
+        *(events.column(c).to_pylist() for c in ("vehicle_id", "onset_ms", "failure_ms", "mode"))) if v in evaluated]
+    faults = [f for f in _faults(Path(data_run), None if test_run is not None else "test") if f.vehicle_id in evaluated]
+    report["anomaly"] = anomaly_section(model_run, blocks, cfg, limits, stride_ms, out_dir, faults, rules, failures)
     report["headline"] = headline(report)
-    report["targets"], report["baseline_wins"] = judge(report)
+    report["targets"], report["baseline_wins"] = check_targets(report)
     personalisation = read_personalisation(model_run)
     if personalisation is not None:
         report["personalisation"] = personalisation
@@ -358,212 +323,13 @@ def _nan_to_none(x: Any) -> Any:
         return {k: _nan_to_none(v) for k, v in x.items()}
     if isinstance(x, list):
         return [_nan_to_none(v) for v in x]
-    return _safe(x) if isinstance(x, float) else x
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    v = _num(x) if not isinstance(x, (int, np.integer)) or isinstance(x, bool) else float(x)
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def report_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Evaluation: {report['model_run']} on {report['evaluated_on']}", "",
-             f"{report['vehicles']} vehicles, {report['windows']} windows; dataset hash `{report['data_hash']}` "
-             f"(models trained on `{report['model_data_hash']}`). Alert thresholds were chosen on the validation "
-             f"split under a budget of {report['alert_budget_per_100_vehicle_days']:g} false alarms per 100 "
-             "healthy vehicle-days, never on test.", "", "## Targets", "", "| metric | target | value | met |",
-             "|---|---|---|---|"]
-    for t in report["targets"]:
-        met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**NO**")
-        lines.append(f"| {t['metric']} | {t['target']} | {_fmt(t['value'])} | {met} |")
-    lines += ["", "## Where a baseline is as good or better", ""]
-    lines += [f"- {x}" for x in report["baseline_wins"]] or ["- nowhere: the models beat both baselines on every headline metric"]
-    lines += ["", "## Failure prediction (test windows, censored windows excluded)", "",
-              "| horizon | positives / windows | detector | ROC-AUC | PR-AUC | recall@P0.8 | Brier |", "|---|---|---|---|---|---|---|"]
-    for h, e in report["failure"].items():
-        for det in ("model", "fixed_limits", "vehicle_zscore"):
-            m = e[det]
-            lines.append(f"| {h} d | {e['positives']} / {e['windows']} | {det} | {_fmt(m['roc_auc'])} | {_fmt(m['pr_auc'])} | "
-                         f"{_fmt(m['recall_at_precision_0.8'])} | {_fmt(m['brier'])} |")
-    lines += ["", "PR-AUC of a random score equals the prevalence: " + ", ".join(
-        f"{h} d {_fmt(e['prevalence_pr_auc'])}" for h, e in report["failure"].items()) + ".", "",
-        "Per mode (positives of that mode against all negatives):", "",
-        "| horizon | mode | positive windows (vehicles) | ROC-AUC | PR-AUC | score |", "|---|---|---|---|---|---|"]
-    for h, e in report["failure"].items():
-        for mode, m in e["per_mode"].items():
-            lines.append(f"| {h} d | {mode} | {m['positives']} ({m['vehicles']}) | {_fmt(m['roc_auc'])} | "
-                         f"{_fmt(m['pr_auc'])} | {m['score']} |")
-    sev = report["severity"]
-    lines += ["", f"## Severity (windows with a failure due within {sev.get('horizon_days', '?')} days)", ""]
-    if sev.get("macro_f1") is None:
-        lines.append(f"- {sev.get('note', 'not evaluated')}")
-    else:
-        lines += [f"- macro-F1 **{_fmt(sev['macro_f1'])}** over {sev['windows']} windows ({sev['events']} failures); "
-                  f"always predicting the training majority class: {_fmt(sev['baseline_train_majority_macro_f1'])}",
-                  "", "| true \\ predicted | 1 | 2 | 3 |", "|---|---|---|---|"]
-        lines += [f"| {k + 1} | " + " | ".join(str(v) for v in row) + " |" for k, row in enumerate(sev["confusion_matrix"])]
-        lh = sev.get("other_horizon", {})
-        lines += ["", f"Over windows with a failure due within {lh.get('horizon_days')} days: macro-F1 "
-                  f"{_fmt(lh.get('macro_f1'))} ({lh.get('windows')} windows); within 1 day: "
-                  f"{_fmt(sev.get('last_day', {}).get('macro_f1'))} ({sev.get('last_day', {}).get('windows')} windows)."]
-    lines += ["", "## Anomaly detection", "",
-              "Event-level: an event (a failure's onset-to-failure interval) is detected when an alert falls inside it; "
-              "false alarms are alerts in healthy windows (no degradation, no sensor fault, not just after a "
-              "failure). Point-wise precision/recall are per window with no point-adjust.", "",
-              "| detector | threshold | events | recall | false alarms / 100 veh-days | lead median d | lead p10 d | "
-              "point precision | point recall |", "|---|---|---|---|---|---|---|---|---|"]
-    for det, m in report["anomaly"].items():
-        lines.append(f"| {det} | {_fmt(m['alert_threshold'])} | {m['detected']}/{m['events']} | {_fmt(m['event_recall'])} | "
-                     f"{_fmt(m['false_alarms_per_100_vehicle_days'])} | {_fmt(m['lead_median_days'], 1)} | "
-                     f"{_fmt(m['lead_p10_days'], 1)} | {_fmt(m['pointwise_precision'])} | {_fmt(m['pointwise_recall'])} |")
-    lines += ["", "Sensor faults (anomalies, not failures; share of fault intervals with an alert): " + "; ".join(
-        f"{det} {_fmt(m['sensor_faults']['all']['recall'], 2)} of {m['sensor_faults']['all']['faults']}"
-        + " (" + ", ".join(f"{k} {_fmt(v['recall'], 2)}" for k, v in m["sensor_faults"].items() if k != "all") + ")"
-        for det, m in report["anomaly"].items()) + "."]
-    per_mode = report["anomaly"]["lstm_ae"].get("per_mode_recall", {})
-    if per_mode:
-        lines += ["", "LSTM-AE recall by failure mode: " + ", ".join(
-            f"{m} {_fmt(v['event_recall'], 2)} ({v['events']})" for m, v in per_mode.items()) + "."]
-    if report.get("personalisation"):
-        lines += [""] + personalisation_markdown(report["personalisation"], heading="##")
-    lines += ["", "Plots: " + ", ".join(f"`reliability_{h}d.png`" for h in report["failure"]) + ", `severity_confusion.png`.", ""]
-    return "\n".join(lines)
+    return finite_or_none(x) if isinstance(x, float) else x
 
 
 # ---------------------------------------------------------------------------------------------------
 # Personalisation: false alarms of two twin variants at equal event recall (bench_personalisation).
 
 PERSONALISATION_FILE = "personalisation.json"  # in <model run>/evaluation/, written by bench/bench_personalisation.py
-_Z95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, trials: int, z: float = _Z95) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (well behaved at 0 and 1 and for small n).
-
-    >>> [round(x, 3) for x in wilson_interval(7, 10)]
-    [0.397, 0.892]
-    """
-    if trials <= 0:
-        return (0.0, 1.0)
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
-
-
-def frontier_false_alarms(recall: np.ndarray, false_alarms: np.ndarray, target: float) -> tuple[float, int]:
-    """Lowest false-alarm rate over the levels whose recall is at least ``target``, and that level's index.
-
-    The operating frontier of a detector: recall is not monotonic in the alert level (one alert per
-    episode), so "the level giving recall r" is not unique; the best one an operator could pick is.
-    Returns (nan, -1) when no level reaches the target.
-
-    >>> frontier_false_alarms(np.array([0.9, 0.5, 0.6]), np.array([5.0, 1.0, 2.0]), 0.55)
-    (2.0, 2)
-    """
-    ok = np.flatnonzero(np.asarray(recall) >= target - 1e-12)
-    if not ok.size:
-        return (float("nan"), -1)
-    best = ok[np.argmin(np.asarray(false_alarms)[ok])]
-    return (float(false_alarms[best]), int(best))
-
-
-def equal_recall_comparison(counts: dict[str, np.ndarray], healthy: np.ndarray, events: np.ndarray,
-                            days_per_vehicle: float, levels: np.ndarray, recall_targets: tuple[float, ...],
-                            reference_level: float, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Compare variants' false alarms per 100 vehicle-days at matched event recall.
-
-    ``counts[variant]``: (vehicles x levels); for a healthy vehicle its false alarms, for a failing
-    one its detected events. ``events``: failures per vehicle (0 for healthy ones). The first variant
-    is the reference ("fleet only"), the second the challenger. The headline recall is the reference
-    variant's recall at ``reference_level``. CIs: Wilson for recall; for false-alarm rates and their
-    paired difference, percentiles of a bootstrap that resamples healthy and failing vehicles
-    (independently, with replacement) and recomputes both frontiers on the same resample.
-    Verdict ``met``: at the headline recall the challenger's rate is lower with the difference's CI
-    below 0, and at no target is it significantly higher.
-    """
-    variants = list(counts)
-    if len(variants) != 2:
-        raise ValueError(f"exactly two variants are compared (got {variants})")
-    healthy = np.asarray(healthy, dtype=bool)
-    events = np.asarray(events, dtype=np.int64)
-    levels = np.asarray(levels, dtype=np.float64)
-    n_healthy, total_events = int(healthy.sum()), int(events[~healthy].sum())
-    if n_healthy == 0 or total_events == 0:
-        raise ValueError(f"need healthy vehicles and failures (got {n_healthy} healthy, {total_events} failures)")
-    vehicle_days = n_healthy * float(days_per_vehicle)
-    ref_index = int(np.argmin(np.abs(levels - reference_level)))
-
-    def curves(h_sum: np.ndarray, f_sum: np.ndarray, ev: np.ndarray, vd: float) -> tuple[np.ndarray, np.ndarray]:
-        return f_sum / np.maximum(ev, 1), 100.0 * h_sum / vd
-
-    counts = {name: np.asarray(counts[name], dtype=np.int64) for name in variants}
-    per_variant = {}
-    for name in variants:
-        c = counts[name]
-        recall, fa = curves(c[healthy].sum(0), c[~healthy].sum(0), np.asarray(total_events), vehicle_days)
-        per_variant[name] = {"recall": recall, "fa": fa, "false_alarms": c[healthy].sum(0),
-                             "detected": c[~healthy].sum(0)}
-    reference, challenger = variants
-    headline = float(per_variant[reference]["recall"][ref_index])
-    targets = sorted({float(t) for t in recall_targets} | ({headline} if headline > 0 else set()))
-
-    rng = np.random.default_rng(seed)
-    h_idx, f_idx = np.flatnonzero(healthy), np.flatnonzero(~healthy)
-    boot = {name: np.full((bootstrap, len(targets)), np.nan) for name in variants}
-    for b in range(bootstrap):
-        hs, fs = rng.choice(h_idx, h_idx.size), rng.choice(f_idx, f_idx.size)
-        ev = events[fs].sum()
-        for name in variants:
-            recall, fa = curves(counts[name][hs].sum(0), counts[name][fs].sum(0), ev, vehicle_days)
-            boot[name][b] = [frontier_false_alarms(recall, fa, t)[0] for t in targets]
-
-    def interval(values: np.ndarray) -> list[float] | None:
-        values = values[np.isfinite(values)]
-        if values.size < max(10, bootstrap // 2):
-            return None
-        return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
-
-    rows = []
-    for k, target in enumerate(targets):
-        row: dict[str, Any] = {"recall_at_least": round(target, 4), "headline": target == headline}
-        for name in variants:
-            v = per_variant[name]
-            fa, index = frontier_false_alarms(v["recall"], v["fa"], target)
-            row[name] = None if index < 0 else {
-                "false_alarms_per_100_vd": round(fa, 4), "fa_ci": interval(boot[name][:, k]),
-                "level": float(levels[index]), "recall": round(float(v["recall"][index]), 4),
-                "recall_ci": [round(x, 4) for x in wilson_interval(int(v["detected"][index]), total_events)]}
-        if row[reference] is not None and row[challenger] is not None:
-            row["difference"] = round(row[challenger]["false_alarms_per_100_vd"]
-                                      - row[reference]["false_alarms_per_100_vd"], 4)
-            row["difference_ci"] = interval(boot[challenger][:, k] - boot[reference][:, k])
-        rows.append(row)
-
-    compared = [r for r in rows if r.get("difference_ci")]
-    head_row = next((r for r in compared if r["headline"]), None)
-    worse = [r["recall_at_least"] for r in compared if r["difference_ci"][0] > 0]
-    better = [r["recall_at_least"] for r in compared if r["difference_ci"][1] < 0]
-    met = head_row is not None and head_row["difference_ci"][1] < 0 and not worse
-    return {
-        "variants": variants, "healthy_vehicles": n_healthy, "healthy_vehicle_days": vehicle_days,
-        "failing_vehicles": int((~healthy).sum()), "failures": total_events, "reference_level": reference_level,
-        "headline_recall": round(headline, 4), "bootstrap": bootstrap,
-        "levels": [float(x) for x in levels],
-        "curves": {name: {"recall": [round(float(x), 4) for x in v["recall"]],
-                          "false_alarms_per_100_vd": [round(float(x), 4) for x in v["fa"]]}
-                   for name, v in per_variant.items()},
-        "equal_recall": rows, "significantly_better_at": better, "significantly_worse_at": worse,
-        "verdict": "met" if met else "not met",
-    }
-
-
-def _fa_cell(cell: dict[str, Any] | None) -> str:
-    if cell is None:
-        return "not reached"
-    ci = cell["fa_ci"]
-    return (f"{cell['false_alarms_per_100_vd']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-            + f" (level {cell['level']:.2f}, recall {cell['recall']:.2f})")
 
 
 def read_personalisation(model_run: Path) -> dict[str, Any] | None:
@@ -576,79 +342,3 @@ def read_personalisation(model_run: Path) -> dict[str, Any] | None:
     if missing:
         raise ValueError(f"{path}: not a personalisation result (missing {', '.join(missing)})")
     return result
-
-
-def _head_sentence(result: dict[str, Any]) -> str:
-    head = result["head"]
-    text = f"Head fine-tuned every {result['fine_tune_every_windows']} windows"
-    if "kind" in head:  # results since the excess head (older ones describe the own-median head)
-        cap = "uncapped" if head["max_offset"] is None else f"capped at {head['max_offset']:g}x the reference"
-        shrink = f"shrunk with {head['prior_windows']:g} prior windows" if head["prior_windows"] else "not shrunk"
-        text += f" ({head['kind']}, quantile {head['quantile']:g}, {shrink}, {cap}; reference: {head['reference']})"
-    text += f"; mean final head version {head['mean_final_version']:.1f}."
-    hold = result.get("anomaly_warmup_windows")
-    if hold:
-        text += (f" Both variants hold anomaly alerts for a twin's first {hold} windows (the twins' cold-start "
-                 "hold, `twins.anomaly_warmup_windows`); the personalised twin fits its first head when it ends.")
-    return text
-
-
-def personalisation_markdown(result: dict[str, Any], heading: str = "#") -> list[str]:
-    """The comparison as Markdown lines (the bench's .md and the evaluation report's section)."""
-    reference, challenger = result["variants"]
-    lines = [
-        f"{heading} Personalisation: false alarms at equal event recall",
-        "",
-        f"Verdict: **{result['verdict']}**: personalised twins "
-        + ("raise fewer false alarms than fleet-only twins at equal event recall."
-           if result["verdict"] == "met" else "are not shown to raise fewer false alarms at equal event recall."),
-        "",
-        f"Fleet: {result['vehicles']} vehicles x {result['days']:g} days, seed {result['seed']} (not the training "
-        f"seed), models `{result['models']}`"
-        + (f" (trained on another fleet; this fleet generated with the simulation section of "
-           f"`{result['fleet_config']}`)" if result.get("fleet_config") else "")
-        + f", failure-rate multiplier {result['failure_rate_multiplier']:g}. "
-        f"False alarms: {result['healthy_vehicles']} healthy vehicles whose normal differs from the fleet "
-        f"(hot climate, aggressive driver or pack >= 4 years; {result['healthy_vehicle_days']:g} vehicle-days), "
-        f"anomaly alerts outside injected sensor faults. Recall: {result['failures']} failures (onset inside the "
-        f"observation) on {result['failing_vehicles']} vehicles, detected when an anomaly alert lies between onset "
-        f"and failure. {_head_sentence(result)}",
-        "",
-        f"Each variant's lowest false-alarm rate among alert levels reaching the recall (levels swept "
-        f"{result['levels'][0]:g}-{result['levels'][-1]:g}); 95% CIs: bootstrap over vehicles "
-        f"({result['bootstrap']} resamples) for rates and the paired difference, Wilson for recall. "
-        f"Headline recall ({result['headline_recall']:.2f}) = fleet-only recall at the validated alert level "
-        f"{result['reference_level']:g}.",
-        "",
-        f"| recall at least | {reference}: FA / 100 vehicle-days [95% CI] | {challenger}: FA / 100 vehicle-days "
-        f"[95% CI] | difference [95% CI] |",
-        "|---|---|---|---|",
-    ]
-    for row in result["equal_recall"]:
-        diff = "-" if "difference" not in row else (
-            f"{row['difference']:+.2f}" + (f" [{row['difference_ci'][0]:+.2f}, {row['difference_ci'][1]:+.2f}]"
-                                           if row.get("difference_ci") else ""))
-        mark = " (headline)" if row["headline"] else ""
-        lines.append(f"| {row['recall_at_least']:.2f}{mark} | {_fa_cell(row[reference])} | "
-                     f"{_fa_cell(row[challenger])} | {diff} |")
-    early = result.get("early_false_alarms")
-    headline_row = next((r for r in result["equal_recall"] if r["headline"]), None)
-    if early and headline_row and headline_row[reference] and headline_row[challenger]:
-        parts = []
-        for name in (reference, challenger):
-            cell = headline_row[name]
-            index = result["levels"].index(cell["level"])
-            total = round(cell["false_alarms_per_100_vd"] * result["healthy_vehicle_days"] / 100)
-            parts.append(f"{name} {early[name][index]} of {total}")
-        hold = result.get("anomaly_warmup_windows")
-        why = (f"the first {hold} of them held by the cold-start hold" if hold
-               else "before any personal head exists")
-        lines += ["", f"Of the headline row's false alarms, in the twins' first {result['early_windows']} windows "
-                  f"({why}): {'; '.join(parts)}."]
-    better, worse = result["significantly_better_at"], result["significantly_worse_at"]
-    lines += ["", "Recall targets where the personalised rate is significantly lower (difference CI below 0): "
-              f"{', '.join(f'{r:.2f}' for r in better) or 'none'}; significantly higher (CI above 0): "
-              f"{', '.join(f'{r:.2f}' for r in worse) or 'none'}."]
-    if "command" in result:
-        lines += ["", f"Command: `{result['command']}`"]
-    return lines

@@ -1,4 +1,5 @@
 """Evaluation metrics in numpy (no sklearn), each checked against a hand-computed case in the tests.
+Event-level alert metrics (recall, false alarms, lead times) are the judge's: ``training.judge``.
 
 >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
 0.75
@@ -14,7 +15,6 @@ import numpy as np
 __all__ = [
     "roc_auc", "average_precision", "precision_recall_curve", "recall_at_precision", "brier_score",
     "reliability_bins", "confusion_matrix", "macro_f1", "pointwise_precision_recall",
-    "event_detection", "EventReport",
 ]
 
 
@@ -124,36 +124,3 @@ def pointwise_precision_recall(truth: np.ndarray, flagged: np.ndarray) -> tuple[
     precision = tp / flagged.sum() if flagged.any() else float("nan")
     recall = tp / truth.sum() if truth.any() else float("nan")
     return float(precision), float(recall)
-
-
-class EventReport(dict):
-    """event_recall, detected, events, lead_days (list), lead_median_days, lead_p10_days,
-    false_alarms, healthy_vehicle_days, false_alarms_per_100_vehicle_days."""
-
-
-def event_detection(alert_ms: np.ndarray, event_onset_ms: np.ndarray, event_failure_ms: np.ndarray,
-                    false_alarm_count: int, healthy_vehicle_days: float) -> EventReport:
-    """Event-level scores for one set of events and the alerts on the same vehicles.
-
-    ``alert_ms`` is a list per event (object array) or a flat array of alert times of that event's
-    vehicle. An event is detected when an alert falls in [onset, failure]; its lead time is failure
-    minus the first such alert. False alarms are counted by the caller (alerts outside any anomaly).
-    """
-    leads = []
-    detected = 0
-    for alerts, onset, failure in zip(alert_ms, event_onset_ms, event_failure_ms):
-        a = np.asarray(alerts, dtype=np.int64)
-        inside = a[(a >= onset) & (a <= failure)]
-        if inside.size:
-            detected += 1
-            leads.append((failure - inside.min()) / 86_400_000)
-    n = len(event_onset_ms)
-    rate = 100.0 * false_alarm_count / healthy_vehicle_days if healthy_vehicle_days > 0 else float("nan")
-    return EventReport(
-        events=n, detected=detected, event_recall=detected / n if n else float("nan"),
-        lead_days=leads,
-        lead_median_days=float(np.median(leads)) if leads else float("nan"),
-        lead_p10_days=float(np.percentile(leads, 10)) if leads else float("nan"),
-        false_alarms=int(false_alarm_count), healthy_vehicle_days=float(healthy_vehicle_days),
-        false_alarms_per_100_vehicle_days=rate,
-    )
