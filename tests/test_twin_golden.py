@@ -113,7 +113,7 @@ def _run(config: Any, ids: list[str], polls: list[list[dict[str, np.ndarray]]], 
     windows: dict[str, list[list[Any]]] = {v: [] for v in ids}
     mid_digests: dict[str, str] = {}
     for k, poll in enumerate(polls):
-        if round_trip and k == len(polls) // 2:  # the mid-stream round trip: rebuilt from bytes, the run must not notice
+        if round_trip and k == len(polls) // 2:  # mid-stream round trip: rebuilt from bytes, unnoticed by the run
             mid_digests = {t.vehicle_id: _digest(t) for t in twins}
             twins = [VehicleTwin.from_bytes(t.to_bytes(), model) for t in twins]
         steps = ingest_many(twins, poll) if with_model else [t.ingest(b) for t, b in zip(twins, poll)]

@@ -346,7 +346,8 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         i_dev = current - masked_sum["current"] / n_res
         second = {"var_i": (i_dev ** 2, ok_resistance),
                   "cov_vi": ((voltage - masked_sum["voltage"] / n_res) * i_dev, ok_resistance),
-                  "var_t": (pos_dev ** 2, ok_sleep), "cov_ty": (pos_dev * (aux - masked_sum["aux"] / n_sleep), ok_sleep)}
+                  "var_t": (pos_dev ** 2, ok_sleep),
+                  "cov_ty": (pos_dev * (aux - masked_sum["aux"] / n_sleep), ok_sleep)}
         second_pass = np.zeros((n_stat + len(second), rows, batch))
         np.copyto(second_pass[:n_stat], (summarised[:n_stat] - mean[:n_stat, None, :]) ** 2, where=counted[:n_stat])
         for k, (quantity, ok) in enumerate(second.values()):

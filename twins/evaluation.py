@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from twins.types import RULES, Alert
+from twins.types import RULES, Alert, Rule
 
 
 def score_alerts(alerts: Iterable[Alert], events: list[dict[str, Any]], faults: list[dict[str, Any]],
@@ -42,9 +42,9 @@ def score_alerts(alerts: Iterable[Alert], events: list[dict[str, Any]], faults: 
         in_fault = any(f["start_ms"] - slack_ms <= alert.ts_ms <= f["end_ms"] + slack_ms
                        for f in faults_by_vehicle.get(alert.vehicle_id, []))
         hit = [e for e in own_events if e["onset_ms"] <= alert.ts_ms <= e["failure_ms"]]
-        if alert.rule == "sensor_fault":
+        if alert.rule == Rule.SENSOR_FAULT:
             true = in_fault
-        elif alert.rule == "anomaly":
+        elif alert.rule == Rule.ANOMALY:
             true = bool(hit) or in_fault
         else:
             ahead = [e for e in own_events if alert.ts_ms < e["failure_ms"] <= alert.ts_ms + risk_horizon_ms]
@@ -52,7 +52,7 @@ def score_alerts(alerts: Iterable[Alert], events: list[dict[str, Any]], faults: 
         counts = by_rule.setdefault(alert.rule, {"alerts": 0, "true": 0, "false": 0})
         counts["alerts"] += 1
         counts["true" if true else "false"] += 1
-        if alert.rule in ("anomaly", "failure_risk"):
+        if alert.rule in (Rule.ANOMALY, Rule.FAILURE_RISK):
             for event in hit:
                 key = id(event)
                 first_alert[key] = min(first_alert.get(key, alert.ts_ms), alert.ts_ms)
