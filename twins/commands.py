@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from twins.types import Alert
+from twins.types import Alert, Rule
 
 console = Console(stderr=True)
-_RULE_STYLE = {"anomaly": "yellow", "sensor_fault": "magenta", "failure_risk": "red"}
+_RULE_STYLE = {Rule.ANOMALY: "yellow", Rule.SENSOR_FAULT: "magenta", Rule.FAILURE_RISK: "red"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
