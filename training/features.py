@@ -137,6 +137,10 @@ _STAT_POS = {s: i for i, s in enumerate(STAT_SIGNALS)}
 _RAW_IDX = {name: i for i, name in enumerate(RAW_NAMES)}
 _TREND_IDX = np.array([_RAW_IDX[k] for k in TREND_KEYS])
 _ACCUM_IDX = {name: i for i, name in enumerate(ACCUM_KEYS)}
+# The rows of the derived features among the raw ones (RAW_NAMES places them together, after the statistics).
+_DERIVED_ROWS = slice(_RAW_IDX[DERIVED_NAMES[0]], _RAW_IDX[DERIVED_NAMES[-1]] + 1)
+if RAW_NAMES[_DERIVED_ROWS] != DERIVED_NAMES:
+    raise ImportError("RAW_NAMES must hold DERIVED_NAMES together, in their order")
 _STAT_COLUMN = {st: i for i, st in enumerate(_STATS)}  # a statistic's place among a signal's four
 _TYRES = np.array([_COL[f"tyre_pressure_{p}"] for p in ("fl", "fr", "rl", "rr")])
 # Signals that carry measurement noise even when the vehicle rests: an exactly flat trace is stuck.
@@ -409,8 +413,7 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         }
         if len(derived) != len(DERIVED_NAMES):  # every name below is looked up, so none is left unset
             raise AssertionError(f"derived features: {len(derived)} computed, {len(DERIVED_NAMES)} named")
-        for name, values in derived.items():
-            out[_RAW_IDX[name]] = values
+        out[_DERIVED_ROWS] = [derived[name] for name in DERIVED_NAMES]
         # Whether a zero comes out as 0.0 or -0.0 depends on the batch (padding adds +0.0, SIMD min/max
         # pick either); + 0.0 makes every zero +0.0, so a window's raw features are bit-identical in any batch.
         out += 0.0
