@@ -55,7 +55,7 @@ from twins.scoring import AnomalyModel, FleetScorer, TopSignals, score_windows
 from twins.types import Alert, Rejection, Rule, TwinStep, WindowScore, alert_id
 
 __all__ = ["FORMAT_VERSION", "SENSORS", "AnomalyModel", "ClosedWindow", "TwinFactory", "VehicleTwin",
-           "feature_names", "frames_matrix", "ingest_many", "usual_for_vehicle"]
+           "frames_matrix", "ingest_many", "usual_for_vehicle"]
 
 # 2: the state is composed of its parts' states (reorder, faults, scorer, schedule, baseline, ...).
 FORMAT_VERSION = 2
@@ -69,10 +69,6 @@ _MAX_OPEN_ALERTS = 32
 # default and the bench's, the two coincide, so an offline sweep of levels is the twin's decision).
 LEARNING_REFERENCE_LEVEL = 1.0
 _OWN_Z_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.endswith("_z")])
-
-
-def feature_names() -> tuple[str, ...]:
-    return FEATURE_NAMES
 
 
 def usual_for_vehicle(features: np.ndarray) -> np.ndarray:
