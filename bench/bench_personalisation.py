@@ -34,7 +34,6 @@ for false-alarm rates and for the paired difference. Writes ``personalisation.js
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -91,11 +90,11 @@ def _record_windows(target: dict[str, Any]) -> None:
     steps ``twins.twin.ingest_many`` returns to ``TwinHost`` (the host only passes on alerts). With
     ``target["errors"]`` not None (``--save-windows``, for studying head designs offline) each window's
     per-signal fleet errors followed by its per-vehicle z-scores (the ``_z`` features, what the head's
-    learning gate reads) are recorded too, one row per window, by wrapping ``VehicleTwin._close_window``
+    learning gate reads) are recorded too, one row per window (its ``ClosedWindow``), by wrapping ``VehicleTwin._close_window``
     (study instrumentation: steps do not carry them). Swap ``target``'s dicts to record another run.
     """
     import twins.host
-    from twins.twin import VehicleTwin
+    from twins.twin import ClosedWindow, VehicleTwin
 
     ingest_many = twins.host.ingest_many
 
@@ -108,15 +107,13 @@ def _record_windows(target: dict[str, Any]) -> None:
 
     twins.host.ingest_many = recording_ingest
     close = VehicleTwin._close_window
-    close_signature = inspect.signature(close)
 
-    def recording_close(self: VehicleTwin, end_ms: int, *args: Any, **kwargs: Any) -> None:
-        close(self, end_ms, *args, **kwargs)
-        if target.get("errors") is not None:
-            arguments = close_signature.bind(self, end_ms, *args, **kwargs).arguments
+    def recording_close(self: VehicleTwin, window: ClosedWindow, step: Any) -> None:
+        close(self, window, step)
+        if target.get("errors") is not None and window.signal_errors is not None:
             target["errors"].setdefault(self.vehicle_id, []).append(np.concatenate([
-                np.asarray(arguments["signal_errors"], dtype=np.float32),
-                np.asarray(arguments["features"], dtype=np.float32)[_Z_INDEX]]))
+                np.asarray(window.signal_errors, dtype=np.float32),
+                np.asarray(window.features, dtype=np.float32)[_Z_INDEX]]))
 
     VehicleTwin._close_window = recording_close
 
@@ -304,7 +301,7 @@ def main() -> int:
     head_versions = [float(rows[-1, 3]) for v, rows in windows.items()]
     from training.artifacts import load_anomaly_model
     reference_source = ("model meta" if load_anomaly_model(args.models).signal_error_reference is not None
-                        else "uniform fallback (model trained before signal_error_reference)")
+                        else "none (a model trained before signal_error_reference: personalised twins refuse it)")
     result = equal_recall_comparison(
         counts, healthy=np.array([s["healthy"] for s in subjects]),
         events=np.array([len(s["events"]) for s in subjects]), days_per_vehicle=days, levels=LEVELS,

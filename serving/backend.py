@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from configs.schema import SCHEMA
 from serving.codec import DecodedBatch, frames_of
-from twins.types import Alert, AlertFilter, IngestResult, alert_id
+from twins.types import Alert, AlertFilter, IngestResult, Rule, alert_id
 
 
 class FleetBackend(Protocol):
@@ -192,7 +192,7 @@ class MemoryFleet:
         seq = int(batch.seq[row])
         fields = [name for name, rows in batch.faulty_cells.items() if rows[row]]  # the codec's verdict, per sensor
         alert = Alert(
-            alert_id=alert_id(vehicle_id, "sensor_fault", seq), vehicle_id=vehicle_id, rule="sensor_fault",
+            alert_id=alert_id(vehicle_id, Rule.SENSOR_FAULT, seq), vehicle_id=vehicle_id, rule=Rule.SENSOR_FAULT,
             ts_ms=ts_ms, seq=seq, score=float(len(fields)),
             signals=tuple((name, 1.0 / len(fields)) for name in fields),
             message=f"sensor fault: {', '.join(fields)} outside the physical range",

@@ -31,10 +31,10 @@ from simulation.fleet import frame_count, observation_window, sample_profiles
 from simulation.generator import stream_vehicle_batches
 from twins.evaluation import score_alerts
 from twins.hosting import TwinFleet
-from twins.types import Alert
+from twins.types import Alert, Rule
 
 console = Console(stderr=True)
-_RULE_STYLE = {"anomaly": "yellow", "sensor_fault": "magenta", "failure_risk": "red"}
+_RULE_STYLE = {Rule.ANOMALY: "yellow", Rule.SENSOR_FAULT: "magenta", Rule.FAILURE_RISK: "red"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -186,9 +186,9 @@ def test_a_failing_model_service_degrades_and_is_retried_later(tmp_path: Path) -
 
 
 class LevelModel:
-    """Anomaly model stub: error = squared distance of two signals from fixed levels."""
+    """Anomaly model stub: error = squared distance of two window features from fixed levels."""
 
-    signal_names = ("cell_temp_max", "motor_temp")
+    signal_names = ("cell_temp_max_mean", "motor_temp_mean")
     sequence_length = 4
     threshold = 1.0
 

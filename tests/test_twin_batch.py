@@ -22,6 +22,11 @@ class SequenceModel:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
+    @property
+    def signal_error_reference(self) -> np.ndarray:
+        """The fleet's normal error per signal: a uniform share of the alert error."""
+        return np.full(len(self.signal_names), self.threshold * self.alert_threshold / len(self.signal_names))
+
     def score(self, sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls.append(sequences.shape[0])
         spread = sequences.max(axis=1) - sequences.min(axis=1)

@@ -136,7 +136,12 @@ _STAT_IDX = np.array([_COL[s] for s in STAT_SIGNALS])
 _STAT_POS = {s: i for i, s in enumerate(STAT_SIGNALS)}
 _RAW_IDX = {name: i for i, name in enumerate(RAW_NAMES)}
 _TREND_IDX = np.array([_RAW_IDX[k] for k in TREND_KEYS])
-_DERIVED_SLICE = slice(4 * len(STAT_SIGNALS), len(RAW_NAMES))  # DERIVED_NAMES follow the statistics
+_ACCUM_IDX = {name: i for i, name in enumerate(ACCUM_KEYS)}
+# The rows of the derived features among the raw ones (RAW_NAMES places them together, after the statistics).
+_DERIVED_ROWS = slice(_RAW_IDX[DERIVED_NAMES[0]], _RAW_IDX[DERIVED_NAMES[-1]] + 1)
+if RAW_NAMES[_DERIVED_ROWS] != DERIVED_NAMES:
+    raise ImportError("RAW_NAMES must hold DERIVED_NAMES together, in their order")
+_STAT_COLUMN = {st: i for i, st in enumerate(_STATS)}  # a statistic's place among a signal's four
 _TYRES = np.array([_COL[f"tyre_pressure_{p}"] for p in ("fl", "fr", "rl", "rr")])
 # Signals that carry measurement noise even when the vehicle rests: an exactly flat trace is stuck.
 _NOISY = np.array([_COL[s] for s in (
@@ -265,32 +270,39 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         power_kw = np.abs(voltage * current) / 1000.0
         tyres = cols[_TYRES]
         tyre_min, tyre_max = tyres.min(axis=0), tyres.max(axis=0)  # NaN if any tyre is NaN
-        # Everything summarised NaN-aware per window in one pass: the STAT_SIGNALS, then per-frame quantities.
-        per_frame = [
-            cv_spread,
-            np.where(under_load, cv_spread, np.nan),
-            np.where(at_rest, cv_spread, np.nan),
-            col("cell_temp_max") - col("cell_temp_min"),
-            pack_rise,
-            col("coolant_temp_out") - coolant_in,
-            motor_rise,
-            inverter_rise,
-            tyre_min,
-            tyre_max - tyre_min,
-            tyre_min * 293.15 / (ambient + 273.15),
-            brake_rise,
-            np.where(at_rest, col("aux_battery_voltage"), np.nan),
-            abs_current,
-            abs_torque,
-            np.where(pump > PUMP_ON_RPM, col("coolant_flow") / (pump / 1000.0), np.nan),
+        # Everything summarised NaN-aware per window in one pass: the STAT_SIGNALS, then per-frame quantities
+        # (rows of ``summarised`` after the statistics, in this dict's order: ``at`` names them).
+        per_frame = {
+            "cv_spread": cv_spread,
+            "cv_spread_load": np.where(under_load, cv_spread, np.nan),
+            "cv_spread_rest": np.where(at_rest, cv_spread, np.nan),
+            "ct_spread": col("cell_temp_max") - col("cell_temp_min"),
+            "pack_rise": pack_rise,
+            "coolant_dt": col("coolant_temp_out") - coolant_in,
+            "motor_rise": motor_rise,
+            "inverter_rise": inverter_rise,
+            "tyre_min": tyre_min,
+            "tyre_spread": tyre_max - tyre_min,
+            "tyre_comp_min": tyre_min * 293.15 / (ambient + 273.15),
+            "brake_rise": brake_rise,
+            "aux_rest": np.where(at_rest, col("aux_battery_voltage"), np.nan),
+            "abs_current": abs_current,
+            "abs_torque": abs_torque,
+            "flow_per_pump": np.where(pump > PUMP_ON_RPM, col("coolant_flow") / (pump / 1000.0), np.nan),
             # Inverter losses grow with electrical power: its rise over the coolant per unit of load.
-            np.where(driving, (col("inverter_temp") - coolant_in) / (4.0 + 0.8 * power_kw), np.nan),
-            np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + abs_motor_speed / 1000.0), np.nan),
-            col("odometer"),
-        ]
+            "inverter_per_kw": np.where(driving, (col("inverter_temp") - coolant_in) / (4.0 + 0.8 * power_kw),
+                                        np.nan),
+            "motor_per_krpm": np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + abs_motor_speed / 1000.0),
+                                       np.nan),
+            "odometer": col("odometer"),
+        }
+        at = {**_STAT_POS, **{name: n_stat + i for i, name in enumerate(per_frame)}}
+        if len(at) != n_stat + len(per_frame):
+            raise AssertionError("a per-frame quantity is named like a STAT_SIGNALS entry")
         summarised = np.empty((n_stat + len(per_frame), rows, batch))
         summarised[:n_stat] = cols[_STAT_IDX]
-        summarised[n_stat:] = per_frame
+        for name, quantity in per_frame.items():
+            summarised[at[name]] = quantity
         counted = np.isfinite(summarised)
         summarised += 0.0 * summarised  # +-inf -> NaN: from here on NaN marks every value left out
         count = _count(counted, axis=1)
@@ -320,107 +332,123 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         spread_ratio = cv_spread * 1000.0 / (1.0 + abs_current / 200.0)
         ok_spread = under_load & np.isfinite(spread_ratio)
         ok_resistance = np.isfinite(voltage) & np.isfinite(current)
-        masked = [(inverter, ok_inverter), (inverter_load, ok_inverter), (motor, ok_motor), (rpm_k, ok_motor),
-                  (flow, ok_pump), (pump_k, ok_pump), (aux, ok_sleep), (position, ok_sleep), (excess, ok_wake),
-                  (spread_ratio, ok_spread), (voltage, ok_resistance), (current, ok_resistance)]
+        masked = {"inverter": (inverter, ok_inverter), "inverter_load": (inverter_load, ok_inverter),
+                  "motor": (motor, ok_motor), "rpm": (rpm_k, ok_motor), "flow": (flow, ok_pump),
+                  "pump": (pump_k, ok_pump), "aux": (aux, ok_sleep), "position": (position, ok_sleep),
+                  "excess": (excess, ok_wake), "spread": (spread_ratio, ok_spread),
+                  "voltage": (voltage, ok_resistance), "current": (current, ok_resistance)}
         first_pass = np.zeros((n_summ + len(masked), rows, batch))
         np.copyto(first_pass[:n_summ], summarised, where=counted)
-        for k, (quantity, ok) in enumerate(masked):
+        for k, (quantity, ok) in enumerate(masked.values()):
             np.copyto(first_pass[n_summ + k], quantity, where=ok)
         sums = _frame_sums(first_pass)
         mean = sums[:n_summ] / count
-        (inv_sum, inv_load_sum, motor_sum, rpm_sum, flow_sum, pump_sum, aux_sum, pos_sum, excess_sum, spread_sum,
-         v_sum, i_sum) = sums[n_summ:]
+        masked_sum = dict(zip(masked, sums[n_summ:]))  # per name: the sum over the rows its mask picks
         n_sleep, n_res = _count(ok_sleep, axis=0), _count(ok_resistance, axis=0)
         # Second pass: squared deviations from the window means (std, dV/dI, 12 V sleep slope).
-        pos_dev = position - pos_sum / n_sleep
-        i_dev = current - i_sum / n_res
-        second = [(i_dev ** 2, ok_resistance), ((voltage - v_sum / n_res) * i_dev, ok_resistance),
-                  (pos_dev ** 2, ok_sleep), (pos_dev * (aux - aux_sum / n_sleep), ok_sleep)]
+        pos_dev = position - masked_sum["position"] / n_sleep
+        i_dev = current - masked_sum["current"] / n_res
+        second = {"var_i": (i_dev ** 2, ok_resistance),
+                  "cov_vi": ((voltage - masked_sum["voltage"] / n_res) * i_dev, ok_resistance),
+                  "var_t": (pos_dev ** 2, ok_sleep),
+                  "cov_ty": (pos_dev * (aux - masked_sum["aux"] / n_sleep), ok_sleep)}
         second_pass = np.zeros((n_stat + len(second), rows, batch))
         np.copyto(second_pass[:n_stat], (summarised[:n_stat] - mean[:n_stat, None, :]) ** 2, where=counted[:n_stat])
-        for k, (quantity, ok) in enumerate(second):
+        for k, (quantity, ok) in enumerate(second.values()):
             np.copyto(second_pass[n_stat + k], quantity, where=ok)
         deviations = _frame_sums(second_pass)
         std = np.sqrt(deviations[:n_stat] / count[:n_stat])
-        var_i_sum, cov_vi_sum, var_t, cov_ty = deviations[n_stat:]
+        deviation_sum = dict(zip(second, deviations[n_stat:]))
+        var_t, cov_ty = deviation_sum["var_t"], deviation_sum["cov_ty"]
         vmin, vmax = np.fmin.reduce(summarised, axis=1), np.fmax.reduce(summarised, axis=1)  # NaN: no value
 
         out = np.empty((len(RAW_NAMES), batch))
-        by_stat = out[: 4 * n_stat].reshape(n_stat, 4, batch)  # per signal: mean, std, min, max
-        by_stat[:, 0], by_stat[:, 1], by_stat[:, 2], by_stat[:, 3] = mean[:n_stat], std, vmin[:n_stat], vmax[:n_stat]
-        pm, px = mean[n_stat:], vmax[n_stat:]
-        (cv, cv_load, cv_rest, ct, pack, coolant_dt, motor_r, inverter_r, tyre_lo, tyre_spread,
-         tyre_comp, brake_r, aux_rest, abs_i, abs_t, flow_pump, inv_kw, motor_krpm, odo) = range(len(per_frame))
-        odo_span = px[odo] - vmin[n_stat + odo]
-        load_factor = 1.0 + pm[abs_i] / 100.0
-        flow_mean, pump_mean = mean[_STAT_POS["coolant_flow"]], mean[_STAT_POS["pump_speed"]]
-        var_i, cov_vi = var_i_sum / n_res, cov_vi_sum / n_res
+        by_stat = out[: 4 * n_stat].reshape(n_stat, 4, batch)  # per signal (STAT_SIGNALS order): the _STATS
+        for statistic, values in (("mean", mean[:n_stat]), ("std", std), ("min", vmin[:n_stat]),
+                                  ("max", vmax[:n_stat])):
+            by_stat[:, _STAT_COLUMN[statistic]] = values
+        pm = lambda name: mean[at[name]]  # noqa: E731 - a summarised quantity's window mean, (B,)
+        px = lambda name: vmax[at[name]]  # noqa: E731 - and its window maximum
+        odo_span = px("odometer") - vmin[at["odometer"]]
+        load_factor = 1.0 + pm("abs_current") / 100.0
+        flow_mean, pump_mean = pm("coolant_flow"), pm("pump_speed")
+        var_i, cov_vi = deviation_sum["var_i"] / n_res, deviation_sum["cov_vi"] / n_res
         derived = {
-            "cell_v_spread_mean": pm[cv],
-            "cell_v_spread_max": px[cv],
-            "cell_v_spread_load_mean": pm[cv_load],
-            "cell_v_spread_rest_mean": pm[cv_rest],
-            "cell_t_spread_mean": pm[ct],
-            "cell_t_spread_max": px[ct],
-            "pack_rise_mean": pm[pack],
-            "pack_rise_max": px[pack],
-            "pack_rise_per_load": pm[pack] / load_factor,
-            "coolant_dt_mean": pm[coolant_dt],
-            "coolant_dt_per_flow": np.where(np.isfinite(flow_mean), pm[coolant_dt] / np.maximum(flow_mean, 0.5),
+            "cell_v_spread_mean": pm("cv_spread"),
+            "cell_v_spread_max": px("cv_spread"),
+            "cell_v_spread_load_mean": pm("cv_spread_load"),
+            "cell_v_spread_rest_mean": pm("cv_spread_rest"),
+            "cell_t_spread_mean": pm("ct_spread"),
+            "cell_t_spread_max": px("ct_spread"),
+            "pack_rise_mean": pm("pack_rise"),
+            "pack_rise_max": px("pack_rise"),
+            "pack_rise_per_load": pm("pack_rise") / load_factor,
+            "coolant_dt_mean": pm("coolant_dt"),
+            "coolant_dt_per_flow": np.where(np.isfinite(flow_mean), pm("coolant_dt") / np.maximum(flow_mean, 0.5),
                                             np.nan),
             "flow_per_pump_krpm": np.where(np.isfinite(pump_mean), flow_mean / np.maximum(pump_mean / 1000.0, 0.1),
                                            np.nan),
-            "motor_rise_mean": pm[motor_r],
-            "motor_rise_max": px[motor_r],
-            "motor_rise_per_torque": pm[motor_r] / (1.0 + pm[abs_t] / 100.0),
-            "inverter_rise_mean": pm[inverter_r],
-            "inverter_rise_max": px[inverter_r],
-            "inverter_rise_per_current": pm[inverter_r] / load_factor,
+            "motor_rise_mean": pm("motor_rise"),
+            "motor_rise_max": px("motor_rise"),
+            "motor_rise_per_torque": pm("motor_rise") / (1.0 + pm("abs_torque") / 100.0),
+            "inverter_rise_mean": pm("inverter_rise"),
+            "inverter_rise_max": px("inverter_rise"),
+            "inverter_rise_per_current": pm("inverter_rise") / load_factor,
             # -dV/dI (mOhm) by least squares; undefined under 5 samples or 5 A of spread (the slope is noise).
             "resistance_est_mohm": np.where((n_res >= 5) & (var_i >= 25.0), np.abs(cov_vi / var_i) * 1000.0, np.nan),
-            "flow_per_pump_active": pm[flow_pump],
-            "inverter_rise_per_kw": pm[inv_kw],
-            "motor_rise_per_krpm": pm[motor_krpm],
-            "tyre_min_mean": pm[tyre_lo],
-            "tyre_spread_mean": pm[tyre_spread],
-            "tyre_comp_min_mean": pm[tyre_comp],
-            "brake_rise_max": px[brake_r],
-            "aux_v_rest_mean": pm[aux_rest],
+            "flow_per_pump_active": pm("flow_per_pump"),
+            "inverter_rise_per_kw": pm("inverter_per_kw"),
+            "motor_rise_per_krpm": pm("motor_per_krpm"),
+            "tyre_min_mean": pm("tyre_min"),
+            "tyre_spread_mean": pm("tyre_spread"),
+            "tyre_comp_min_mean": pm("tyre_comp_min"),
+            "brake_rise_max": px("brake_rise"),
+            "aux_v_rest_mean": pm("aux_rest"),
             "driving_share": _share(speed > 1.0, speed),
             "charging_share": _share(col("charger_state") > 0, col("charger_state")),
             "distance_km": odo_span,
-            "abs_current_mean": pm[abs_i],
+            "abs_current_mean": pm("abs_current"),
             **_quality(cols, n),
             "n_frames": n,
         }
-        out[_DERIVED_SLICE] = list(derived.values())
+        if len(derived) != len(DERIVED_NAMES):  # every name below is looked up, so none is left unset
+            raise AssertionError(f"derived features: {len(derived)} computed, {len(DERIVED_NAMES)} named")
+        out[_DERIVED_ROWS] = [derived[name] for name in DERIVED_NAMES]
         # Whether a zero comes out as 0.0 or -0.0 depends on the batch (padding adds +0.0, SIMD min/max
         # pick either); + 0.0 makes every zero +0.0, so a window's raw features are bit-identical in any batch.
         out += 0.0
 
         # Accumulators: (numerator, weight) per ACCUM_KEYS entry, 0 where the window has too few samples.
-        num, den = np.zeros((len(ACCUM_KEYS), batch)), np.zeros((len(ACCUM_KEYS), batch))
         enough_driving = driving.sum(axis=0) >= 3
-        num[0], den[0] = np.where(enough_driving, inv_sum, 0.0), np.where(enough_driving, inv_load_sum, 0.0)
-        num[1], den[1] = np.where(enough_driving, motor_sum, 0.0), np.where(enough_driving, rpm_sum, 0.0)
         enough_pumping = ok_pump.sum(axis=0) >= 3
-        num[2], den[2] = np.where(enough_pumping, flow_sum, 0.0), np.where(enough_pumping, pump_sum, 0.0)
         enough_sleep = n_sleep >= 10
         sloped = enough_sleep & (var_t > 0)
-        num[3] = np.where(sloped, cov_ty / var_t * n * n_sleep, 0.0)  # volts per window
-        den[3] = np.where(sloped, n_sleep, 0.0)
-        num[4], den[4] = np.where(enough_sleep, aux_sum, 0.0), np.where(enough_sleep, n_sleep, 0.0)
-        num[5], den[5] = excess_sum, ok_wake.sum(axis=0)
         enough_load = under_load.sum(axis=0) >= 3
-        num[6], den[6] = np.where(enough_load, spread_sum, 0.0), np.where(enough_load, ok_spread.sum(axis=0), 0.0)
-        ambient_pos = _STAT_POS["ambient_temp"]
-        num[7], den[7] = sums[ambient_pos], count[ambient_pos]
         charge = col("charge_power")
         charge_ok = np.isfinite(charge)
-        num[8], den[8] = (charge_ok & (charge > 50.0)).sum(axis=0), charge_ok.sum(axis=0)
-        enough_odo = count[n_stat + odo] >= 2
-        num[9], den[9] = np.where(enough_odo, odo_span, 0.0), enough_odo
+        enough_odo = count[at["odometer"]] >= 2
+        accumulated = {
+            "inverter_factor": (np.where(enough_driving, masked_sum["inverter"], 0.0),
+                                np.where(enough_driving, masked_sum["inverter_load"], 0.0)),
+            "motor_drag": (np.where(enough_driving, masked_sum["motor"], 0.0),
+                           np.where(enough_driving, masked_sum["rpm"], 0.0)),
+            "flow_per_krpm": (np.where(enough_pumping, masked_sum["flow"], 0.0),
+                              np.where(enough_pumping, masked_sum["pump"], 0.0)),
+            "aux_sleep_slope": (np.where(sloped, cov_ty / var_t * n * n_sleep, 0.0),  # volts per window
+                                np.where(sloped, n_sleep, 0.0)),
+            "aux_sleep_level": (np.where(enough_sleep, masked_sum["aux"], 0.0), np.where(enough_sleep, n_sleep, 0.0)),
+            "dcdc_wake_excess": (masked_sum["excess"], ok_wake.sum(axis=0)),
+            "cell_spread_per_c": (np.where(enough_load, masked_sum["spread"], 0.0),
+                                  np.where(enough_load, ok_spread.sum(axis=0), 0.0)),
+            "ambient": (sums[at["ambient_temp"]], count[at["ambient_temp"]]),
+            "dc_charge_share": ((charge_ok & (charge > 50.0)).sum(axis=0), charge_ok.sum(axis=0)),
+            "km_per_window": (np.where(enough_odo, odo_span, 0.0), enough_odo),
+        }
+        if len(accumulated) != len(ACCUM_KEYS):
+            raise AssertionError(f"accumulators: {len(accumulated)} computed, {len(ACCUM_KEYS)} named")
+        num, den = np.zeros((len(ACCUM_KEYS), batch)), np.zeros((len(ACCUM_KEYS), batch))
+        for name, (numerator, weight) in accumulated.items():
+            num[_ACCUM_IDX[name]], den[_ACCUM_IDX[name]] = numerator, weight
     return out.T, num.T, den.T
 
 

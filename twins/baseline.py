@@ -1,4 +1,4 @@
-"""Per-vehicle baselines with river's online anomaly contract: ``learn_one``, ``score_one``, ``clone``.
+"""Per-vehicle feature baselines, learned online: ``learn_one`` and ``score_one`` (river's naming).
 
 ``score_one(x)`` is higher for more anomalous ``x`` (a feature vector): the root-mean-square of the
 ``top_k`` largest z-scores against what the estimator has learned (top-k, so one wrong feature among
@@ -14,7 +14,7 @@ True
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -22,19 +22,6 @@ import numpy as np
 # feature does not turn every tiny change into an infinite z-score.
 _REL_STD_FLOOR = 0.02
 _ABS_STD_FLOOR = 1e-3
-
-
-class Baseline(Protocol):
-    warmup: int
-
-    def learn_one(self, x: np.ndarray) -> None: ...
-    def score_one(self, x: np.ndarray) -> float: ...
-    def zscores(self, x: np.ndarray) -> np.ndarray: ...
-    def clone(self) -> "Baseline": ...
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
-    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
-    @property
-    def ready(self) -> bool: ...
 
 
 class _MomentBaseline:
@@ -117,9 +104,6 @@ class EwmaBaseline(_MomentBaseline):
         self.mean = self.mean + alpha * delta
         self.var = (1.0 - alpha) * (self.var + alpha * delta * delta)
 
-    def clone(self) -> "EwmaBaseline":
-        return EwmaBaseline(half_life=self.half_life, warmup=self.warmup, top_k=self.top_k)
-
     def _params(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "top_k": self.top_k, "half_life": self.half_life}
 
@@ -137,9 +121,6 @@ class WelfordBaseline(_MomentBaseline):
         # var holds the population variance; update from M2 = var * (n - 1).
         m2 = self.var * (self.n - 1) + delta * (x - self.mean)
         self.var = m2 / self.n
-
-    def clone(self) -> "WelfordBaseline":
-        return WelfordBaseline(warmup=self.warmup, top_k=self.top_k)
 
 
 BASELINES: dict[str, type] = {"EwmaBaseline": EwmaBaseline, "WelfordBaseline": WelfordBaseline}

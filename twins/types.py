@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from configs.frames import Rejection  # a refused frame is part of the frame contract; re-exported for the twins
 
-RULES: tuple[str, ...] = ("anomaly", "sensor_fault", "failure_risk")
+
+class Rule(StrEnum):
+    """The alert rules (a ``str``: equal to, and serialised as, its value)."""
+
+    ANOMALY = "anomaly"
+    SENSOR_FAULT = "sensor_fault"
+    FAILURE_RISK = "failure_risk"
+
+
+RULES: tuple[str, ...] = tuple(Rule)
 
 
 def alert_id(vehicle_id: str, rule: str, seq: int) -> str:
@@ -49,6 +59,7 @@ class Alert:
     def from_dict(cls, document: dict[str, Any]) -> "Alert":
         values = dict(document)
         values["signals"] = tuple((str(n), float(s)) for n, s in values["signals"])
+        values["rule"] = Rule(values["rule"])
         if values.get("risk") is not None:
             values["risk"] = {int(k): float(v) for k, v in values["risk"].items()}
         return cls(**values)
