@@ -130,7 +130,8 @@ def _share_of(result: IngestResult, batch: DecodedBatch, whole: bool) -> IngestR
     # Duplicates are counted per call, not per vehicle, so a shared call cannot attribute them: 0.
     return IngestResult(acks={v: s for v, s in result.acks.items() if v in mine},
                         alerts=[a for a in result.alerts if a.vehicle_id in mine],
-                        rejected=[r for r in result.rejected if r.vehicle_id in mine])
+                        rejected=[r for r in result.rejected if r.vehicle_id in mine],
+                        not_durable={v: e for v, e in result.not_durable.items() if v in mine})
 
 
 @dataclass

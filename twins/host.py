@@ -2,7 +2,11 @@
 
 ``TwinHost`` holds the twins of one host (one vehicle by default, a shard with ``twins_per_actor > 1``),
 restores them from the checkpoint store on first contact, checkpoints every twin an ingest call
-changed *before* answering, and acknowledges only what is in a checkpoint. Model calls and fine-tunes
+changed *before* answering, and acknowledges only what is in a checkpoint. Applying is all-or-nothing per
+twin: its alerts are appended to the alert store, then its checkpoint is written; if either write fails
+the twin is dropped from memory (the next contact restores the last durable checkpoint), its ack does not
+move, its alerts are not reported and ``IngestResult.not_durable`` names it, so re-sent frames are applied
+again and raise their alerts again once the store recovers. Model calls and fine-tunes
 go through small injected interfaces (``Predictor``, ``Runner``) so a slow or failing service can
 never block ingestion and tests need no cluster.
 
@@ -24,7 +28,7 @@ import pyarrow as pa
 
 from configs.settings import TwinsConfig
 from twins.personalise import fit_personal_head
-from twins.store import CheckpointStore
+from twins.store import AlertStore, CheckpointStore
 from twins.twin import SENSORS, AnomalyModel, VehicleTwin, frames_matrix, ingest_many
 from twins.types import Alert, AlertFilter, IngestResult, Rejection
 
@@ -207,6 +211,8 @@ class TwinHost:
         self.cfg = settings.twins
         self.model = anomaly_model
         self.store = CheckpointStore(settings.checkpoint_uri)
+        self.alert_store = AlertStore(settings.checkpoint_uri)
+        self._history_loaded = False  # alerts raised before this host started, read on the first query
         self.predictor = predictor
         self.runner = runner or InlineRunner()
         self.clock = clock
@@ -253,21 +259,41 @@ class TwinHost:
             result.rejected.extend(step.rejected)
             result.applied += step.applied
             result.duplicates += step.duplicates
-            if (twin.applied_seq, twin.buf_seq.size) != before:
+            # A call with only re-sent frames still changes the duplicate counter: checkpointed too.
+            if (twin.applied_seq, twin.buf_seq.size) != before or step.duplicates:
                 dirty.append(vehicle_id)
             elif vehicle_id in self.acked:
                 result.acks[vehicle_id] = self.acked[vehicle_id]
         self._poll_services(result, dirty)
-        for vehicle_id in dict.fromkeys(dirty):
-            self._checkpoint(vehicle_id)
-            result.acks[vehicle_id] = self.acked[vehicle_id]
-        self._request_predictions()
-        self._request_fine_tunes()
         result.alerts.extend(self.pending_alerts)
         self.pending_alerts = []
+        self._persist(dict.fromkeys(dirty), result)
+        self._request_predictions()
+        self._request_fine_tunes()
         self.alert_log.extend(result.alerts)
         self.evict_idle()
         return result
+
+    def _persist(self, vehicle_ids: Iterable[str], result: IngestResult) -> None:
+        """Make each changed twin durable (its alerts, then its checkpoint) and acknowledge it, or roll it back."""
+        for vehicle_id in vehicle_ids:
+            alerts = [a for a in result.alerts if a.vehicle_id == vehicle_id]
+            try:
+                self.alert_store.append(vehicle_id, alerts)
+                self._checkpoint(vehicle_id)
+            except OSError as error:
+                self._roll_back(vehicle_id)
+                result.not_durable[vehicle_id] = f"checkpoint store {self.settings.checkpoint_uri!r}: {error}"
+                result.alerts = [a for a in result.alerts if a.vehicle_id != vehicle_id]
+                if vehicle_id in self.acked:
+                    result.acks[vehicle_id] = self.acked[vehicle_id]
+                continue
+            result.acks[vehicle_id] = self.acked[vehicle_id]
+
+    def _roll_back(self, vehicle_id: str) -> None:
+        """Forget the in-memory twin: its next contact restores the last durable checkpoint."""
+        self.twins.pop(vehicle_id, None)
+        self.last_used.pop(vehicle_id, None)
 
     def _checkpoint(self, vehicle_id: str) -> None:
         twin = self.twins[vehicle_id]
@@ -359,8 +385,7 @@ class TwinHost:
         while (self.outstanding is not None or self.tunes) and self.clock() < deadline:
             dirty: list[str] = []
             self._poll_services(result, dirty)
-            for vehicle_id in dict.fromkeys(dirty):
-                self._checkpoint(vehicle_id)
+            self._persist(dict.fromkeys(dirty), result)
             if self.outstanding is not None or self.tunes:
                 sleep(0.01)
         self.alert_log.extend(result.alerts)
@@ -378,6 +403,11 @@ class TwinHost:
         return sorted(self.twins)
 
     def alerts(self, flt: AlertFilter) -> list[Alert]:
+        if not self._history_loaded:  # alerts raised before a restart come back from the alert store
+            known = {a.alert_id for a in self.alert_log}
+            history = [a for a in self.alert_store.read_all() if a.alert_id not in known]
+            self.alert_log = deque(history + list(self.alert_log), maxlen=self.alert_log.maxlen)
+            self._history_loaded = True
         matched = [a for a in self.alert_log if flt.matches(a)]
         return matched[-flt.limit:]
 

@@ -162,7 +162,7 @@ class TwinFleet:
         self.actors: dict[str, Any] = {}
         self.seen: set[str] = set()
         self.alert_log: deque[Alert] = deque(maxlen=_ALERT_LOG)
-        self._alert_ids: set[str] = set()
+        self._alert_ids: dict[str, None] = {}  # ids in alert_log, oldest first: bounded with it
         self.listeners: list[Callable[[list[Alert]], None]] = []
         self.resent_calls = 0
         self.reacquired = 0  # handles asked for again by name after an actor stayed dead
@@ -243,8 +243,11 @@ class TwinFleet:
 
     def _record(self, alerts: list[Alert]) -> None:
         fresh = [a for a in alerts if a.alert_id not in self._alert_ids]
+        fresh = list({a.alert_id: a for a in fresh}.values())
         for alert in fresh:
-            self._alert_ids.add(alert.alert_id)
+            if len(self.alert_log) == self.alert_log.maxlen:
+                self._alert_ids.pop(self.alert_log[0].alert_id, None)
+            self._alert_ids[alert.alert_id] = None
             self.alert_log.append(alert)
         if fresh:
             for listener in self.listeners:
