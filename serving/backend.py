@@ -49,6 +49,54 @@ class FleetBackend(Protocol):
 
     async def close(self) -> None: ...
 
+    # None if the batch may create its new twins; else why not (answered RESOURCE_EXHAUSTED). ``quota_key``
+    # names the credential whose new vehicles are counted (gateways), None for no per-credential quota.
+    async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None: ...
+
+
+class TwinAdmission:
+    """Bounds twin creation: at most ``max_twins`` vehicles in the fleet, and at most ``max_new_per_credential``
+    new vehicles brought by one credential (counted since the server started). Known vehicles (``seed``:
+    those with a twin or a checkpoint) always pass. A vehicle counts as created once admitted.
+
+    >>> admission = TwinAdmission(max_twins=2, max_new_per_credential=None)
+    >>> admission.seed(["a"]); admission.admit(["a", "b"], None) is None, admission.admit(["c"], None)[:14]
+    (True, 'twins.max_twins')
+    """
+
+    def __init__(self, max_twins: int | None, max_new_per_credential: int | None) -> None:
+        self.max_twins = max_twins
+        self.max_new_per_credential = max_new_per_credential
+        self.known: set[str] = set()
+        self.seeded = False
+        self.created_by: dict[str, int] = {}
+
+    def seed(self, vehicle_ids: Any) -> None:
+        self.known.update(vehicle_ids)
+        self.seeded = True
+
+    def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+        new = [v for v in dict.fromkeys(vehicle_ids) if v not in self.known]
+        if not new:
+            return None
+        if self.max_twins is not None and len(self.known) + len(new) > self.max_twins:
+            return (f"twins.max_twins={self.max_twins}: the fleet has {len(self.known)} twins and this batch would "
+                    f"create {len(new)} more (first: vehicle_id={new[0]!r})")
+        used = self.created_by.get(quota_key, 0) if quota_key else 0
+        if quota_key and self.max_new_per_credential is not None and used + len(new) > self.max_new_per_credential:
+            return (f"twins.max_new_twins_per_credential={self.max_new_per_credential}: credential {quota_key!r} "
+                    f"has created {used} twins and this batch would create {len(new)} more (first: vehicle_id={new[0]!r})")
+        self.known.update(new)
+        if quota_key:
+            self.created_by[quota_key] = used + len(new)
+        return None
+
+
+async def _admit(admission: TwinAdmission, backend: Any, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+    if not admission.seeded:
+        admission.seed(await backend.list_twins())
+    return admission.admit(vehicle_ids, quota_key)
+
 
 async def _resolve(value: Any) -> Any:
     """Await coroutines and Ray ObjectRefs / DeploymentResponses alike."""
@@ -69,6 +117,8 @@ class TwinFleetBackend:
     def __init__(self, fleet: Any, max_group_frames: int = 100_000) -> None:
         self.fleet = fleet
         self.max_group_frames = max_group_frames
+        cfg = getattr(fleet, "cfg", None)  # a TwinsConfig; stand-ins in tests have none: no limits
+        self.admission = TwinAdmission(getattr(cfg, "max_twins", None), getattr(cfg, "max_new_twins_per_credential", None))
         self._lock = asyncio.Lock()
         self._waiting: deque[tuple[DecodedBatch, asyncio.Future]] = deque()
         self._pump: asyncio.Task | None = None
@@ -121,6 +171,9 @@ class TwinFleetBackend:
     async def close(self) -> None:
         await self._call("close")
 
+    async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+        return await _admit(self.admission, self, vehicle_ids, quota_key)
+
 
 def _share_of(result: IngestResult, batch: DecodedBatch, whole: bool) -> IngestResult:
     """The part of a coalesced call's result that concerns ``batch``'s vehicles."""
@@ -147,9 +200,11 @@ class _VehicleState:
 class MemoryFleet:
     """Ingest-only fleet in the server process (see the module docstring); not durable."""
 
-    def __init__(self, fault_cooldown_ms: int = 6 * 3_600_000, max_alerts: int = 100_000) -> None:
+    def __init__(self, fault_cooldown_ms: int = 6 * 3_600_000, max_alerts: int = 100_000,
+                 max_twins: int | None = None, max_new_twins_per_credential: int | None = None) -> None:
         self.fault_cooldown_ms = fault_cooldown_ms
         self.max_alerts = max_alerts
+        self.admission = TwinAdmission(max_twins, max_new_twins_per_credential)
         self._vehicles: dict[str, _VehicleState] = {}
         self._alerts: list[Alert] = []
 
@@ -234,6 +289,9 @@ class MemoryFleet:
     async def close(self) -> None:
         return None
 
+    async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+        return await _admit(self.admission, self, vehicle_ids, quota_key)
+
 
 class LocalTwinsBackend:
     """Twins in the server process: one ``twins.host.TwinHost`` (no Ray), calls serialised in a worker thread.
@@ -244,6 +302,7 @@ class LocalTwinsBackend:
     def __init__(self, host: Any) -> None:
         self.host = host
         self._lock = asyncio.Lock()
+        self.admission = TwinAdmission(host.cfg.max_twins, host.cfg.max_new_twins_per_credential)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._lock:
@@ -264,7 +323,10 @@ class LocalTwinsBackend:
         return await self._run(self.host.summary, vehicle_id)
 
     async def list_twins(self) -> list[str]:
-        return sorted(await self._run(self.host.resident))
+        return sorted(await self._run(self.host.known))
+
+    async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+        return await _admit(self.admission, self, vehicle_ids, quota_key)
 
     async def alerts(self, alert_filter: AlertFilter) -> list[Alert]:
         return list(await self._run(self.host.alerts, alert_filter))

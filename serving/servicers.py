@@ -202,6 +202,10 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                     raise WireError("INVALID_ARGUMENT", msg.describe())
                 batch = decode_batch(msg, self.limits, self.clock_ms())
                 _authorize(claims, batch)
+                # Creation is bounded (fleet-wide, and per gateway credential); known vehicles always pass.
+                quota_key = f"gateway:{claims.sub}" if claims.role == "gateway" else None
+                if refusal := await self.backend.admit(batch.vehicle_ids, quota_key):
+                    raise WireError("RESOURCE_EXHAUSTED", refusal)
                 await budget.acquire(batch.num_rows)
                 self.metrics.frames_in_flight.inc(batch.num_rows)
                 queue.put_nowait(batch)

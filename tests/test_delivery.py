@@ -117,3 +117,31 @@ def test_resent_duplicates_of_acknowledged_frames_are_not_an_error() -> None:
         assert stats.acked_seq == {"DUP1": 40}
     finally:
         running.stop()
+
+
+def test_new_vehicles_beyond_the_limits_are_refused_resource_exhausted() -> None:
+    import grpc
+
+    from serving.auth import Claims, issue_token
+    from tests.test_grpc_server import SECRET
+
+    running = ServerThread(MemoryFleet(max_twins=4, max_new_twins_per_credential=2))
+    gateway = issue_token(SECRET, Claims(role="gateway", sub="depot-7", vehicles="GW*"))
+    try:
+        async def go(token: str, vehicles: list[str]) -> Any:
+            async with Client(running.target, token) as client:
+                return await client.stream(batches_of(fleet_columns(vehicles, 10), 20))
+
+        assert asyncio.run(go(gateway, ["GW1", "GW2"])).acked_seq == {"GW1": 10, "GW2": 10}
+        with pytest.raises(grpc.aio.AioRpcError) as quota:
+            asyncio.run(go(gateway, ["GW3"]))
+        assert quota.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "twins.max_new_twins_per_credential=2" in quota.value.details()
+        assert asyncio.run(go(OPERATOR, ["OP1", "OP2"])).acked_seq == {"OP1": 10, "OP2": 10}
+        with pytest.raises(grpc.aio.AioRpcError) as fleet_full:
+            asyncio.run(go(OPERATOR, ["OP3"]))
+        assert fleet_full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "twins.max_twins=4" in fleet_full.value.details()
+        assert sorted(running.call(running.backend.list_twins())) == ["GW1", "GW2", "OP1", "OP2"]
+    finally:
+        running.stop()

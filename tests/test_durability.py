@@ -129,3 +129,19 @@ def test_the_fleet_alert_id_index_is_bounded_like_its_log(monkeypatch: pytest.Mo
     assert len(fleet.alert_log) == 5 and len(fleet._alert_ids) == 5
     fleet._record([_alert(11, 1)])  # still known: not recorded twice
     assert len(fleet.alert_log) == 5
+
+
+def test_admission_bounds_the_fleet_and_each_gateway_credential() -> None:
+    from serving.backend import TwinAdmission
+
+    admission = TwinAdmission(max_twins=5, max_new_per_credential=2)
+    admission.seed(["old1", "old2"])
+    assert admission.admit(["old1", "n1"], quota_key="gateway:depot") is None
+    assert admission.admit(["n1", "old2"], quota_key="gateway:depot") is None  # known ids cost nothing
+    refused = admission.admit(["n2", "n3"], quota_key="gateway:depot")
+    assert refused is not None and "twins.max_new_twins_per_credential=2" in refused and "depot" in refused
+    assert admission.admit(["n2"], quota_key="gateway:depot") is None  # the second new one still fits
+    refused = admission.admit(["n3", "n4"], quota_key=None)  # operators: only the fleet-wide bound
+    assert refused is not None and "twins.max_twins=5" in refused and "'n3'" in refused
+    assert admission.admit(["n3"], quota_key=None) is None
+    assert admission.known == {"old1", "old2", "n1", "n2", "n3"}

@@ -402,6 +402,10 @@ class TwinHost:
     def resident(self) -> list[str]:
         return sorted(self.twins)
 
+    def known(self) -> list[str]:
+        """Every twin of this host's store: resident, or released to its checkpoint."""
+        return sorted(set(self.twins) | set(self.store.list()))
+
     def alerts(self, flt: AlertFilter) -> list[Alert]:
         if not self._history_loaded:  # alerts raised before a restart come back from the alert store
             known = {a.alert_id for a in self.alert_log}
