@@ -127,8 +127,10 @@ def test_idle_twins_are_evicted_and_come_back(tmp_path: Path) -> None:
     host.ingest(to_block({k: v for k, v in fleet_frames(["b"], 40).items()})[0])
     clock.now = 75.0
     assert host.evict_idle() == ["a"] and host.resident() == ["b"]
-    assert host.summary("a")["applied_seq"] == 30 and host.restored == 1
-    assert host.summary("nobody") is None
+    assert host.summary("a")["applied_seq"] == 30 and host.restored == 0  # a lookup reads, never restores
+    assert host.summary("nobody") is None and host.resident() == ["b"]
+    host.ingest(to_block(fleet_frames(["a"], 31))[0])  # the next frame restores it
+    assert host.restored == 1 and host.summary("a")["applied_seq"] == 31
 
 
 class SlowPredictor:

@@ -69,6 +69,14 @@ class FrameBlock:
                           self.seq[rows], self.ts[rows], self.values[rows])
 
 
+def checkpoint_summary(data: bytes, cfg: TwinsConfig) -> dict[str, Any]:
+    """A twin's summary read from its checkpoint bytes (no host, no model): what a lookup of a released twin sees."""
+    twin = VehicleTwin.from_bytes(data, None, cfg)
+    summary = twin.summary()
+    summary["acked_seq"] = twin.applied_seq  # a checkpoint holds only acknowledged state
+    return summary
+
+
 def _column(batch: Any, name: str) -> Any:
     if isinstance(batch, (pa.Table, pa.RecordBatch)):
         return batch.column(name) if name in batch.schema.names else None
@@ -393,9 +401,11 @@ class TwinHost:
 
     # ------------------------------------------------------------------ queries
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
-        if vehicle_id not in self.twins and self.store.get(vehicle_id) is None:
-            return None
-        summary = self.twin(vehicle_id).summary()
+        """The resident twin's summary, else its checkpoint's (not made resident: a lookup creates nothing)."""
+        if vehicle_id not in self.twins:
+            data = self.store.get(vehicle_id)
+            return None if data is None else checkpoint_summary(data, self.cfg)
+        summary = self.twins[vehicle_id].summary()
         summary["acked_seq"] = self.acked.get(vehicle_id)
         return summary
 
