@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ import pyarrow as pa
 from configs.schema import SCHEMA
 from serving.codec import DecodedBatch
 from twins.types import Alert, AlertFilter, IngestResult, alert_id
+
+log = logging.getLogger(__name__)
 
 
 class FleetBackend(Protocol):
@@ -122,6 +125,7 @@ class TwinFleetBackend:
         self._lock = asyncio.Lock()
         self._waiting: deque[tuple[DecodedBatch, asyncio.Future]] = deque()
         self._pump: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None  # releases idle hosts of a fleet that gets no traffic at all
 
     async def _call(self, name: str, *args: Any) -> Any:
         async with self._lock:
@@ -132,7 +136,17 @@ class TwinFleetBackend:
         self._waiting.append((batch, future))
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._ingest_waiting())
+        if self._sweeper is None and hasattr(self.fleet, "release_idle"):
+            self._sweeper = asyncio.create_task(self._sweep(self.fleet.cfg.idle_release_s))
         return await future
+
+    async def _sweep(self, idle_release_s: float) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, idle_release_s / 2))
+            try:
+                await self._call("release_idle")
+            except Exception as error:  # a host that cannot be released now is tried again next round
+                log.warning("releasing idle twin hosts failed: %r", error)
 
     async def _ingest_waiting(self) -> None:
         while self._waiting:
@@ -169,6 +183,8 @@ class TwinFleetBackend:
         return list(await self._call("drain", timeout_s))
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self._call("close")
 
     async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
