@@ -63,8 +63,8 @@ class TwinAdmission:
     those with a twin or a checkpoint) always pass. A vehicle counts as created once admitted.
 
     >>> admission = TwinAdmission(max_twins=2, max_new_per_credential=None)
-    >>> admission.seed(["a"]); admission.admit(["a", "b"], None) is None, admission.admit(["c"], None)[:14]
-    (True, 'twins.max_twins')
+    >>> admission.seed(["a"]); admission.admit(["a", "b"], None) is None, admission.admit(["c"], None)[:16]
+    (True, 'twins.max_twins=')
     """
 
     def __init__(self, max_twins: int | None, max_new_per_credential: int | None) -> None:
