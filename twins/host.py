@@ -321,7 +321,10 @@ class TwinHost:
         for vehicle_id in idle:
             if vehicle_id in self.tunes:
                 continue  # a fine-tune is in flight for it; evict later
-            self._checkpoint(vehicle_id)
+            try:
+                self._checkpoint(vehicle_id)
+            except OSError:
+                continue  # the store is failing: keep it resident (its acked state is durable), evict later
             del self.twins[vehicle_id]
             del self.last_used[vehicle_id]
         return idle
