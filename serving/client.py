@@ -49,7 +49,7 @@ def select_rows(columns: Columns, rows: np.ndarray) -> Columns:
 class StreamStats:
     frames_sent: int = 0
     batches_sent: int = 0
-    frames_acked: int = 0  # frames covered by a durable ack (counted once)
+    frames_acked: int = 0  # frames covered by a durable ack (counted once), refused frames not included
     duplicates: int = 0
     sensor_faults: int = 0
     reconnects: int = 0
@@ -316,6 +316,7 @@ class _StreamSession:
             rejected = {"vehicle_id": refusal.vehicle_id, "seq": int(refusal.seq), "code": refusal.code,
                         "message": refusal.message}
             self.stats.rejected.append(rejected)
+            self.stats.frames_acked -= 1  # its seq is under the ack watermark, but it was not applied
             self.stats.rejected_by_reason[refusal.code] = self.stats.rejected_by_reason.get(refusal.code, 0) + 1
             if self.on_reject:
                 self.on_reject(rejected)

@@ -89,6 +89,7 @@ def test_rejected_frames_are_counted_called_back_and_raised() -> None:
         assert [r["seq"] for r in seen] == [5, 6, 7]
         assert "3 frames refused" in str(raised.value) and "late" in str(raised.value)
         assert stats.acked_seq == {"REJ1": 20}  # the rest was delivered before the error
+        assert stats.frames_acked == 17  # refused frames are not counted as delivered
 
         async def quiet() -> Any:
             async with Client(running.target, OPERATOR) as client:
