@@ -16,8 +16,9 @@ name (``get_if_exists``); lookups (``summary``) ask a live host, else read the c
 an actor. Ray restarts a dead actor (``max_restarts=-1``) and the new one restores each twin from its
 checkpoint when it is next touched. A host without traffic for ``twins.idle_release_s`` is checkpointed
 and killed; its next frame starts it again from the checkpoints. Alert history lives in the
-``AlertStore`` beside the checkpoints, so ``alerts`` answers across restarts. ``TwinFleet.ingest`` re-sends a call that failed because
-its actor died: duplicates are acknowledged and ignored, so every frame takes effect once.
+``AlertStore`` beside the checkpoints, so ``alerts`` answers across restarts. ``TwinFleet.ingest``
+re-sends a call that failed because its actor died: duplicates are acknowledged and ignored, so every
+frame takes effect once.
 """
 from __future__ import annotations
 
