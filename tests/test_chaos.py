@@ -220,8 +220,8 @@ def run_case(tmp_path: Path, backend: str, fault_at: float, fault: Callable[[Ser
     lost = sum(max(0, FRAMES_EACH - s.frames_applied) for s in summaries.values())
     got_alerts = {(a["vehicle_id"], a["rule"], a["seq"]) for a in alerts}
     print(f"\n[{fault.__name__} at {fault_at:.0%} of the source, {backend} backend] sent={sent} "
-          f"acked={stats.frames_acked} applied={applied} applied_twice={applied_twice} lost={lost} reconnects={stats.reconnects} alerts={len(got_alerts)}/{len(expected_alerts)} "
-          f"(client saw {len(stats.alerts)})")
+          f"acked={stats.frames_acked} applied={applied} applied_twice={applied_twice} lost={lost} "
+          f"reconnects={stats.reconnects} alerts={len(got_alerts)}/{len(expected_alerts)} (client saw {len(stats.alerts)})")
     assert faulted.is_set()
     if breaks_the_stream and fault_at < 1.0:  # at the very end the fault may come after the last ack
         assert stats.reconnects >= 1
