@@ -191,6 +191,12 @@ class TwinsConfig(_Section):
     # Seconds a failing model service is left alone before the twins retry their predictions.
     prediction_retry_s: float = Field(5.0, ge=0)
     prediction_timeout_s: float = Field(2.0, gt=0)
+    # Creation is bounded: twins in the whole fleet, and new vehicles one gateway credential may bring (a
+    # batch that would pass either is refused RESOURCE_EXHAUSTED). Lookups never create a twin.
+    max_twins: int = Field(100_000, gt=0)
+    max_new_twins_per_credential: int = Field(10_000, gt=0)
+    # A host actor without traffic for this long is checkpointed and released; its next frame restores it.
+    idle_release_s: float = Field(600.0, gt=0)
 
 
 class ServingConfig(_Section):

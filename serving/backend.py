@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ import pyarrow as pa
 from configs.schema import SCHEMA
 from serving.codec import DecodedBatch, frames_of
 from twins.types import Alert, AlertFilter, IngestResult, Rule, alert_id
+
+log = logging.getLogger(__name__)
 
 
 class FleetBackend(Protocol):
@@ -48,6 +51,54 @@ class FleetBackend(Protocol):
     async def drain(self) -> list[Alert]: ...  # wait (bounded) for model calls in flight; their alerts
 
     async def close(self) -> None: ...
+
+    # None if the batch may create its new twins; else why not (answered RESOURCE_EXHAUSTED). ``quota_key``
+    # names the credential whose new vehicles are counted (gateways), None for no per-credential quota.
+    async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None: ...
+
+
+class TwinAdmission:
+    """Bounds twin creation: at most ``max_twins`` vehicles in the fleet, and at most ``max_new_per_credential``
+    new vehicles brought by one credential (counted since the server started). Known vehicles (``seed``:
+    those with a twin or a checkpoint) always pass. A vehicle counts as created once admitted.
+
+    >>> admission = TwinAdmission(max_twins=2, max_new_per_credential=None)
+    >>> admission.seed(["a"]); admission.admit(["a", "b"], None) is None, admission.admit(["c"], None)[:16]
+    (True, 'twins.max_twins=')
+    """
+
+    def __init__(self, max_twins: int | None, max_new_per_credential: int | None) -> None:
+        self.max_twins = max_twins
+        self.max_new_per_credential = max_new_per_credential
+        self.known: set[str] = set()
+        self.seeded = False
+        self.created_by: dict[str, int] = {}
+
+    def seed(self, vehicle_ids: Any) -> None:
+        self.known.update(vehicle_ids)
+        self.seeded = True
+
+    def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+        new = [v for v in dict.fromkeys(vehicle_ids) if v not in self.known]
+        if not new:
+            return None
+        if self.max_twins is not None and len(self.known) + len(new) > self.max_twins:
+            return (f"twins.max_twins={self.max_twins}: the fleet has {len(self.known)} twins and this batch would "
+                    f"create {len(new)} more (first: vehicle_id={new[0]!r})")
+        used = self.created_by.get(quota_key, 0) if quota_key else 0
+        if quota_key and self.max_new_per_credential is not None and used + len(new) > self.max_new_per_credential:
+            return (f"twins.max_new_twins_per_credential={self.max_new_per_credential}: credential {quota_key!r} "
+                    f"has created {used} twins and this batch would create {len(new)} more (first: vehicle_id={new[0]!r})")
+        self.known.update(new)
+        if quota_key:
+            self.created_by[quota_key] = used + len(new)
+        return None
+
+
+async def _admit(admission: TwinAdmission, backend: Any, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+    if not admission.seeded:
+        admission.seed(await backend.list_twins())
+    return admission.admit(vehicle_ids, quota_key)
 
 
 async def _resolve(value: Any) -> Any:
@@ -69,9 +120,12 @@ class TwinFleetBackend:
     def __init__(self, fleet: Any, max_group_frames: int = 100_000) -> None:
         self.fleet = fleet
         self.max_group_frames = max_group_frames
+        cfg = getattr(fleet, "cfg", None)  # a TwinsConfig; stand-ins in tests have none: no limits
+        self.admission = TwinAdmission(getattr(cfg, "max_twins", None), getattr(cfg, "max_new_twins_per_credential", None))
         self._lock = asyncio.Lock()
         self._waiting: deque[tuple[DecodedBatch, asyncio.Future]] = deque()
         self._pump: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None  # releases idle hosts of a fleet that gets no traffic at all
 
     async def _call(self, name: str, *args: Any) -> Any:
         async with self._lock:
@@ -82,7 +136,17 @@ class TwinFleetBackend:
         self._waiting.append((batch, future))
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._ingest_waiting())
+        if self._sweeper is None and hasattr(self.fleet, "release_idle"):
+            self._sweeper = asyncio.create_task(self._sweep(self.fleet.cfg.idle_release_s))
         return await future
+
+    async def _sweep(self, idle_release_s: float) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, idle_release_s / 2))
+            try:
+                await self._call("release_idle")
+            except Exception as error:  # a host that cannot be released now is tried again next round
+                log.warning("releasing idle twin hosts failed: %r", error)
 
     async def _ingest_waiting(self) -> None:
         while self._waiting:
@@ -118,7 +182,12 @@ class TwinFleetBackend:
         return list(await self._call("drain", timeout_s))
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self._call("close")
+
+    async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+        return await _admit(self.admission, self, vehicle_ids, quota_key)
 
 
 def _share_of(result: IngestResult, batch: DecodedBatch, whole: bool) -> IngestResult:
@@ -129,7 +198,8 @@ def _share_of(result: IngestResult, batch: DecodedBatch, whole: bool) -> IngestR
     # Duplicates are counted per call, not per vehicle, so a shared call cannot attribute them: 0.
     return IngestResult(acks={v: s for v, s in result.acks.items() if v in mine},
                         alerts=[a for a in result.alerts if a.vehicle_id in mine],
-                        rejected=[r for r in result.rejected if r.vehicle_id in mine])
+                        rejected=[r for r in result.rejected if r.vehicle_id in mine],
+                        not_durable={v: e for v, e in result.not_durable.items() if v in mine})
 
 
 @dataclass
@@ -145,9 +215,11 @@ class _VehicleState:
 class MemoryFleet:
     """Ingest-only fleet in the server process (see the module docstring); not durable."""
 
-    def __init__(self, fault_cooldown_ms: int = 6 * 3_600_000, max_alerts: int = 100_000) -> None:
+    def __init__(self, fault_cooldown_ms: int = 6 * 3_600_000, max_alerts: int = 100_000,
+                 max_twins: int | None = None, max_new_twins_per_credential: int | None = None) -> None:
         self.fault_cooldown_ms = fault_cooldown_ms
         self.max_alerts = max_alerts
+        self.admission = TwinAdmission(max_twins, max_new_twins_per_credential)
         self._vehicles: dict[str, _VehicleState] = {}
         self._alerts: list[Alert] = []
 
@@ -232,6 +304,9 @@ class MemoryFleet:
     async def close(self) -> None:
         return None
 
+    async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+        return await _admit(self.admission, self, vehicle_ids, quota_key)
+
 
 class LocalTwinsBackend:
     """Twins in the server process: one ``twins.host.TwinHost`` (no Ray), calls serialised in a worker thread.
@@ -242,6 +317,7 @@ class LocalTwinsBackend:
     def __init__(self, host: Any) -> None:
         self.host = host
         self._lock = asyncio.Lock()
+        self.admission = TwinAdmission(host.cfg.max_twins, host.cfg.max_new_twins_per_credential)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._lock:
@@ -254,7 +330,10 @@ class LocalTwinsBackend:
         return await self._run(self.host.summary, vehicle_id)
 
     async def list_twins(self) -> list[str]:
-        return sorted(await self._run(self.host.resident))
+        return sorted(await self._run(self.host.known))
+
+    async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
+        return await _admit(self.admission, self, vehicle_ids, quota_key)
 
     async def alerts(self, alert_filter: AlertFilter) -> list[Alert]:
         return list(await self._run(self.host.alerts, alert_filter))

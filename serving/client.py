@@ -9,6 +9,12 @@
 Delivery: every batch gets an Ack with, per vehicle, the highest *durable* seq. The client keeps every
 frame above that in memory (bounded by ``max_unacked_frames``) and after a disconnect reconnects and
 re-sends exactly those frames; the twins drop any duplicate by seq, so nothing is lost or applied twice.
+
+Refusals: frames the server refuses (``Ack.rejected``: ``late`` after a skipped gap, ``bad_key``, ...) are
+never reported as delivered. They are counted per reason in ``StreamStats.rejected_by_reason``, listed in
+``StreamStats.rejected``, passed to ``on_reject`` as they arrive, and once the source is fully delivered
+``stream`` raises ``FramesRejected`` (its ``stats`` holds everything) unless ``raise_on_reject=False``.
+Re-sent frames the server already holds are duplicates (``StreamStats.duplicates``), not refusals.
 """
 from __future__ import annotations
 
@@ -43,13 +49,27 @@ def select_rows(columns: Columns, rows: np.ndarray) -> Columns:
 class StreamStats:
     frames_sent: int = 0
     batches_sent: int = 0
-    frames_acked: int = 0  # frames covered by a durable ack (counted once)
+    frames_acked: int = 0  # frames covered by a durable ack (counted once), refused frames not included
     duplicates: int = 0
     sensor_faults: int = 0
     reconnects: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     acked_seq: dict[str, int] = field(default_factory=dict)
     ack_latency_s: list[float] = field(default_factory=list)
+    # Frames the server refused: one dict per frame (vehicle_id, seq, code, message), and counts per code.
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class FramesRejected(Exception):
+    """The stream delivered everything it could, but the server refused some frames (``stats.rejected``)."""
+
+    def __init__(self, stats: StreamStats) -> None:
+        reasons = ", ".join(f"{count} {code}" for code, count in sorted(stats.rejected_by_reason.items()))
+        first = stats.rejected[0]
+        super().__init__(f"{len(stats.rejected)} frames refused by the server ({reasons}); first: vehicle_id="
+                         f"{first['vehicle_id']!r} seq={first['seq']}: {first['message']}")
+        self.stats = stats
 
 
 @dataclass
@@ -123,9 +143,15 @@ class Client:
     async def stream(self, batches: Iterable[Any] | AsyncIterable[Any], *, max_unacked_frames: int = 50_000,
                      max_reconnects: int = 20, on_alert: Callable[[dict[str, Any]], None] | None = None,
                      on_ack: Callable[[telemetry_pb2.Ack], None] | None = None,
-                     on_reconnect: Callable[[grpc.aio.AioRpcError], None] | None = None) -> StreamStats:
-        """Send every batch; reconnect and resume (from the durable acks) on retryable failures."""
-        session = _StreamSession(self, max_unacked_frames, on_alert, on_ack)
+                     on_reconnect: Callable[[grpc.aio.AioRpcError], None] | None = None,
+                     on_reject: Callable[[dict[str, Any]], None] | None = None,
+                     raise_on_reject: bool = True) -> StreamStats:
+        """Send every batch; reconnect and resume (from the durable acks) on retryable failures.
+
+        Returns the stats once every batch is written and the server has answered them all. Raises
+        ``FramesRejected`` then if the server refused frames (``raise_on_reject=False``: only counted).
+        """
+        session = _StreamSession(self, max_unacked_frames, on_alert, on_ack, on_reject)
         # The source is pumped by one task for the whole call, so a broken connection never cancels
         # (and so closes) the caller's generator mid-item.
         feed: asyncio.Queue = asyncio.Queue(maxsize=2)
@@ -134,6 +160,8 @@ class Client:
             while True:
                 try:
                     await session.run(feed)
+                    if session.stats.rejected and raise_on_reject:
+                        raise FramesRejected(session.stats)
                     return session.stats
                 except grpc.aio.AioRpcError as error:
                     if error.code() not in RETRYABLE or session.stats.reconnects >= max_reconnects:
@@ -179,8 +207,10 @@ async def _aiter(batches: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[A
 class _StreamSession:
     """State that survives reconnects: durable acks and the frames not yet covered by them."""
 
-    def __init__(self, client: Client, max_unacked_frames: int, on_alert: Callable | None, on_ack: Callable | None) -> None:
+    def __init__(self, client: Client, max_unacked_frames: int, on_alert: Callable | None, on_ack: Callable | None,
+                 on_reject: Callable | None = None) -> None:
         self.client = client
+        self.on_reject = on_reject
         self.max_unacked_frames = max_unacked_frames
         self.on_alert = on_alert
         self.on_ack = on_ack
@@ -190,8 +220,11 @@ class _StreamSession:
         self.window = asyncio.Condition()
         self.next_batch_id = 1
         self.seen_alerts: set[str] = set()
+        self.seen_refusals: set[tuple[str, int]] = set()
         self.held: _Pending | None = None  # taken from the source, not yet written on the current call
         self.finished: bool | None = None
+        # The end-of-source marker is taken from the feed once; a call after a reconnect must not wait for it.
+        self.source_ended = False
 
     async def run(self, feed: asyncio.Queue) -> None:
         call = telemetry_pb2_grpc.TelemetryServiceStub(self.client.channel).Stream(metadata=self.client.metadata)
@@ -219,10 +252,11 @@ class _StreamSession:
         for item in list(self.pending):  # resume: only frames above the durable ack
             await self._send(call, item, resend=True)
         self.held = None  # it was in pending, so it has just been resent
-        while True:
+        while not self.source_ended:
             if self.held is None:
                 columns = await feed.get()
                 if columns is _SOURCE_END:
+                    self.source_ended = True
                     break
                 if isinstance(columns, SourceError):
                     raise columns
@@ -275,6 +309,17 @@ class _StreamSession:
                 self.stats.acked_seq[vehicle_ack.vehicle_id] = vehicle_ack.seq
         self.stats.duplicates += ack.duplicates
         self.stats.sensor_faults += ack.sensor_faults
+        for refusal in ack.rejected:
+            if (refusal.vehicle_id, refusal.seq) in self.seen_refusals:
+                continue  # a frame re-sent after a reconnect is refused again: counted once
+            self.seen_refusals.add((refusal.vehicle_id, refusal.seq))
+            rejected = {"vehicle_id": refusal.vehicle_id, "seq": int(refusal.seq), "code": refusal.code,
+                        "message": refusal.message}
+            self.stats.rejected.append(rejected)
+            self.stats.frames_acked -= 1  # its seq is under the ack watermark, but it was not applied
+            self.stats.rejected_by_reason[refusal.code] = self.stats.rejected_by_reason.get(refusal.code, 0) + 1
+            if self.on_reject:
+                self.on_reject(rejected)
         for item in self.pending:
             if item.batch_id == ack.batch_id:
                 self.stats.ack_latency_s.append(now - item.sent_at)

@@ -219,10 +219,16 @@ def cmd_stream(args: argparse.Namespace) -> int:
             async with _client(args, config) as client:
                 stats = await client.stream(paced(batches, args.speed), on_ack=on_ack, on_alert=on_alert,
                                             on_reconnect=lambda e: progress.console.print(
-                                                f"[yellow]stream interrupted ({e.code().name}: {e.details()}); resuming[/yellow]"))
+                                                f"[yellow]stream interrupted ({e.code().name}: {e.details()}); resuming[/yellow]"),
+                                            raise_on_reject=False)
             progress.update(task, info=f"{stats.reconnects} reconnects")
         console.print(f"sent {stats.frames_sent} frames, durable {stats.frames_acked}, duplicates {stats.duplicates}, "
                       f"sensor faults {stats.sensor_faults}, alerts {len(stats.alerts)}, reconnects {stats.reconnects}")
+        if stats.rejected:  # refused frames are not delivered: say so, and fail
+            first = stats.rejected[0]
+            console.print(f"[red]refused by the server: {stats.rejected_by_reason}[/red] (first: {first['vehicle_id']} "
+                          f"seq {first['seq']}: {first['message']})")
+            return 1
         return 0
 
     return asyncio.run(main())

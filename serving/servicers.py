@@ -176,8 +176,17 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                 if isinstance(item, WireError):
                     self.metrics.rpc_errors.labels(method="Stream", code=item.status).inc()
                     await context.abort(status_code(item.status), item.message)
-                for reply in await self._ingest(item, budget, context):
+                replies, not_durable = await self._ingest(item, budget, context)
+                for reply in replies:
                     yield reply
+                if not_durable:
+                    # What is durable was answered; the stream ends so the client reconnects (with backoff) and
+                    # re-sends the rest, which the rolled-back twins apply again once the store recovers.
+                    vehicle_id, problem = next(iter(not_durable.items()))
+                    self.metrics.rpc_errors.labels(method="Stream", code="UNAVAILABLE").inc()
+                    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                        f"state of {len(not_durable)} vehicle(s) not durable (vehicle_id={vehicle_id!r}: "
+                                        f"{problem}); resend from the last acknowledged seq")
         finally:
             self.metrics.open_streams.dec()
             reader.cancel()
@@ -193,6 +202,11 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                     raise WireError("INVALID_ARGUMENT", msg.describe())
                 batch = decode_batch(msg, self.limits, self.clock_ms())
                 _authorize(claims, batch)
+                # Creation is bounded (fleet-wide, and per gateway credential); known vehicles always pass.
+                quota_key = f"gateway:{claims.sub}" if claims.role == "gateway" else None
+                admit = getattr(self.backend, "admit", None)  # a stand-in backend without limits has none
+                if admit is not None and (refusal := await admit(batch.vehicle_ids, quota_key)):
+                    raise WireError("RESOURCE_EXHAUSTED", refusal)
                 await budget.acquire(batch.num_rows)
                 self.metrics.frames_in_flight.inc(batch.num_rows)
                 queue.put_nowait(batch)
@@ -206,7 +220,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             queue.put_nowait(_END)
 
     async def _ingest(self, batch: DecodedBatch, budget: FrameBudget,
-                      context: grpc.aio.ServicerContext) -> list[telemetry_pb2.StreamReply]:
+                      context: grpc.aio.ServicerContext) -> tuple[list[telemetry_pb2.StreamReply], dict[str, str]]:
         started = time.perf_counter()
         try:
             result = await self.backend.ingest(batch)
@@ -232,7 +246,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         if result.alerts:
             self.hub.publish(list(result.alerts))
             replies += [telemetry_pb2.StreamReply(alert=alert_to_proto(a)) for a in result.alerts]
-        return replies
+        return replies, result.not_durable
 
 
 def _authorize(claims: Claims, batch: DecodedBatch) -> None:
@@ -243,8 +257,9 @@ def _authorize(claims: Claims, batch: DecodedBatch) -> None:
 
 
 def alert_filter_from_proto(msg: alerts_pb2.AlertFilter) -> AlertFilter:
+    # min_severity is part of the filter, so backends apply it before the limit (never too few alerts).
     return AlertFilter(vehicle_id=msg.vehicle_id or None, rule=msg.rule or None, since_ms=msg.since_ms or None,
-                       limit=msg.limit if msg.limit > 0 else DEFAULT_ALERT_LIMIT)
+                       limit=msg.limit if msg.limit > 0 else DEFAULT_ALERT_LIMIT, min_severity=msg.min_severity)
 
 
 def _check_filter(msg: alerts_pb2.AlertFilter) -> str | None:
@@ -257,10 +272,6 @@ def _check_filter(msg: alerts_pb2.AlertFilter) -> str | None:
     return None
 
 
-def _severity_ok(alert: Alert, min_severity: int) -> bool:
-    return min_severity == 0 or (alert.severity or 0) >= min_severity
-
-
 class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
     def __init__(self, backend: FleetBackend, hub: AlertHub) -> None:
         self.backend = backend
@@ -271,7 +282,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         if problem := _check_filter(request):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         alerts = await self.backend.alerts(alert_filter_from_proto(request))
-        return alerts_pb2.AlertList(alerts=[alert_to_proto(a) for a in alerts if _severity_ok(a, request.min_severity)])
+        return alerts_pb2.AlertList(alerts=[alert_to_proto(a) for a in alerts])
 
     async def WatchAlerts(self, request: alerts_pb2.AlertFilter,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[alerts_pb2.Alert]:
@@ -288,7 +299,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                 if alert is _LAGGED:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                         "watcher fell behind; catch up with ListAlerts(since_ms) and watch again")
-                if wanted.matches(alert) and _severity_ok(alert, request.min_severity):
+                if wanted.matches(alert):
                     yield alert_to_proto(alert)
         finally:
             self.hub.unsubscribe(queue)

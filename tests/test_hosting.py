@@ -95,8 +95,8 @@ def test_acks_cover_only_checkpointed_frames(tmp_path: Path) -> None:
 
     host.store = BrokenStore(str(tmp_path / "ckpt"))
     block, _ = FrameBatch.from_columns(fleet_frames(["a"], 80))
-    with pytest.raises(OSError):
-        host.ingest(block)  # no answer, so no ack: the client re-sends
+    result = host.ingest(block)  # not durable, so no new ack: the client re-sends
+    assert result.acks == {"a": 50} and "disk full" in result.not_durable["a"]
 
 
 def test_a_new_host_resumes_from_checkpoints_exactly(tmp_path: Path) -> None:
@@ -128,8 +128,10 @@ def test_idle_twins_are_evicted_and_come_back(tmp_path: Path) -> None:
     host.ingest(FrameBatch.from_columns({k: v for k, v in fleet_frames(["b"], 40).items()})[0])
     clock.now = 75.0
     assert host.evict_idle() == ["a"] and host.resident() == ["b"]
-    assert host.summary("a")["applied_seq"] == 30 and host.restored == 1
-    assert host.summary("nobody") is None
+    assert host.summary("a")["applied_seq"] == 30 and host.restored == 0  # a lookup reads, never restores
+    assert host.summary("nobody") is None and host.resident() == ["b"]
+    host.ingest(FrameBatch.from_columns(fleet_frames(["a"], 31))[0])  # the next frame restores it
+    assert host.restored == 1 and host.summary("a")["applied_seq"] == 31
 
 
 class SlowPredictor:

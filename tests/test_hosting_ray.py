@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs.settings import load_config
+from twins.store import CheckpointStore
 from twins.synthetic import synthetic_frames, take
 from twins.twin import VehicleTwin
 from twins.types import AlertFilter
@@ -26,8 +27,8 @@ def ray_session():
     ray.shutdown()
 
 
-def config(tmp_path: Path, twins_per_actor: int):
-    return load_config(overrides=[
+def config(tmp_path: Path, twins_per_actor: int, *extra: str):
+    return load_config(overrides=[*extra,
         "dataset.window_minutes=10", "dataset.stride_minutes=10", "twins.baseline_warmup_windows=5",
         "twins.anomaly_warmup_windows=5",
         f"twins.twins_per_actor={twins_per_actor}", f"twins.checkpoint_uri={tmp_path / 'ckpt'}",
@@ -196,3 +197,47 @@ def test_host_actors_build_their_predictor_from_the_injected_factory(ray_session
     assert answered > 0 and risk == {"7": 0.9, "14": 0.95, "30": 0.99}
     assert {(a.vehicle_id, a.mode, a.severity) for a in risk_alerts} == {(v, "coolant_pump", 3) for v in VEHICLES}
     assert found["broken"] == ([], {}, 0)
+
+
+def _named_actors() -> set[str]:
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+
+
+@pytest.mark.parametrize("twins_per_actor", [1, 2], ids=["actor-per-twin", "sharded"])
+def test_lookups_never_create_twins_or_actors(ray_session, tmp_path, twins_per_actor):
+    from twins.hosting import TwinFleet
+
+    fleet = TwinFleet.create(config(tmp_path, twins_per_actor), expected_vehicles=len(VEHICLES))
+    before = _named_actors()
+    for ghost in ("ghost-1", "ghost-2", "veh-a"):
+        assert fleet.summary(ghost) is None
+    assert fleet.alerts(AlertFilter(vehicle_id="ghost-1")) == []
+    assert _named_actors() == before and fleet.actors == {} and fleet.list_twins() == []
+    assert CheckpointStore(str(tmp_path / "ckpt")).list() == []
+    fleet.close()
+
+
+def test_idle_hosts_are_released_and_their_twins_and_alerts_come_back(ray_session, tmp_path):
+    from twins.hosting import TwinFleet
+
+    cfg = config(tmp_path, 1, "twins.idle_release_s=1.0")
+    fleet = TwinFleet.create(cfg, expected_vehicles=len(VEHICLES))
+    columns = fleet_stream()
+    only = {v: {k: c[columns["vehicle_id"] == v] for k, c in columns.items()} for v in VEHICLES}
+    raised = fleet.ingest(take(only["veh-b"], slice(0, 400))).alerts  # includes the sensor fault at frame 300
+    assert [a.rule for a in raised] == ["sensor_fault"]
+    fleet.ingest(take(only["veh-a"], slice(0, 100)))
+    name_b = fleet.host_name("veh-b")
+    assert name_b in _named_actors()
+    time.sleep(1.5)
+    fleet.ingest(take(only["veh-a"], slice(100, 200)))  # traffic for veh-a only: veh-b's host is released
+    assert name_b not in _named_actors() and name_b not in fleet.actors
+    assert fleet.summary("veh-b")["applied_seq"] == 400  # answered from the checkpoint, no actor started
+    assert name_b not in _named_actors()
+    resumed = fleet.ingest(take(only["veh-b"], slice(400, 500)))
+    assert resumed.acks == {"veh-b": 500}  # back from its checkpoint
+    fleet.close()
+    restarted = TwinFleet.create(cfg, expected_vehicles=len(VEHICLES))  # a server restart: alert history kept
+    history = [a.alert_id for a in restarted.alerts(AlertFilter(vehicle_id="veh-b"))]
+    assert history == [a.alert_id for a in raised + resumed.alerts] and len(history) >= 1
+    restarted.close()

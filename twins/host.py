@@ -3,7 +3,11 @@
 
 ``TwinHost`` holds the twins of one host (one vehicle by default, a shard with ``twins_per_actor > 1``),
 restores them from the checkpoint store on first contact, checkpoints every twin an ingest call
-changed *before* answering, and acknowledges only what is in a checkpoint. Model calls and fine-tunes
+changed *before* answering, and acknowledges only what is in a checkpoint. Applying is all-or-nothing per
+twin: its alerts are appended to the alert store, then its checkpoint is written; if either write fails
+the twin is dropped from memory (the next contact restores the last durable checkpoint), its ack does not
+move, its alerts are not reported and ``IngestResult.not_durable`` names it, so re-sent frames are applied
+again and raise their alerts again once the store recovers. Model calls and fine-tunes
 go through small injected interfaces (``Predictor``, ``Runner``) so a slow or failing service can
 never block ingestion and tests need no cluster.
 
@@ -25,7 +29,7 @@ import numpy as np
 from configs.frames import FrameBatch
 from configs.settings import TwinsConfig
 from twins.personalise import fit_personal_head
-from twins.store import CheckpointStore
+from twins.store import AlertStore, CheckpointStore
 from twins.twin import AnomalyModel, VehicleTwin, ingest_many
 from twins.types import Alert, AlertFilter, IngestResult
 
@@ -36,6 +40,14 @@ def route(vehicle_id: str, shards: int) -> int:
     """Stable shard of a vehicle (blake2b, not Python's salted ``hash``): same answer on every process."""
     digest = hashlib.blake2b(vehicle_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % shards
+
+
+def checkpoint_summary(data: bytes, cfg: TwinsConfig) -> dict[str, Any]:
+    """A twin's summary read from its checkpoint bytes (no host, no model): what a lookup of a released twin sees."""
+    twin = VehicleTwin.from_bytes(data, None, cfg)
+    summary = twin.summary()
+    summary["acked_seq"] = twin.applied_seq  # a checkpoint holds only acknowledged state
+    return summary
 
 
 def _waves(vehicle_ids: list[str]) -> list[list[int]]:
@@ -112,6 +124,8 @@ class TwinHost:
         self.cfg = settings.twins
         self.model = anomaly_model
         self.store = CheckpointStore(settings.checkpoint_uri)
+        self.alert_store = AlertStore(settings.checkpoint_uri)
+        self._history_loaded = False  # alerts raised before this host started, read on the first query
         self.predictor = predictor
         self.runner = runner or InlineRunner()
         self.clock = clock
@@ -158,21 +172,41 @@ class TwinHost:
             result.rejected.extend(step.rejected)
             result.applied += step.applied
             result.duplicates += step.duplicates
-            if (twin.applied_seq, twin.buf_seq.size) != before:
+            # A call with only re-sent frames still changes the duplicate counter: checkpointed too.
+            if (twin.applied_seq, twin.buf_seq.size) != before or step.duplicates:
                 dirty.append(vehicle_id)
             elif vehicle_id in self.acked:
                 result.acks[vehicle_id] = self.acked[vehicle_id]
         self._poll_services(result, dirty)
-        for vehicle_id in dict.fromkeys(dirty):
-            self._checkpoint(vehicle_id)
-            result.acks[vehicle_id] = self.acked[vehicle_id]
-        self._request_predictions()
-        self._request_fine_tunes()
         result.alerts.extend(self.pending_alerts)
         self.pending_alerts = []
+        self._persist(dict.fromkeys(dirty), result)
+        self._request_predictions()
+        self._request_fine_tunes()
         self.alert_log.extend(result.alerts)
         self.evict_idle()
         return result
+
+    def _persist(self, vehicle_ids: Iterable[str], result: IngestResult) -> None:
+        """Make each changed twin durable (its alerts, then its checkpoint) and acknowledge it, or roll it back."""
+        for vehicle_id in vehicle_ids:
+            alerts = [a for a in result.alerts if a.vehicle_id == vehicle_id]
+            try:
+                self.alert_store.append(vehicle_id, alerts)
+                self._checkpoint(vehicle_id)
+            except OSError as error:
+                self._roll_back(vehicle_id)
+                result.not_durable[vehicle_id] = f"checkpoint store {self.settings.checkpoint_uri!r}: {error}"
+                result.alerts = [a for a in result.alerts if a.vehicle_id != vehicle_id]
+                if vehicle_id in self.acked:
+                    result.acks[vehicle_id] = self.acked[vehicle_id]
+                continue
+            result.acks[vehicle_id] = self.acked[vehicle_id]
+
+    def _roll_back(self, vehicle_id: str) -> None:
+        """Forget the in-memory twin: its next contact restores the last durable checkpoint."""
+        self.twins.pop(vehicle_id, None)
+        self.last_used.pop(vehicle_id, None)
 
     def _checkpoint(self, vehicle_id: str) -> None:
         twin = self.twins[vehicle_id]
@@ -192,7 +226,10 @@ class TwinHost:
         for vehicle_id in idle:
             if vehicle_id in self.tunes:
                 continue  # a fine-tune is in flight for it; evict later
-            self._checkpoint(vehicle_id)
+            try:
+                self._checkpoint(vehicle_id)
+            except OSError:
+                continue  # the store is failing: keep it resident (its acked state is durable), evict later
             del self.twins[vehicle_id]
             del self.last_used[vehicle_id]
         return idle
@@ -264,8 +301,7 @@ class TwinHost:
         while (self.outstanding is not None or self.tunes) and self.clock() < deadline:
             dirty: list[str] = []
             self._poll_services(result, dirty)
-            for vehicle_id in dict.fromkeys(dirty):
-                self._checkpoint(vehicle_id)
+            self._persist(dict.fromkeys(dirty), result)
             if self.outstanding is not None or self.tunes:
                 sleep(0.01)
         self.alert_log.extend(result.alerts)
@@ -273,16 +309,27 @@ class TwinHost:
 
     # ------------------------------------------------------------------ queries
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
-        if vehicle_id not in self.twins and self.store.get(vehicle_id) is None:
-            return None
-        summary = self.twin(vehicle_id).summary()
+        """The resident twin's summary, else its checkpoint's (not made resident: a lookup creates nothing)."""
+        if vehicle_id not in self.twins:
+            data = self.store.get(vehicle_id)
+            return None if data is None else checkpoint_summary(data, self.cfg)
+        summary = self.twins[vehicle_id].summary()
         summary["acked_seq"] = self.acked.get(vehicle_id)
         return summary
 
     def resident(self) -> list[str]:
         return sorted(self.twins)
 
+    def known(self) -> list[str]:
+        """Every twin of this host's store: resident, or released to its checkpoint."""
+        return sorted(set(self.twins) | set(self.store.list()))
+
     def alerts(self, flt: AlertFilter) -> list[Alert]:
+        if not self._history_loaded:  # alerts raised before a restart come back from the alert store
+            known = {a.alert_id for a in self.alert_log}
+            history = [a for a in self.alert_store.read_all() if a.alert_id not in known]
+            self.alert_log = deque(history + list(self.alert_log), maxlen=self.alert_log.maxlen)
+            self._history_loaded = True
         matched = [a for a in self.alert_log if flt.matches(a)]
         return matched[-flt.limit:]
 

@@ -11,10 +11,14 @@
 Hosting shapes: ``twins_per_actor == 1`` gives one named actor per vehicle (``evtwin-twin-<id>``, the
 design card's shape; an idle actor costs tens of MB, so for small fleets); ``twins_per_actor > 1``
 gives ``ceil(expected_vehicles / twins_per_actor)`` shard actors (``evtwin-shard-<k>``), a vehicle's shard
-being ``route(vehicle_id, shards)``. Actors are created on first contact and found again by name
-(``get_if_exists``); Ray restarts a dead actor (``max_restarts=-1``) and the new one restores each twin
-from its checkpoint when it is next touched. ``TwinFleet.ingest`` re-sends a call that failed because
-its actor died: duplicates are acknowledged and ignored, so every frame takes effect once.
+being ``route(vehicle_id, shards)``. Actors are created by telemetry only (``ingest``) and found again by
+name (``get_if_exists``); lookups (``summary``) ask a live host, else read the checkpoint, and never start
+an actor. Ray restarts a dead actor (``max_restarts=-1``) and the new one restores each twin from its
+checkpoint when it is next touched. A host without traffic for ``twins.idle_release_s`` is checkpointed
+and killed; its next frame starts it again from the checkpoints. Alert history lives in the
+``AlertStore`` beside the checkpoints, so ``alerts`` answers across restarts. ``TwinFleet.ingest``
+re-sends a call that failed because its actor died: duplicates are acknowledged and ignored, so every
+frame takes effect once.
 """
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ import ray
 from configs.frames import FrameBatch
 from configs.settings import Config, TwinsConfig
 from training.artifacts import ArtifactMismatch, load_anomaly_model
-from twins.host import HostSettings, Predictor, TwinHost, route
-from twins.store import CheckpointStore
+from twins.host import HostSettings, Predictor, TwinHost, checkpoint_summary, route
+from twins.store import AlertStore, CheckpointStore
 from twins.types import Alert, AlertFilter, IngestResult
 
 NAMESPACE = "evtwin"
@@ -137,10 +141,14 @@ class TwinFleet:
         self.actors: dict[str, Any] = {}
         self.seen: set[str] = set()
         self.alert_log: deque[Alert] = deque(maxlen=_ALERT_LOG)
-        self._alert_ids: set[str] = set()
+        self._alert_ids: dict[str, None] = {}  # ids in alert_log, oldest first: bounded with it
         self.listeners: list[Callable[[list[Alert]], None]] = []
         self.resent_calls = 0
         self.reacquired = 0  # handles asked for again by name after an actor stayed dead
+        self.released = 0  # idle hosts checkpointed and killed
+        self.clock: Callable[[], float] = time.monotonic
+        self.last_used: dict[str, float] = {}  # host name -> last ingest that reached it
+        self._history_loaded = False  # alerts raised before this fleet started, read on the first query
 
     @classmethod
     def create(cls, config: Config, run_dir: str | None = None, expected_vehicles: int | None = None,
@@ -163,7 +171,34 @@ class TwinFleet:
             return f"evtwin-twin-{vehicle_id}"
         return f"evtwin-shard-{route(vehicle_id, self.shards)}"
 
+    def _existing(self, name: str) -> Any | None:
+        """A live host's handle (ours, or a named actor another router created), never a new actor."""
+        handle = self.actors.get(name)
+        if handle is None:
+            try:
+                handle = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:  # no such actor: released, never created, or dead for good
+                return None
+            self.actors[name] = handle
+        return handle
+
+    def release_idle(self) -> list[str]:
+        """Checkpoint and kill hosts without traffic for ``twins.idle_release_s`` (their next frame restores them)."""
+        horizon = self.clock() - self.cfg.idle_release_s
+        idle = [name for name, used in self.last_used.items() if used < horizon and name in self.actors]
+        for name in idle:
+            handle = self.actors[name]
+            try:
+                ray.get(handle.checkpoint_all.remote(), timeout=_CALL_TIMEOUT_S)
+            except (ray.exceptions.RayError, OSError):
+                continue  # not checkpointed: keep it (every acked frame is durable anyway); try again later
+            ray.kill(handle, no_restart=True)
+            del self.actors[name], self.last_used[name]
+            self.released += 1
+        return idle
+
     def actor(self, name: str) -> Any:
+        """The host's handle, starting it if needed: for telemetry only (``ingest``), never for a lookup."""
         handle = self.actors.get(name)
         if handle is None:
             handle = TwinHostActor.options(
@@ -193,6 +228,7 @@ class TwinFleet:
         by_host: dict[str, list[int]] = {}
         for i, vehicle_id in enumerate(block.vehicle_ids):
             by_host.setdefault(self.host_name(vehicle_id), []).append(i)
+        self.release_idle()
         self.seen.update(block.vehicle_ids)
         pending = {name: block.select(idx) if len(by_host) > 1 else block for name, idx in by_host.items()}
         for attempt in range(_RETRIES):
@@ -215,17 +251,27 @@ class TwinFleet:
             time.sleep(min(0.1 * 2**attempt, 5.0))  # a restarting actor needs a worker process (~2 s)
         else:
             raise RuntimeError(f"host actors {sorted(pending)} failed {_RETRIES} times in a row")
+        now = self.clock()  # idle time counts from the last answer (starting an actor takes seconds)
+        self.last_used.update((name, now) for name in by_host)
         self._record(result.alerts)
         return result
 
     def _record(self, alerts: list[Alert]) -> None:
-        fresh = [a for a in alerts if a.alert_id not in self._alert_ids]
-        for alert in fresh:
-            self._alert_ids.add(alert.alert_id)
-            self.alert_log.append(alert)
+        fresh = self._record_quietly(alerts)
         if fresh:
             for listener in self.listeners:
                 listener(fresh)
+
+    def _record_quietly(self, alerts: list[Alert]) -> list[Alert]:
+        """Add alerts not seen before to the bounded log (ids bounded with it); returns them."""
+        fresh = [a for a in alerts if a.alert_id not in self._alert_ids]
+        fresh = list({a.alert_id: a for a in fresh}.values())
+        for alert in fresh:
+            if len(self.alert_log) == self.alert_log.maxlen:
+                self._alert_ids.pop(self.alert_log[0].alert_id, None)
+            self._alert_ids[alert.alert_id] = None
+            self.alert_log.append(alert)
+        return fresh
 
     def subscribe(self, listener: Callable[[list[Alert]], None]) -> None:
         """Call ``listener(new_alerts)`` whenever an ingest produces alerts not seen before."""
@@ -233,13 +279,25 @@ class TwinFleet:
 
     # ------------------------------------------------------------------ queries
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
-        return ray.get(self.actor(self.host_name(vehicle_id)).summary.remote(vehicle_id))
+        """A live host's answer, else the checkpoint's; None for an unknown vehicle. Never creates a twin."""
+        handle = self._existing(self.host_name(vehicle_id))
+        if handle is not None:
+            return ray.get(handle.summary.remote(vehicle_id))
+        data = CheckpointStore(self.settings.checkpoint_uri).get(vehicle_id)
+        return None if data is None else checkpoint_summary(data, self.cfg)
 
     def list_twins(self) -> list[str]:
         return sorted(self.seen | set(CheckpointStore(self.settings.checkpoint_uri).list()))
 
     def alerts(self, flt: AlertFilter | None = None) -> list[Alert]:
         flt = flt or AlertFilter()
+        if not self._history_loaded:
+            history = AlertStore(self.settings.checkpoint_uri).read_all()
+            live = list(self.alert_log)
+            self.alert_log.clear()
+            self._alert_ids.clear()
+            self._record_quietly(history + live)
+            self._history_loaded = True
         matched = [a for a in self.alert_log if flt.matches(a)]
         return matched[-flt.limit:]
 
@@ -268,3 +326,4 @@ class TwinFleet:
         for handle in self.actors.values():
             ray.kill(handle, no_restart=True)
         self.actors.clear()
+        self.last_used.clear()

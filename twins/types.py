@@ -102,9 +102,13 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
+    # Vehicles whose new state could not be made durable (checkpoint or alert write failed), with the error:
+    # their twins were rolled back to the last durable state and their acks did not move; re-send.
+    not_durable: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: "IngestResult") -> None:
         self.acks.update(other.acks)
+        self.not_durable.update(other.not_durable)
         self.alerts.extend(other.alerts)
         self.rejected.extend(other.rejected)
         self.applied += other.applied
@@ -117,8 +121,10 @@ class AlertFilter:
     rule: str | None = None
     since_ms: int | None = None
     limit: int = 1000
+    min_severity: int = 0  # 0: any; else alerts whose severity is at least this (no severity counts as 0)
 
     def matches(self, alert: Alert) -> bool:
         return ((self.vehicle_id is None or alert.vehicle_id == self.vehicle_id)
                 and (self.rule is None or alert.rule == self.rule)
-                and (self.since_ms is None or alert.ts_ms >= self.since_ms))
+                and (self.since_ms is None or alert.ts_ms >= self.since_ms)
+                and (self.min_severity == 0 or (alert.severity or 0) >= self.min_severity))
