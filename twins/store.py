@@ -16,6 +16,8 @@ from urllib.parse import quote, unquote
 
 import pyarrow.fs as pafs
 
+from configs.schema import is_vehicle_id
+
 _SUFFIX = ".twin"
 
 
@@ -36,6 +38,9 @@ class CheckpointStore:
         self._atomic_move = isinstance(self.fs, pafs.LocalFileSystem)
 
     def _path(self, vehicle_id: str) -> str:
+        if not is_vehicle_id(vehicle_id):
+            raise ValueError(f"vehicle id {vehicle_id[:80]!r}: not a vehicle id (1-64 characters of "
+                             "[A-Za-z0-9._:/-], starting alphanumeric); no checkpoint is named after it")
         return f"{self.root}/{quote(vehicle_id, safe='')}{_SUFFIX}"
 
     def put(self, vehicle_id: str, data: bytes) -> None:
