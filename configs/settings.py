@@ -200,6 +200,8 @@ class ServingConfig(_Section):
     auth_secret_path: str = "runs/keys/auth.secret"
     # False only for local benchmarks: every RPC then runs as an operator.
     require_auth: bool = True
+    # Longest lifetime `evtwin keys token` issues (every token expires; a leaked one is useful this long at most).
+    token_max_ttl_days: float = Field(90.0, gt=0)
     max_batch_frames: int = Field(10_000, gt=0)
     # Frames stamped further than this in the future are refused (clock or unit error).
     max_future_skew_s: float = Field(300.0, ge=0)

@@ -145,7 +145,7 @@ def run_offline_steps(config_path: Path, run_dir: Path, fresh: bool) -> dict[str
 async def stream_fleet(config: Config, run_dir: Path, runtime: Any, speed: float, truth: GroundTruth,
                        on_alert: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Serve ``runtime`` over gRPC, stream the run through it, return the client's statistics."""
-    from serving.auth import Claims, issue_token, load_or_create_secret
+    from serving.auth import Claims, issue_token, load_or_create_keys
     from serving.client import Client
     from serving.codec import alert_from_proto, alert_to_proto
     from serving.server import start_front_door
@@ -156,10 +156,12 @@ async def stream_fleet(config: Config, run_dir: Path, runtime: Any, speed: float
     from serving.sources import paced, replay_run
 
     cfg = config.serving
-    secret = load_or_create_secret(run_dir / "keys" / "auth.secret")
-    # The demo streams as one gateway for the whole fleet (one stream, many vehicles).
-    token = issue_token(secret, Claims(role="gateway", sub="demo-gateway", vehicles="*"))
-    operator = issue_token(secret, Claims(role="operator", sub="demo-operator"))
+    secret = load_or_create_keys(run_dir / "keys" / "auth.secret")
+    # The demo streams as one gateway for the whole fleet (one stream, many vehicles): its own run's ids,
+    # whatever they are named, hence a wildcard granted explicitly; tokens live as long as the demo.
+    token = issue_token(secret, Claims(role="gateway", sub="demo-gateway", vehicles="*"), ttl_s=6 * 3600,
+                        allow_wildcard=True)
+    operator = issue_token(secret, Claims(role="operator", sub="demo-operator"), ttl_s=6 * 3600)
     batches = list(replay_run(run_dir, batch_frames=2000))
     total = sum(len(b["seq"]) for b in batches)
     door = None
