@@ -186,7 +186,9 @@ class TwinsConfig(_Section):
 class ServingConfig(_Section):
     host: str = "127.0.0.1"
     grpc_port: int = Field(50151, ge=0, le=65535)
-    serve_grpc_port: int = Field(9000, ge=0, le=65535)
+    # Serve's gRPC ingress for PredictionService; 0 = off (the twins use deployment handles). Ray 2.60 binds
+    # it on every interface whatever serving.host is; when on, it checks the front door's tokens.
+    serve_grpc_port: int = Field(0, ge=0, le=65535)
     serve_http_port: int = Field(8000, ge=0, le=65535)
     max_message_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_frames_in_flight_per_stream: int = Field(20_000, gt=0)

@@ -34,7 +34,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import jwt
 
@@ -264,6 +264,23 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
                 raise AuthError("authorization metadata must be 'Bearer <token>'")
             return token.strip()
     raise AuthError("no credentials: send metadata 'authorization: Bearer <token>' (see `evtwin keys token`)")
+
+
+def authorize_prediction(keys: KeySet | bytes, metadata: Sequence[tuple[str, str | bytes]] | None,
+                         vehicle_ids: Sequence[str], now_s: float) -> Claims:
+    """Who may call ``PredictionService``: an operator, or a vehicle (gateway) token for rows of its own
+    vehicles only (every row named in ``vehicle_ids``). Raises AuthError (UNAUTHENTICATED) or
+    PermissionError (PERMISSION_DENIED)."""
+    claims = verify_token(keys, bearer_token(tuple(metadata or ())), now_s)
+    if claims.may_read():
+        return claims
+    if not vehicle_ids:
+        raise PermissionError(f"a {claims.role} token may predict only for its own vehicles: name them in "
+                              "vehicle_ids (one per row)")
+    foreign = next((v for v in vehicle_ids if not claims.may_write(v)), None)
+    if foreign is not None:
+        raise PermissionError(f"vehicle_ids: {foreign[:80]!r} is not a vehicle this {claims.role} token holds")
+    return claims
 
 
 def write_private(path: str | Path, data: bytes) -> None:

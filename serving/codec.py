@@ -274,7 +274,7 @@ def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimit
         seq = np.asarray(columns["seq"], dtype=np.int64)
     except KeyError as missing:
         raise WireError("INVALID_ARGUMENT", f"{missing.args[0]}: required column missing") from None
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: beyond int64
         raise WireError("INVALID_ARGUMENT", f"vehicle_id/ts/seq: not strings/integers ({error})") from None
     n = len(ts)
     not_text = [i for i, value in enumerate(vehicle_column.tolist()) if not isinstance(value, str)]
@@ -294,7 +294,7 @@ def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimit
             continue
         try:
             values = np.asarray(columns[spec.name], dtype=np.float64)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:
             raise WireError("INVALID_ARGUMENT", f"{spec.name}: not numbers ({error})") from None
         if len(values) != n:
             raise WireError("INVALID_ARGUMENT", f"{spec.name}: {len(values)} values for {n} rows (ts has {n})")

@@ -170,3 +170,26 @@ def test_rotation_keeps_tokens_of_the_previous_key_valid_until_the_stated_time_o
     assert len(retired.keys) == 1 and path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(AuthError, match="does not hold"):
         verify_token(load_keys(path), token_of_second_key, now_s=NOW + 60)
+
+
+def test_prediction_calls_need_an_operator_or_the_vehicles_own_token() -> None:
+    from serving.deployments import PredictionRefused, check_prediction_call
+
+    def status(token: str | None, vehicle_ids: list[str]) -> str:
+        metadata = [("authorization", f"Bearer {token}")] if token else []
+        try:
+            check_prediction_call(KEYS, metadata, vehicle_ids, NOW)
+            return "OK"
+        except PredictionRefused as refused:
+            return refused.status
+
+    vehicle = _issue(Claims(role="vehicle", sub="V1"))
+    gateway = _issue(Claims(role="gateway", sub="depot", vehicles="D3-*"))
+    assert status(None, ["V1"]) == "UNAUTHENTICATED"
+    assert status("v1.old.token", ["V1"]) == "UNAUTHENTICATED"
+    assert status(_issue(Claims(role="operator", sub="ops")), []) == "OK"
+    assert status(vehicle, ["V1", "V1"]) == "OK"
+    assert status(vehicle, ["V1", "V2"]) == "PERMISSION_DENIED"
+    assert status(vehicle, []) == "PERMISSION_DENIED"  # rows of unnamed vehicles
+    assert status(gateway, ["D3-1", "D3-2"]) == "OK" and status(gateway, ["D4-1"]) == "PERMISSION_DENIED"
+    check_prediction_call(None, [], [], NOW)  # auth off: no keys, no check
