@@ -48,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     keys = subparsers.add_parser("keys", help="signing keys, tokens and test certificates")
     add_config_arguments(keys)
-    keys.add_argument("--run", default=None, help="run directory whose keys/auth.secret is used (default runs/<run_name>)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     init = keys_sub.add_parser("init", help="create the signing key set if it does not exist")
     init.set_defaults(func=cmd_keys_init)
@@ -70,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rotate.add_argument("--retire", action="store_true",
                         help="add no key: retire every key but the current one (tokens they signed stop working)")
     rotate.set_defaults(func=cmd_keys_rotate)
+    for sub in (init, token, rotate):
+        sub.add_argument("--run", default=None,
+                         help="run directory whose keys/auth.secret is used, as `evtwin serve --run` (default runs/<run_name>)")
     certs = keys_sub.add_parser("certs", help="write a self-signed CA, server and client certificates (testing)")
     certs.add_argument("--out", default="runs/keys/tls")
     certs.add_argument("--hosts", default="localhost,127.0.0.1", help="server certificate names, comma separated")
@@ -98,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.set_defaults(func=cmd_alerts)
         else:
             parser.add_argument("vehicle_id")
+        if name != "stream":  # stream's --run is the run it replays, and also where the local token comes from
+            parser.add_argument("--run", default=None,
+                                help="run directory of the local server, whose key set mints a local token")
             parser.add_argument("--json", action="store_true", help="print the summary as JSON")
             parser.set_defaults(func=cmd_twin)
 

@@ -82,8 +82,8 @@ def test_checkpoints_are_private_and_a_failed_write_leaves_no_temporary_file(tmp
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == [written.name]
 
 
-def _cli(run: Path, *args: str) -> list[str]:
-    return ["keys", "--run", str(run), *args]
+def _cli(run: Path, command: str, *args: str) -> list[str]:
+    return ["keys", command, "--run", str(run), *args]
 
 
 def test_the_token_command_refuses_never_expiring_and_wildcard_tokens(tmp_path, capsys) -> None:
