@@ -121,7 +121,8 @@ class KeySet:
                     raise AuthError(f"token signed with key {kid!r}, retired at {_utc(key.retire_at_s)}; "
                                     "issue a new token")
                 return key.secret
-        raise AuthError(f"token signed with key {kid[:40]!r}, which this server does not hold (retired or foreign)")
+        raise AuthError(f"token signature does not verify: signed with key {kid[:40]!r}, which this server does not "
+                        "hold (retired, or another server's)")
 
     def rotated(self, now_s: float, previous_until_s: float | None = None) -> KeySet:
         """A new current key; the old keys keep verifying until ``previous_until_s`` (None: until retired)."""
