@@ -16,14 +16,14 @@ the servicer maps it to ``grpc.StatusCode``.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
 
-from configs.schema import SCHEMA, VEHICLE_ID_PATTERN, FieldSpec, is_vehicle_id
+# VEHICLE_ID_PATTERN is re-exported: the servicers match ids with it.
+from configs.schema import SCHEMA, VEHICLE_ID_PATTERN, FieldSpec, is_vehicle_id  # noqa: F401
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
 
 # Earliest plausible frame time: 2000-01-01T00:00:00Z. Anything before is a unit error (s vs ms).

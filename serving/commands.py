@@ -197,7 +197,7 @@ def cmd_keys_token(args: argparse.Namespace) -> int:
 def _utc_seconds(text: str) -> float:
     import datetime as dt
 
-    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    moment = dt.datetime.fromisoformat(text)  # Python 3.11 reads a trailing Z as UTC
     if moment.tzinfo is None:
         raise ValueError(f"--previous-until={text!r}: give a time zone (e.g. 2027-01-31T00:00:00Z)")
     return moment.timestamp()

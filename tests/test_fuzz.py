@@ -15,16 +15,27 @@ import asyncio
 import math
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from configs.schema import SCHEMA, is_vehicle_id
 from protos.evtwin.v1 import telemetry_pb2
-from serving.codec import (MIN_TS_MS, BatchLimits, DecodedBatch, Unparseable, WireError, decode_batch,
-                           decode_columns, encode_columns, safe_parser)
+from serving.codec import (
+    MIN_TS_MS,
+    BatchLimits,
+    DecodedBatch,
+    Unparseable,
+    WireError,
+    decode_batch,
+    decode_columns,
+    encode_columns,
+    safe_parser,
+)
 
 NOW_MS = 1_767_600_000_000
 LIMITS = BatchLimits(max_batch_frames=500, max_future_skew_ms=60_000)

@@ -204,7 +204,8 @@ def listening_sockets(root: int) -> list[tuple[str, str, int]]:
                     address = str(ipaddress.IPv4Address(raw[::-1]))
                 pid = owner[fields[9]]
                 try:
-                    name = open(f"/proc/{pid}/comm").read().strip()
+                    with open(f"/proc/{pid}/comm") as comm:
+                        name = comm.read().strip()
                 except OSError:
                     name = "?"
                 found.append((name, address, int(hex_port, 16)))

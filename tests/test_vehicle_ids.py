@@ -4,7 +4,8 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from configs.schema import VEHICLE_ID_PATTERN, is_vehicle_id
 from protos.evtwin.v1 import telemetry_pb2
