@@ -259,3 +259,29 @@ def test_a_well_behaved_client_is_served_after_the_fuzzing(fuzz_server: ServerTh
             iter([good]), metadata=(("authorization", f"Bearer {_token()}"),), timeout=30))
     acks = {a.vehicle_id: a.seq for r in replies if r.HasField("ack") for a in r.ack.acks}
     assert acks == {"GOOD1": 10, "GOOD2": 10}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("bad", ["GOOD1\n", "GOOD1\x00", "GOOD1 "])
+def test_a_vehicle_id_with_a_trailing_control_character_is_refused_by_every_rpc(fuzz_server: ServerThread,
+                                                                               bad: str) -> None:
+    import grpc
+
+    from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
+
+    metadata = (("authorization", f"Bearer {_token()}"),)
+    batch = telemetry_pb2.FrameBatch(batch_id=1, vehicle_ids=[bad], ts=[int(time.time() * 1000) - 1000], seq=[1])
+    with grpc.insecure_channel(fuzz_server.target) as channel:
+        calls = {
+            "vehicle_ids[0]": lambda: list(telemetry_pb2_grpc.TelemetryServiceStub(channel).Stream(
+                iter([batch]), metadata=metadata, timeout=20)),
+            "vehicle_id": lambda: twin_pb2_grpc.TwinServiceStub(channel).GetTwin(
+                twin_pb2.GetTwinRequest(vehicle_id=bad), metadata=metadata, timeout=20),
+            "vehicle_id=": lambda: alerts_pb2_grpc.AlertServiceStub(channel).ListAlerts(
+                alerts_pb2.AlertFilter(vehicle_id=bad), metadata=metadata, timeout=20),
+        }
+        for field, call in calls.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, refused.value.details())
+            assert refused.value.details().startswith(field.rstrip("=")), refused.value.details()
