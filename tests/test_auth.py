@@ -193,3 +193,20 @@ def test_prediction_calls_need_an_operator_or_the_vehicles_own_token() -> None:
     assert status(vehicle, []) == "PERMISSION_DENIED"  # rows of unnamed vehicles
     assert status(gateway, ["D3-1", "D3-2"]) == "OK" and status(gateway, ["D4-1"]) == "PERMISSION_DENIED"
     check_prediction_call(None, [], [], NOW)  # auth off: no keys, no check
+
+
+def test_a_failed_key_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch) -> None:
+    import os
+
+    path = tmp_path / "auth.secret"
+    before = load_or_create_keys(path, now_s=NOW)
+
+    def disk_full(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="space"):
+        rotate_keys(path, now_s=NOW + 1)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["auth.secret"]
+    assert load_keys(path) == before
