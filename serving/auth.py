@@ -321,6 +321,36 @@ def load_or_create_keys(path: str | Path, now_s: float | None = None) -> KeySet:
     return keys
 
 
+class KeySetFile:
+    """The key set of a file, re-read when the file changes (checked at most every ``check_every_s``), so a
+    running server picks up ``evtwin keys rotate`` without a restart. A file that cannot be read keeps the
+    last good key set (a rotation writes atomically, so this is a removed or mangled file, not a race)."""
+
+    def __init__(self, path: str | Path, check_every_s: float = 5.0, clock_s: Any = time.monotonic) -> None:
+        self.path = Path(path)
+        self.check_every_s = check_every_s
+        self.clock_s = clock_s
+        self._keys = load_keys(self.path)
+        self._stamp = self._file_stamp()
+        self._checked_at = clock_s()
+
+    def _file_stamp(self) -> tuple[int, int, int]:
+        stat = self.path.stat()
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+    def current(self) -> KeySet:
+        now = self.clock_s()
+        if now - self._checked_at >= self.check_every_s:
+            self._checked_at = now
+            try:
+                stamp = self._file_stamp()
+                if stamp != self._stamp:
+                    self._keys, self._stamp = load_keys(self.path), stamp
+            except (OSError, ValueError):
+                pass  # keep verifying with the last good key set
+        return self._keys
+
+
 def rotate_keys(path: str | Path, now_s: float, previous_until_s: float | None = None) -> KeySet:
     """Add a new current key to the set at ``path``; the previous keys verify until ``previous_until_s``."""
     keys = load_keys(path).rotated(now_s, previous_until_s)

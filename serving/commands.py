@@ -225,7 +225,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         keys = rotate_keys(path, time.time(), until)
         when = args.previous_until or "`evtwin keys rotate --retire`"
         console.print(f"new signing key {keys.current}; previous keys verify until {when}")
-    console.print("servers read the key set at start: restart `evtwin serve` for it to take effect")
+    console.print("running front doors pick the change up within seconds (Serve's gRPC ingress: on redeploy)")
     return 0
 
 
@@ -243,7 +243,7 @@ def cmd_keys_certs(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     from serving.app import open_runtime, resolve_run_paths
-    from serving.auth import load_or_create_keys
+    from serving.auth import KeySetFile, load_or_create_keys
     from serving.server import serve_until_signal, start_front_door, startup_refusals
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -256,7 +256,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if refusals and not args.insecure:
         console.print("not starting; fix the above, or start anyway with --insecure")
         return 2
-    secret = load_or_create_keys(cfg.auth_secret_path) if cfg.require_auth else None
+    secret = None
+    if cfg.require_auth:
+        load_or_create_keys(cfg.auth_secret_path)
+        secret = KeySetFile(cfg.auth_secret_path)  # re-read after `evtwin keys rotate`, no restart needed
     with console.status("starting twins and model services"):
         runtime = open_runtime(config, args.backend, run_dir if run_dir.exists() else None, args.address)
     for note in runtime.notes:

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from configs.settings import ServingConfig
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
 from serving.metrics import FrontDoorMetrics, start_metrics_server
-from serving.auth import AuthError, Claims, KeySet, bearer_token, verify_token
+from serving.auth import AuthError, Claims, KeySet, KeySetFile, bearer_token, verify_token
 from serving.backend import FleetBackend
 from serving.codec import BatchLimits, safe_parser
 from serving.servicers import (CURRENT_CLAIMS, AlertHub, AlertServicer, SessionRegistry, TelemetryServicer,
@@ -136,7 +136,7 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Verifies the bearer token of every evtwin RPC; with no secret, every caller is ``anonymous``."""
 
-    def __init__(self, secret: KeySet | bytes | None, clock_s: Callable[[], float] = time.time,
+    def __init__(self, secret: KeySet | KeySetFile | bytes | None, clock_s: Callable[[], float] = time.time,
                  anonymous: Claims = Claims(role="operator", sub="anonymous", write=True)) -> None:
         self.secret = secret
         self.clock_s = clock_s
@@ -150,7 +150,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if self.secret is None:
             return _with_claims(handler, self.anonymous)
         try:
-            claims = verify_token(self.secret, bearer_token(details.invocation_metadata), self.clock_s())
+            keys = self.secret.current() if isinstance(self.secret, KeySetFile) else self.secret
+            claims = verify_token(keys, bearer_token(details.invocation_metadata), self.clock_s())
         except AuthError as error:
             return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, str(error))
         return _with_claims(handler, claims)
@@ -247,7 +248,7 @@ class FrontDoor:
             await self.backend.close()
 
 
-async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret: KeySet | bytes | None,
+async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret: KeySet | KeySetFile | bytes | None,
                            host: str | None = None, port: int | None = None,
                            clock_ms: Callable[[], int] = wall_clock_ms) -> FrontDoor:
     """Build and start the server; ``port=0`` binds a free port (returned in ``FrontDoor.port``)."""

@@ -210,3 +210,21 @@ def test_a_failed_key_write_leaves_the_old_file_and_no_temporary_file(tmp_path, 
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["auth.secret"]
     assert load_keys(path) == before
+
+
+def test_a_running_server_picks_up_a_rotation_from_the_key_file(tmp_path) -> None:
+    from serving.auth import KeySetFile
+
+    path = tmp_path / "auth.secret"
+    load_or_create_keys(path, now_s=NOW)
+    clock = [0.0]
+    watched = KeySetFile(path, check_every_s=5.0, clock_s=lambda: clock[0])
+    rotated = rotate_keys(path, now_s=NOW + 1)
+    token = issue_token(rotated, Claims(role="vehicle", sub="V1"), now_s=NOW + 1)
+    with pytest.raises(AuthError, match="does not hold"):  # not re-read yet
+        verify_token(watched.current(), token, now_s=NOW + 2)
+    clock[0] = 6.0
+    assert verify_token(watched.current(), token, now_s=NOW + 2).sub == "V1"
+    path.write_text("mangled")
+    clock[0] = 12.0
+    assert watched.current() == rotated  # an unreadable file keeps the last good key set
