@@ -100,11 +100,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.set_defaults(func=cmd_alerts)
         else:
             parser.add_argument("vehicle_id")
+            parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+            parser.set_defaults(func=cmd_twin)
         if name != "stream":  # stream's --run is the run it replays, and also where the local token comes from
             parser.add_argument("--run", default=None,
                                 help="run directory of the local server, whose key set mints a local token")
-            parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-            parser.set_defaults(func=cmd_twin)
 
     demo = subparsers.add_parser("demo", help="the whole product end to end on the default config (< 10 min)")
     add_config_arguments(demo)

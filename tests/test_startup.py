@@ -115,3 +115,16 @@ def test_keys_rotate_adds_a_current_key_and_retire_drops_the_previous(tmp_path, 
     assert next(k for k in rotated.keys if k.kid == first.current).retire_at_s == 4_070_908_800
     assert main(_cli(run, "rotate", "--retire")) == 0
     assert [k.kid for k in load_keys(path).keys] == [rotated.current]
+
+
+def test_client_commands_take_the_run_whose_key_set_mints_the_local_token() -> None:
+    from serving.cli import build_parser
+    from serving.commands import cmd_alerts, cmd_stream, cmd_twin
+
+    parser = build_parser()
+    alerts = parser.parse_args(["alerts", "--run", "runs/x", "--follow"])
+    twin = parser.parse_args(["twin", "V1", "--run", "runs/x", "--json"])
+    stream = parser.parse_args(["stream", "--run", "runs/x"])
+    assert (alerts.func, alerts.run, alerts.follow) == (cmd_alerts, "runs/x", True)
+    assert (twin.func, twin.run, twin.vehicle_id, twin.json) == (cmd_twin, "runs/x", "V1", True)
+    assert (stream.func, stream.run) == (cmd_stream, "runs/x")
