@@ -507,7 +507,7 @@ def main() -> int:
 
     from serving.auth import Claims, issue_token
 
-    operator = issue_token(SECRET, Claims(role="gateway", sub="bench", vehicles="*"))
+    operator = issue_token(SECRET, Claims(role="gateway", sub="bench", vehicles="*"), ttl_s=86_400, allow_wildcard=True)
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "args": vars(args)}
     parts = args.parts.split(",")
     load = dict(streams=args.streams, vehicles_per_stream=args.vehicles_per_stream,

@@ -27,6 +27,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import numpy as np  # noqa: E402
 
 TOP_K = 3
+ROOT = Path(__file__).resolve().parents[1]
+OPERATOR_TOKEN = [""]  # issued in main once the key set exists; Serve's gRPC ingress checks it
 
 
 def free_port() -> int:
@@ -109,7 +111,8 @@ def grpc_call(port: int, request, app: str | None) -> Callable[[], int]:
                                                                    ("grpc.max_receive_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=60)
     stub = prediction_pb2_grpc.PredictionServiceStub(channel)
-    metadata = (("application", app),) if app else None
+    # Serve's ingress checks the front door's tokens (an operator's here); the plain server checks nothing.
+    metadata = (("application", app), ("authorization", f"Bearer {OPERATOR_TOKEN[0]}")) if app else None
     rows = len(request.vehicle_ids)
 
     def call() -> int:
@@ -169,7 +172,12 @@ def main() -> int:
 
     ray.init(num_cpus=2, include_dashboard=False, namespace="evtwin-bench-serve", log_to_driver=False)
     serve_port = free_port()
-    config = load_config(overrides=[f"serving.serve_grpc_port={serve_port}", f"serving.serve_http_port={free_port()}"])
+    secret_path = ROOT / "runs" / "bench-serve" / "auth.secret"
+    config = load_config(overrides=[f"serving.serve_grpc_port={serve_port}", f"serving.serve_http_port={free_port()}",
+                                    f"serving.auth_secret_path={secret_path}"])
+    from serving.auth import Claims, issue_token, load_or_create_keys
+
+    OPERATOR_TOKEN[0] = issue_token(load_or_create_keys(secret_path), Claims(role="operator", sub="bench"), ttl_s=86_400)
     from ray import serve
     try:
         if args.run:

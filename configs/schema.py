@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 SCHEMA_PATH = Path(__file__).with_name("telemetry_schema.json")
+# A vehicle id: 1-64 characters of [A-Za-z0-9._:/-], starting alphanumeric. Anchored with ``\Z``, not ``$``
+# (``$`` also matches before a trailing newline, and "V1\n" then named a twin, a checkpoint and a metric),
+# so ``match`` and ``fullmatch`` agree; prefer ``is_vehicle_id``.
+VEHICLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}\Z")
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -124,3 +129,8 @@ class TelemetrySchema:
 
 
 SCHEMA = TelemetrySchema.load()
+
+
+def is_vehicle_id(text: str) -> bool:
+    """True when the whole of ``text`` is a vehicle id (see ``VEHICLE_ID_PATTERN``)."""
+    return isinstance(text, str) and VEHICLE_ID_PATTERN.fullmatch(text) is not None

@@ -202,7 +202,9 @@ class TwinsConfig(_Section):
 class ServingConfig(_Section):
     host: str = "127.0.0.1"
     grpc_port: int = Field(50151, ge=0, le=65535)
-    serve_grpc_port: int = Field(9000, ge=0, le=65535)
+    # Serve's gRPC ingress for PredictionService; 0 = off (the twins use deployment handles). Ray 2.60 binds
+    # it on every interface whatever serving.host is; when on, it checks the front door's tokens.
+    serve_grpc_port: int = Field(0, ge=0, le=65535)
     serve_http_port: int = Field(8000, ge=0, le=65535)
     max_message_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_frames_in_flight_per_stream: int = Field(20_000, gt=0)
@@ -216,6 +218,8 @@ class ServingConfig(_Section):
     auth_secret_path: str = "runs/keys/auth.secret"
     # False only for local benchmarks: every RPC then runs as an operator.
     require_auth: bool = True
+    # Longest lifetime `evtwin keys token` issues (every token expires; a leaked one is useful this long at most).
+    token_max_ttl_days: float = Field(90.0, gt=0)
     max_batch_frames: int = Field(10_000, gt=0)
     # Frames stamped further than this in the future are refused (clock or unit error).
     max_future_skew_s: float = Field(300.0, ge=0)

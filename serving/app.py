@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from configs.settings import Config
+from configs.settings import Config, ServingConfig, TwinsConfig
 from serving.backend import FleetBackend, LocalTwinsBackend, MemoryFleet, TwinFleetBackend
 from serving.deployments import deploy_models
 from serving.predictor import ServePredictor
@@ -39,6 +39,22 @@ class Runtime:
                 self.cleanups.pop()()
             except Exception as error:  # shutting down: report, keep going
                 log.warning("cleanup failed: %r", error)
+
+
+def resolve_run_paths(config: Config, run_dir: str | Path) -> Config:
+    """Default secret and checkpoint locations under the run directory, not the working directory.
+
+    A path the configuration sets explicitly is kept; the shipped defaults (``runs/keys/auth.secret``,
+    ``runs/checkpoints``) become ``<run>/keys/auth.secret`` and ``<run>/checkpoints``, so a server started
+    from another directory finds the same keys and twins.
+    """
+    run_dir = Path(run_dir)
+    serving, twins = config.serving, config.twins
+    if serving.auth_secret_path == ServingConfig().auth_secret_path:
+        serving = serving.model_copy(update={"auth_secret_path": str(run_dir / "keys" / "auth.secret")})
+    if twins.checkpoint_uri == TwinsConfig().checkpoint_uri:
+        twins = twins.model_copy(update={"checkpoint_uri": str(run_dir / "checkpoints")})
+    return config.model_copy(update={"serving": serving, "twins": twins})
 
 
 def start_ray(config: Config, address: str | None) -> Callable[[], None]:

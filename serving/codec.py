@@ -17,7 +17,6 @@ the servicer maps it to ``grpc.StatusCode``.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -25,13 +24,13 @@ import numpy as np
 import pyarrow as pa
 
 from configs.frames import Columns, FrameBatch
-from configs.schema import SCHEMA, FieldSpec
+# VEHICLE_ID_PATTERN is re-exported: the servicers match ids with it.
+from configs.schema import SCHEMA, VEHICLE_ID_PATTERN, FieldSpec, is_vehicle_id  # noqa: F401
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
 
 # Earliest plausible frame time: 2000-01-01T00:00:00Z. Anything before is a unit error (s vs ms).
 MIN_TS_MS = 946_684_800_000
 SENSOR_NAMES = frozenset(SCHEMA.sensor_names)
-VEHICLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 
 
 class WireError(Exception):
@@ -112,7 +111,7 @@ def _wire_type(spec: FieldSpec) -> Any:
 
 
 def _check_vehicle_id(vehicle_id: str, where: str) -> None:
-    if not VEHICLE_ID_PATTERN.match(vehicle_id):
+    if not is_vehicle_id(vehicle_id):
         raise WireError(
             "INVALID_ARGUMENT",
             f"{where}={vehicle_id[:80]!r}: a vehicle id is 1-64 characters of [A-Za-z0-9._:/-], starting alphanumeric",
@@ -283,14 +282,19 @@ def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimit
     if unknown:
         raise WireError("INVALID_ARGUMENT", f"{unknown[0]}: not a telemetry field")
     try:
-        vehicle_column = np.asarray(columns["vehicle_id"], dtype=str)
+        # object, not str: numpy's str dtype silently drops trailing NUL characters ("V1\x00" became "V1").
+        vehicle_column = np.asarray(columns["vehicle_id"], dtype=object).reshape(-1)
         ts = np.asarray(columns["ts"], dtype=np.int64)
         seq = np.asarray(columns["seq"], dtype=np.int64)
     except KeyError as missing:
         raise WireError("INVALID_ARGUMENT", f"{missing.args[0]}: required column missing") from None
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: beyond int64
         raise WireError("INVALID_ARGUMENT", f"vehicle_id/ts/seq: not strings/integers ({error})") from None
     n = len(ts)
+    not_text = [i for i, value in enumerate(vehicle_column.tolist()) if not isinstance(value, str)]
+    if not_text:
+        i = not_text[0]
+        raise WireError("INVALID_ARGUMENT", f"vehicle_id[{i}]={vehicle_column[i]!r:.80}: not a string")
     for name, values in (("vehicle_id", vehicle_column), ("seq", seq)):
         if len(values) != n:
             raise WireError("INVALID_ARGUMENT", f"{name}: {len(values)} values for {n} rows (ts has {n})")
@@ -304,7 +308,7 @@ def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimit
             continue
         try:
             values = np.asarray(columns[spec.name], dtype=np.float64)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:
             raise WireError("INVALID_ARGUMENT", f"{spec.name}: not numbers ({error})") from None
         if len(values) != n:
             raise WireError("INVALID_ARGUMENT", f"{spec.name}: {len(values)} values for {n} rows (ts has {n})")

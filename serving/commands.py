@@ -1,8 +1,11 @@
 """CLI subcommands of the front door: serve, keys, stream, alerts, twin, demo.
 
-    evtwin keys init                                   # HMAC secret (serving.auth_secret_path)
-    evtwin keys token --vehicle V0001                  # a vehicle's token
+    evtwin keys init                                   # signing key set (<run>/keys/auth.secret)
+    evtwin keys token --vehicle V0001                  # a vehicle's token (JWT, expires in --ttl-days)
     evtwin keys token --gateway depot3 --vehicles 'V00*'
+    evtwin keys token --operator alice [--write]       # reads twins and alerts; --write: may stream too
+    evtwin keys rotate [--previous-until 2027-01-31T00:00:00Z]   # new signing key, the old one still verifies
+    evtwin keys rotate --retire                        # only the current key verifies from now on
     evtwin keys certs --out runs/keys/tls              # self-signed CA, server and client certificates
     evtwin serve --run runs/default                    # Ray + model services + twins + gRPC on :50151
     evtwin stream --run runs/default --speed 600       # replay a run at 600x real time
@@ -29,12 +32,12 @@ from rich.table import Table
 
 from configs.cli import add_config_arguments, config_from_args
 from configs.settings import Config, ServingConfig
-from serving.app import open_runtime
-from serving.auth import Claims, issue_token, load_or_create_secret
+from serving.app import open_runtime, resolve_run_paths
+from serving.auth import Claims, KeySetFile, issue_token, load_keys, load_or_create_keys, retire_previous_keys, rotate_keys
 from serving.client import Client
 from serving.demo import run_demo
 from serving.keys import issue_test_certificates
-from serving.server import serve_until_signal, start_front_door
+from serving.server import serve_until_signal, start_front_door, startup_refusals
 from serving.sources import live_fleet, paced, replay_run
 from serving.terminal import alert_line
 
@@ -49,21 +52,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
     serve.add_argument("--backend", choices=("ray", "local", "memory"), default="ray")
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default serving.grpc_port; 0 = any free)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="start despite a readable secret file, plaintext on a non-loopback address or auth off")
     serve.set_defaults(func=cmd_serve)
 
-    keys = subparsers.add_parser("keys", help="issue tokens and test certificates")
+    keys = subparsers.add_parser("keys", help="signing keys, tokens and test certificates")
     add_config_arguments(keys)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    init = keys_sub.add_parser("init", help="create the HMAC secret if it does not exist")
+    init = keys_sub.add_parser("init", help="create the signing key set if it does not exist")
     init.set_defaults(func=cmd_keys_init)
-    token = keys_sub.add_parser("token", help="print a signed token")
+    token = keys_sub.add_parser("token", help="print a signed token (JWT)")
     who = token.add_mutually_exclusive_group(required=True)
     who.add_argument("--vehicle", help="a token that writes only this vehicle")
     who.add_argument("--gateway", help="a gateway token (with --vehicles PATTERN)")
-    who.add_argument("--operator", help="an operator token (queries, alert streams, any vehicle)")
+    who.add_argument("--operator", help="an operator token (queries, alert streams; writes only with --write)")
     token.add_argument("--vehicles", default="", help="gateway: fnmatch pattern of vehicle ids, e.g. 'V00*'")
-    token.add_argument("--ttl-days", type=float, default=0, help="expiry in days (0 = never)")
+    token.add_argument("--allow-wildcard", action="store_true",
+                       help="gateway: accept a pattern with no literal prefix ('*': every vehicle)")
+    token.add_argument("--write", action="store_true", help="operator: may also write telemetry of any vehicle")
+    token.add_argument("--ttl-days", type=float, default=30.0,
+                       help="expiry in days (> 0, at most serving.token_max_ttl_days; default 30)")
     token.set_defaults(func=cmd_keys_token)
+    rotate = keys_sub.add_parser("rotate", help="add a new signing key; previous keys verify until a time or --retire")
+    rotate.add_argument("--previous-until", default=None,
+                        help="UTC time (ISO 8601) after which the previous keys stop verifying (default: until --retire)")
+    rotate.add_argument("--retire", action="store_true",
+                        help="add no key: retire every key but the current one (tokens they signed stop working)")
+    rotate.set_defaults(func=cmd_keys_rotate)
+    for sub in (init, token, rotate):
+        sub.add_argument("--run", default=None,
+                         help="run directory whose keys/auth.secret is used, as `evtwin serve --run` (default runs/<run_name>)")
     certs = keys_sub.add_parser("certs", help="write a self-signed CA, server and client certificates (testing)")
     certs.add_argument("--out", default="runs/keys/tls")
     certs.add_argument("--hosts", default="localhost,127.0.0.1", help="server certificate names, comma separated")
@@ -94,6 +112,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("vehicle_id")
             parser.add_argument("--json", action="store_true", help="print the summary as JSON")
             parser.set_defaults(func=cmd_twin)
+        if name != "stream":  # stream's --run is the run it replays, and also where the local token comes from
+            parser.add_argument("--run", default=None,
+                                help="run directory of the local server, whose key set mints a local token")
 
     demo = subparsers.add_parser("demo", help="the whole product end to end on the default config (< 10 min)")
     add_config_arguments(demo)
@@ -113,6 +134,12 @@ def _run_dir(args: argparse.Namespace, config: Config) -> Path:
     return Path(args.run) if getattr(args, "run", None) else Path("runs") / config.run_name
 
 
+def _secret_path(args: argparse.Namespace, config: Config) -> Path:
+    """The key-set file: serving.auth_secret_path when set, else <run>/keys/auth.secret (never the cwd's)."""
+
+    return Path(resolve_run_paths(config, _run_dir(args, config)).serving.auth_secret_path)
+
+
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None, help="host:port (default serving.host:serving.grpc_port)")
     parser.add_argument("--token", default=os.environ.get("EVTWIN_TOKEN"), help="bearer token (or $EVTWIN_TOKEN)")
@@ -121,42 +148,83 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", default=None, help="client key (mutual TLS)")
 
 
-def _local_token(cfg: ServingConfig) -> str | None:
-    """Convenience on the server's own machine: an operator token valid for one hour, if the secret is readable."""
-    path = Path(cfg.auth_secret_path)
-    if not path.exists():
+def _local_token(path: Path) -> str | None:
+    """Convenience on the server's own machine: an operator token valid for one hour, if the key set is readable."""
+    if not os.access(path, os.R_OK):
         return None
-    secret = bytes.fromhex(path.read_text().strip())
-    return issue_token(secret, Claims(role="operator", sub=f"local-{os.getuid()}", exp=int(time.time()) + 3600))
+    return issue_token(load_keys(path), Claims(role="operator", sub=f"local-{os.getuid()}", write=True), ttl_s=3600)
 
 
 def _client(args: argparse.Namespace, config: Config) -> Any:
     cfg = config.serving
     target = args.target or f"{cfg.host}:{cfg.grpc_port}"
-    token = args.token or _local_token(cfg)
+    token = args.token or _local_token(_secret_path(args, config))
     return Client(target, token, ca_path=args.ca, cert_path=args.cert, key_path=args.key,
                   max_message_bytes=cfg.max_message_bytes)
 
 
 # ------------------------------------------------------------------------------------------- keys
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    path = Path(_config(args).serving.auth_secret_path)
+    path = _secret_path(args, _config(args))
     existed = path.exists()
-    load_or_create_secret(path)
-    console.print(f"auth secret {'exists' if existed else 'created'}: {path}")
+    keys = load_or_create_keys(path)
+    console.print(f"key set {'exists' if existed else 'created'}: {path} (current key {keys.current})")
     return 0
 
 
 def cmd_keys_token(args: argparse.Namespace) -> int:
-    secret = load_or_create_secret(_config(args).serving.auth_secret_path)
-    exp = int(time.time() + args.ttl_days * 86400) if args.ttl_days else 0
+    config = _config(args)
+    if args.write and not args.operator:
+        console.print("[red]--write[/red] applies to operator tokens only (vehicles and gateways write their own)")
+        return 2
     if args.vehicle:
-        claims = Claims(role="vehicle", sub=args.vehicle, exp=exp)
+        claims = Claims(role="vehicle", sub=args.vehicle)
     elif args.gateway:
-        claims = Claims(role="gateway", sub=args.gateway, vehicles=args.vehicles, exp=exp)
+        claims = Claims(role="gateway", sub=args.gateway, vehicles=args.vehicles)
     else:
-        claims = Claims(role="operator", sub=args.operator, exp=exp)
-    out.print(issue_token(secret, claims), soft_wrap=True)
+        claims = Claims(role="operator", sub=args.operator, write=args.write)
+    try:
+        token = issue_token(load_or_create_keys(_secret_path(args, config)), claims, ttl_s=args.ttl_days * 86_400,
+                            max_ttl_s=config.serving.token_max_ttl_days * 86_400, allow_wildcard=args.allow_wildcard)
+    except ValueError as error:
+        console.print(f"[red]refused[/red]: {error}")
+        return 2
+    out.print(token, soft_wrap=True)
+    return 0
+
+
+def _utc_seconds(text: str) -> float:
+    import datetime as dt
+
+    moment = dt.datetime.fromisoformat(text)  # Python 3.11 reads a trailing Z as UTC
+    if moment.tzinfo is None:
+        raise ValueError(f"--previous-until={text!r}: give a time zone (e.g. 2027-01-31T00:00:00Z)")
+    return moment.timestamp()
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+
+
+    path = _secret_path(args, _config(args))
+    if not path.exists():
+        console.print(f"[red]no key set at {path}[/red]: run `evtwin keys init` first")
+        return 2
+    if args.retire:
+        if args.previous_until:
+            console.print("[red]--retire and --previous-until exclude each other[/red]")
+            return 2
+        keys = retire_previous_keys(path)
+        console.print(f"retired every key but {keys.current}: tokens signed by others no longer verify")
+    else:
+        try:
+            until = _utc_seconds(args.previous_until) if args.previous_until else None
+        except ValueError as error:
+            console.print(f"[red]refused[/red]: {error}")
+            return 2
+        keys = rotate_keys(path, time.time(), until)
+        when = args.previous_until or "`evtwin keys rotate --retire`"
+        console.print(f"new signing key {keys.current}; previous keys verify until {when}")
+    console.print("running front doors pick the change up within seconds (Serve's gRPC ingress: on redeploy)")
     return 0
 
 
@@ -172,10 +240,19 @@ def cmd_keys_certs(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = _config(args)
+    run_dir = _run_dir(args, _config(args))
+    config = resolve_run_paths(_config(args), run_dir)
     cfg = config.serving
-    run_dir = _run_dir(args, config)
-    secret = load_or_create_secret(cfg.auth_secret_path) if cfg.require_auth else None
+    refusals = startup_refusals(cfg)
+    for reason in refusals:
+        console.print(f"[{'yellow' if args.insecure else 'red'}]{'insecure' if args.insecure else 'refused'}[/]: {reason}")
+    if refusals and not args.insecure:
+        console.print("not starting; fix the above, or start anyway with --insecure")
+        return 2
+    secret = None
+    if cfg.require_auth:
+        load_or_create_keys(cfg.auth_secret_path)
+        secret = KeySetFile(cfg.auth_secret_path)  # re-read after `evtwin keys rotate`, no restart needed
     with console.status("starting twins and model services"):
         runtime = open_runtime(config, args.backend, run_dir if run_dir.exists() else None, args.address)
     for note in runtime.notes:

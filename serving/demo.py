@@ -28,7 +28,7 @@ from rich.table import Table
 from configs.runs import EVENTS_FILE, SENSOR_FAULTS_FILE, read_events, read_sensor_faults
 from configs.settings import Config
 from serving.app import open_runtime
-from serving.auth import Claims, issue_token, load_or_create_secret
+from serving.auth import Claims, issue_token, load_or_create_keys
 from serving.cli import main as cli_main
 from serving.client import Client
 from serving.codec import alert_from_proto, alert_to_proto
@@ -177,10 +177,12 @@ async def stream_fleet(config: Config, run_dir: Path, runtime: Any, speed: float
         return alert_from_proto(alert_to_proto(alert))
 
     cfg = config.serving
-    secret = load_or_create_secret(run_dir / "keys" / "auth.secret")
-    # The demo streams as one gateway for the whole fleet (one stream, many vehicles).
-    token = issue_token(secret, Claims(role="gateway", sub="demo-gateway", vehicles="*"))
-    operator = issue_token(secret, Claims(role="operator", sub="demo-operator"))
+    secret = load_or_create_keys(run_dir / "keys" / "auth.secret")
+    # The demo streams as one gateway for the whole fleet (one stream, many vehicles): its own run's ids,
+    # whatever they are named, hence a wildcard granted explicitly; tokens live as long as the demo.
+    token = issue_token(secret, Claims(role="gateway", sub="demo-gateway", vehicles="*"), ttl_s=6 * 3600,
+                        allow_wildcard=True)
+    operator = issue_token(secret, Claims(role="operator", sub="demo-operator"), ttl_s=6 * 3600)
     batches = list(replay_run(run_dir, batch_frames=2000))
     total = sum(len(b["seq"]) for b in batches)
     door = None

@@ -20,6 +20,7 @@ Decoding, encoding and the prediction itself are plain functions below; the clas
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from protos.evtwin.v1 import prediction_pb2
 from training.artifacts import load_failure_model, load_severity_model
+from serving.auth import AuthError, KeySet, authorize_prediction, load_keys, load_or_create_keys
 
 APP_NAME = "evtwin-models"
 SERVICER_FUNCTION = "protos.evtwin.v1.prediction_pb2_grpc.add_PredictionServiceServicer_to_server"
@@ -148,6 +150,41 @@ def row_answers(risk: dict[str, Any], severity: dict[str, Any] | None) -> tuple[
     return risks, modes, [list(c) for c in risk["contributions"]], levels
 
 
+class PredictionRefused(Exception):
+    """A PredictionService call refused before any work; ``status`` is the gRPC status name."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        # Serve pickles the exception from the replica to the proxy; the default would call cls(message).
+        return (type(self), (self.status, self.message))
+
+
+def check_prediction_call(keys: KeySet | None, metadata: Sequence[tuple[str, Any]], vehicle_ids: Sequence[str],
+                          now_s: float) -> None:
+    """The front door's rule on Serve's gRPC ingress: no keys (auth off) lets every call through."""
+    if keys is None:
+        return
+    try:
+        authorize_prediction(keys, metadata, vehicle_ids, now_s)
+    except AuthError as error:
+        raise PredictionRefused("UNAUTHENTICATED", str(error)) from None
+    except PermissionError as error:
+        raise PredictionRefused("PERMISSION_DENIED", str(error)) from None
+
+
+def _refuse_grpc(grpc_context: Any, status: str, message: str) -> None:
+    """Set the status Serve returns for a call that raises next (it keeps a code set on the context)."""
+    import grpc
+
+    if grpc_context is not None:
+        grpc_context.set_code(getattr(grpc.StatusCode, status))
+        grpc_context.set_details(message)
+
+
 # ---------------------------------------------------------------------------- loading
 def load_models(run_dir: str) -> tuple[FailureModel, SeverityModel]:
     return load_failure_model(run_dir), load_severity_model(run_dir)
@@ -228,9 +265,12 @@ def _deployment_classes() -> tuple[Any, Any]:
     @serve.deployment(name="FailurePredictor", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16,
                       health_check_period_s=10, health_check_timeout_s=30)
     class FailurePredictor:
-        def __init__(self, severity: Any, run_dir: str | None = None, model: Any = None) -> None:
+        def __init__(self, severity: Any, run_dir: str | None = None, model: Any = None,
+                     auth_secret_path: str | None = None) -> None:
             self.model = model if model is not None else load_models(run_dir)[0]  # type: ignore[arg-type]
             self.severity = severity
+            # The gRPC ingress checks the front door's tokens (Ray 2.60 binds it on every interface).
+            self.keys = load_keys(auth_secret_path) if auth_secret_path else None
             self.feature_names = list(self.model.feature_names)
             self._probe = np.zeros((1, len(self.feature_names)), dtype=np.float32)
 
@@ -247,12 +287,24 @@ def _deployment_classes() -> tuple[Any, Any]:
             return predict_risk(self.model, X, top_k)
 
         # --- gRPC ingress: methods named after the RPCs of PredictionService ----------------------
-        async def Predict(self, request: Any) -> Any:  # noqa: N802 - the RPC's name
-            X = decode_rows(request, self.feature_names)
+        def _checked_rows(self, request: Any, grpc_context: Any) -> np.ndarray:
+            metadata = list(grpc_context.invocation_metadata()) if grpc_context is not None else []
+            try:
+                check_prediction_call(self.keys, metadata, list(request.vehicle_ids), time.time())
+                return decode_rows(request, self.feature_names)
+            except PredictionRefused as refused:
+                _refuse_grpc(grpc_context, refused.status, str(refused))
+                raise
+            except RequestError as error:
+                _refuse_grpc(grpc_context, "INVALID_ARGUMENT", str(error))
+                raise
+
+        async def Predict(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 - the RPC's name
+            X = self._checked_rows(request, grpc_context)
             return risk_response(await self.predict_rows(X, int(request.top_k)))
 
-        async def Severity(self, request: Any) -> Any:  # noqa: N802 - the RPC's name
-            X = decode_rows(request, self.feature_names)
+        async def Severity(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 - the RPC's name
+            X = self._checked_rows(request, grpc_context)
             return severity_response(await self.severity.severity_rows.remote(X))
 
         def check_health(self) -> None:
@@ -263,7 +315,7 @@ def _deployment_classes() -> tuple[Any, Any]:
 
 
 def build_app(run_dir: str | None = None, failure_model: Any = None, severity_model: Any = None,
-              replicas: int | None = None) -> Any:
+              replicas: int | None = None, auth_secret_path: str | None = None) -> Any:
     """The Serve application: ``FailurePredictor`` (ingress) composed with ``SeverityClassifier``.
 
     ``replicas`` of ``FailurePredictor`` (default: one per CPU of the cluster): a replica is one
@@ -276,16 +328,22 @@ def build_app(run_dir: str | None = None, failure_model: Any = None, severity_mo
     if replicas is None:
         replicas = max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
     severity = severity_cls.bind(run_dir=run_dir, model=severity_model)
-    return failure_cls.options(num_replicas=replicas).bind(severity, run_dir=run_dir, model=failure_model)
+    return failure_cls.options(num_replicas=replicas).bind(severity, run_dir=run_dir, model=failure_model,
+                                                           auth_secret_path=auth_secret_path)
 
 
 def start_serve(grpc_port: int, http_port: int = 8000, host: str = "127.0.0.1") -> None:
-    """Start Serve with the gRPC ingress for ``PredictionService`` (cluster-wide; once per cluster)."""
+    """Start Serve (cluster-wide; once per cluster): its HTTP proxy on ``host``, and the gRPC ingress for
+    ``PredictionService`` when ``grpc_port`` > 0.
+
+    Ray 2.60's gRPC proxy has no host option: it listens on ``[::]`` (every interface) whatever ``host``
+    is, hence off by default (``serving.serve_grpc_port=0``) and, when on, checking the front door's tokens.
+    """
     from ray import serve
     from ray.serve.config import HTTPOptions, gRPCOptions
 
-    serve.start(http_options=HTTPOptions(host=host, port=http_port),
-                grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]))
+    grpc_options = gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION] if grpc_port else [])
+    serve.start(http_options=HTTPOptions(host=host, port=http_port), grpc_options=grpc_options)
 
 
 def deploy_models(config: Any, run_dir: str | None, failure_model: Any = None, severity_model: Any = None,
@@ -293,6 +351,10 @@ def deploy_models(config: Any, run_dir: str | None, failure_model: Any = None, s
     """Start Serve (gRPC ingress on ``serving.serve_grpc_port``) and run the model app; returns its handle."""
     from ray import serve
 
-    start_serve(config.serving.serve_grpc_port, config.serving.serve_http_port, config.serving.host)
-    return serve.run(build_app(run_dir, failure_model, severity_model, replicas), name=APP_NAME,
+    cfg = config.serving
+    start_serve(cfg.serve_grpc_port, cfg.serve_http_port, cfg.host)
+    auth_secret_path = cfg.auth_secret_path if cfg.require_auth and cfg.serve_grpc_port else None
+    if auth_secret_path:
+        load_or_create_keys(auth_secret_path)  # the replicas read it; the front door reads the same file
+    return serve.run(build_app(run_dir, failure_model, severity_model, replicas, auth_secret_path), name=APP_NAME,
                      route_prefix="/models")

@@ -10,5 +10,9 @@ from serving.deployments import build_app
 
 
 def models_app(args: dict[str, Any]) -> Any:
-    """The model services application for ``serveConfigV2`` (``args: {run_dir: ...}``)."""
-    return build_app(run_dir=str(args["run_dir"]))
+    """The model services application for ``serveConfigV2`` (``args: {run_dir, auth_secret_path}``).
+
+    With ``auth_secret_path`` the gRPC ingress checks the front door's tokens on every Predict/Severity call.
+    """
+    secret = args.get("auth_secret_path")
+    return build_app(run_dir=str(args["run_dir"]), auth_secret_path=str(secret) if secret else None)

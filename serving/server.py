@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import time
@@ -24,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from configs.settings import ServingConfig
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
 from serving.metrics import FrontDoorMetrics, start_metrics_server
-from serving.auth import AuthError, Claims, bearer_token, verify_token
+from serving.auth import AuthError, Claims, KeySet, KeySetFile, bearer_token, verify_token
 from serving.backend import FleetBackend
 from serving.codec import BatchLimits, safe_parser
 from serving.servicers import (CURRENT_CLAIMS, AlertHub, AlertServicer, SessionRegistry, TelemetryServicer,
@@ -135,8 +136,8 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Verifies the bearer token of every evtwin RPC; with no secret, every caller is ``anonymous``."""
 
-    def __init__(self, secret: bytes | None, clock_s: Callable[[], float] = time.time,
-                 anonymous: Claims = Claims(role="operator", sub="anonymous")) -> None:
+    def __init__(self, secret: KeySet | KeySetFile | bytes | None, clock_s: Callable[[], float] = time.time,
+                 anonymous: Claims = Claims(role="operator", sub="anonymous", write=True)) -> None:
         self.secret = secret
         self.clock_s = clock_s
         self.anonymous = anonymous
@@ -149,10 +150,42 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if self.secret is None:
             return _with_claims(handler, self.anonymous)
         try:
-            claims = verify_token(self.secret, bearer_token(details.invocation_metadata), self.clock_s())
+            keys = self.secret.current() if isinstance(self.secret, KeySetFile) else self.secret
+            claims = verify_token(keys, bearer_token(details.invocation_metadata), self.clock_s())
         except AuthError as error:
             return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, str(error))
         return _with_claims(handler, claims)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses; any other name or address may be reached from outside."""
+    if host.strip("[]").lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def startup_refusals(cfg: ServingConfig, host: str | None = None) -> list[str]:
+    """What makes this configuration unsafe to serve, one sentence each (``evtwin serve`` refuses unless
+    ``--insecure``): auth off, a key-set file others may read, plaintext on a non-loopback address."""
+    reasons = []
+    host = host or cfg.host
+    if not cfg.require_auth:
+        reasons.append("auth is off (serving.require_auth=false): every caller would be an operator allowed to "
+                       "write any vehicle")
+    else:
+        path = Path(cfg.auth_secret_path)
+        if path.exists() and path.stat().st_mode & 0o077:
+            reasons.append(f"the signing key file {path} is readable or writable by group/others "
+                           f"(mode {path.stat().st_mode & 0o777:o}); anyone who reads it can mint tokens: "
+                           f"chmod 600 {path}")
+    if not (cfg.tls_cert_path and cfg.tls_key_path) and not is_loopback(host):
+        reasons.append(f"plaintext gRPC on {host}, which is not a loopback address: tokens and telemetry would "
+                       "cross the network readable; set serving.tls_cert_path and serving.tls_key_path, or "
+                       "serving.host=127.0.0.1")
+    return reasons
 
 
 def server_credentials(cfg: ServingConfig) -> grpc.ServerCredentials | None:
@@ -215,7 +248,7 @@ class FrontDoor:
             await self.backend.close()
 
 
-async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret: bytes | None,
+async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret: KeySet | KeySetFile | bytes | None,
                            host: str | None = None, port: int | None = None,
                            clock_ms: Callable[[], int] = wall_clock_ms) -> FrontDoor:
     """Build and start the server; ``port=0`` binds a free port (returned in ``FrontDoor.port``)."""

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 SECRET = b"t" * 32
 NOW_MS = int(time.time() * 1000)
-OPERATOR = issue_token(SECRET, Claims(role="operator", sub="ops"))
+OPERATOR = issue_token(SECRET, Claims(role="operator", sub="ops", write=True))
 CFG = ServingConfig(max_message_bytes=256 * 1024, max_batch_frames=2000, max_frames_in_flight_per_stream=4000,
                     drain_timeout_s=2.0)
 
@@ -438,6 +438,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     secret_path = tmp_path / "auth.secret"
     secret_path.write_text(SECRET.hex())
+    secret_path.chmod(0o600)  # `evtwin serve` refuses a secret others can read
     process = subprocess.Popen(
         [sys.executable, "-m", "serving.cli", "serve", "--backend", "memory", "--port", "0",
          "--set", f"serving.auth_secret_path={secret_path}"],

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 FPW = 60  # frames per 10-minute window at 10 s
 VEHICLES = ["gv-a", "gv-b", "gv-c"]
-OPERATOR = issue_token(SECRET, Claims(role="operator", sub="ops"))
+OPERATOR = issue_token(SECRET, Claims(role="operator", sub="ops", write=True))
 
 
 @pytest.fixture(scope="module")

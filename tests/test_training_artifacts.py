@@ -165,3 +165,80 @@ def test_training_sequences_match_the_scoring_path_and_normal_ends_skip_anomalie
     bad = np.flatnonzero(data.labels["anomaly"])
     assert not normal[bad].any()
     assert not normal[bad[0] + 4] and normal[bad[0] - 1]  # a sequence reaching back to an anomaly is not normal
+
+
+def _replace_file(run: Path, kind: str, name: str, data: bytes, tag: str) -> Path:
+    import shutil
+
+    copy = run.parent / f"{run.name}-replaced-{tag}"
+    shutil.copytree(run, copy, dirs_exist_ok=True)
+    (copy / "models" / kind / name).write_bytes(data)
+    return copy
+
+
+def test_training_records_the_sha256_of_every_model_file(trained) -> None:
+    import hashlib
+
+    run, _ = trained
+    expected = {"failure": {"h7.txt", "h14.txt", "mode.txt"}, "severity": {"model.txt"}, "anomaly": {"weights.pt"}}
+    for kind, names in expected.items():
+        folder = run / "models" / kind
+        digests = json.loads((folder / "meta.json").read_text())["sha256"]
+        present = {n for n in names if (folder / n).exists()}
+        assert set(digests) == present and present, kind
+        for name in present:
+            assert digests[name] == hashlib.sha256((folder / name).read_bytes()).hexdigest()
+
+
+def test_a_replaced_model_file_is_refused_naming_the_file_and_both_digests(trained) -> None:
+    import hashlib
+
+    import torch
+
+    from training.anomaly import LstmAutoencoder
+
+    run, _ = trained
+    failure = run / "models" / "failure"
+    other_valid_model = (failure / "h14.txt").read_bytes()  # a valid LightGBM model, just not this one
+    replaced = _replace_file(run, "failure", "h7.txt", other_valid_model, "h7")
+    recorded = json.loads((failure / "meta.json").read_text())["sha256"]["h7.txt"]
+    with pytest.raises(ArtifactMismatch) as caught:
+        load_failure_model(replaced)
+    message = str(caught.value)
+    assert "h7.txt" in message and recorded in message and hashlib.sha256(other_valid_model).hexdigest() in message
+
+    ae_meta = json.loads((run / "models" / "anomaly" / "meta.json").read_text())
+    net = LstmAutoencoder(len(ae_meta["signal_names"]), int(ae_meta["hidden_size"]), int(ae_meta["sequence_length"]))
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)  # a valid state dict of the right shape, other weights
+    with pytest.raises(ArtifactMismatch, match="weights.pt"):
+        load_anomaly_model(_replace_file(run, "anomaly", "weights.pt", buffer.getvalue(), "weights"))
+    severity_text = (run / "models" / "severity" / "model.txt").read_text().replace("\n", "\n\n", 1).encode()
+    with pytest.raises(ArtifactMismatch, match="model.txt"):
+        load_severity_model(_replace_file(run, "severity", "model.txt", severity_text, "severity"))
+
+
+@pytest.mark.parametrize("kind, loader", [("failure", load_failure_model), ("severity", load_severity_model),
+                                          ("anomaly", load_anomaly_model)])
+def test_an_artefact_without_digests_is_refused_with_a_message_to_retrain(trained, kind, loader) -> None:
+    run, _ = trained
+    copy = _tamper(run, kind, "sha256", None)
+    path = copy / "models" / kind / "meta.json"
+    meta = json.loads(path.read_text())
+    del meta["sha256"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactMismatch, match="retrain"):
+        loader(copy)
+
+
+def test_a_feature_list_in_another_order_names_the_first_differing_position(trained) -> None:
+    run, _ = trained
+    swapped = list(FEATURE_NAMES)
+    swapped[3], swapped[5] = swapped[5], swapped[3]
+    with pytest.raises(ArtifactMismatch) as caught:
+        load_failure_model(_tamper(run, "failure", "feature_names", swapped))
+    message = str(caught.value)
+    assert "order" in message and "position 3" in message
+    assert repr(FEATURE_NAMES[3]) in message and repr(FEATURE_NAMES[5]) in message

@@ -8,11 +8,14 @@ Layout (no pickle anywhere: LightGBM text models, a torch ``state_dict``, JSON m
     models/baselines.json                            baseline detectors and their validation thresholds
 
 Every ``meta.json`` carries the config, feature list and hash, telemetry schema version, data hash,
-metrics and package versions. Loaders refuse an artefact whose feature list, feature hash or schema
-version differs from this code (``ArtifactMismatch``).
+metrics, package versions and the sha256 of every model file beside it. Loaders refuse an artefact whose
+feature list, feature hash or schema version differs from this code, a model file whose digest is not the
+recorded one (a replaced file, even a valid model), and an artefact with no digests (``ArtifactMismatch``).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import platform
@@ -29,6 +32,7 @@ from training.features import FEATURE_NAMES, FEATURES_HASH
 __all__ = [
     "ArtifactMismatch", "FailureModel", "SeverityModel", "AnomalyModel", "load_failure_model",
     "load_severity_model", "load_anomaly_model", "package_versions", "write_meta", "read_meta", "MODELS_DIR",
+    "model_bytes", "file_sha256",
 ]
 
 MODELS_DIR = "models"
@@ -54,9 +58,15 @@ def provenance(feature_names: Sequence[str] = FEATURE_NAMES) -> dict[str, Any]:
             "features_hash": FEATURES_HASH, "schema_version": SCHEMA.version, "versions": package_versions()}
 
 
-def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_meta(folder: Path, meta: dict[str, Any], model_files: Sequence[str]) -> None:
+    """Write ``meta.json`` with the sha256 of each of ``model_files`` (names in ``folder``, written already)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")
+    digests = {name: file_sha256(folder / name) for name in model_files}
+    (folder / "meta.json").write_text(json.dumps({**meta, "sha256": digests}, indent=1, default=_json_default) + "\n")
 
 
 def _json_default(x: Any) -> Any:
@@ -76,20 +86,55 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def model_bytes(folder: Path, meta: dict[str, Any], name: str) -> bytes:
+    """The bytes of model file ``name``, refused unless their sha256 is the one recorded at training.
+
+    The bytes returned are the bytes checked (parse them, do not reopen the file)."""
+    path = folder / name
+    recorded = (meta.get("sha256") or {}).get(name)
+    if recorded is None:
+        raise ArtifactMismatch(f"{path}: no sha256 recorded for it in {folder / 'meta.json'}; retrain "
+                               "(`evtwin train --run <run>`)")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
+        raise ArtifactMismatch(f"{path}: sha256 {actual} is not the {recorded} recorded at training; the file was "
+                               "replaced or corrupted: restore it or retrain")
+    return data
+
+
+def _first_difference(trained: Sequence[str], ours: Sequence[str]) -> str:
+    """Where two feature lists part: '... position i: trained 'a', this code 'b''."""
+    for i, (a, b) in enumerate(zip(trained, ours)):
+        if a != b:
+            return f"first difference at position {i}: trained {a!r}, this code {b!r}"
+    shorter, longer = (trained, ours) if len(trained) < len(ours) else (ours, trained)
+    return f"first difference at position {len(shorter)}: {'trained' if longer is trained else 'this code'} has {longer[len(shorter)]!r}"
+
+
 def _check(meta: dict[str, Any], path: Path) -> None:
     if meta.get("schema_version") != SCHEMA.version:
         raise ArtifactMismatch(f"{path}: trained for telemetry schema {meta.get('schema_version')!r}, "
                                f"this code reads {SCHEMA.version!r}; retrain")
-    if meta.get("features_hash") != FEATURES_HASH or list(meta.get("feature_names", [])) != list(FEATURE_NAMES):
+    if not isinstance(meta.get("sha256"), dict) or not meta["sha256"]:
+        raise ArtifactMismatch(f"{path}: no sha256 digests of the model files (trained before they were recorded, "
+                               "or edited); model files cannot be checked: retrain (`evtwin train --run <run>`)")
+    trained_names = [str(n) for n in meta.get("feature_names", [])]
+    if (meta.get("features_hash") == FEATURES_HASH and trained_names != list(FEATURE_NAMES)
+            and sorted(trained_names) == sorted(FEATURE_NAMES)):
+        raise ArtifactMismatch(f"{path}: trained on the same features in another order (hash {FEATURES_HASH!r} "
+                               f"equal); {_first_difference(trained_names, FEATURE_NAMES)}; retrain")
+    if meta.get("features_hash") != FEATURES_HASH or trained_names != list(FEATURE_NAMES):
         raise ArtifactMismatch(f"{path}: trained on feature set {meta.get('features_hash')!r} "
                                f"({len(meta.get('feature_names', []))} features), this code computes "
-                               f"{FEATURES_HASH!r} ({len(FEATURE_NAMES)}); retrain")
+                               f"{FEATURES_HASH!r} ({len(FEATURE_NAMES)}); "
+                               f"{_first_difference(trained_names, FEATURE_NAMES)}; retrain")
 
 
-def _booster(path: Path):  # -> lightgbm.Booster
+def _booster(folder: Path, meta: dict[str, Any], name: str):  # -> lightgbm.Booster
     import lightgbm as lgb
 
-    return lgb.Booster(model_str=path.read_text())
+    return lgb.Booster(model_str=model_bytes(folder, meta, name).decode())
 
 
 def _as_matrix(X: np.ndarray) -> np.ndarray:
@@ -109,9 +154,9 @@ class FailureModel:
         self.feature_names: tuple[str, ...] = tuple(meta["feature_names"])
         self.horizons: tuple[int, ...] = tuple(int(h) for h in meta["horizons"])
         self.modes: tuple[str, ...] = tuple(meta.get("modes", ()))
-        self._boosters = {h: _booster(folder / f"h{h}.txt") for h in self.horizons}
+        self._boosters = {h: _booster(folder, meta, f"h{h}.txt") for h in self.horizons}
         self._calibrators = {h: Calibrator.from_dict(meta["calibrators"][str(h)]) for h in self.horizons}
-        self._mode_booster = _booster(folder / "mode.txt") if self.modes else None
+        self._mode_booster = _booster(folder, meta, "mode.txt") if self.modes else None
 
     def predict_raw(self, X: np.ndarray) -> dict[int, np.ndarray]:
         X = _as_matrix(X)
@@ -153,7 +198,7 @@ class SeverityModel:
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         self.meta = meta
         self.feature_names: tuple[str, ...] = tuple(meta["feature_names"])
-        self._booster = _booster(folder / "model.txt")
+        self._booster = _booster(folder, meta, "model.txt")
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = _as_matrix(X)
@@ -200,7 +245,7 @@ class AnomalyModel:
         # contending ones (measured), and twins/Serve replicas parallelise across processes anyway.
         torch.set_num_threads(1)
         self.net = build_autoencoder(len(self.signal_names), int(meta["hidden_size"]), self.sequence_length)
-        state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(model_bytes(folder, meta, "weights.pt")), map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
         self.net.eval()
 

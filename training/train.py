@@ -157,7 +157,8 @@ def train_failure(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, hori
                            "calibration": cal.kind}
     modes = _train_mode_model(cfg, folder, tr, va, horizons[-1])
     write_meta(folder, {**base_meta, "kind": "failure", "horizons": list(horizons), "calibrators": calibrators,
-                        "best_iteration": best, "metrics": metrics, "modes": modes})
+                        "best_iteration": best, "metrics": metrics, "modes": modes},
+               model_files=[f"h{h}.txt" for h in horizons] + (["mode.txt"] if modes else []))
     return metrics
 
 
@@ -233,7 +234,8 @@ def train_severity(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, hor
                "train_horizon_days": train_h, "eval_horizon_days": eval_horizon,
                "train_rows": int(counts.sum()), "class_counts": counts.tolist()}
     write_meta(folder, {**base_meta, "kind": "severity", "horizon": train_h, "eval_horizon": eval_horizon,
-                        "metrics": metrics, "best_iteration": booster.best_iteration or booster.current_iteration()})
+                        "metrics": metrics, "best_iteration": booster.best_iteration or booster.current_iteration()},
+               model_files=["model.txt"])
     return metrics
 
 
@@ -314,7 +316,8 @@ def train_anomaly(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, va_b
                         "threshold_percentile": cfg.anomaly.anomaly_threshold_percentile,
                         "alert_threshold": outcome.threshold, "metrics": metrics,
                         # The fleet's normal error per signal: personal heads measure a vehicle against it.
-                        "signal_error_reference": anomaly_signal_reference(verr, vshares, vnormal).tolist()})
+                        "signal_error_reference": anomaly_signal_reference(verr, vshares, vnormal).tolist()},
+               model_files=["weights.pt"])
     return metrics
 
 

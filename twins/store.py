@@ -1,6 +1,7 @@
 """Twin checkpoints in a store addressed by URI (``pyarrow.fs``): a local folder by default, ``s3://``,
-``gs://`` or ``hdfs://`` on a cluster. Writes are atomic (temporary file, then move) where the
-filesystem allows, so a reader never sees half a checkpoint.
+``gs://`` or ``hdfs://`` on a cluster. Writes are atomic (temporary file, fsync, then rename) where the
+filesystem allows, so a reader never sees half a checkpoint; a failed write leaves no temporary file.
+Local checkpoints are readable by their owner only (0600): a twin's state is a vehicle's history.
 
 >>> import tempfile
 >>> store = CheckpointStore(tempfile.mkdtemp())
@@ -17,6 +18,7 @@ from urllib.parse import quote, unquote
 
 import pyarrow.fs as pafs
 
+from configs.schema import is_vehicle_id
 from twins.types import Alert
 
 _SUFFIX = ".twin"
@@ -40,6 +42,9 @@ class CheckpointStore:
         self._atomic_move = isinstance(self.fs, pafs.LocalFileSystem)
 
     def _path(self, vehicle_id: str) -> str:
+        if not is_vehicle_id(vehicle_id):
+            raise ValueError(f"vehicle id {vehicle_id[:80]!r}: not a vehicle id (1-64 characters of "
+                             "[A-Za-z0-9._:/-], starting alphanumeric); no checkpoint is named after it")
         return f"{self.root}/{quote(vehicle_id, safe='')}{_SUFFIX}"
 
     def put(self, vehicle_id: str, data: bytes) -> None:
@@ -49,9 +54,16 @@ class CheckpointStore:
                 out.write(data)
             return
         temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open_output_stream(temporary) as out:
-            out.write(data)
-        self.fs.move(temporary, path)
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())  # durable before it replaces the previous checkpoint
+            os.replace(temporary, path)
+        finally:
+            if os.path.lexists(temporary):  # the write or the rename failed: leave nothing behind
+                os.unlink(temporary)
 
     def get(self, vehicle_id: str) -> bytes | None:
         try:
