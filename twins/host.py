@@ -2,7 +2,8 @@
 
 ``TwinHost`` holds the twins of one host (one vehicle by default, a shard with ``twins_per_actor > 1``),
 restores them from the checkpoint store on first contact, checkpoints every twin an ingest call
-changed *before* answering, and acknowledges only what is in a checkpoint. Model calls and fine-tunes
+changed *before* answering, and acknowledges only what is in a checkpoint (``checkpoint_uri=None``: an
+ephemeral host, for simulations: no checkpoints, acknowledges what it applied, evicts nothing). Model calls and fine-tunes
 go through small injected interfaces (``Predictor``, ``Runner``) so a slow or failing service can
 never block ingestion and tests need no cluster.
 
@@ -193,7 +194,7 @@ class HostSettings:
     twins: TwinsConfig
     window_ms: int
     stride_ms: int
-    checkpoint_uri: str
+    checkpoint_uri: str | None  # None: ephemeral twins (the what-if), never written, never evicted
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -206,7 +207,7 @@ class TwinHost:
         self.settings = settings
         self.cfg = settings.twins
         self.model = anomaly_model
-        self.store = CheckpointStore(settings.checkpoint_uri)
+        self.store = CheckpointStore(settings.checkpoint_uri) if settings.checkpoint_uri is not None else None
         self.predictor = predictor
         self.runner = runner or InlineRunner()
         self.clock = clock
@@ -227,7 +228,7 @@ class TwinHost:
         """The resident twin, else restored from its last checkpoint, else a new one (first contact)."""
         twin = self.twins.get(vehicle_id)
         if twin is None:
-            data = self.store.get(vehicle_id)
+            data = self.store.get(vehicle_id) if self.store is not None else None
             if data is not None:
                 twin = VehicleTwin.from_bytes(data, self.model, self.cfg)
                 self.restored += 1
@@ -271,7 +272,8 @@ class TwinHost:
 
     def _checkpoint(self, vehicle_id: str) -> None:
         twin = self.twins[vehicle_id]
-        self.store.put(vehicle_id, twin.to_bytes())
+        if self.store is not None:
+            self.store.put(vehicle_id, twin.to_bytes())
         # Only now is the effect durable: acknowledge up to the applied watermark.
         self.acked[vehicle_id] = twin.applied_seq
 
@@ -282,6 +284,8 @@ class TwinHost:
 
     def evict_idle(self) -> list[str]:
         """Drop twins idle for ``idle_evict_minutes`` (they are checkpointed after every change)."""
+        if self.store is None:
+            return []  # an evicted twin could not come back
         horizon = self.clock() - self.cfg.idle_evict_minutes * 60.0
         idle = [v for v, t in self.last_used.items() if t < horizon and v in self.twins]
         for vehicle_id in idle:
@@ -368,7 +372,7 @@ class TwinHost:
 
     # ------------------------------------------------------------------ queries
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
-        if vehicle_id not in self.twins and self.store.get(vehicle_id) is None:
+        if vehicle_id not in self.twins and (self.store is None or self.store.get(vehicle_id) is None):
             return None
         summary = self.twin(vehicle_id).summary()
         summary["acked_seq"] = self.acked.get(vehicle_id)

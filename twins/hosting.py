@@ -94,10 +94,13 @@ class ServePredictor:
 class TwinHostActor:
     """Wiring only: every method forwards to ``TwinHost``."""
 
-    def __init__(self, settings: HostSettings, run_dir: str | None, use_models: bool) -> None:
+    def __init__(self, settings: HostSettings, run_dir: str | None, use_models: bool,
+                 predictor_factory: Callable[[], Any] | None = None) -> None:
         model = _load_anomaly_model(run_dir)
         predictor = None
-        if use_models:
+        if predictor_factory is not None:  # an in-process predictor built in the actor (the what-if)
+            predictor = predictor_factory()
+        elif use_models:
             try:
                 predictor = ServePredictor()
             except Exception:  # Serve not deployed: twins run without predictions
@@ -152,8 +155,10 @@ class TwinFleet:
     """
 
     def __init__(self, settings: HostSettings, shards: int, run_dir: str | None = None,
-                 use_models: bool = False, detached: bool = False) -> None:
+                 use_models: bool = False, detached: bool = False,
+                 predictor_factory: Callable[[], Any] | None = None) -> None:
         self.settings = settings
+        self.predictor_factory = predictor_factory
         self.cfg: TwinsConfig = settings.twins
         self.shards = shards
         self.run_dir = run_dir
@@ -192,7 +197,7 @@ class TwinFleet:
             handle = TwinHostActor.options(
                 name=name, namespace=NAMESPACE, get_if_exists=True,
                 lifetime="detached" if self.detached else None,
-            ).remote(self.settings, self.run_dir, self.use_models)
+            ).remote(self.settings, self.run_dir, self.use_models, self.predictor_factory)
             self.actors[name] = handle
         return handle
 

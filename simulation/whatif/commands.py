@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from configs.settings import load_config
+from simulation.whatif.parallel import run_tasks
+from simulation.whatif.report import CONSOLE_KPIS, comparison_rows, write_report
+from simulation.whatif.runner import ReplicationTask, models_dir_or_none
 from simulation.whatif.scenarios import POLICY_NAMES, list_scenarios, load_scenario
 
 COMPARE_SCENARIOS: tuple[str, ...] = ("baseline", "heatwave", "fast_charge_heavy", "aged_fleet", "small_workshop")
@@ -43,8 +46,6 @@ def register(subparsers: Any) -> None:
 
 
 def _tasks(args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
-    from simulation.whatif.runner import ReplicationTask, models_dir_or_none
-
     base = load_config(args.config)
     names = list(args.scenario) or (list(COMPARE_SCENARIOS) if args.compare else ["baseline"])
     tasks, questions = [], {}
@@ -78,9 +79,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
-
-    from simulation.whatif.parallel import run_tasks
-    from simulation.whatif.report import CONSOLE_KPIS, comparison_rows, write_report
 
     console = Console(stderr=True)
     tasks, questions = _tasks(args)
