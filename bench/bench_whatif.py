@@ -9,10 +9,11 @@ Figures, same run, same machine:
    ``--core-vehicles`` x ``--core-days`` (default: the same size as the twins run), the baseline of the ratio;
 2. one replication of the baseline scenario with the predictive policy and real twins with the trained
    models of ``--models`` (default ``runs/demo``: LSTM-AE in the twins, LightGBM failure model):
-   generator frames at ``whatif.twin_frame_interval_s`` through ``VehicleTwin``s, one batched step for
-   all vehicles per poll, for ``--vehicles`` x ``--days``: wall time, process CPU time, vehicle-days/s,
-   the slowdown against (1) and the projection to 1,000 vehicles x 90 days; ``--twin-shards 1,2``
-   repeats it with the twins split over Ray actors (``whatif.twin_shards``);
+   generator frames at ``whatif.twin_frame_interval_s`` through the twin host (``twins.host.TwinHost``,
+   one batched step for all vehicles per poll), for ``--vehicles`` x ``--days``: wall time, process CPU
+   time, vehicle-days/s, the slowdown against (1), the projection to 1,000 vehicles x 90 days and the
+   KPIs; ``--twin-shards 1,2`` repeats it with the twins on the Ray ``twins.hosting.TwinFleet``'s shard
+   actors (``whatif.twin_shards``; the generator stays in this process);
 3. replications spread over Ray workers: the same ``--replications`` with 1 and with 2 CPUs.
 The models' dataset windows must equal the scenario's (the twins close the windows the models read).
 """

@@ -80,11 +80,11 @@ class VehicleFrames:
 def frame_block(frames: Mapping[str, Sequence[VehicleFrames]]) -> FrameBlock:
     """What ``TwinHost.ingest`` takes: each vehicle's frames (in time order), vehicles in the mapping's order."""
     vehicle_ids = [vehicle_id for vehicle_id, parts in frames.items() if parts]
+    if not vehicle_ids:
+        raise ValueError("frame_block needs the frames of at least one vehicle (got none)")
     parts = [part for vehicle_id in vehicle_ids for part in frames[vehicle_id]]
     sizes = [sum(int(part.seq.size) for part in frames[vehicle_id]) for vehicle_id in vehicle_ids]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    if not parts:
-        return FrameBlock([], offsets, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
     return FrameBlock(vehicle_ids, offsets, np.concatenate([p.seq for p in parts]),
                       np.concatenate([p.ts for p in parts]), np.concatenate([p.values for p in parts]))
 
@@ -252,7 +252,7 @@ class TwinDetector:
 
     ``TwinDetector(...)`` hosts the twins in this process (``TwinHost``) with the given models;
     ``on_ray`` hosts them on Ray actors (``TwinFleet``); ``from_run`` loads a trained run and picks by
-    ``whatif.twin_shards``. Call ``close`` when done (it releases actors and checkpoints).
+    ``whatif.twin_shards``. Call ``close`` when done (it releases the Ray actors).
     """
 
     def __init__(self, profiles: Sequence[Any], config: Config, seed: int, *, plans: Sequence[VehiclePlan] = (),
@@ -309,23 +309,29 @@ class TwinDetector:
 
     @classmethod
     def on_ray(cls, profiles: Sequence[Any], config: Config, seed: int, *, plans: Sequence[VehiclePlan] = (),
-               models_dir: str | None = None, shards: int = 2) -> TwinDetector:
-        """The twins on ``shards`` host actors of a ``TwinFleet`` (routed by ``twins.host.route``), each with a
-        ``LocalPredictor`` on the run's failure model; all shards step together in each poll. Starts Ray if needed."""
+               models_dir: str | None = None, failure_model: Any = None, shards: int = 2) -> TwinDetector:
+        """The twins on ``shards`` host actors of a ``TwinFleet`` (routed by ``twins.host.route``); all shards step
+        together in each poll. Each actor loads the anomaly and failure models of ``models_dir`` itself, or is sent
+        ``failure_model`` (pickled; no anomaly model then). Starts Ray if needed."""
         if shards < 1:
             raise ValueError(f"shards must be >= 1 (got {shards})")
+        if models_dir is not None and failure_model is not None:
+            raise ValueError("give models_dir or failure_model, not both")
         started_ray = not ray.is_initialized()
         if started_ray:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        anomaly_model = failure_model = None
+        anomaly_model = None
+        threshold = config.twins.risk_alert_threshold
+        factory: Callable[[], LocalPredictor] | None = None
         if models_dir is not None:
             try:
                 anomaly_model = load_anomaly_model(models_dir)  # the actors load their own; here for stats()
             except FileNotFoundError:
                 anomaly_model = None
             failure_model = load_failure_model(models_dir)
-        factory = None if models_dir is None else functools.partial(
-            _run_predictor, models_dir, config.twins.risk_alert_threshold)
+            factory = functools.partial(_run_predictor, models_dir, threshold)
+        elif failure_model is not None:
+            factory = functools.partial(LocalPredictor, (failure_model, None), 0, threshold)
         detector = cls(profiles, config, seed, plans=plans, anomaly_model=anomaly_model, failure_model=failure_model,
                        hosting=lambda settings: _ReplicationFleet(settings, shards, models_dir,
                                                                   predictor_factory=factory))
