@@ -67,7 +67,8 @@ def most_likely_modes(names: Sequence[str], risk_by_mode: np.ndarray) -> list[st
     if not names:
         return [None] * int(risk_by_mode.shape[0])
     if risk_by_mode.ndim != 2 or risk_by_mode.shape[1] != len(names):
-        raise ValueError(f"risk_by_mode has shape {risk_by_mode.shape}, expected (rows, {len(names)}) for modes {list(names)}")
+        raise ValueError(f"risk_by_mode has shape {risk_by_mode.shape}, expected (rows, {len(names)}) "
+                         f"for modes {list(names)}")
     return [names[int(j)] for j in np.argmax(risk_by_mode, axis=1)]
 
 

@@ -2,10 +2,10 @@
 
 ``TwinHost`` holds the twins of one host (one vehicle by default, a shard with ``twins_per_actor > 1``),
 restores them from the checkpoint store on first contact, checkpoints every twin an ingest call
-changed *before* answering, and acknowledges only what is in a checkpoint (``checkpoint_uri=None``: an
-ephemeral host, for simulations: no checkpoints, acknowledges what it applied, evicts nothing). Model calls and fine-tunes
-go through small injected interfaces (``Predictor``, ``Runner``) so a slow or failing service can
-never block ingestion and tests need no cluster.
+changed *before* answering, and acknowledges only what is in a checkpoint (``checkpoint_uri=None``:
+an ephemeral host, for simulations: no checkpoints, acknowledges what it applied, evicts nothing).
+Model calls and fine-tunes go through small injected interfaces (``Predictor``, ``Runner``) so a slow
+or failing service can never block ingestion and tests need no cluster.
 
 >>> route("vehicle-0001", 8) == route("vehicle-0001", 8)
 True
