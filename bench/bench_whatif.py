@@ -9,10 +9,11 @@ Figures, same run, same machine:
    ``--core-vehicles`` x ``--core-days`` (default: the same size as the twins run), the baseline of the ratio;
 2. one replication of the baseline scenario with the predictive policy and real twins with the trained
    models of ``--models`` (default ``runs/demo``: LSTM-AE in the twins, LightGBM failure model):
-   generator frames at ``whatif.twin_frame_interval_s`` through ``VehicleTwin``s, one batched step for
-   all vehicles per poll, for ``--vehicles`` x ``--days``: wall time, process CPU time, vehicle-days/s,
-   the slowdown against (1) and the projection to 1,000 vehicles x 90 days; ``--twin-shards 1,2``
-   repeats it with the twins split over Ray actors (``whatif.twin_shards``);
+   generator frames at ``whatif.twin_frame_interval_s`` through the twin host (``twins.host.TwinHost``,
+   one batched step for all vehicles per poll), for ``--vehicles`` x ``--days``: wall time, process CPU
+   time, vehicle-days/s, the slowdown against (1), the projection to 1,000 vehicles x 90 days and the
+   KPIs; ``--twin-shards 1,2`` repeats it with the twins on the Ray ``twins.hosting.TwinFleet``'s shard
+   actors (``whatif.twin_shards``; the generator stays in this process);
 3. replications spread over Ray workers: the same ``--replications`` with 1 and with 2 CPUs.
 The models' dataset windows must equal the scenario's (the twins close the windows the models read).
 """
@@ -28,10 +29,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from simulation.whatif.kpis import compute_kpis  # noqa: E402
 from simulation.whatif.parallel import run_tasks  # noqa: E402
 from simulation.whatif.runner import (ReplicationTask, build_fleet, make_policy, models_dir_or_none,  # noqa: E402
                                       simulate_plans)
 from simulation.whatif.scenarios import load_scenario  # noqa: E402
+from simulation.whatif.twin_detector import TwinDetector  # noqa: E402
 
 
 def scenario_config(vehicles: int, days: float):
@@ -67,8 +70,6 @@ def check_models(config, models_dir: str) -> None:
 
 def bench_twins(vehicles: int, days: float, models: str | None, shards: int = 1,
                 core_rate: float | None = None) -> float:
-    from simulation.whatif.twin_detector import ShardedTwinDetector, TwinDetector
-
     config = scenario_config(vehicles, days)
     models_dir = models_dir_or_none(models)
     if models_dir is None:
@@ -77,8 +78,7 @@ def bench_twins(vehicles: int, days: float, models: str | None, shards: int = 1,
     t0, c0 = time.perf_counter(), time.process_time()
     profiles, plans = build_fleet(config, config.seed)
     if shards > 1:
-        detector = ShardedTwinDetector(profiles, config, config.seed, plans=plans, models_dir=models_dir,
-                                       shards=shards)
+        detector = TwinDetector.on_ray(profiles, config, config.seed, plans=plans, models_dir=models_dir, shards=shards)
     else:
         detector = TwinDetector.from_run(profiles, config, config.seed, models_dir, plans)
     policy = make_policy("predictive", config, detector)
@@ -88,8 +88,7 @@ def bench_twins(vehicles: int, days: float, models: str | None, shards: int = 1,
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         stats = detector.stats()
     finally:
-        if shards > 1:
-            detector.close()
+        detector.close()
     vd = vehicles * days
     rate = vd / elapsed
     ratio = f", {core_rate / rate:.0f}x slower than the SimPy core alone" if core_rate else ""
@@ -100,6 +99,8 @@ def bench_twins(vehicles: int, days: float, models: str | None, shards: int = 1,
           f"{stats['alerts_by_rule']}, {len(records.visits)} visits -> {rate:,.1f} vehicle-days/s{ratio}; "
           f"1,000 x 90 days {'took' if vd >= 90_000 else 'projected'} {90_000 / rate / 60:.1f} min "
           f"(target 5 min; load average {load()})")
+    kpis = compute_kpis(records, config.whatif.costs)
+    print("twins  KPIs: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(kpis.items())))
     return rate
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from protos.evtwin.v1 import prediction_pb2
 from training.artifacts import load_failure_model, load_severity_model
 from serving.auth import AuthError, KeySet, authorize_prediction, load_keys, load_or_create_keys
+from training import predictions
 
 APP_NAME = "evtwin-models"
 SERVICER_FUNCTION = "protos.evtwin.v1.prediction_pb2_grpc.add_PredictionServiceServicer_to_server"
@@ -76,17 +77,8 @@ def predict_risk(model: FailureModel, X: np.ndarray, top_k: int) -> dict[str, An
     horizons = sorted(int(h) for h in by_horizon)
     risk = np.stack([np.asarray(by_horizon[h], dtype=np.float32) for h in horizons], axis=1) if X.shape[0] \
         else np.zeros((0, len(horizons)), dtype=np.float32)
-    modes: list[str] = []
-    mode_risk = np.zeros((X.shape[0], 0), dtype=np.float32)
-    predict_modes = getattr(model, "predict_modes", None)
-    if predict_modes is not None and X.shape[0]:
-        by_mode = predict_modes(X)
-        if by_mode and isinstance(next(iter(by_mode.values())), dict):
-            # {horizon: {mode: risk}} (training.artifacts): per-mode risk at the shortest horizon.
-            by_mode = by_mode[min(by_mode)]
-        modes = sorted(by_mode)
-        if modes:
-            mode_risk = np.stack([np.asarray(by_mode[m], dtype=np.float32) for m in modes], axis=1)
+    modes, mode_risk = predictions.mode_risk(model, X)
+    mode_risk = mode_risk.astype(np.float32)
     contributions = model.contributions(X, top_k) if top_k > 0 and X.shape[0] else [[] for _ in range(X.shape[0])]
     return {"horizons": horizons, "risk": risk, "modes": modes, "mode_risk": mode_risk,
             "contributions": contributions, "version": str(getattr(model, "version", ""))}
@@ -139,15 +131,11 @@ def severity_response(answer: dict[str, Any]) -> Any:
 
 def row_answers(risk: dict[str, Any], severity: dict[str, Any] | None) -> tuple[list[dict[int, float]], list[str | None],
                                                                                  list[list[tuple[str, float]]], list[int | None]]:
-    """Per-row plain values for the twins: risk by horizon, most likely mode, contributions, severity."""
-    rows = risk["risk"].shape[0]
-    risks = [{h: float(risk["risk"][i, j]) for j, h in enumerate(risk["horizons"])} for i in range(rows)]
-    modes: list[str | None] = [None] * rows
-    if risk["modes"]:
-        best = np.argmax(risk["mode_risk"], axis=1)
-        modes = [risk["modes"][int(b)] for b in best]
-    levels: list[int | None] = [None] * rows if severity is None else [int(s) for s in severity["severity"]]
-    return risks, modes, [list(c) for c in risk["contributions"]], levels
+    """Per-row plain values for the twins: risk by horizon, most likely mode, contributions, severity
+    (``training.predictions``, the twins' one prediction path, from the batched answers)."""
+    rows = predictions.answers_from_arrays(risk["horizons"], risk["risk"], risk["modes"], risk["mode_risk"],
+                                           risk["contributions"], None if severity is None else severity["severity"])
+    return rows.risk, rows.mode, rows.contributions, rows.severity
 
 
 class PredictionRefused(Exception):

@@ -22,14 +22,8 @@ PACKAGES: tuple[str, ...] = ("configs", "simulation", "training", "twins", "serv
 OURS: frozenset[str] = frozenset(PACKAGES) | {"protos"}
 WHATIF = "simulation.whatif"
 
-# Temporarily allowed to import project modules inside functions: the what-if is being rewritten onto
-# the one twin host (issue 11 item 3, task D), which moves these imports to the top. Remove entries as
-# they go; an entry whose module no longer needs it fails the test, so the list only shrinks.
-FUNCTION_IMPORT_ALLOWED: frozenset[str] = frozenset({
-    "simulation.whatif.commands",
-    "simulation.whatif.runner",
-    "simulation.whatif.twin_detector",
-})
+# No module may import a project module inside a function (the what-if's exceptions are gone).
+FUNCTION_IMPORT_ALLOWED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -220,3 +220,20 @@ def test_fine_tunes_run_through_the_runner_and_are_checkpointed(tmp_path: Path) 
     for lo in range(0, 12 * FPW, FPW):
         capped.ingest(FrameBatch.from_columns(take(frames, slice(lo, lo + FPW)))[0])
     assert capped.twin("a").head.version >= 2 and not capped.twin("a").head.offsets.any()  # the config reaches the task
+
+
+def test_a_host_without_a_checkpoint_store_keeps_its_twins_and_acknowledges_what_it_applied(tmp_path: Path) -> None:
+    """checkpoint_uri=None (the what-if's twins): nothing written, acks at the applied watermark, nothing evicted."""
+    clock = Clock()
+    ephemeral = HostSettings(twins=settings(tmp_path).twins, window_ms=WINDOW_MS, stride_ms=WINDOW_MS,
+                             checkpoint_uri=None)
+    host = TwinHost(ephemeral, clock=clock)
+    durable = TwinHost(settings(tmp_path), clock=Clock())
+    block, _ = FrameBatch.from_columns(fleet_frames(["a", "b"], 3 * FPW))
+    result, reference = host.ingest(block), durable.ingest(block)
+    assert result.acks == reference.acks == {"a": 3 * FPW, "b": 3 * FPW}
+    assert host.store is None
+    clock.now += 10 * 3600.0  # far past idle_evict_minutes
+    assert host.evict_idle() == [] and host.resident() == ["a", "b"]
+    assert host.summary("a")["acked_seq"] == 3 * FPW and host.summary("nobody") is None
+    assert host.twins["a"].to_bytes() == durable.twins["a"].to_bytes()

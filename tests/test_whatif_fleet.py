@@ -217,3 +217,29 @@ def test_a_repair_restarts_the_vehicles_stream_without_the_repaired_failure_and_
     assert detector.frames == pytest.approx(6 * frames_per_day, abs=1)  # nothing twice, nothing missing
     assert seen_before == pytest.approx(3 * frames_per_day, abs=1)
     assert twin.duplicates == 0
+
+
+def test_the_frames_the_what_if_hands_the_twin_host_are_what_the_host_makes_of_the_generators_batches() -> None:
+    """frame_block (the what-if's one adapter) of several vehicles' polls == FrameBatch.from_columns of the generator's Arrow batches."""
+    import pyarrow as pa
+
+    from simulation.generator import stream_vehicle_batches
+    from simulation.whatif.twin_detector import coarse_simulation, frame_block, vehicle_frame_batches
+    from configs.frames import FrameBatch
+
+    config = small(extra=("simulation.num_vehicles=3", "simulation.duration_days_per_vehicle=2"))
+    profiles, plans = build_fleet(config, 6)
+    sim_cfg = coarse_simulation(config.simulation, config.whatif.twin_frame_interval_s)
+    ours = {p.vehicle_id: list(vehicle_frame_batches(p, sim_cfg, 6, 6 * 3600.0, events=list(plan.source_events)))[:3]
+            for p, plan in zip(profiles, plans)}
+    arrow = [b for p, plan in zip(profiles, plans)
+             for b in list(stream_vehicle_batches(p, sim_cfg, 6, 6 * 3600.0, events=list(plan.source_events)))[:3]]
+    block = frame_block(ours)
+    expected, rejected = FrameBatch.from_columns(pa.Table.from_batches(arrow))
+    assert not rejected and block.vehicle_ids == expected.vehicle_ids == [p.vehicle_id for p in profiles]
+    np.testing.assert_array_equal(block.offsets, expected.offsets)
+    np.testing.assert_array_equal(block.seq, expected.seq)
+    np.testing.assert_array_equal(block.ts, expected.ts)
+    np.testing.assert_array_equal(block.values, expected.values)  # NaN == NaN here
+    with pytest.raises(ValueError, match="at least one vehicle"):
+        frame_block({profiles[0].vehicle_id: []})

@@ -34,23 +34,32 @@ def test_replications_as_ray_tasks_match_the_in_process_run(ray_session) -> None
     assert remote[0].kpis != remote[1].kpis  # replications differ by seed
 
 
-def test_twins_sharded_over_ray_actors_give_the_one_process_result(ray_session) -> None:
+def test_twins_on_the_ray_twin_fleet_give_the_in_process_result(ray_session) -> None:
+    """The what-if's twins hosted by twins.hosting.TwinFleet (3 shard actors, each with a LocalPredictor on the
+    same failure model) give the alerts and visits of the same twins hosted by one in-process TwinHost."""
+    from serving.deployments import demo_models
     from simulation.whatif.runner import build_fleet, make_policy, simulate_plans
-    from simulation.whatif.twin_detector import ShardedTwinDetector, TwinDetector
+    from simulation.whatif.twin_detector import TwinDetector
+    from twins.hosting import TwinFleet
+    from twins.twin import feature_names
 
     config = load_scenario("baseline", overrides=["simulation.num_vehicles=8", "simulation.duration_days_per_vehicle=6",
-                                                  "whatif.visit_budget_per_100_vehicle_days=30"]).config
+                                                  "whatif.visit_budget_per_100_vehicle_days=30",
+                                                  "twins.risk_alert_threshold=0.3"]).config
+    failure_model = demo_models(rows=400, seed=1, feature_names=feature_names())[0]
     profiles, plans = build_fleet(config, 3)
-    single = TwinDetector(profiles, config, 3, plans=plans)
-    sharded = ShardedTwinDetector(profiles, config, 3, plans=plans, shards=3)
+    single = TwinDetector(profiles, config, 3, plans=plans, failure_model=failure_model)
+    sharded = TwinDetector.on_ray(profiles, config, 3, plans=plans, failure_model=failure_model, shards=3)
     try:
         one = simulate_plans(plans, config, make_policy("predictive", config, single), 3)
         many = simulate_plans(plans, config, make_policy("predictive", config, sharded), 3)
-        assert len(sharded.actors) > 1
+        assert isinstance(sharded.hosting, TwinFleet) and len(sharded.hosting.actors) > 1
         assert sharded.stats() == single.stats()
+        assert sharded.hosting.stats()["predictions_answered"] > 0
     finally:
         sharded.close()
-    assert one.alerts and one.alerts == many.alerts
+    assert {a.source for a in one.alerts} >= {"failure_risk", "anomaly"}
+    assert one.alerts == many.alerts
     assert any(v.reason == "predictive" for v in one.visits)
     assert [(v.vehicle_id, v.reason, v.arrive_h) for v in one.visits] == \
         [(v.vehicle_id, v.reason, v.arrive_h) for v in many.visits]

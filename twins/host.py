@@ -3,7 +3,9 @@
 
 ``TwinHost`` holds the twins of one host (one vehicle by default, a shard with ``twins_per_actor > 1``),
 restores them from the checkpoint store on first contact, checkpoints every twin an ingest call
-changed *before* answering, and acknowledges only what is in a checkpoint. Applying is all-or-nothing per
+changed *before* answering, and acknowledges only what is in a checkpoint (``checkpoint_uri=None``:
+an ephemeral host, for simulations: no checkpoints, no alert store, acknowledges what it applied, evicts
+nothing). Applying is all-or-nothing per
 twin: its alerts are appended to the alert store, then its checkpoint is written; if either write fails
 the twin is dropped from memory (the next contact restores the last durable checkpoint), its ack does not
 move, its alerts are not reported and ``IngestResult.not_durable`` names it, so re-sent frames are applied
@@ -110,7 +112,7 @@ class HostSettings:
     twins: TwinsConfig
     window_ms: int
     stride_ms: int
-    checkpoint_uri: str
+    checkpoint_uri: str | None  # None: ephemeral twins (the what-if), never written, never evicted
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -123,9 +125,10 @@ class TwinHost:
         self.settings = settings
         self.cfg = settings.twins
         self.model = anomaly_model
-        self.store = CheckpointStore(settings.checkpoint_uri)
-        self.alert_store = AlertStore(settings.checkpoint_uri)
-        self._history_loaded = False  # alerts raised before this host started, read on the first query
+        durable = settings.checkpoint_uri is not None
+        self.store = CheckpointStore(settings.checkpoint_uri) if durable else None
+        self.alert_store = AlertStore(settings.checkpoint_uri) if durable else None
+        self._history_loaded = not durable  # alerts raised before this host started, read on the first query
         self.predictor = predictor
         self.runner = runner or InlineRunner()
         self.clock = clock
@@ -146,7 +149,7 @@ class TwinHost:
         """The resident twin, else restored from its last checkpoint, else a new one (first contact)."""
         twin = self.twins.get(vehicle_id)
         if twin is None:
-            data = self.store.get(vehicle_id)
+            data = self.store.get(vehicle_id) if self.store is not None else None
             if data is not None:
                 twin = VehicleTwin.from_bytes(data, self.model, self.cfg)
                 self.restored += 1
@@ -192,7 +195,8 @@ class TwinHost:
         for vehicle_id in vehicle_ids:
             alerts = [a for a in result.alerts if a.vehicle_id == vehicle_id]
             try:
-                self.alert_store.append(vehicle_id, alerts)
+                if self.alert_store is not None:
+                    self.alert_store.append(vehicle_id, alerts)
                 self._checkpoint(vehicle_id)
             except OSError as error:
                 self._roll_back(vehicle_id)
@@ -210,7 +214,8 @@ class TwinHost:
 
     def _checkpoint(self, vehicle_id: str) -> None:
         twin = self.twins[vehicle_id]
-        self.store.put(vehicle_id, twin.to_bytes())
+        if self.store is not None:
+            self.store.put(vehicle_id, twin.to_bytes())
         # Only now is the effect durable: acknowledge up to the applied watermark.
         self.acked[vehicle_id] = twin.applied_seq
 
@@ -221,6 +226,8 @@ class TwinHost:
 
     def evict_idle(self) -> list[str]:
         """Drop twins idle for ``idle_evict_minutes`` (they are checkpointed after every change)."""
+        if self.store is None:
+            return []  # an evicted twin could not come back
         horizon = self.clock() - self.cfg.idle_evict_minutes * 60.0
         idle = [v for v, t in self.last_used.items() if t < horizon and v in self.twins]
         for vehicle_id in idle:
@@ -311,7 +318,7 @@ class TwinHost:
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         """The resident twin's summary, else its checkpoint's (not made resident: a lookup creates nothing)."""
         if vehicle_id not in self.twins:
-            data = self.store.get(vehicle_id)
+            data = None if self.store is None else self.store.get(vehicle_id)
             return None if data is None else checkpoint_summary(data, self.cfg)
         summary = self.twins[vehicle_id].summary()
         summary["acked_seq"] = self.acked.get(vehicle_id)
@@ -322,7 +329,7 @@ class TwinHost:
 
     def known(self) -> list[str]:
         """Every twin of this host's store: resident, or released to its checkpoint."""
-        return sorted(set(self.twins) | set(self.store.list()))
+        return sorted(set(self.twins) | (set(self.store.list()) if self.store is not None else set()))
 
     def alerts(self, flt: AlertFilter) -> list[Alert]:
         if not self._history_loaded:  # alerts raised before a restart come back from the alert store

@@ -133,6 +133,7 @@ class TwinFleet:
     def __init__(self, settings: HostSettings, shards: int, run_dir: str | None = None,
                  predictor_factory: PredictorFactory | None = None, detached: bool = False) -> None:
         self.settings = settings
+        self.predictor_factory = predictor_factory
         self.cfg: TwinsConfig = settings.twins
         self.shards = shards
         self.run_dir = run_dir

@@ -12,15 +12,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from configs.cli import add_config_arguments
 from configs.settings import load_config
+from simulation.whatif.parallel import run_tasks
+from simulation.whatif.report import CONSOLE_KPIS, comparison_rows, write_report
+from simulation.whatif.runner import ReplicationTask, models_dir_or_none
 from simulation.whatif.scenarios import POLICY_NAMES, list_scenarios, load_scenario
 
 COMPARE_SCENARIOS: tuple[str, ...] = ("baseline", "heatwave", "fast_charge_heavy", "aged_fleet", "small_workshop")
 
 
 def register(subparsers: Any) -> None:
-    from configs.cli import add_config_arguments
-
     parser = subparsers.add_parser("simulate", help="what-if simulation of the fleet (SimPy, replications on Ray)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
@@ -43,8 +45,6 @@ def register(subparsers: Any) -> None:
 
 
 def _tasks(args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
-    from simulation.whatif.runner import ReplicationTask, models_dir_or_none
-
     base = load_config(args.config)
     names = list(args.scenario) or (list(COMPARE_SCENARIOS) if args.compare else ["baseline"])
     tasks, questions = [], {}
@@ -78,9 +78,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
-
-    from simulation.whatif.parallel import run_tasks
-    from simulation.whatif.report import CONSOLE_KPIS, comparison_rows, write_report
 
     console = Console(stderr=True)
     tasks, questions = _tasks(args)

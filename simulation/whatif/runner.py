@@ -2,8 +2,8 @@
 
 ``run_replication`` builds the fleet from the generator (profiles and failures with the scenario's
 levers), picks the policy and detector, runs the SimPy model to the horizon and returns KPIs and
-the records behind them. It imports neither Ray nor gRPC; ``parallel.py`` spreads replications
-over Ray tasks.
+the records behind them. It starts no Ray itself (the twin detector does, for ``whatif.twin_shards > 1``);
+``parallel.py`` spreads replications over Ray tasks.
 
 >>> from configs.settings import Config
 >>> replication_seed(Config(seed=7), 2)
@@ -16,12 +16,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+import simpy
+
 from configs.settings import Config, SimulationConfig, WhatIfConfig
+from simulation.fleet import sample_profiles
+from simulation.generator import vehicle_events
 from simulation.whatif.detectors import Detector, OracleDetector, RandomDetector
 from simulation.whatif.kpis import alert_lead_times_hours, compute_kpis
 from simulation.whatif.model import FleetModel, MaintenancePolicy, ModelRecords
 from simulation.whatif.plans import VehiclePlan, plan_from_profile
 from simulation.whatif.policies import PredictivePolicy, ReactivePolicy, ScheduledPolicy
+from simulation.whatif.twin_detector import TwinDetector
 
 DETECTORS: tuple[str, ...] = ("twin", "oracle", "random")
 ORACLE_LEAD_HOURS = 7 * 24.0
@@ -69,11 +74,6 @@ def start_ms_of(sim_cfg: SimulationConfig) -> int:
     return int(round(datetime.fromisoformat(sim_cfg.start_time).timestamp() * 1000))
 
 
-def with_ambient_offset(sim_cfg: SimulationConfig, extra_c: float) -> SimulationConfig:
-    levers = sim_cfg.levers.model_copy(update={"ambient_offset_c": sim_cfg.levers.ambient_offset_c + extra_c})
-    return sim_cfg.model_copy(update={"levers": levers})
-
-
 def build_fleet(config: Config, seed: int) -> tuple[list[Any], list[VehiclePlan]]:
     """Generator profiles and what-if plans for the scenario's fleet (levers and ambient windows applied).
 
@@ -81,9 +81,6 @@ def build_fleet(config: Config, seed: int) -> tuple[list[Any], list[VehiclePlan]
     telemetry and the what-if model), drawn under the scenario's ambient schedule: a heatwave raises
     each mode's hazard only while it lasts (``simulation.failures.sample_vehicle_failures``).
     """
-    from simulation.fleet import sample_profiles
-    from simulation.generator import vehicle_events
-
     sim_cfg = config.simulation
     windows = config.whatif.ambient_windows
     profiles = sample_profiles(sim_cfg, seed)
@@ -104,14 +101,7 @@ def make_detector(kind: str, config: Config, seed: int, profiles: Sequence[Any],
         return RandomDetector([p.vehicle_id for p in plans], visit_budget(config), seed,
                               start_ms=start_ms_of(config.simulation))
     if kind == "twin":
-        from simulation.whatif.twin_detector import ShardedTwinDetector, TwinDetector
-
-        if config.whatif.twin_shards > 1:
-            if models_dir is None:
-                raise FileNotFoundError("the twin detector needs a trained run directory (with models/)")
-            return ShardedTwinDetector(profiles, config, seed, plans=plans, models_dir=models_dir,
-                                       shards=config.whatif.twin_shards)
-        return TwinDetector.from_run(profiles, config, seed, models_dir, plans)
+        return TwinDetector.from_run(profiles, config, seed, models_dir, plans)  # whatif.twin_shards > 1: on Ray
     raise ValueError(f"unknown detector {kind!r}; choose one of {DETECTORS}")
 
 
@@ -131,8 +121,6 @@ def make_policy(name: str, config: Config, detector: Detector | None) -> Mainten
 
 
 def simulate_plans(plans: Sequence[VehiclePlan], config: Config, policy: MaintenancePolicy, seed: int) -> ModelRecords:
-    import simpy
-
     model = FleetModel(simpy.Environment(), plans, config.whatif,
                        horizon_days=config.simulation.duration_days_per_vehicle,
                        start_ms=start_ms_of(config.simulation), seed=seed, policy=policy)

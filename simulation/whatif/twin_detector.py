@@ -1,17 +1,23 @@
-"""The production detector of the predictive policy: generator frames through real twins and models.
+"""The production detector of the predictive policy: generator frames through the twin host and real models.
 
-Each simulated vehicle's telemetry comes from the generator (``simulation.generator.simulate_vehicle``,
+Each simulated vehicle's telemetry comes from the generator (``simulation.generator.VehicleSimulation``,
 at the coarser ``whatif.twin_frame_interval_s``), cut into one batch per poll period exactly as
-``simulation.generator.stream_vehicle_batches`` cuts it, but kept as the numpy matrix a host actor
-makes of a record batch (``twins.host.to_block``): the same frames without the Arrow round trip (a
-test checks both give the same columns). All vehicles' frames of one poll go through their
-``twins.twin.VehicleTwin``s in one batched step (``twins.twin.ingest_many``: windows closed together,
-one LSTM-AE call), with the same outcome as ingesting each twin alone. When a twin asks for a
-prediction, the trained failure model (``training.artifacts.load_failure_model``, the artefact the
-Serve deployment loads) answers in one batched call per poll, and ``apply_prediction`` decides the
-``failure_risk`` alert, as the host does. Alerts become risk signals: a ``failure_risk`` alert
-carries its risk; an ``anomaly`` alert carries ``whatif.anomaly_alert_risk``; sensor faults are data
-problems, not vehicle problems, and are ignored. Nothing here reads the ground truth.
+``simulation.generator.stream_vehicle_batches`` cuts it, but kept as the numpy matrix a host makes of a
+record batch (``configs.frames.FrameBatch.from_columns``): the same frames without the Arrow round trip (a test checks
+both give the same columns). Each poll, every vehicle's new frames go to the one twin host
+(``frame_block``, the only adapter): ``twins.host.TwinHost`` in this process, or the Ray
+``twins.hosting.TwinFleet`` when ``whatif.twin_shards > 1`` (its host actors, routed by the twins'
+stable hash). Predictions go through ``twins.predictor.LocalPredictor`` (``training.predictions``, the
+path the Serve deployments use) and are drained in the same poll, so an alert is seen when its window
+closes. Alerts become risk signals: a ``failure_risk`` alert carries its risk; an ``anomaly`` alert
+carries ``whatif.anomaly_alert_risk``; sensor faults are data problems, not vehicle problems, and are
+ignored. Nothing here reads the ground truth.
+
+The what-if's twins differ from a served fleet's in three settings: predictions at most once per poll
+(the policy cannot act on them more often), no periodic personal-head fine-tunes (on Ray they would
+finish whenever the task does, and replications must be reproducible; the first head is still fitted
+inline), and no checkpoints (``checkpoint_uri=None``: a replication is re-run, not recovered, and
+writing every twin twice per poll would cost more than the twins themselves).
 
 The stream shows the same failures the SimPy model runs (the plan's, passed to the generator as
 ``events``); when the workshop repairs one, the vehicle's simulation goes on without it after the
@@ -21,22 +27,38 @@ Limitation: the stream does not know when the vehicle is off the road (it keeps 
 """
 from __future__ import annotations
 
+import functools
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol
 
 import numpy as np
+import ray
 
 from configs.settings import AmbientWindow, Config, SimulationConfig
+from simulation.fleet import observation_window, sample_profile
+from simulation.generator import VehicleSimulation
 from simulation.whatif.detectors import RiskSignal
 from simulation.whatif.plans import MS_PER_DAY, FailureSpec, VehiclePlan
-from simulation.whatif.runner import with_ambient_offset
+from training.artifacts import load_anomaly_model, load_failure_model
+from configs.frames import FrameBatch
+from twins.host import HostSettings, TwinHost, route
+from twins.hosting import TwinFleet
+from twins.predictor import LocalPredictor
+from twins.twin import VehicleTwin, frames_matrix
+from twins.types import Alert, IngestResult
 
 ANOMALY_RULE = "anomaly"
 RISK_RULE = "failure_risk"
+# Periodic fine-tunes never fall due (see the module docstring); the first head is fitted inline.
+_NO_PERIODIC_FINE_TUNE = 2**31 - 1
+# drain's bound: the in-process predictor answers at once; on Ray, a poll waits for its host actors.
+_DRAIN_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
-class FrameBatch:
+class VehicleFrames:
     """Frames of one vehicle in time order: ``seq``, ``ts`` (int64 ms) and ``values`` (rows x sensors, float32)."""
 
     seq: np.ndarray
@@ -56,11 +78,23 @@ class FrameBatch:
         return {"seq": self.seq, "ts": self.ts, "values": self.values}
 
 
+def frame_block(frames: Mapping[str, Sequence[VehicleFrames]]) -> FrameBatch:
+    """What ``TwinHost.ingest`` takes: each vehicle's frames (in time order), vehicles in the mapping's order."""
+    vehicle_ids = [vehicle_id for vehicle_id, parts in frames.items() if parts]
+    if not vehicle_ids:
+        raise ValueError("frame_block needs the frames of at least one vehicle (got none)")
+    parts = [part for vehicle_id in vehicle_ids for part in frames[vehicle_id]]
+    sizes = [sum(int(part.seq.size) for part in frames[vehicle_id]) for vehicle_id in vehicle_ids]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return FrameBatch(vehicle_ids, offsets, np.concatenate([p.seq for p in parts]),
+                      np.concatenate([p.ts for p in parts]), np.concatenate([p.values for p in parts]))
+
+
 def vehicle_frame_batches(profile: Any, sim_cfg: SimulationConfig, seed: int, batch_seconds: float,
-                          events: list[Any] | None = None) -> "VehicleFrameStream":
+                          events: list[Any] | None = None) -> VehicleFrameStream:
     """``stream_vehicle_batches`` as numpy: batch ``k`` holds the frames in ``[start + k*batch, start + (k+1)*batch)``.
 
-    The values are what ``twins.host.to_block`` makes of the record batches (sensors cast to float32).
+    The values are what ``configs.frames.FrameBatch.from_columns`` makes of the record batches (sensors cast to float32).
     """
     return VehicleFrameStream(profile, sim_cfg, seed, batch_seconds, events)
 
@@ -74,9 +108,6 @@ class VehicleFrameStream:
 
     def __init__(self, profile: Any, sim_cfg: SimulationConfig, seed: int, batch_seconds: float,
                  events: list[Any] | None = None) -> None:
-        from simulation.fleet import observation_window
-        from simulation.generator import VehicleSimulation
-
         if batch_seconds <= 0:
             raise ValueError(f"batch_seconds must be > 0 (got {batch_seconds})")
         self.start_ms, _ = observation_window(sim_cfg)
@@ -84,17 +115,15 @@ class VehicleFrameStream:
         # A batch not yet taken starts at most one batch before the newest simulated day, plus a day.
         keep_days = -(-self.batch_ms // MS_PER_DAY) + 2
         self.simulation = VehicleSimulation(profile, sim_cfg, seed, events, keep_days=keep_days)
-        self._ready: list[FrameBatch] = []  # complete batches of the simulated days, oldest last
-        self._pending: list[FrameBatch] = []  # the newest batch, possibly continued by the next day
+        self._ready: list[VehicleFrames] = []  # complete batches of the simulated days, oldest last
+        self._pending: list[VehicleFrames] = []  # the newest batch, possibly continued by the next day
         self._pending_id: int | None = None
         self._first_id = 0  # batches before this one were taken before a resume
 
-    def __iter__(self) -> "VehicleFrameStream":
+    def __iter__(self) -> VehicleFrameStream:
         return self
 
-    def __next__(self) -> FrameBatch:
-        from twins.twin import frames_matrix
-
+    def __next__(self) -> VehicleFrames:
         while not self._ready:
             chunk = next(self.simulation, None)
             if chunk is None:
@@ -106,7 +135,7 @@ class VehicleFrameStream:
             values = frames_matrix(chunk.columns, chunk.num_rows)
             ids = (chunk.ts_ms - self.start_ms) // self.batch_ms
             cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-            complete: list[FrameBatch] = []
+            complete: list[VehicleFrames] = []
             for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows]):
                 batch_id = int(ids[a])
                 if batch_id < self._first_id:
@@ -114,7 +143,7 @@ class VehicleFrameStream:
                 if self._pending and batch_id != self._pending_id:
                     complete.append(_joined(self._pending))
                     self._pending = []
-                self._pending.append(FrameBatch(chunk.seq[a:b], chunk.ts_ms[a:b], values[a:b]))
+                self._pending.append(VehicleFrames(chunk.seq[a:b], chunk.ts_ms[a:b], values[a:b]))
                 self._pending_id = batch_id
             self._ready = complete[::-1]
         return self._ready.pop()
@@ -128,10 +157,10 @@ class VehicleFrameStream:
         self._first_id = first_id
 
 
-def _joined(batches: list[FrameBatch]) -> FrameBatch:
+def _joined(batches: list[VehicleFrames]) -> VehicleFrames:
     if len(batches) == 1:
         return batches[0]
-    return FrameBatch(np.concatenate([b.seq for b in batches]), np.concatenate([b.ts for b in batches]),
+    return VehicleFrames(np.concatenate([b.seq for b in batches]), np.concatenate([b.ts for b in batches]),
                       np.concatenate([b.values for b in batches]))
 
 
@@ -147,10 +176,47 @@ class _SplicedStream:
         self._spans = [(start_ms + int(w.start_day * MS_PER_DAY),
                         start_ms + int((w.start_day + w.duration_days) * MS_PER_DAY)) for w in windows]
 
-    def __iter__(self) -> "_SplicedStream":
+    def __iter__(self) -> _SplicedStream:
         return self
 
-    def __next__(self) -> FrameBatch:
+    def __next__(self) -> VehicleFrames:
+        batches = [next(s) for s in self._streams]  # StopIteration ends the splice too
+        if len(batches) == 1:
+            return batches[0]
+        first_ts = batches[0].first_ts
+        for k, (lo, hi) in enumerate(self._spans):
+            if lo <= first_ts < hi:
+                return batches[k + 1]
+        return batches[0]
+
+    def resume(self, events: list[Any], after_ms: int) -> None:
+        for stream in self._streams:
+            stream.resume(events, after_ms)
+
+
+def _joined(batches: list[VehicleFrames]) -> VehicleFrames:
+    if len(batches) == 1:
+        return batches[0]
+    return VehicleFrames(np.concatenate([b.seq for b in batches]), np.concatenate([b.ts for b in batches]),
+                      np.concatenate([b.values for b in batches]))
+
+
+class _SplicedStream:
+    """Batches of one vehicle; inside an ambient window they come from that window's (hotter) stream.
+
+    Every stream is the generator's own stream for one ambient offset; all advance together so that
+    batch k of each covers the same time span (the generator aligns batches to the window start).
+    """
+
+    def __init__(self, streams: list[VehicleFrameStream], windows: Sequence[AmbientWindow], start_ms: int) -> None:
+        self._streams = streams
+        self._spans = [(start_ms + int(w.start_day * MS_PER_DAY),
+                        start_ms + int((w.start_day + w.duration_days) * MS_PER_DAY)) for w in windows]
+
+    def __iter__(self) -> _SplicedStream:
+        return self
+
+    def __next__(self) -> VehicleFrames:
         batches = [next(s) for s in self._streams]  # StopIteration ends the splice too
         if len(batches) == 1:
             return batches[0]
@@ -170,32 +236,49 @@ def coarse_simulation(sim_cfg: SimulationConfig, frame_interval_s: float) -> Sim
     return sim_cfg.model_copy(update={"frame_interval_s": max(frame_interval_s, sim_cfg.frame_interval_s)})
 
 
+def with_ambient_offset(sim_cfg: SimulationConfig, extra_c: float) -> SimulationConfig:
+    levers = sim_cfg.levers.model_copy(update={"ambient_offset_c": sim_cfg.levers.ambient_offset_c + extra_c})
+    return sim_cfg.model_copy(update={"levers": levers})
+
+
+class Hosting(Protocol):
+    """The twin host the detector drives: ``twins.host.TwinHost`` or ``twins.hosting.TwinFleet``."""
+
+    def ingest(self, block: FrameBatch) -> IngestResult: ...
+    def drain(self, timeout_s: float) -> list[Alert]: ...
+
+
 class TwinDetector:
-    """Streams every vehicle's frames through its twin, up to the time the policy asks about."""
+    """Streams every vehicle's frames through the twin host, up to the time the policy asks about.
+
+    ``TwinDetector(...)`` hosts the twins in this process (``TwinHost``) with the given models;
+    ``on_ray`` hosts them on Ray actors (``TwinFleet``); ``from_run`` loads a trained run and picks by
+    ``whatif.twin_shards``. Call ``close`` when done (it releases the Ray actors).
+    """
 
     def __init__(self, profiles: Sequence[Any], config: Config, seed: int, *, plans: Sequence[VehiclePlan] = (),
-                 anomaly_model: Any = None, failure_model: Any = None) -> None:
-        from twins.twin import VehicleTwin
-
+                 anomaly_model: Any = None, failure_model: Any = None,
+                 hosting: Callable[[HostSettings], Hosting] | None = None) -> None:
         whatif = config.whatif
         self.seed = seed
         self.sim_cfg = sim_cfg = coarse_simulation(config.simulation, whatif.twin_frame_interval_s)
         self.window_cfgs = [with_ambient_offset(sim_cfg, w.offset_c) for w in whatif.ambient_windows]
         self.windows = whatif.ambient_windows
-        self.start_ms = _start_ms(sim_cfg)
+        self.start_ms = observation_window(sim_cfg)[0]
         self.batch_seconds = whatif.detector_poll_hours * 3600.0
-        # Predictions at most once per poll: the policy cannot act on them more often.
-        interval = max(config.twins.prediction_interval_minutes, whatif.detector_poll_hours * 60.0)
-        twins_cfg = config.twins.model_copy(update={"prediction_interval_minutes": interval})
-        window_ms = int(config.dataset.window_minutes * 60_000)
-        stride_ms = int(config.dataset.stride_minutes * 60_000)
         self.failure_model = failure_model
         self.anomaly_model = anomaly_model
         self.anomaly_risk = whatif.anomaly_alert_risk
-        self.risk_alert_threshold = config.twins.risk_alert_threshold
-        self.twins: dict[str, Any] = {}
+        self.settings = host_settings(config)
+        if hosting is None:
+            predictor = None if failure_model is None else LocalPredictor(
+                (failure_model, None), top_k=0, mode_threshold=config.twins.risk_alert_threshold)
+            self.hosting: Hosting = TwinHost(self.settings, anomaly_model, predictor)
+        else:
+            self.hosting = hosting(self.settings)
+        self._started_ray = False
         self.streams: dict[str, _SplicedStream] = {}
-        self.pending: dict[str, FrameBatch] = {}
+        self.pending: dict[str, VehicleFrames] = {}
         self.frames = 0
         self.restarts = 0
         self.alerts_by_rule: dict[str, int] = {}
@@ -207,27 +290,17 @@ class TwinDetector:
         self.consumed_until: dict[str, int] = {}
         for vehicle_id in self.profiles:
             self.streams[vehicle_id] = self._open_stream(vehicle_id)
-            self.twins[vehicle_id] = VehicleTwin(vehicle_id, twins_cfg, window_ms, stride_ms, anomaly_model)
-
-    def _open_stream(self, vehicle_id: str) -> _SplicedStream:
-        """The vehicle's frames from the generator (one stream per ambient offset, spliced by time)."""
-        from simulation.fleet import sample_profile
-
-        profile = self.profiles[vehicle_id]
-        events = self.events[vehicle_id]
-        streams = [vehicle_frame_batches(profile, self.sim_cfg, self.seed, self.batch_seconds, events=events)]
-        streams += [vehicle_frame_batches(sample_profile(wc, self.seed, profile.index), wc, self.seed,
-                                          self.batch_seconds, events=events) for wc in self.window_cfgs]
-        return _SplicedStream(streams, self.windows, self.start_ms)
 
     @classmethod
     def from_run(cls, profiles: Sequence[Any], config: Config, seed: int, models_dir: str | None,
-                 plans: Sequence[VehiclePlan] = ()) -> "TwinDetector":
-        """Twins with the trained anomaly and failure models of ``models_dir`` (a run directory)."""
+                 plans: Sequence[VehiclePlan] = ()) -> TwinDetector:
+        """Twins with the trained anomaly and failure models of ``models_dir`` (a run directory), hosted in
+        this process, or on ``whatif.twin_shards`` Ray actors when that is more than one."""
         if models_dir is None:
             raise FileNotFoundError("the twin detector needs a trained run directory (with models/)")
-        from training.artifacts import load_anomaly_model, load_failure_model
-
+        if config.whatif.twin_shards > 1:
+            return cls.on_ray(profiles, config, seed, plans=plans, models_dir=models_dir,
+                              shards=config.whatif.twin_shards)
         try:
             anomaly_model = load_anomaly_model(models_dir)
         except FileNotFoundError:
@@ -235,11 +308,54 @@ class TwinDetector:
         return cls(profiles, config, seed, plans=plans, anomaly_model=anomaly_model,
                    failure_model=load_failure_model(models_dir))
 
-    def observe(self, until_ms: int) -> list[RiskSignal]:
-        from twins.twin import ingest_many
+    @classmethod
+    def on_ray(cls, profiles: Sequence[Any], config: Config, seed: int, *, plans: Sequence[VehiclePlan] = (),
+               models_dir: str | None = None, failure_model: Any = None, shards: int = 2) -> TwinDetector:
+        """The twins on ``shards`` host actors of a ``TwinFleet`` (routed by ``twins.host.route``); all shards step
+        together in each poll. Each actor loads the anomaly and failure models of ``models_dir`` itself, or is sent
+        ``failure_model`` (pickled; no anomaly model then). Starts Ray if needed."""
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1 (got {shards})")
+        if models_dir is not None and failure_model is not None:
+            raise ValueError("give models_dir or failure_model, not both")
+        started_ray = not ray.is_initialized()
+        if started_ray:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        anomaly_model = None
+        threshold = config.twins.risk_alert_threshold
+        factory: Callable[[], LocalPredictor] | None = None
+        if models_dir is not None:
+            try:
+                anomaly_model = load_anomaly_model(models_dir)  # the actors load their own; here for stats()
+            except FileNotFoundError:
+                anomaly_model = None
+            failure_model = load_failure_model(models_dir)
+            factory = functools.partial(_run_predictor, models_dir, threshold)
+        elif failure_model is not None:
+            factory = functools.partial(LocalPredictor, (failure_model, None), 0, threshold)
+        detector = cls(profiles, config, seed, plans=plans, anomaly_model=anomaly_model, failure_model=failure_model,
+                       hosting=lambda settings: _ReplicationFleet(settings, shards, models_dir,
+                                                                  predictor_factory=factory))
+        detector._started_ray = started_ray
+        return detector
 
-        due: dict[str, list[FrameBatch]] = {}
-        for vehicle_id in self.twins:
+    def _open_stream(self, vehicle_id: str) -> _SplicedStream:
+        """The vehicle's frames from the generator (one stream per ambient offset, spliced by time)."""
+        profile = self.profiles[vehicle_id]
+        events = self.events[vehicle_id]
+        streams = [vehicle_frame_batches(profile, self.sim_cfg, self.seed, self.batch_seconds, events=events)]
+        streams += [vehicle_frame_batches(sample_profile(wc, self.seed, profile.index), wc, self.seed,
+                                          self.batch_seconds, events=events) for wc in self.window_cfgs]
+        return _SplicedStream(streams, self.windows, self.start_ms)
+
+    @property
+    def twins(self) -> dict[str, VehicleTwin]:
+        """The resident twins of the in-process host (empty on Ray: they live in the actors)."""
+        return self.hosting.twins if isinstance(self.hosting, TwinHost) else {}
+
+    def observe(self, until_ms: int) -> list[RiskSignal]:
+        due: dict[str, list[VehicleFrames]] = {}
+        for vehicle_id in self.profiles:
             while True:
                 batch = self.pending.pop(vehicle_id, None)
                 if batch is None:
@@ -254,23 +370,14 @@ class TwinDetector:
                     break
                 self.consumed_until[vehicle_id] = last_ms
                 due.setdefault(vehicle_id, []).append(batch)
-        signals: list[RiskSignal] = []
-        if due:
-            # Every vehicle's new frames in one batched step, as a host actor ingests a block.
-            batches = {vehicle_id: _joined(parts) for vehicle_id, parts in due.items()}
-            steps = ingest_many([self.twins[v] for v in batches], [b.columns() for b in batches.values()])
-            self.frames += sum(int(b.seq.size) for b in batches.values())
-            for step in steps:
-                signals.extend(self._signals(step.alerts))
-        requests: list[tuple[str, int, np.ndarray]] = []
-        if self.failure_model is not None:
-            for vehicle_id, twin in self.twins.items():
-                request = twin.take_prediction_request()
-                if request is not None:
-                    requests.append((vehicle_id, int(request[0]), request[1]))
-        if requests:
-            signals.extend(self._predict(requests))
-        return sorted(signals, key=lambda x: (x.ts_ms, x.vehicle_id, x.source))
+        if not due:
+            return []
+        # Every vehicle's new frames in one call; the predictions it asks for are answered in the same poll.
+        block = frame_block(due)
+        alerts = self.hosting.ingest(block).alerts
+        alerts += self.hosting.drain(_DRAIN_TIMEOUT_S)
+        self.frames += block.rows
+        return sorted(self._signals(alerts), key=lambda x: (x.ts_ms, x.vehicle_id, x.source))
 
     def stats(self) -> dict[str, Any]:
         models = [name for name, model in (("LSTM-AE", self.anomaly_model), ("failure model", self.failure_model))
@@ -278,34 +385,7 @@ class TwinDetector:
         return {"frames": self.frames, "restarts": self.restarts, "alerts_by_rule": dict(self.alerts_by_rule),
                 "models": models}
 
-    def _predict(self, requests: list[tuple[str, int, np.ndarray]]) -> list[RiskSignal]:
-        X = np.stack([features for _, _, features in requests]).astype(np.float32)
-        risk_by_horizon = self.failure_model.predict(X)
-        modes: list[str | None] = [None] * len(requests)
-        if risk_by_horizon:  # name the likely mode only where an alert may follow (saves a model call)
-            shortest = min(risk_by_horizon)
-            rows = np.flatnonzero(np.asarray(risk_by_horizon[shortest]) >= self.risk_alert_threshold)
-            if rows.size:
-                for row, mode in zip(rows.tolist(), self._likely_modes(X[rows], shortest)):
-                    modes[row] = mode
-        signals = []
-        for i, (vehicle_id, end_ms, _) in enumerate(requests):
-            risk = {int(h): float(p[i]) for h, p in risk_by_horizon.items()}
-            alerts = self.twins[vehicle_id].apply_prediction(end_ms, risk, mode=modes[i])
-            signals.extend(self._signals(alerts))
-        return signals
-
-    def _likely_modes(self, X: np.ndarray, horizon: int) -> list[str | None]:
-        """The most likely failure mode per row, where the model was trained per mode."""
-        predict_modes = getattr(self.failure_model, "predict_modes", None)
-        per_mode = predict_modes(X).get(horizon) if predict_modes is not None else None
-        if not per_mode:
-            return [None] * X.shape[0]
-        names = sorted(per_mode)
-        stacked = np.stack([np.asarray(per_mode[n]) for n in names], axis=1)
-        return [names[j] for j in np.argmax(stacked, axis=1)]
-
-    def _signals(self, alerts: Sequence[Any]) -> list[RiskSignal]:
+    def _signals(self, alerts: Sequence[Alert]) -> list[RiskSignal]:
         out = []
         for alert in alerts:
             self.alerts_by_rule[alert.rule] = self.alerts_by_rule.get(alert.rule, 0) + 1
@@ -330,89 +410,36 @@ class TwinDetector:
         self.streams[vehicle_id].resume(kept, self.consumed_until.get(vehicle_id, -1))
         self.restarts += 1
 
-
-class ShardedTwinDetector:
-    """The fleet's twins split over Ray actors (routed by the twins' stable hash), stepped together.
-
-    Each poll sends one ``observe`` to every shard at once, so the twins of one replication use as
-    many cores as there are shards; a repair goes to the vehicle's shard before its next poll (Ray
-    runs one caller's calls to an actor in order). Signals are merged in the order ``TwinDetector``
-    gives them, so the result equals the one-process detector's.
-    """
-
-    def __init__(self, profiles: Sequence[Any], config: Config, seed: int, *, plans: Sequence[VehiclePlan] = (),
-                 models_dir: str | None = None, shards: int = 2) -> None:
-        import ray
-
-        from twins.host import route
-
-        self._started_ray = False
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            self._started_ray = True
-        groups: dict[int, list[Any]] = {}
-        for profile in profiles:
-            groups.setdefault(route(profile.vehicle_id, shards), []).append(profile)
-        plan_by_id = {p.vehicle_id: p for p in plans}
-        # num_cpus=0: the shards share the CPUs granted to their replication.
-        shard_cls = ray.remote(num_cpus=0)(_TwinShard)
-        self.route = {p.vehicle_id: k for k, group in groups.items() for p in group}
-        self.actors = {k: shard_cls.remote(group, config, seed, [plan_by_id[p.vehicle_id] for p in group
-                                                                 if p.vehicle_id in plan_by_id], models_dir)
-                       for k, group in groups.items()}
-
-    def observe(self, until_ms: int) -> list[RiskSignal]:
-        import ray
-
-        merged = [s for batch in ray.get([a.observe.remote(until_ms) for a in self.actors.values()]) for s in batch]
-        return sorted(merged, key=lambda x: (x.ts_ms, x.vehicle_id, x.source))
-
-    def notify_repair(self, vehicle_id: str, at_ms: int, events: Sequence[FailureSpec]) -> None:
-        self.actors[self.route[vehicle_id]].notify_repair.remote(vehicle_id, at_ms, list(events))
-
-    def stats(self) -> dict[str, Any]:
-        import ray
-
-        total: dict[str, Any] = {"frames": 0, "restarts": 0, "alerts_by_rule": {}, "models": []}
-        for part in ray.get([a.stats.remote() for a in self.actors.values()]):
-            total["models"] = part["models"]
-            total["frames"] += part["frames"]
-            total["restarts"] += part["restarts"]
-            for rule, n in part["alerts_by_rule"].items():
-                total["alerts_by_rule"][rule] = total["alerts_by_rule"].get(rule, 0) + n
-        return total
-
     def close(self) -> None:
-        import ray
-
-        for actor in self.actors.values():
-            ray.kill(actor)
-        self.actors = {}
-        if self._started_ray:
-            ray.shutdown()
+        """Release the host actors (on Ray; nothing to do in process)."""
+        if isinstance(self.hosting, TwinFleet):
+            self.hosting.close(checkpoint=False)
+            if self._started_ray:
+                ray.shutdown()
 
 
-class _TwinShard:
-    """The contents of one shard actor: a ``TwinDetector`` over some vehicles."""
-
-    def __init__(self, profiles: Sequence[Any], config: Config, seed: int, plans: Sequence[VehiclePlan],
-                 models_dir: str | None) -> None:
-        if models_dir is None:
-            self.detector = TwinDetector(profiles, config, seed, plans=plans)
-        else:
-            self.detector = TwinDetector.from_run(profiles, config, seed, models_dir, plans)
-
-    def observe(self, until_ms: int) -> list[RiskSignal]:
-        return self.detector.observe(until_ms)
-
-    def notify_repair(self, vehicle_id: str, at_ms: int, events: Sequence[FailureSpec]) -> None:
-        self.detector.notify_repair(vehicle_id, at_ms, events)
-
-    def stats(self) -> dict[str, Any]:
-        return self.detector.stats()
+def host_settings(config: Config) -> HostSettings:
+    """The what-if's twin settings (see the module docstring for how they differ from a served fleet's)."""
+    whatif = config.whatif
+    # Predictions at most once per poll: the policy cannot act on them more often.
+    interval = max(config.twins.prediction_interval_minutes, whatif.detector_poll_hours * 60.0)
+    twins_cfg = config.twins.model_copy(update={"prediction_interval_minutes": interval,
+                                                "fine_tune_every_windows": _NO_PERIODIC_FINE_TUNE})
+    return HostSettings(twins=twins_cfg, window_ms=int(config.dataset.window_minutes * 60_000),
+                        stride_ms=int(config.dataset.stride_minutes * 60_000), checkpoint_uri=None)
 
 
-def _start_ms(sim_cfg: SimulationConfig) -> int:
-    from simulation.fleet import observation_window
+def _run_predictor(models_dir: str, mode_threshold: float) -> LocalPredictor:
+    """Built inside each host actor: the run's failure model only (the what-if reads no severity or contributions)."""
+    return LocalPredictor((load_failure_model(models_dir), None), top_k=0, mode_threshold=mode_threshold)
 
-    return observation_window(sim_cfg)[0]
+
+class _ReplicationFleet(TwinFleet):
+    """A ``TwinFleet`` whose actor names belong to one detector, so replications sharing a cluster never share twins."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name_prefix = f"evtwin-whatif-{uuid.uuid4().hex[:12]}"
+
+    def host_name(self, vehicle_id: str) -> str:
+        return f"{self.name_prefix}-{route(vehicle_id, max(self.shards, 1))}"
