@@ -20,6 +20,7 @@ from configs.settings import Config, ConfigError, load_config
 # Modules exposing ``register(subparsers) -> None``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
     "simulation.commands",
+    "simulation.import_command",
     "simulation.whatif.commands",
     "training.commands",
     "twins.commands",
