@@ -123,13 +123,18 @@ class Client:
     async def stream(self, batches: Iterable[Any] | AsyncIterable[Any], *, max_unacked_frames: int = 50_000,
                      max_reconnects: int = 20, on_alert: Callable[[dict[str, Any]], None] | None = None,
                      on_ack: Callable[[telemetry_pb2.Ack], None] | None = None,
-                     on_reconnect: Callable[[grpc.aio.AioRpcError], None] | None = None) -> StreamStats:
-        """Send every batch; reconnect and resume (from the durable acks) on retryable failures."""
+                     on_reconnect: Callable[[grpc.aio.AioRpcError], None] | None = None,
+                     convert: Callable[[Any], Any] | None = None) -> StreamStats:
+        """Send every batch; reconnect and resume (from the durable acks) on retryable failures.
+
+        ``convert`` turns each source batch into contract columns first, e.g. a
+        ``serving.catalog_source.CatalogConverter`` for rows in a real vehicle's own names and units.
+        """
         session = _StreamSession(self, max_unacked_frames, on_alert, on_ack)
         # The source is pumped by one task for the whole call, so a broken connection never cancels
         # (and so closes) the caller's generator mid-item.
         feed: asyncio.Queue = asyncio.Queue(maxsize=2)
-        pump = asyncio.create_task(_pump(batches, feed))
+        pump = asyncio.create_task(_pump(batches, feed, convert))
         try:
             while True:
                 try:
@@ -155,10 +160,14 @@ class SourceError(Exception):
     """The caller's batch source raised; carried to the writer so the stream stops instead of waiting."""
 
 
-async def _pump(batches: Iterable[Any] | AsyncIterable[Any], feed: asyncio.Queue) -> None:
+async def _pump(batches: Iterable[Any] | AsyncIterable[Any], feed: asyncio.Queue,
+                convert: Callable[[Any], Any] | None = None) -> None:
     try:
         async for batch in _aiter(batches):
-            await feed.put(to_columns(batch))
+            columns = to_columns(batch if convert is None else convert(batch))
+            if convert is not None and not len(columns["seq"]):
+                continue  # every row of this batch was a duplicate or had no time
+            await feed.put(columns)
     except asyncio.CancelledError:
         raise
     except Exception as error:

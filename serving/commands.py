@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from configs.catalog import load_catalog
 from configs.settings import Config, ServingConfig
 
 console = Console(stderr=True)
@@ -71,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--vehicles", default="", help="comma-separated vehicle ids (default: all)")
             parser.add_argument("--speed", type=float, default=0.0, help="1 = real time, N = N x faster, 0 = flat out")
             parser.add_argument("--batch-frames", type=int, default=1000)
+            parser.add_argument("--catalog", default=None, help="signal catalog: stream INPUT files of a real fleet")
+            parser.add_argument("--model", default=None, help="vehicle model in the catalog (default: its 'default')")
+            parser.add_argument("inputs", nargs="*", help="with --catalog: CSV/Parquet files to stream")
             parser.set_defaults(func=cmd_stream)
         elif name == "alerts":
             parser.add_argument("--follow", action="store_true", help="keep streaming new alerts")
@@ -208,7 +212,16 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     config = _config(args)
     vehicles = [v for v in args.vehicles.split(",") if v] or None
-    if args.live:
+    if args.catalog or args.inputs:
+        from serving.catalog_source import catalog_batches, describe_report
+
+        if not args.catalog:
+            raise ValueError(f"input files {args.inputs} need --catalog (how their signals map to the contract)")
+        batches, report = catalog_batches(load_catalog(args.catalog).profile(args.model), args.inputs, vehicles,
+                                          args.batch_frames)
+        total = sum(len(b["seq"]) for b in batches)
+        console.print(describe_report(report))
+    elif args.live:
         batches = live_fleet(config, vehicles, args.batch_frames)
         total = None
     else:
