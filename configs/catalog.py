@@ -32,10 +32,11 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +44,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from configs.schema import SCHEMA
-from configs.units import UNITS, UnitError, convert, quantity_of
+from configs.units import UNITS, convert, quantity_of
 
 CATALOG_DIR = Path(__file__).with_name("catalogs")
 DEFAULT_MODEL = "default"
@@ -425,7 +426,7 @@ def parse_time(column: pa.ChunkedArray | pa.Array, fmt: str) -> tuple[np.ndarray
             except ValueError:
                 continue
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
+                moment = moment.replace(tzinfo=UTC)
             ms[i] = round(moment.timestamp() * 1000)
             ok[i] = True
         return ms, ok

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +28,15 @@ from configs.source_frames import SourceReport, VehicleFrames, collect_vehicles
 from simulation import io
 from simulation.generator import VehicleChunk
 from simulation.writer import (
-    MS_PER_DAY, MS_PER_HOUR, PARQUET_OPTIONS, _aggregate_table, coarsen_partials, day_label, finish_partials,
-    period_partials, prepare_run_dir,
+    MS_PER_DAY,
+    MS_PER_HOUR,
+    PARQUET_OPTIONS,
+    _aggregate_table,
+    coarsen_partials,
+    day_label,
+    finish_partials,
+    period_partials,
+    prepare_run_dir,
 )
 
 IMPORT_SOURCE = "import"
@@ -70,7 +78,7 @@ def write_vehicle_frames(run_dir: Path, frames: VehicleFrames, start_ms: int) ->
     cuts = np.flatnonzero(np.r_[True, day_of[1:] != day_of[:-1], True])
     hourly: list[dict[str, np.ndarray]] = []
     daily: list[dict[str, np.ndarray]] = []
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         day_index = int(day_of[lo])
         chunk = VehicleChunk(frames.vehicle_id, day_index, frames.seq[lo:hi], frames.ts_ms[lo:hi],
                              {name: values[lo:hi] for name, values in full.items()})

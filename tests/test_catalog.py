@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs.catalog import (
-    BAD_TIME, OUT_OF_RANGE, UNKNOWN_ENUM, UNPARSEABLE, CatalogError, SeqRebaser, catalog_from_dict, load_catalog,
+    BAD_TIME,
+    OUT_OF_RANGE,
+    UNKNOWN_ENUM,
+    UNPARSEABLE,
+    CatalogError,
+    SeqRebaser,
+    catalog_from_dict,
+    load_catalog,
     parse_time,
 )
 from configs.schema import SCHEMA
