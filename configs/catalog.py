@@ -386,21 +386,36 @@ def parse_numbers(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
 
 
 def _enum_codes(column: pa.ChunkedArray | pa.Array, codes: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Source enum values (text or numbers, matched as text; 2.0 matches "2") -> codes, and the unknown mask."""
-    out = np.full(len(column), np.nan)
-    unknown = np.zeros(len(column), dtype=bool)
+    """Source enum values (text or numbers, matched as text; 2.0 matches "2") -> codes, and the unknown mask.
+
+    >>> values, unknown = _enum_codes(pa.array(["AC", None, "??", "AC"]), {"AC": 1, "2": 2})
+    >>> values.tolist()[2:], unknown.tolist()
+    ([nan, 1.0], [False, False, True, False])
+    >>> _enum_codes(pa.array([2.0, 1.0]), {"AC": 1, "2": 2})[0].tolist()
+    [2.0, nan]
+    """
+    array = _combine(column)
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    if len(array) == 0:
+        return np.zeros(0), np.zeros(0, dtype=bool)
     lookup = {key.strip(): code for key, code in codes.items()}
-    for i, item in enumerate(_combine(column).to_pylist()):
+    # Few distinct values: map each once, then index (rows x Python calls would dominate an import).
+    encoded = array.dictionary_encode()
+    code_of = np.full(len(encoded.dictionary) + 1, np.nan)  # the last slot: null rows
+    unknown_of = np.zeros(len(encoded.dictionary) + 1, dtype=bool)
+    for i, item in enumerate(encoded.dictionary.to_pylist()):
         if item is None or (isinstance(item, float) and math.isnan(item)):
             continue
         key = str(int(item)) if isinstance(item, float) and item.is_integer() else str(item).strip()
         if key == "":
             continue
         if key in lookup:
-            out[i] = lookup[key]
+            code_of[i] = lookup[key]
         else:
-            unknown[i] = True
-    return out, unknown
+            unknown_of[i] = True
+    indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)
+    return code_of[indices], unknown_of[indices]
 
 
 def parse_time(column: pa.ChunkedArray | pa.Array, fmt: str) -> tuple[np.ndarray, np.ndarray]:
