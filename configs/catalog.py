@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,7 +54,9 @@ UNPARSEABLE = "unparseable"  # text that is not a number (or not a known enum va
 UNKNOWN_ENUM = "unknown_enum"  # an enum value the catalog does not map: NaN
 OUT_OF_RANGE = "out_of_range"  # outside the contract's physical limits after conversion: kept as sent
 BAD_TIME = "bad_time"  # missing or unreadable time: the row is not a frame (dropped, counted)
-MISSING_VEHICLE = "missing_vehicle"  # empty vehicle id: dropped, counted
+MISSING_VEHICLE = "missing_vehicle"  # empty vehicle id, or one that is not a valid id: dropped, counted
+# The wire's vehicle id rule without "/": a vehicle id is also a folder name in a run (vehicle_id=<id>/).
+VEHICLE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 class CatalogError(ValueError):
@@ -163,13 +166,16 @@ class SourceProfile:
                 raise CatalogError(f"{where}: input has no column {column!r} (columns: {sorted(names)})")
         if self.vehicle_column is None and not vehicle_id:
             raise CatalogError(f"{where}: no vehicle_column, so each input must name its vehicle (file name)")
+        if self.vehicle_column is None and not VEHICLE_ID_PATTERN.fullmatch(vehicle_id or ""):
+            raise CatalogError(f"{where}: vehicle id {vehicle_id!r} (from the file name) is not 1-64 characters of "
+                               f"[A-Za-z0-9._:-] starting alphanumeric")
         issues: Counter[tuple[str, str]] = Counter()
         ts_ms, time_ok = parse_time(table.column(self.time.column), self.time.format)
         issues[(self.time.column, BAD_TIME)] += int((~time_ok).sum())
         if self.vehicle_column:
             ids = np.asarray([("" if v is None else str(v)) for v in table.column(self.vehicle_column).to_pylist()],
                              dtype=object)
-            has_id = ids != ""
+            has_id = np.array([VEHICLE_ID_PATTERN.fullmatch(v) is not None for v in ids], dtype=bool)
             issues[(self.vehicle_column, MISSING_VEHICLE)] += int((time_ok & ~has_id).sum())
             keep = time_ok & has_id
         else:

@@ -217,6 +217,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
         if not args.catalog:
             raise ValueError(f"input files {args.inputs} need --catalog (how their signals map to the contract)")
+        if args.live:
+            raise ValueError("--live streams the generator and --catalog streams files: choose one")
         batches, report = catalog_batches(load_catalog(args.catalog).profile(args.model), args.inputs, vehicles,
                                           args.batch_frames)
         total = sum(len(b["seq"]) for b in batches)

@@ -202,12 +202,13 @@ def test_decoding_converts_units_sign_scale_and_enum_codes() -> None:
 def test_bad_values_are_counted_per_signal_and_never_dropped_silently() -> None:
     profile = catalog_from_dict(BASE).profile()
     rows = profile.decode(pa.table({
-        "vin": ["A", "A", "A", "", "A"], "t": pa.array(["1000", "2000", "oops", "4000", "5000"]),
-        "ctr": [1, 2, 3, 4, 5], "Spd": ["10", "err", "10", "10", ""], "Chg": ["AC", "WIRELESS", "DC", "DC", None],
-        "Tyre": [30.0, 300.0, 30.0, 30.0, 30.0], "Extra": [1, 2, 3, 4, 5],
+        "vin": ["A", "A", "A", "", "A", "a/b"], "t": pa.array(["1000", "2000", "oops", "4000", "5000", "6000"]),
+        "ctr": [1, 2, 3, 4, 5, 6], "Spd": ["10", "err", "10", "10", "", "1"],
+        "Chg": ["AC", "WIRELESS", "DC", "DC", None, None], "Tyre": [30.0, 300.0, 30.0, 30.0, 30.0, 30.0],
+        "Extra": [1, 2, 3, 4, 5, 6],
     }))
-    assert rows.ts_ms.tolist() == [1000, 2000, 5000]  # no time or no vehicle: not a frame
-    assert rows.issues == {("t", BAD_TIME): 1, ("vin", "missing_vehicle"): 1, ("Spd", UNPARSEABLE): 1,
+    assert rows.ts_ms.tolist() == [1000, 2000, 5000]  # no time or no (valid) vehicle: not a frame
+    assert rows.issues == {("t", BAD_TIME): 1, ("vin", "missing_vehicle"): 2, ("Spd", UNPARSEABLE): 1,
                            ("Chg", UNKNOWN_ENUM): 1, ("Tyre", OUT_OF_RANGE): 1}
     assert np.isnan(rows.columns["speed"][1]) and np.isnan(rows.columns["speed"][2])  # "err" and empty
     assert rows.columns["tyre_pressure_fl"][1] == pytest.approx(300 * 6.894757293168361)  # kept as sent
