@@ -9,7 +9,7 @@ A contract field whose signal a vehicle never sends is absent (``columns`` has n
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,19 @@ class SourceReport:
         return dict(out)
 
 
+def group_rows(vehicle_ids: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """(vehicle id, its row indices in input order) for each vehicle, sorted by id; one sort, not a scan per vehicle.
+
+    >>> [(v, rows.tolist()) for v, rows in group_rows(np.array(["B", "A", "B"], dtype=object))]
+    [('A', [1]), ('B', [0, 2])]
+    """
+    ids = np.asarray(vehicle_ids).astype(str)
+    order = np.argsort(ids, kind="stable")
+    unique, starts = np.unique(ids[order], return_index=True)
+    for vehicle, lo, hi in zip(unique, starts, np.r_[starts[1:], len(ids)], strict=True):
+        yield str(vehicle), order[lo:hi]
+
+
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return next((s for s in CSV_SUFFIXES + PARQUET_SUFFIXES if name.endswith(s)), path.suffix.lower())
@@ -112,8 +125,8 @@ def collect_vehicles(profile: SourceProfile, paths: Iterable[str | Path],
                                                      if kind in (BAD_TIME, MISSING_VEHICLE))
         report.add(decoded)
         seen_signals.update(s.source for s in profile.signals if s.source not in decoded.missing_signals)
-        for vehicle in np.unique(decoded.vehicle_id.astype(str)) if len(decoded.ts_ms) else ():
-            parts[str(vehicle)].append((decoded, np.flatnonzero(decoded.vehicle_id == vehicle)))
+        for vehicle, rows in group_rows(decoded.vehicle_id):
+            parts[vehicle].append((decoded, rows))
         if on_file is not None:
             on_file(str(path), len(decoded.ts_ms))
     report.missing_signals = {s.source for s in profile.signals} - seen_signals

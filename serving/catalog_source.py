@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from configs.catalog import SeqRebaser, SourceProfile
 from configs.schema import SCHEMA
-from configs.source_frames import SourceReport, collect_vehicles
+from configs.source_frames import SourceReport, collect_vehicles, group_rows
 from serving.client import Columns
 from serving.sources import chunk_by_time
 
@@ -52,13 +52,11 @@ class CatalogConverter:
     def __call__(self, rows: pa.Table | Mapping[str, Any]) -> Columns:
         decoded = self.profile.decode(rows, vehicle_id=self.vehicle_id)
         self.issues.update(decoded.issues)
-        ids = decoded.vehicle_id.astype(str)
         picked: list[np.ndarray] = []
         seqs: list[np.ndarray] = []
-        for vehicle in np.unique(ids):
-            rows_of = np.flatnonzero(ids == vehicle)
+        for vehicle, rows_of in group_rows(decoded.vehicle_id):
             counter = decoded.counter[rows_of] if decoded.counter is not None else None
-            order, seq = self._rebaser.assign(str(vehicle), decoded.ts_ms[rows_of], counter)
+            order, seq = self._rebaser.assign(vehicle, decoded.ts_ms[rows_of], counter)
             picked.append(rows_of[order])
             seqs.append(seq)
         index = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
