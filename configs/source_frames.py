@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from configs.catalog import BAD_TIME, MISSING_VEHICLE, CatalogError, CounterReport, DecodedRows, SeqRebaser, SourceProfile
+from configs.catalog import BAD_TIME, MISSING_VEHICLE, CatalogError, DecodedRows, SourceProfile
+from configs.counters import CounterReport, SeqRebaser
 from configs.schema import SCHEMA
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv")

@@ -10,7 +10,7 @@ Live rows (a gateway reading the car's own names and units), converted batch by 
     convert = CatalogConverter(load_catalog("voltra_e5").profile())
     await client.stream(rows_from_the_car(), convert=convert)
 
-Both number frames exactly as ``evtwin import`` does (``configs.catalog.SeqRebaser``: seq 1, 2, 3 ... per
+Both number frames exactly as ``evtwin import`` does (``configs.counters.SeqRebaser``: seq 1, 2, 3 ... per
 vehicle in time order whatever the car's counter does), so a file streamed twice is acknowledged as
 duplicates the second time, and streaming equals importing then replaying. Fields a vehicle does not
 send are left out of the batch (absent), not filled.
@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from configs.catalog import SeqRebaser, SourceProfile
+from configs.catalog import SourceProfile
+from configs.counters import SeqRebaser
 from configs.schema import SCHEMA
 from configs.source_frames import SourceReport, collect_vehicles, group_rows
 from serving.client import Columns

@@ -17,11 +17,11 @@ from configs.catalog import (
     UNKNOWN_ENUM,
     UNPARSEABLE,
     CatalogError,
-    SeqRebaser,
     catalog_from_dict,
     load_catalog,
     parse_time,
 )
+from configs.counters import SeqRebaser
 from configs.schema import SCHEMA
 from configs.units import QUANTITIES, UNITS, UnitError, convert, units_of
 
