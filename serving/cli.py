@@ -21,6 +21,7 @@ from configs.settings import ConfigError
 # Modules exposing ``register(subparsers) -> None``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
     "simulation.commands",
+    "simulation.import_command",
     "simulation.whatif.commands",
     "training.commands",
     "serving.commands",

@@ -145,17 +145,19 @@ class Client:
                      on_ack: Callable[[telemetry_pb2.Ack], None] | None = None,
                      on_reconnect: Callable[[grpc.aio.AioRpcError], None] | None = None,
                      on_reject: Callable[[dict[str, Any]], None] | None = None,
-                     raise_on_reject: bool = True) -> StreamStats:
+                     raise_on_reject: bool = True, convert: Callable[[Any], Any] | None = None) -> StreamStats:
         """Send every batch; reconnect and resume (from the durable acks) on retryable failures.
 
         Returns the stats once every batch is written and the server has answered them all. Raises
         ``FramesRejected`` then if the server refused frames (``raise_on_reject=False``: only counted).
+        ``convert`` turns each source batch into contract columns first, e.g. a
+        ``serving.catalog_source.CatalogConverter`` for rows in a real vehicle's own names and units.
         """
         session = _StreamSession(self, max_unacked_frames, on_alert, on_ack, on_reject)
         # The source is pumped by one task for the whole call, so a broken connection never cancels
         # (and so closes) the caller's generator mid-item.
         feed: asyncio.Queue = asyncio.Queue(maxsize=2)
-        pump = asyncio.create_task(_pump(batches, feed))
+        pump = asyncio.create_task(_pump(batches, feed, convert))
         try:
             while True:
                 try:
@@ -183,10 +185,14 @@ class SourceError(Exception):
     """The caller's batch source raised; carried to the writer so the stream stops instead of waiting."""
 
 
-async def _pump(batches: Iterable[Any] | AsyncIterable[Any], feed: asyncio.Queue) -> None:
+async def _pump(batches: Iterable[Any] | AsyncIterable[Any], feed: asyncio.Queue,
+                convert: Callable[[Any], Any] | None = None) -> None:
     try:
         async for batch in _aiter(batches):
-            await feed.put(to_columns(batch))
+            columns = to_columns(batch if convert is None else convert(batch))
+            if convert is not None and not len(columns["seq"]):
+                continue  # every row of this batch was a duplicate or had no time
+            await feed.put(columns)
     except asyncio.CancelledError:
         raise
     except Exception as error:

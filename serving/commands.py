@@ -30,10 +30,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.catalog import load_catalog
 from configs.cli import add_config_arguments, config_from_args
 from configs.settings import Config, ServingConfig
 from serving.app import open_runtime, resolve_run_paths
 from serving.auth import Claims, KeySetFile, issue_token, load_keys, load_or_create_keys, retire_previous_keys, rotate_keys
+from serving.catalog_source import catalog_batches, describe_report
 from serving.client import Client
 from serving.demo import run_demo
 from serving.keys import issue_test_certificates
@@ -99,6 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--vehicles", default="", help="comma-separated vehicle ids (default: all)")
             parser.add_argument("--speed", type=float, default=0.0, help="1 = real time, N = N x faster, 0 = flat out")
             parser.add_argument("--batch-frames", type=int, default=1000)
+            parser.add_argument("--catalog", default=None, help="signal catalog: stream INPUT files of a real fleet")
+            parser.add_argument("--model", default=None, help="vehicle model in the catalog (default: its 'default')")
+            parser.add_argument("inputs", nargs="*", help="with --catalog: CSV/Parquet files to stream")
             parser.set_defaults(func=cmd_stream)
         elif name == "alerts":
             parser.add_argument("--follow", action="store_true", help="keep streaming new alerts")
@@ -275,7 +280,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     config = _config(args)
     vehicles = [v for v in args.vehicles.split(",") if v] or None
-    if args.live:
+    if args.catalog or args.inputs:
+        if not args.catalog:
+            raise ValueError(f"input files {args.inputs} need --catalog (how their signals map to the contract)")
+        if args.live:
+            raise ValueError("--live streams the generator and --catalog streams files: choose one")
+        batches, report = catalog_batches(load_catalog(args.catalog).profile(args.model), args.inputs, vehicles,
+                                          args.batch_frames)
+        total = sum(len(b["seq"]) for b in batches)
+        console.print(describe_report(report))
+    elif args.live:
         batches = live_fleet(config, vehicles, args.batch_frames)
         total = None
     else:
