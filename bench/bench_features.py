@@ -70,7 +70,7 @@ def bench_offline(OracleState) -> None:
         window_ends, lo, hi = window_index(cols["ts"], HOUR, HOUR)
         oracle = OracleState()
         t0 = time.perf_counter()
-        for e, a, b in zip(window_ends, lo, hi):
+        for e, a, b in zip(window_ends, lo, hi, strict=False):
             oracle.update_values(int(e), values[a:b])
         old = min(old, time.perf_counter() - t0)
     print(f"offline vehicle_feature_matrix, {ends.size} windows of 60 frames: {new / ends.size * 1e6:.1f} us per "
@@ -100,17 +100,17 @@ def main() -> None:
             figures = {}
             if OracleState is not None:
                 oracles = [OracleState() for _ in range(batch)]
-                figures["oracle"] = time_rounds(windows, lambda r, ws: [
-                    s.update_values(r * HOUR, w) for s, w in zip(oracles, ws)])
+                figures["oracle"] = time_rounds(windows, lambda r, ws, oracles=oracles: [
+                    s.update_values(r * HOUR, w) for s, w in zip(oracles, ws, strict=False)])
             singles = [FeatureState() for _ in range(batch)]
-            figures["loop"] = time_rounds(windows, lambda r, ws: [
-                s.update_values(r * HOUR, w) for s, w in zip(singles, ws)])
+            figures["loop"] = time_rounds(windows, lambda r, ws, singles=singles: [
+                s.update_values(r * HOUR, w) for s, w in zip(singles, ws, strict=False)])
             states = [FeatureState() for _ in range(batch)]
-            figures["many"] = time_rounds(windows, lambda r, ws: update_many(states, [r * HOUR] * len(ws), ws))
+            figures["many"] = time_rounds(windows, lambda r, ws, states=states: update_many(states, [r * HOUR] * len(ws), ws))
             oracle = figures.get("oracle", (float("nan"), float("nan")))
             many = figures["many"]
             show = lambda f: f"{f[0]:.1f} ({f[1]:.1f})"  # noqa: E731
-            ratio = lambda f: f"{f[0] / many[0]:.1f}x ({f[1] / many[1]:.1f}x)"  # noqa: E731
+            ratio = lambda f, many=many: f"{f[0] / many[0]:.1f}x ({f[1] / many[1]:.1f}x)"  # noqa: E731
             print(f"{frames:>6} {batch:>5} {show(oracle):>16} {show(figures['loop']):>19} {show(many):>14} "
                   f"{ratio(oracle):>15} {ratio(figures['loop']):>15}")
     if OracleState is not None:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def main() -> int:
     print(f"command: .venv/bin/python bench/bench_generator.py{' --quick' if args.quick else ''}"
           f"{'' if args.workers == (os.cpu_count() or 1) else f' --workers {args.workers}'}")
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-          f"python {platform.python_version()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+          f"python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     results = {name: run_case(name, args.workers) for name in names}
     baseline = results["baseline_write"]["frames"] / results["baseline_write"]["seconds"]
     cores = os.cpu_count() or 1

@@ -316,7 +316,8 @@ async def http_load(port: int, streams: int, vehicles_per_stream: int, frames_pe
         vehicles = [f"{prefix}{w:03d}-{v:03d}" for v in range(vehicles_per_stream)]
         columns = batch_columns(vehicles, frames_per_vehicle, 1 + r * frames_per_vehicle)
         if shape == "columns":
-            return json.dumps({"batch_id": r + 1, "columns": {name: values.tolist() for name, values in columns.items()}}).encode()
+            return json.dumps({"batch_id": r + 1,
+                               "columns": {name: values.tolist() for name, values in columns.items()}}).encode()
         as_lists = {name: values.tolist() for name, values in columns.items()}
         names = ["vehicle_id", "ts", "seq", *SCHEMA.sensor_names]
         frames = [{name: as_lists[name][i] for name in names} for i in range(frames_per_request)]
@@ -547,7 +548,7 @@ def main() -> int:
 
 def print_table(results: dict[str, Any]) -> None:
     print()
-    print(f"| ingest path | frames/s | frame-to-ack p50 / p99 (ms) | frame-to-alert p50 / p99 (ms) |")
+    print("| ingest path | frames/s | frame-to-ack p50 / p99 (ms) | frame-to-alert p50 / p99 (ms) |")
     print("|---|---:|---:|---:|")
     names = {"plain": "plain grpcio, ack only (ceiling)", "memory": "evtwin front door, MemoryFleet",
              "http-rows": "HTTP/JSON rows, MemoryFleet", "http-columns": "HTTP/JSON columns, MemoryFleet",
@@ -556,14 +557,16 @@ def print_table(results: dict[str, Any]) -> None:
     for key, name in names.items():
         if key in results:
             r = results[key]
-            alert = (f"{r['alert_p50_ms']:.1f} / {r['alert_p99_ms']:.1f}" if "alert_p50_ms" in r and r["alert_p50_ms"] == r["alert_p50_ms"]
+            alert = (f"{r['alert_p50_ms']:.1f} / {r['alert_p99_ms']:.1f}"
+                     if "alert_p50_ms" in r and r["alert_p50_ms"] == r["alert_p50_ms"]
                      else "-")
             print(f"| {name} | {r['frames_per_s']:,.0f} | {r['ack_p50_ms']:.1f} / {r['ack_p99_ms']:.1f} | {alert} |")
     for grpc_key, http_key in (("memory", "http"), ("twins", "http-twins")):
         for shape in ("rows", "columns"):
             if grpc_key in results and f"{http_key}-{shape}" in results:
                 ratio = results[grpc_key]["frames_per_s"] / results[f"{http_key}-{shape}"]["frames_per_s"]
-                print(f"gRPC / HTTP-JSON {shape} ({grpc_key}, {results[grpc_key]['batch_frames']}-frame batches both): {ratio:.1f}x")
+                print(f"gRPC / HTTP-JSON {shape} ({grpc_key}, {results[grpc_key]['batch_frames']}-frame batches both): "
+                      f"{ratio:.1f}x")
     if "idle" in results:
         r = results["idle"]
         twin = {"local": "twins in the server process", "ray": "twins on Ray", "memory": "ingest-only MemoryFleet"}

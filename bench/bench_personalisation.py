@@ -100,7 +100,7 @@ def _record_windows(target: dict[str, Any]) -> None:
 
     def recording_ingest(batch_twins: list[VehicleTwin], batches: list[Any]) -> list[Any]:
         steps = ingest_many(batch_twins, batches)
-        for twin, step in zip(batch_twins, steps):
+        for twin, step in zip(batch_twins, steps, strict=False):
             target["windows"].setdefault(twin.vehicle_id, []).extend(
                 (w.end_ms, w.fleet_ratio, w.score, w.head_version) for w in step.windows)
         return steps
@@ -195,7 +195,7 @@ def gate_outcomes(subjects: list[dict[str, Any]], windows: dict[str, np.ndarray]
             continue
         rows = rows[hold:]  # the twin's cold-start hold: its gate starts after these windows
         ends = rows[:, 0].astype(np.int64)
-        for variant, column in zip(VARIANTS, (1, 2)):
+        for variant, column in zip(VARIANTS, (1, 2), strict=False):
             for j, policy in enumerate(policies):
                 fired = alert_indices(ends, rows[:, column], policy)
                 alerts = [Alert("", subject["vehicle_id"], "anomaly", ts_ms=int(t), seq=0, score=0.0, signals=(),
@@ -203,7 +203,7 @@ def gate_outcomes(subjects: list[dict[str, Any]], windows: dict[str, np.ndarray]
                 report = score_alerts(alerts, subject["events"], subject["faults"], risk_horizon_ms=0, slack_ms=slack_ms)
                 counts[variant][i, j] = report["by_rule"]["anomaly"]["false"] if subject["healthy"] else report["detected"]
                 if subject["healthy"] and fired.size and fired[0] + hold < early_windows:
-                    first = [a for a, k in zip(alerts, fired) if k + hold < early_windows]
+                    first = [a for a, k in zip(alerts, fired, strict=False) if k + hold < early_windows]
                     early[variant][j] += score_alerts(first, [], subject["faults"], risk_horizon_ms=0,
                                                       slack_ms=slack_ms)["by_rule"]["anomaly"]["false"]
     return counts, early

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ print("BENCH " + json.dumps({"code": code, "wall_s": wall, "peak_rss_mb": own / 
 
 def run_stage(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, *args], cwd=ROOT, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("BENCH ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"stage {args[0]} failed:\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][6:])
@@ -45,8 +44,8 @@ def run_stage(args: list[str]) -> dict:
 
 def throughput(run: Path) -> dict:
     from training.artifacts import load_anomaly_model, load_failure_model
-    from training.train import load_split
     from training.dataset import read_card
+    from training.train import load_split
 
     horizons = tuple(int(h) for h in read_card(run)["horizons"])
     X = load_split(run, "test", horizons).X

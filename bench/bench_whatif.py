@@ -31,8 +31,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from simulation.whatif.kpis import compute_kpis  # noqa: E402
 from simulation.whatif.parallel import run_tasks  # noqa: E402
-from simulation.whatif.runner import (ReplicationTask, build_fleet, make_policy, models_dir_or_none,  # noqa: E402
-                                      simulate_plans)
+from simulation.whatif.runner import ReplicationTask, build_fleet, make_policy, models_dir_or_none, simulate_plans  # noqa: E402
 from simulation.whatif.scenarios import load_scenario  # noqa: E402
 from simulation.whatif.twin_detector import TwinDetector  # noqa: E402
 
@@ -94,7 +93,8 @@ def bench_twins(vehicles: int, days: float, models: str | None, shards: int = 1,
     ratio = f", {core_rate / rate:.0f}x slower than the SimPy core alone" if core_rate else ""
     print(f"twins  {vehicles} vehicles x {days:g} days, {shards} shard(s), frames every "
           f"{config.whatif.twin_frame_interval_s:g} s, {config.dataset.window_minutes:g} min windows, models "
-          f"{models_dir} (in the loop: {', '.join(stats['models']) or 'none'}): wall {elapsed:.1f} s (setup {t1 - t0:.1f} s), CPU of this process {cpu:.1f} s, "
+          f"{models_dir} (in the loop: {', '.join(stats['models']) or 'none'}): wall {elapsed:.1f} s "
+          f"(setup {t1 - t0:.1f} s), CPU of this process {cpu:.1f} s, "
           f"{stats['frames']:,} frames, {stats['restarts']} stream resumes after repairs, alerts "
           f"{stats['alerts_by_rule']}, {len(records.visits)} visits -> {rate:,.1f} vehicle-days/s{ratio}; "
           f"1,000 x 90 days {'took' if vd >= 90_000 else 'projected'} {90_000 / rate / 60:.1f} min "

@@ -1,5 +1,5 @@
 """Configuration and the telemetry data contract (pure: no Ray, no gRPC)."""
-from configs.settings import Config, ConfigError, load_config
 from configs.schema import SCHEMA, FieldSpec, TelemetrySchema
+from configs.settings import Config, ConfigError, load_config
 
 __all__ = ["Config", "ConfigError", "load_config", "SCHEMA", "FieldSpec", "TelemetrySchema"]

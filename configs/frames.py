@@ -16,8 +16,9 @@ True
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +78,7 @@ class FrameBatch:
     def rows(self) -> int:
         return int(self.seq.size)
 
-    def select(self, indices: list[int]) -> "FrameBatch":
+    def select(self, indices: list[int]) -> FrameBatch:
         """The vehicles at ``indices`` (positions in ``vehicle_ids``), as one contiguous batch."""
         spans = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
         rows = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
@@ -86,7 +87,7 @@ class FrameBatch:
                           self.seq[rows], self.ts[rows], self.values[rows])
 
     @classmethod
-    def from_columns(cls, batch: pa.Table | pa.RecordBatch | Mapping[str, Any]) -> tuple["FrameBatch", list[Rejection]]:
+    def from_columns(cls, batch: pa.Table | pa.RecordBatch | Mapping[str, Any]) -> tuple[FrameBatch, list[Rejection]]:
         """Group a batch (Arrow or dict of columns, any vehicles, any order) by vehicle.
 
         Rows without a vehicle id, seq or ts are refused (``bad_key``); missing sensors become NaN.
@@ -112,7 +113,7 @@ class FrameBatch:
         ok = (codes >= 0) & seq_ok & ts_ok
         rejected = [Rejection(names[c] if c >= 0 else "", int(s) if sk else -1, "bad_key",
                               "frame lacks " + ("vehicle_id" if c < 0 else "seq" if not sk else "ts"))
-                    for c, s, sk in zip(codes[~ok], seq[~ok], seq_ok[~ok])]
+                    for c, s, sk in zip(codes[~ok], seq[~ok], seq_ok[~ok], strict=False)]
         codes, seq, ts, values = codes[ok], seq[ok], ts[ok], values[ok]
         order = np.argsort(codes, kind="stable")
         codes = codes[order]

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -84,7 +84,7 @@ class TelemetrySchema:
                 raise ValueError(f"telemetry schema field {spec.name!r}: min {spec.min} >= max {spec.max}")
 
     @classmethod
-    def load(cls, path: Path = SCHEMA_PATH) -> "TelemetrySchema":
+    def load(cls, path: Path = SCHEMA_PATH) -> TelemetrySchema:
         return cls(json.loads(Path(path).read_text()))
 
     @property

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -37,7 +38,7 @@ class FleetMix(_Section):
     pack_age_years_max: float = Field(6.0, ge=0, le=20)
 
     @model_validator(mode="after")
-    def _shares_sum_to_one(self) -> "FleetMix":
+    def _shares_sum_to_one(self) -> FleetMix:
         for name in ("duty_cycles", "climates"):
             shares = getattr(self, name)
             if any(v < 0 for v in shares.values()) or abs(sum(shares.values()) - 1.0) > 1e-6:
@@ -77,7 +78,7 @@ class SimulationConfig(_Section):
     latent_failure_days: float = Field(30.0, ge=0, le=3650)
 
     @model_validator(mode="after")
-    def _rates_are_probabilities(self) -> "SimulationConfig":
+    def _rates_are_probabilities(self) -> SimulationConfig:
         for mode, rate in self.failure_mode_rates.items():
             if not 0 <= rate <= 1:
                 raise ValueError(f"failure_mode_rates.{mode} must be in [0, 1] (got {rate})")
@@ -90,7 +91,7 @@ class LabelsConfig(_Section):
     post_failure_grace_days: float = Field(3.0, ge=0)
 
     @model_validator(mode="after")
-    def _horizons_positive(self) -> "LabelsConfig":
+    def _horizons_positive(self) -> LabelsConfig:
         for h in self.failure_horizons_days:
             if h <= 0:
                 raise ValueError(f"failure_horizons_days entries must be > 0 (got {h})")
@@ -297,7 +298,7 @@ class WhatIfConfig(_Section):
     costs: WhatIfCosts = WhatIfCosts()
 
     @model_validator(mode="after")
-    def _non_negative_lists(self) -> "WhatIfConfig":
+    def _non_negative_lists(self) -> WhatIfConfig:
         for name in ("severity_repair_multiplier", "parts_lead_time_hours"):
             if any(v < 0 for v in getattr(self, name)):
                 raise ValueError(f"{name} entries must be >= 0 (got {getattr(self, name)})")
@@ -307,7 +308,7 @@ class WhatIfConfig(_Section):
         # The telemetry of a day comes from one ambient offset's stream, so overlapping windows have no
         # single meaning: put the summed offset in a window of its own instead.
         ordered = sorted(enumerate(self.ambient_windows), key=lambda pair: pair[1].start_day)
-        for (i, first), (j, second) in zip(ordered, ordered[1:]):
+        for (i, first), (j, second) in zip(ordered, ordered[1:], strict=False):
             first_end = first.start_day + first.duration_days
             if second.start_day < first_end:
                 raise ValueError(f"ambient_windows.{j} (from day {second.start_day:g}) overlaps ambient_windows.{i} "

@@ -22,9 +22,8 @@ def proto_files() -> list[Path]:
 
 def generate(out_root: Path = REPO_ROOT) -> list[Path]:
     """Run protoc (from grpcio-tools) over every proto; returns the files it wrote."""
-    from grpc_tools import protoc  # imported here: generation is a build step, not a runtime dependency
-
     import grpc_tools
+    from grpc_tools import protoc  # imported here: generation is a build step, not a runtime dependency
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     relative = [str(p.relative_to(REPO_ROOT)) for p in proto_files()]

@@ -9,9 +9,10 @@ Backends (``--backend``):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from configs.settings import Config, ServingConfig, TwinsConfig
 from serving.backend import FleetBackend, LocalTwinsBackend, MemoryFleet, TwinFleetBackend
@@ -120,6 +121,8 @@ def open_runtime(config: Config, kind: str, run_dir: str | Path | None = None, a
                              expected_vehicles=expected_vehicles,
                              predictor_factory=ServePredictor if use_models else None)
     runtime.backend = TwinFleetBackend(fleet)
-    runtime.notes.append(f"twins on Ray ({'shards of ' + str(config.twins.twins_per_actor) if config.twins.twins_per_actor > 1 else 'one actor per vehicle'})"
+    layout = ('shards of ' + str(config.twins.twins_per_actor) if config.twins.twins_per_actor > 1
+              else 'one actor per vehicle')
+    runtime.notes.append(f"twins on Ray ({layout})"
                          + (", model services on Ray Serve" if use_models else ", no model services"))
     return runtime

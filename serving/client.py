@@ -22,13 +22,13 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 
 import grpc
 import numpy as np
-import pyarrow as pa
 
 from configs.frames import Columns
 from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
@@ -106,7 +106,7 @@ class Client:
         self._channel_factory = channel_factory or (lambda: open_channel(target, **channel_kwargs))
         self.channel = self._channel_factory()
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -17,13 +17,15 @@ the servicer maps it to ``grpc.StatusCode``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from configs.frames import Columns, FrameBatch
+
 # VEHICLE_ID_PATTERN is re-exported: the servicers match ids with it.
 from configs.schema import SCHEMA, VEHICLE_ID_PATTERN, FieldSpec, is_vehicle_id  # noqa: F401
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
@@ -129,7 +131,8 @@ def _vehicle_dictionary(msg: telemetry_pb2.FrameBatch) -> list[str]:
     return ids
 
 
-def _column_rows(msg: telemetry_pb2.FrameBatch, ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def _column_rows(msg: telemetry_pb2.FrameBatch,
+                 ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Rows given as packed columns: (vehicle_index, ts, seq, sensors)."""
     ts = np.array(msg.ts, dtype=np.int64)
     n = len(ts)
@@ -162,7 +165,8 @@ def _column_rows(msg: telemetry_pb2.FrameBatch, ids: list[str]) -> tuple[np.ndar
     return index, ts, seq, sensors
 
 
-def _frame_rows(frames: Iterable[telemetry_pb2.Frame], ids: list[str]) -> tuple[list[int], list[int], list[int], dict[str, list[float]]]:
+def _frame_rows(frames: Iterable[telemetry_pb2.Frame],
+                ids: list[str]) -> tuple[list[int], list[int], list[int], dict[str, list[float]]]:
     """Rows given as Frame messages; new vehicle ids are appended to ``ids``."""
     position = {vehicle_id: i for i, vehicle_id in enumerate(ids)}
     index: list[int] = []
@@ -300,7 +304,7 @@ def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimit
             raise WireError("INVALID_ARGUMENT", f"{name}: {len(values)} values for {n} rows (ts has {n})")
     ids_array, first_row, index = np.unique(vehicle_column, return_index=True, return_inverse=True)
     ids = ids_array.tolist()
-    for vehicle_id, row in zip(ids, first_row.tolist()):
+    for vehicle_id, row in zip(ids, first_row.tolist(), strict=False):
         _check_vehicle_id(vehicle_id, f"vehicle_id[{row}]")
     sensors: dict[str, np.ndarray] = {}
     for spec in SCHEMA.fields:
@@ -446,7 +450,8 @@ def summary_to_proto(summary: Mapping[str, Any]) -> twin_pb2.TwinSummary:
         windows_closed=int(summary.get("windows_closed") or 0),
         anomaly_score=float(summary.get("anomaly_score") or 0.0),
         baseline=[twin_pb2.BaselineStat(feature=str(k), mean=float(v[0]), std=float(v[1])) for k, v in baseline.items()],
-        risk=[alerts_pb2.HorizonRisk(horizon_days=int(h), probability=float(p)) for h, p in sorted(risk.items(), key=lambda kv: int(kv[0]))],
+        risk=[alerts_pb2.HorizonRisk(horizon_days=int(h), probability=float(p))
+              for h, p in sorted(risk.items(), key=lambda kv: int(kv[0]))],
         open_alerts=[alert_to_proto({"alert_id": a} if isinstance(a, str) else a) for a in summary.get("open_alerts") or ()],
         head_version=str(summary.get("head_version") or ""),
         sensor_faults=_total(summary.get("sensor_faults")),

@@ -32,7 +32,7 @@ from rich.table import Table
 
 from configs.catalog import load_catalog
 from configs.cli import add_config_arguments, config_from_args
-from configs.settings import Config, ServingConfig
+from configs.settings import Config
 from serving.app import open_runtime, resolve_run_paths
 from serving.auth import Claims, KeySetFile, issue_token, load_keys, load_or_create_keys, retire_previous_keys, rotate_keys
 from serving.catalog_source import catalog_batches, describe_report
@@ -310,7 +310,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
             async with _client(args, config) as client:
                 stats = await client.stream(paced(batches, args.speed), on_ack=on_ack, on_alert=on_alert,
                                             on_reconnect=lambda e: progress.console.print(
-                                                f"[yellow]stream interrupted ({e.code().name}: {e.details()}); resuming[/yellow]"),
+                                                f"[yellow]stream interrupted ({e.code().name}: {e.details()}); "
+                                                "resuming[/yellow]"),
                                             raise_on_reject=False)
             progress.update(task, info=f"{stats.reconnects} reconnects")
         console.print(f"sent {stats.frames_sent} frames, durable {stats.frames_acked}, duplicates {stats.duplicates}, "

@@ -16,9 +16,10 @@ import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -39,7 +40,15 @@ from serving.terminal import alert_line
 from training.artifacts import load_anomaly_model, load_failure_model, load_severity_model
 from training.features import FEATURES_HASH
 from training.judge import (
-    FAILURE, FALSE_ALARM, SENSOR_FAULT, UNJUDGED, AlertCall, FailureEvent, JudgeRules, SensorFaultEpisode, Verdict,
+    FAILURE,
+    FALSE_ALARM,
+    SENSOR_FAULT,
+    UNJUDGED,
+    AlertCall,
+    FailureEvent,
+    JudgeRules,
+    SensorFaultEpisode,
+    Verdict,
     judge_alert,
 )
 
@@ -102,7 +111,7 @@ class GroundTruth:
     post_failure_ms: int = 3 * 86_400_000  # repair time after a failure: alerts there are not judged
 
     @classmethod
-    def load(cls, run_dir: Path, horizon_days: int = DEFAULT_MATCH_HORIZON_DAYS) -> "GroundTruth":
+    def load(cls, run_dir: Path, horizon_days: int = DEFAULT_MATCH_HORIZON_DAYS) -> GroundTruth:
         truth = cls(horizon_ms=horizon_days * 86_400_000)
         if (run_dir / EVENTS_FILE).exists():
             for row in read_events(run_dir).to_pylist():

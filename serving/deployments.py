@@ -21,15 +21,16 @@ Decoding, encoding and the prediction itself are plain functions below; the clas
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from protos.evtwin.v1 import prediction_pb2
-from training.artifacts import load_failure_model, load_severity_model
 from serving.auth import AuthError, KeySet, authorize_prediction, load_keys, load_or_create_keys
 from training import predictions
+from training.artifacts import load_failure_model, load_severity_model
 
 APP_NAME = "evtwin-models"
 SERVICER_FUNCTION = "protos.evtwin.v1.prediction_pb2_grpc.add_PredictionServiceServicer_to_server"
@@ -58,8 +59,10 @@ def decode_rows(request: Any, feature_names: Sequence[str]) -> np.ndarray:
     """(rows x features) float32 from a ``PredictRequest`` (packed row-major values)."""
     names = list(request.feature_names)
     if names and names != list(feature_names):
+        mismatch = next((i for i, (a, b) in enumerate(zip(names, feature_names, strict=False)) if a != b),
+                        min(len(names), len(feature_names)))
         raise RequestError(f"feature_names differ from the model's ({len(names)} given, {len(feature_names)} expected; "
-                           f"first mismatch at {next((i for i, (a, b) in enumerate(zip(names, feature_names)) if a != b), min(len(names), len(feature_names)))})")
+                           f"first mismatch at {mismatch})")
     values = np.asarray(request.values, dtype=np.float32)
     width = len(feature_names)
     if width == 0 or values.size % width:
@@ -267,7 +270,7 @@ def _deployment_classes() -> tuple[Any, Any]:
         async def predict_rows(self, X: list[np.ndarray], top_k: list[int]) -> list[dict[str, Any]]:
             answer = predict_risk(self.model, concat_rows(X), max(top_k))
             parts = split_answer(answer, [len(x) for x in X])
-            for part, k in zip(parts, top_k):
+            for part, k in zip(parts, top_k, strict=False):
                 part["contributions"] = [c[:k] for c in part["contributions"]]
             return parts
 

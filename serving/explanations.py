@@ -11,9 +11,9 @@ Vectors come from :class:`serving.embedding.SignalTextEmbedder`, which needs no 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 

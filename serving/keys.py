@@ -65,7 +65,7 @@ def issue_test_certificates(out_dir: str | Path, hosts: list[str] | None = None,
     hosts = hosts or ["localhost", "127.0.0.1"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("evtwin test CA")
     ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -13,9 +13,10 @@ import ipaddress
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.protobuf import message_factory
@@ -24,12 +25,11 @@ from grpc_reflection.v1alpha import reflection
 
 from configs.settings import ServingConfig
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
-from serving.metrics import FrontDoorMetrics, start_metrics_server
 from serving.auth import AuthError, Claims, KeySet, KeySetFile, bearer_token, verify_token
 from serving.backend import FleetBackend
 from serving.codec import BatchLimits, safe_parser
-from serving.servicers import (CURRENT_CLAIMS, AlertHub, AlertServicer, SessionRegistry, TelemetryServicer,
-                               TwinServicer)
+from serving.metrics import FrontDoorMetrics, start_metrics_server
+from serving.servicers import CURRENT_CLAIMS, AlertHub, AlertServicer, SessionRegistry, TelemetryServicer, TwinServicer
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,14 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
+_ANONYMOUS = Claims(role="operator", sub="anonymous", write=True)
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Verifies the bearer token of every evtwin RPC; with no secret, every caller is ``anonymous``."""
 
     def __init__(self, secret: KeySet | KeySetFile | bytes | None, clock_s: Callable[[], float] = time.time,
-                 anonymous: Claims = Claims(role="operator", sub="anonymous", write=True)) -> None:
+                 anonymous: Claims = _ANONYMOUS) -> None:
         self.secret = secret
         self.clock_s = clock_s
         self.anonymous = anonymous

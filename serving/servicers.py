@@ -7,19 +7,27 @@ in ``serving.auth`` (checked by the interceptor in ``serving.server``, which han
 from __future__ import annotations
 
 import asyncio
-import time
 import contextvars
 import logging
-from typing import Any, AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
 from serving.auth import Claims
 from serving.backend import FleetBackend
+from serving.codec import (
+    VEHICLE_ID_PATTERN,
+    BatchLimits,
+    DecodedBatch,
+    Unparseable,
+    WireError,
+    alert_to_proto,
+    decode_batch,
+    summary_to_proto,
+)
 from serving.metrics import FrontDoorMetrics
-from serving.codec import (VEHICLE_ID_PATTERN, BatchLimits, DecodedBatch, Unparseable, WireError, alert_to_proto, decode_batch,
-                           summary_to_proto)
 from twins.types import Alert, AlertFilter
 
 log = logging.getLogger(__name__)
@@ -318,7 +326,8 @@ class TwinServicer(twin_pb2_grpc.TwinServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"vehicle_id={request.vehicle_id!r}: no twin")
         return summary_to_proto(summary)
 
-    async def ListTwins(self, request: twin_pb2.ListTwinsRequest, context: grpc.aio.ServicerContext) -> twin_pb2.ListTwinsResponse:
+    async def ListTwins(self, request: twin_pb2.ListTwinsRequest,
+                        context: grpc.aio.ServicerContext) -> twin_pb2.ListTwinsResponse:
         await _require(context, read=True, request=request)
         if request.limit < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit={request.limit}: must be >= 0")

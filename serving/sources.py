@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -19,14 +19,13 @@ Everything a consumer needs to evaluate a failure without generating frames is a
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from configs.settings import AmbientWindow, SimulationConfig
-from simulation.fleet import (CLIMATES, MS_PER_DAY, STREAM_FAILURES, STREAM_SENSOR_FAULTS, VehicleProfile,
-                              observation_window)
+from simulation.fleet import CLIMATES, MS_PER_DAY, STREAM_FAILURES, STREAM_SENSOR_FAULTS, VehicleProfile, observation_window
 from simulation.physics import arrhenius_acceleration
 
 MS_PER_S = 1000
@@ -322,7 +321,7 @@ def sample_vehicle_failures(profile: VehicleProfile, sim_cfg: SimulationConfig, 
     schedule = ambient_offset_schedule(ambient_windows)
     starts_day = [start for start, _ in schedule]
     events: list[FailureEvent] = []
-    for (u_time, u_lead, u_severity, u_component), mode in zip(draws, FAILURE_MODES):
+    for (u_time, u_lead, u_severity, u_component), mode in zip(draws, FAILURE_MODES, strict=False):
         if healthy:
             continue
         hazards = [hazard_per_day(mode, profile, sim_cfg, offset) for _, offset in schedule]

@@ -19,9 +19,9 @@ its own streams ``(seed, vehicle_index, ...)``, so a vehicle does not depend on 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Iterator, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -30,12 +30,26 @@ from configs.schema import SCHEMA
 from configs.settings import AmbientWindow, SimulationConfig
 from simulation import physics
 from simulation.failures import (
-    EFFECT_NEUTRAL, FailureEvent, SensorFault, SPIKE_FRAME_SHARE, mode_effects, sample_sensor_faults,
+    EFFECT_NEUTRAL,
+    SPIKE_FRAME_SHARE,
+    FailureEvent,
+    SensorFault,
+    mode_effects,
+    sample_sensor_faults,
     sample_vehicle_failures,
 )
 from simulation.fleet import (
-    CLIMATES, MS_PER_DAY, STREAM_CHUNK, STREAM_NOISE, STREAM_WEATHER, VehicleProfile, frame_count, frame_interval_ms,
-    observation_window, resistance_at_start, soh_at_start,
+    CLIMATES,
+    MS_PER_DAY,
+    STREAM_CHUNK,
+    STREAM_NOISE,
+    STREAM_WEATHER,
+    VehicleProfile,
+    frame_count,
+    frame_interval_ms,
+    observation_window,
+    resistance_at_start,
+    soh_at_start,
 )
 
 __all__ = [
@@ -225,7 +239,7 @@ def _plan_trips(profile: VehicleProfile, rng: np.random.Generator, ts: np.ndarra
                 blocked: list[tuple[int, int]]) -> _Trips:
     """Place the day's trips on the chunk's frames; no trips while the vehicle is in the workshop."""
     midnight = int(ts[0]) // MS_PER_DAY * MS_PER_DAY
-    weekday = datetime.fromtimestamp(midnight / 1000, tz=timezone.utc).weekday()
+    weekday = datetime.fromtimestamp(midnight / 1000, tz=UTC).weekday()
     hours = _trip_hours(profile, rng, weekday)
     phases = rng.random((max(len(hours), 1), 3)) * 2.0 * np.pi
     periods = np.array([240.0, 70.0, 90.0]) * (0.7 + 0.6 * rng.random((max(len(hours), 1), 3)))
@@ -365,7 +379,7 @@ def _segments(trips: _Trips, n: int) -> list[tuple[str, int, int, int]]:
     """(kind, start, end, trip number) covering the chunk: parking between trips, driving on trips."""
     segments: list[tuple[str, int, int, int]] = []
     cursor = 0
-    for j, (start, end) in enumerate(zip(trips.start.tolist(), trips.end.tolist())):
+    for j, (start, end) in enumerate(zip(trips.start.tolist(), trips.end.tolist(), strict=False)):
         if start > cursor:
             segments.append(("park", cursor, start, -1))
         segments.append(("drive", start, end, j))
@@ -416,7 +430,7 @@ class VehicleSimulation:
         self.keep_days = keep_days
         self._day_starts: dict[int, _State] = {}  # day -> state at its start, for the last keep_days days
 
-    def __iter__(self) -> "VehicleSimulation":
+    def __iter__(self) -> VehicleSimulation:
         return self
 
     def __next__(self) -> VehicleChunk:
@@ -764,7 +778,7 @@ def stream_vehicle_batches(profile: VehicleProfile, sim_cfg: SimulationConfig, s
         batch = chunk.to_record_batch()
         ids = (chunk.ts_ms - start_ms) // batch_ms
         cuts = np.flatnonzero(np.diff(ids)) + 1
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows]):
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows], strict=False):
             if pending and ids[a] != pending_id:
                 yield _combine(pending)
                 pending = []

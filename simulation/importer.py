@@ -22,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from configs import runs as io
 from configs.catalog import Catalog
 from configs.schema import SCHEMA
 from configs.source_frames import SourceReport, VehicleFrames, collect_vehicles
-from configs import runs as io
 from simulation.generator import VehicleChunk
 from simulation.writer import (
     MS_PER_DAY,

@@ -10,8 +10,8 @@ signal means something (e.g. while driving). Files: ``<run>/plots/<mode>.png``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -44,6 +44,10 @@ def _all(c: Columns) -> np.ndarray:
     return np.ones(c["speed"].shape, dtype=bool)
 
 
+def _tyre_pressure(w: str) -> Callable[[Columns], tuple[np.ndarray, np.ndarray]]:
+    return lambda c: (c[f"tyre_pressure_{w}"], _all(c))
+
+
 # Per mode: (label, f(columns) -> (values, frames where the value is meaningful)).
 PRECURSOR_VIEWS: dict[str, list[View]] = {
     "cell_imbalance": [
@@ -74,7 +78,7 @@ PRECURSOR_VIEWS: dict[str, list[View]] = {
         ("brake temp - ambient, driving (K)", lambda c: (c["brake_temp"] - c["ambient_temp"], _driving(c))),
     ],
     "tyre_slow_leak": [
-        (f"tyre pressure {w} (kPa)", (lambda w: lambda c: (c[f"tyre_pressure_{w}"], _all(c)))(w))
+        (f"tyre pressure {w} (kPa)", _tyre_pressure(w))
         for w in ("fl", "fr", "rl", "rr")
     ],
     "aux_battery": [
@@ -142,13 +146,14 @@ def plot_mode(config: Config, mode: str, path: Path) -> Path:
     bins = int(-(-(end_ms - start_ms) // BIN_MS))
     x = (start_ms + (np.arange(bins) + 0.5) * BIN_MS - event.failure_ms) / MS_PER_DAY
     series = [
-        (f"{failing.vehicle_id} failing ({failing.duty_cycle}, {failing.climate})", "tab:red", _simulate(failing, config, [event])),
+        (f"{failing.vehicle_id} failing ({failing.duty_cycle}, {failing.climate})", "tab:red",
+         _simulate(failing, config, [event])),
         (f"{failing.vehicle_id} healthy counterfactual", "tab:blue", _simulate(failing, config, [])),
         (f"{other.vehicle_id} healthy ({other.duty_cycle}, {other.climate})", "0.6", _simulate(other, config, [])),
     ]
     views = PRECURSOR_VIEWS[mode]
     fig, axes = plt.subplots(len(views), 1, figsize=(10, 2.4 * len(views) + 0.8), sharex=True, squeeze=False)
-    for ax, view in zip(axes[:, 0], views):
+    for ax, view in zip(axes[:, 0], views, strict=False):
         for label, colour, (ts, columns) in series:
             ax.plot(x, _binned(columns, ts, view, start_ms, bins), color=colour, lw=1.3, label=label)
         ax.axvline((event.onset_ms - event.failure_ms) / MS_PER_DAY, color="tab:orange", ls="--", lw=1)

@@ -11,12 +11,13 @@ import resource
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +27,7 @@ from configs import runs
 from configs.schema import SCHEMA
 from configs.settings import Config, SimulationConfig, config_from_dict
 from simulation.failures import FAILURE_MODES, FailureEvent, SensorFault
-from simulation.fleet import sample_profile, observation_window
+from simulation.fleet import observation_window, sample_profile
 from simulation.generator import VehicleChunk, simulate_vehicle, vehicle_events, vehicle_sensor_faults
 
 MS_PER_HOUR = 3_600_000
@@ -171,7 +172,7 @@ def day_label(ms: int) -> str:
     >>> day_label(1767571200000)
     '2026-01-05'
     """
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
 def write_vehicle(config: Config, run_dir: str | Path, index: int) -> VehicleResult:

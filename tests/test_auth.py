@@ -7,10 +7,21 @@ import json
 
 import jwt
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from serving.auth import (AuthError, Claims, KeySet, bearer_token, issue_token, load_keys, load_or_create_keys,
-                          retire_previous_keys, rotate_keys, verify_token)
+from serving.auth import (
+    AuthError,
+    Claims,
+    KeySet,
+    bearer_token,
+    issue_token,
+    load_keys,
+    load_or_create_keys,
+    retire_previous_keys,
+    rotate_keys,
+    verify_token,
+)
 
 SECRET = b"s" * 32
 KEYS = KeySet.single(SECRET)

@@ -83,7 +83,7 @@ def test_streaming_files_gives_the_same_frames_as_importing_them(tmp_path) -> No
 
 # ------------------------------------------------------------------------------------------- gRPC
 SECRET = b"c" * 32
-OPERATOR = issue_token(SECRET, Claims(role="operator", sub="ops"))
+OPERATOR = issue_token(SECRET, Claims(role="operator", sub="ops", write=True))
 
 
 class _Server:

@@ -20,17 +20,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
+from configs.frames import FrameBatch
 from configs.schema import SCHEMA
 from configs.settings import load_config
 from serving.auth import Claims, issue_token
 from serving.client import Client
-from configs.frames import FrameBatch
 from twins.host import HostSettings, TwinHost
 from twins.synthetic import synthetic_frames
 
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parent.parent
 SECRET = b"c" * 32
-OPERATOR = issue_token(SECRET, Claims(role="operator", sub="chaos"))
+OPERATOR = issue_token(SECRET, Claims(role="operator", sub="chaos", write=True))
 VEHICLES = ["CH-1", "CH-2", "CH-3"]
 FRAMES_EACH = 6 * 360  # six hours at one frame every 10 s
 BATCH_FRAMES = 240
@@ -89,6 +90,7 @@ class Server:
     def __init__(self, tmp_path: Path, backend: str, port: int) -> None:
         secret_path = tmp_path / "auth.secret"
         secret_path.write_text(SECRET.hex())
+        secret_path.chmod(0o600)  # the server refuses a signing key others can read
         self.checkpoints = tmp_path / "checkpoints"
         self.args = [sys.executable, "-m", "serving.cli", "serve", "--backend", backend, "--port", str(port),
                      "--run", str(tmp_path / "run"), "--set", f"serving.auth_secret_path={secret_path}",

@@ -64,7 +64,7 @@ class RefusesSeqs(MemoryFleet):
 
     async def ingest(self, batch: Any) -> IngestResult:
         result = await super().ingest(batch)
-        for vehicle_index, seq in zip(batch.vehicle_index, batch.seq):
+        for vehicle_index, seq in zip(batch.vehicle_index, batch.seq, strict=False):
             if int(seq) in self.refused:
                 result.rejected.append(Rejection(batch.vehicle_ids[int(vehicle_index)], int(seq), "late",
                                                  f"seq {int(seq)} arrived after its gap was skipped"))

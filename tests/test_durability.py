@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from configs.frames import FrameBatch
 from configs.schema import SCHEMA
 from protos.evtwin.v1 import alerts_pb2
 from serving.auth import Claims
 from serving.backend import MemoryFleet
 from serving.servicers import CURRENT_CLAIMS, AlertHub, AlertServicer
 from tests.test_hosting import fleet_frames, settings
-from configs.frames import FrameBatch
 from twins.host import TwinHost
 from twins.store import AlertStore, CheckpointStore
 from twins.types import Alert, AlertFilter, alert_id

@@ -7,8 +7,14 @@ import pytest
 from training.alerting import AlertPolicy, AlertState, alert_indices, flagged
 from training.calibration import Calibrator, fit_calibrator, isotonic_fit
 from training.metrics import (
-    average_precision, brier_score, confusion_matrix, macro_f1, pointwise_precision_recall,
-    recall_at_precision, reliability_bins, roc_auc,
+    average_precision,
+    brier_score,
+    confusion_matrix,
+    macro_f1,
+    pointwise_precision_recall,
+    recall_at_precision,
+    reliability_bins,
+    roc_auc,
 )
 
 Y = np.array([1, 0, 1, 1, 0, 0])

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from training.evaluate import (
-    PERSONALISATION_FILE, equal_recall_comparison, frontier_false_alarms, personalisation_markdown,
-    read_personalisation, report_markdown, wilson_interval,
+    PERSONALISATION_FILE,
+    equal_recall_comparison,
+    frontier_false_alarms,
+    personalisation_markdown,
+    read_personalisation,
+    report_markdown,
+    wilson_interval,
 )
 
 LEVELS = np.array([0.5, 1.0, 2.0])

@@ -10,9 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs.settings import AmbientWindow, SimulationConfig
-from simulation.failures import (FAILURE_MODES, HAZARD_REFERENCE_AMBIENT_C, ambient_offset_schedule,
-                                 failure_day_from_exposure, hazard_ambient_c, hazard_per_day, sample_vehicle_failures,
-                                 temperature_hazard_factor)
+from simulation.failures import (
+    FAILURE_MODES,
+    HAZARD_REFERENCE_AMBIENT_C,
+    ambient_offset_schedule,
+    failure_day_from_exposure,
+    hazard_ambient_c,
+    hazard_per_day,
+    sample_vehicle_failures,
+    temperature_hazard_factor,
+)
 from simulation.fleet import MS_PER_DAY, observation_window, sample_profile, sample_profiles
 from simulation.whatif.scenarios import load_scenario
 
@@ -32,7 +39,7 @@ def _profile(climate: str, ambient_offset_c: float = 0.0, index: int = 0):
 def test_heat_driven_modes_fail_more_often_the_hotter_it_is(mode: str) -> None:
     factors = [float(temperature_hazard_factor(mode, t)) for t in TEMPERATURES_ABOVE_REFERENCE]
     assert factors[0] == 1.0
-    assert all(later > earlier for earlier, later in zip(factors, factors[1:])), factors
+    assert all(later > earlier for earlier, later in zip(factors, factors[1:], strict=False)), factors
     assert factors[-1] > 1.3  # +34 K is a marked acceleration, not a rounding error
 
 
@@ -44,7 +51,7 @@ def test_tyres_and_brakes_do_not_care_about_the_temperature(mode: str) -> None:
 def test_the_motor_bearing_barely_cares_and_the_12v_battery_also_suffers_in_the_cold() -> None:
     assert 1.0 < float(temperature_hazard_factor("motor_bearing", 42.0)) < 1.2
     aux = [float(temperature_hazard_factor("aux_battery", t)) for t in (-20.0, -10.0, 0.0, 8.0)]
-    assert all(colder > warmer for colder, warmer in zip(aux, aux[1:])), aux
+    assert all(colder > warmer for colder, warmer in zip(aux, aux[1:], strict=False)), aux
     # Battery modes without a cold stress age more slowly in the cold (Arrhenius), never faster.
     assert float(temperature_hazard_factor("cell_imbalance", -10.0)) < 1.0
 
@@ -125,7 +132,7 @@ def test_the_sampled_day_is_where_the_cumulative_hazard_reaches_the_exposure(exp
         starts.append(starts[-1] + length)
     hazards = [h for _, h in pieces] + [last_hazard]
     day = failure_day_from_exposure(exposure, starts, hazards)
-    cumulative = sum(h * max(0.0, min(day, b) - a) for a, b, h in zip(starts, starts[1:] + [math.inf], hazards))
+    cumulative = sum(h * max(0.0, min(day, b) - a) for a, b, h in zip(starts, starts[1:] + [math.inf], hazards, strict=False))
     assert cumulative == pytest.approx(exposure, rel=1e-9, abs=1e-9)
     assert failure_day_from_exposure(exposure + 0.5, starts, hazards) > day  # more exposure: later failure
 
@@ -168,7 +175,8 @@ def test_the_heatwave_scenario_brings_more_failures_than_the_baseline_as_its_haz
 
     def cumulative_hazard(hazard_at_offset: dict[float, float], offsets: list[float]) -> float:
         ends = starts[1:] + [math.inf]
-        return sum(hazard_at_offset[off] * max(0.0, min(horizon, b) - a) for a, b, off in zip(starts, ends, offsets))
+        return sum(hazard_at_offset[off] * max(0.0, min(horizon, b) - a)
+                   for a, b, off in zip(starts, ends, offsets, strict=False))
 
     counts = {"baseline": 0, "heatwave": 0}
     expected_extra = variance = 0.0

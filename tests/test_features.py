@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from configs.schema import SCHEMA
 from training.features import (
-    FEATURE_NAMES, REQUIRED_COLUMNS, FeatureState, vehicle_feature_matrix, window_raw_features,
+    FEATURE_NAMES,
+    REQUIRED_COLUMNS,
+    FeatureState,
+    vehicle_feature_matrix,
+    window_raw_features,
 )
 from training.windows import WindowAssembler, in_order_mask, window_index
 
@@ -59,14 +64,14 @@ def test_tumbling_windows_partition_the_frames_and_leave_the_open_window_out() -
     ends, lo, hi = window_index(ts, HOUR, HOUR)
     assert ends.tolist() == [h * HOUR for h in range(10)]
     assert lo[1:].tolist() == hi[:-1].tolist()
-    for e, a, b in zip(ends, lo, hi):
+    for e, a, b in zip(ends, lo, hi, strict=False):
         assert np.all((ts[a:b] > e - HOUR) & (ts[a:b] <= e))
 
 
 def test_overlapping_windows_hold_every_frame_in_their_span() -> None:
     ts = np.arange(0, 6 * HOUR, 600_000, dtype=np.int64)
     ends, lo, hi = window_index(ts, 2 * HOUR, HOUR)
-    for e, a, b in zip(ends, lo, hi):
+    for e, a, b in zip(ends, lo, hi, strict=False):
         inside = np.flatnonzero((ts > e - 2 * HOUR) & (ts <= e))
         assert (a, b) == (inside[0], inside[-1] + 1)
 
@@ -117,7 +122,7 @@ def test_streaming_through_assembler_and_state_equals_offline_matrix(window_h, s
 
 def test_state_refuses_bytes_from_another_feature_definition() -> None:
     blob = FeatureState().to_bytes().replace(b"features_hash", b"features_hasX")
-    with pytest.raises(Exception):
+    with pytest.raises(KeyError, match="features_hash"):
         FeatureState.from_bytes(blob)
 
 

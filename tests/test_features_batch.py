@@ -11,15 +11,42 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import training.features as features_module
 from configs.schema import SCHEMA
 from training.features import (
-    _COL, _NOISY, _RANGE, _RAW_IDX, _STAT_IDX, _STAT_POS, _TREND_IDX, _TYRES, ACCUM_KEYS, BASELINE_LEARN_Z,
-    BASELINE_WARMUP_WINDOWS, DRIVING_KMH, FEATURE_NAMES, FEATURES_HASH, LOAD_CURRENT_A, LONG_HALF_LIFE_MS, PUMP_ON_RPM, RAW_NAMES,
-    REQUIRED_COLUMNS, SHORT_HALF_LIFE_MS, SLOW_HALF_LIFE_MS, STAT_SIGNALS, TREND_KEYS, Z_CLIP, FeatureState,
-    raw_features_many, update_many, vehicle_feature_matrix, window_accumulators, window_raw_features,
+    _COL,
+    _NOISY,
+    _RANGE,
+    _RAW_IDX,
+    _STAT_IDX,
+    _STAT_POS,
+    _TREND_IDX,
+    _TYRES,
+    ACCUM_KEYS,
+    BASELINE_LEARN_Z,
+    BASELINE_WARMUP_WINDOWS,
+    DRIVING_KMH,
+    FEATURE_NAMES,
+    FEATURES_HASH,
+    LOAD_CURRENT_A,
+    LONG_HALF_LIFE_MS,
+    PUMP_ON_RPM,
+    RAW_NAMES,
+    REQUIRED_COLUMNS,
+    SHORT_HALF_LIFE_MS,
+    SLOW_HALF_LIFE_MS,
+    STAT_SIGNALS,
+    TREND_KEYS,
+    Z_CLIP,
+    FeatureState,
+    raw_features_many,
+    update_many,
+    vehicle_feature_matrix,
+    window_accumulators,
+    window_raw_features,
 )
 from training.windows import in_order_mask, window_index
 
@@ -457,7 +484,7 @@ def test_any_values_give_the_oracle_features(rows, overrides, regime) -> None:
         if r < rows:
             v[r, j] = x
     np.testing.assert_allclose(window_raw_features(v), oracle_raw_features(v), **RAW_TOL)
-    for got, want in zip(window_accumulators(v), oracle_accumulators(v)):
+    for got, want in zip(window_accumulators(v), oracle_accumulators(v), strict=False):
         np.testing.assert_allclose(got, want, **RAW_TOL)
 
 
@@ -534,9 +561,9 @@ def test_update_many_equals_update_values_one_by_one_and_the_oracle(small_batche
         windows = [random_window(rng, int(rng.choice([0, 1, 2, 5, 6, 6, 12, 60]))) for _ in chosen]
         X = update_many([states[i] for i in chosen], np.array(ends), windows)
         assert X.dtype == np.float32 and X.shape == (len(chosen), len(FEATURE_NAMES))
-        one_by_one = np.stack([singles[i].update_values(e, w) for i, e, w in zip(chosen, ends, windows)])
+        one_by_one = np.stack([singles[i].update_values(e, w) for i, e, w in zip(chosen, ends, windows, strict=False)])
         np.testing.assert_array_equal(X, one_by_one)
-        want = np.stack([oracles[i].update_values(e, w) for i, e, w in zip(chosen, ends, windows)])
+        want = np.stack([oracles[i].update_values(e, w) for i, e, w in zip(chosen, ends, windows, strict=False)])
         np.testing.assert_allclose(X, want, **FEATURE_TOL)
         for i in range(len(states)):
             assert_same_state(states[i], singles[i], exact=True)
@@ -591,7 +618,7 @@ def test_offline_matrix_equals_the_oracle_loop(window_h, stride_h, min_frames) -
     values = np.column_stack([cols[c] for c in REQUIRED_COLUMNS])[keep]
     want_ends, lo, hi = window_index(ts[keep], window_h * HOUR, stride_h * HOUR, min_frames)
     oracle = OracleState()
-    want = np.stack([oracle.update_values(int(e), values[a:b]) for e, a, b in zip(want_ends, lo, hi)])
+    want = np.stack([oracle.update_values(int(e), values[a:b]) for e, a, b in zip(want_ends, lo, hi, strict=False)])
     np.testing.assert_array_equal(ends, want_ends)
     np.testing.assert_allclose(X, want, **FEATURE_TOL)
 

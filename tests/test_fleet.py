@@ -7,7 +7,13 @@ import pytest
 from configs.settings import SimulationConfig, load_config
 from simulation import physics
 from simulation.failures import (
-    EFFECT_NEUTRAL, FAILURE_MODES, MODE_SPECS, SENSOR_FAULT_KINDS, SEVERITY_SCALE, degradation, mode_effects,
+    EFFECT_NEUTRAL,
+    FAILURE_MODES,
+    MODE_SPECS,
+    SENSOR_FAULT_KINDS,
+    SEVERITY_SCALE,
+    degradation,
+    mode_effects,
     progress,
 )
 from simulation.fleet import observation_window, sample_profile, sample_profiles

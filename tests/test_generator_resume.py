@@ -26,7 +26,7 @@ def test_without_a_replacement_the_resumable_simulation_is_simulate_vehicle_bit_
     plain = list(simulate_vehicle(PROFILE, CFG, 11, events=[LEAK]))
     resumable = list(VehicleSimulation(PROFILE, CFG, 11, events=[LEAK], keep_days=3))
     assert len(plain) == len(resumable) == 5
-    for a, b in zip(plain, resumable):
+    for a, b in zip(plain, resumable, strict=False):
         _same(a, b)
 
 
@@ -38,12 +38,12 @@ def test_a_repair_removes_the_failure_from_that_day_on_and_keeps_the_history() -
     sim.replace_events([], from_day=2)
     resumed = seen[:2] + list(sim)
     assert [c.day_index for c in resumed] == [0, 1, 2, 3, 4]
-    for a, b in zip(resumed[:2], leaking[:2]):
+    for a, b in zip(resumed[:2], leaking[:2], strict=False):
         _same(a, b)  # the days before the repair are what the leak made them
     rear_left = "tyre_pressure_rl"
     leak_before = np.nanmean(healthy[1].columns[rear_left] - leaking[1].columns[rear_left])
     assert leak_before > 0.5  # the leak was visible before the repair
-    for a, b in zip(resumed[2:], healthy[2:]):
+    for a, b in zip(resumed[2:], healthy[2:], strict=False):
         # a leak only offsets the measured pressure, so after the repair the tyre is exactly the healthy one
         np.testing.assert_array_equal(a.columns[rear_left], b.columns[rear_left])
         _same(a, b)
@@ -78,8 +78,8 @@ def test_the_twin_stream_goes_on_after_the_last_batch_taken_without_the_repaired
     rest = list(stream)
     assert simulated_days == [2, 3, 4]  # resumed at the repair's day, not re-run from day 0
     assert len(taken) + len(rest) == len(leaking) == len(healthy)  # nothing twice, nothing missing
-    for mine, theirs in zip(taken, leaking):
+    for mine, theirs in zip(taken, leaking, strict=False):
         np.testing.assert_array_equal(mine.values, theirs.values)
-    for mine, theirs in zip(rest, healthy[len(taken):]):
+    for mine, theirs in zip(rest, healthy[len(taken):], strict=False):
         np.testing.assert_array_equal(mine.seq, theirs.seq)
         np.testing.assert_array_equal(mine.values, theirs.values)  # the tyre is healthy again

@@ -6,12 +6,20 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from configs.schema import SCHEMA
 from protos.evtwin.v1 import telemetry_pb2
-from serving.codec import (BatchLimits, WireError, decode_batch, decode_columns, encode_columns, encode_record_batch,
-                           summary_to_proto)
+from serving.codec import (
+    BatchLimits,
+    WireError,
+    decode_batch,
+    decode_columns,
+    encode_columns,
+    encode_record_batch,
+    summary_to_proto,
+)
 
 NOW = 1_767_600_000_000
 LIMITS = BatchLimits(max_batch_frames=1000, max_future_skew_ms=60_000)
@@ -134,7 +142,8 @@ def test_an_empty_batch_is_valid() -> None:
 
 def test_a_twin_summary_becomes_a_message() -> None:
     msg = summary_to_proto({"vehicle_id": "V1", "applied_seq": 9, "risk": {"7": 0.1, "30": 0.4},
-                            "baseline": {"soc_mean": [50.0, 2.0]}, "last_frame": {"vehicle_id": "V1", "ts": NOW, "seq": 9, "soc": 50.0}})
+                            "baseline": {"soc_mean": [50.0, 2.0]},
+                            "last_frame": {"vehicle_id": "V1", "ts": NOW, "seq": 9, "soc": 50.0}})
     assert [(r.horizon_days, round(r.probability, 3)) for r in msg.risk] == [(7, 0.1), (30, 0.4)]
     assert msg.last_frame.soc == 50.0 and not msg.last_frame.HasField("speed")
 

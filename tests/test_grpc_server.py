@@ -12,15 +12,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from configs.schema import SCHEMA
 from configs.settings import ServingConfig
@@ -255,7 +257,8 @@ def hostile_case(name: str, data: st.DataObject, vehicle: str) -> tuple[list[Any
     if name == "nan_sensor":
         getattr(second, field)[row] = float("nan") if field != "charger_state" else -1
     elif name == "inf_sensor":
-        getattr(second, field)[row] = data.draw(st.sampled_from([float("inf"), float("-inf")])) if field != "charger_state" else 99
+        getattr(second, field)[row] = (data.draw(st.sampled_from([float("inf"), float("-inf")]))
+                                       if field != "charger_state" else 99)
     elif name == "out_of_range":
         spec = SCHEMA.field(field)
         getattr(second, field)[row] = spec.max + data.draw(st.floats(1, 1e6)) if spec.dtype != "int8" else 4
@@ -274,7 +277,8 @@ def hostile_case(name: str, data: st.DataObject, vehicle: str) -> tuple[list[Any
     elif name == "empty_vehicle":
         second.vehicle_ids[0] = ""
     elif name == "bad_vehicle":
-        second.vehicle_ids[0] = data.draw(st.text(min_size=1, max_size=80).filter(lambda s: not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$", s)))
+        second.vehicle_ids[0] = data.draw(
+            st.text(min_size=1, max_size=80).filter(lambda s: not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$", s)))
     elif name == "far_future":
         second.ts[row] = NOW_MS + data.draw(st.integers(3_600_000, 10**15))
     elif name == "before_2000":

@@ -64,7 +64,7 @@ def test_arrow_and_dict_batches_group_the_same_way() -> None:
     from_dict, _ = FrameBatch.from_columns(columns)
     from_arrow, _ = FrameBatch.from_columns(arrow_batch(columns))
     assert sorted(from_dict.vehicle_ids) == sorted(from_arrow.vehicle_ids) == ["a", "b", "c"]
-    for (va, pa_), (vb, pb) in zip(sorted(from_dict.parts()), sorted(from_arrow.parts())):
+    for (va, pa_), (vb, pb) in zip(sorted(from_dict.parts()), sorted(from_arrow.parts()), strict=False):
         assert va == vb
         assert sorted(pa_["seq"].tolist()) == sorted(pb["seq"].tolist()) == list(range(1, 21))
         np.testing.assert_array_equal(pa_["values"][np.argsort(pa_["seq"])], pb["values"][np.argsort(pb["seq"])])
@@ -165,7 +165,8 @@ def test_a_slow_model_service_never_blocks_ingestion(tmp_path: Path) -> None:
         assert result.applied == FPW
     assert predictor.calls == 1  # one request in flight at a time
     predictor.ready = True
-    result = host.ingest(FrameBatch.from_columns(synthetic_frames("a", 1, start_seq=8 * FPW + 1) | {"vehicle_id": np.array(["a"])})[0])
+    result = host.ingest(
+        FrameBatch.from_columns(synthetic_frames("a", 1, start_seq=8 * FPW + 1) | {"vehicle_id": np.array(["a"])})[0])
     assert [a.rule for a in result.alerts] == ["failure_risk"]
     assert host.summary("a")["risk"] == {"7": 0.9, "14": 0.95, "30": 0.99}
 

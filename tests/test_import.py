@@ -13,12 +13,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from configs import runs as io
 from configs.catalog import SourceProfile, load_catalog
 from configs.schema import SCHEMA
 from configs.settings import load_config
 from configs.units import convert
 from serving.cli import main
-from configs import runs as io
 from simulation.fleet import sample_profile
 from simulation.generator import stream_vehicle_batches
 

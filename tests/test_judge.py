@@ -12,7 +12,15 @@ from configs.settings import load_config
 from training.alerting import AlertPolicy, alert_indices
 from training.detectors import VehicleBlock, alert_outcome
 from training.judge import (
-    FAILURE, FALSE_ALARM, SENSOR_FAULT, UNJUDGED, AlertCall, FailureEvent, JudgeRules, SensorFaultEpisode, healthy_ms,
+    FAILURE,
+    FALSE_ALARM,
+    SENSOR_FAULT,
+    UNJUDGED,
+    AlertCall,
+    FailureEvent,
+    JudgeRules,
+    SensorFaultEpisode,
+    healthy_ms,
     judge,
 )
 from training.labels import VehicleEvents, vehicle_labels

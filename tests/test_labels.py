@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from training.labels import (
-    MS_PER_DAY, NO_MODE, VehicleEvents, assign_splits, horizon_labels, interval_overlap, temporal_cutoff_ms,
+    MS_PER_DAY,
+    NO_MODE,
+    VehicleEvents,
+    assign_splits,
+    horizon_labels,
+    interval_overlap,
+    temporal_cutoff_ms,
     vehicle_labels,
 )
 

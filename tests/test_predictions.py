@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from configs.frames import FrameBatch
 from configs.settings import load_config
 from serving.deployments import (
     BoosterFailureModel,
@@ -15,12 +16,11 @@ from serving.deployments import (
     predict_severity,
     row_answers,
 )
+from training.features import FEATURE_NAMES
 from training.predictions import most_likely_modes, predict_rows
-from configs.frames import FrameBatch
 from twins.host import HostSettings, TwinHost
 from twins.predictor import LocalPredictor
 from twins.synthetic import synthetic_frames
-from training.features import FEATURE_NAMES
 
 MODES = ("brake_wear", "coolant_pump", "hv_isolation")
 
@@ -72,8 +72,9 @@ def test_a_mode_threshold_names_the_mode_only_where_an_alert_may_follow(models) 
     some = predict_rows(failure, X, top_k=0, mode_threshold=threshold)
     above = failure.predict(X)[7] >= threshold
     assert 0 < above.sum() < len(above)
-    assert [m for m, a in zip(some.mode, above) if a] == [m for m, a in zip(everything.mode, above) if a]
-    assert all(m is None for m, a in zip(some.mode, above) if not a)
+    assert ([m for m, a in zip(some.mode, above, strict=False) if a]
+            == [m for m, a in zip(everything.mode, above, strict=False) if a])
+    assert all(m is None for m, a in zip(some.mode, above, strict=False) if not a)
     assert some.risk == everything.risk and some.contributions == [[]] * 60 and some.severity == [None] * 60
 
 
@@ -83,7 +84,7 @@ def test_the_serve_answers_and_the_in_process_answers_are_the_same(models) -> No
     risks, modes, contributions, levels = row_answers(predict_risk(failure, X, 3), predict_severity(severity, X))
     local = predict_rows(failure, X, severity, top_k=3)
     assert modes == local.mode and levels == local.severity and contributions == local.contributions
-    for served, here in zip(risks, local.risk):
+    for served, here in zip(risks, local.risk, strict=False):
         assert served == pytest.approx(here, rel=1e-6)  # Serve ships float32
 
 
@@ -108,7 +109,7 @@ class RecordingPredictor(LocalPredictor):
         self.asked: dict[tuple[str, int], np.ndarray] = {}
 
     def submit(self, vehicle_ids: list[str], window_end_ms: list[int], X: np.ndarray):
-        self.asked.update({(v, int(t)): X[i].copy() for i, (v, t) in enumerate(zip(vehicle_ids, window_end_ms))})
+        self.asked.update({(v, int(t)): X[i].copy() for i, (v, t) in enumerate(zip(vehicle_ids, window_end_ms, strict=False))})
         return super().submit(vehicle_ids, window_end_ms, X)
 
 

@@ -41,7 +41,7 @@ def test_frame_fields_follow_the_telemetry_schema() -> None:
     assert [f.name for f in frame.fields if f.number < FIRST_SENSOR_NUMBER] == [k["name"] for k in document["key_fields"]]
     sensors = _sensor_fields(frame)
     assert [f.name for f in sensors] == [f["name"] for f in document["fields"]]
-    for proto_field, spec in zip(sensors, document["fields"]):
+    for proto_field, spec in zip(sensors, document["fields"], strict=False):
         assert proto_field.type == WIRE_TYPES[spec["dtype"]], proto_field.name
         assert proto_field.has_presence, f"{proto_field.name}: a missing reading must be distinguishable from 0"
         assert proto_field.number == FIRST_SENSOR_NUMBER + document["fields"].index(spec)

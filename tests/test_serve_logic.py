@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 
 from protos.evtwin.v1 import prediction_pb2
-from serving.deployments import (RequestError, decode_rows, demo_models, predict_risk, predict_severity,
-                                 risk_response, row_answers, severity_response, split_answer)
+from serving.deployments import (
+    RequestError,
+    decode_rows,
+    demo_models,
+    predict_risk,
+    predict_severity,
+    risk_response,
+    row_answers,
+    severity_response,
+    split_answer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +46,7 @@ def test_batched_answers_split_back_exactly(models) -> None:
     rng = np.random.default_rng(0)
     parts = [rng.normal(size=(n, 8)).astype(np.float32) for n in (3, 1, 5)]
     whole = predict_risk(failure, np.concatenate(parts), top_k=2)
-    for part, answer in zip(parts, split_answer(whole, [3, 1, 5])):
+    for part, answer in zip(parts, split_answer(whole, [3, 1, 5]), strict=False):
         alone = predict_risk(failure, part, top_k=2)
         np.testing.assert_allclose(answer["risk"], alone["risk"], rtol=1e-6)
         assert answer["contributions"] == alone["contributions"]

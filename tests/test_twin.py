@@ -6,7 +6,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from configs.schema import SCHEMA
 from configs.settings import TwinsConfig, load_config
 from training.features import vehicle_feature_matrix
 from twins.baseline import EwmaBaseline, WelfordBaseline

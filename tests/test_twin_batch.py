@@ -78,17 +78,17 @@ def test_a_batched_step_of_many_twins_equals_each_twin_alone() -> None:
     alerts_together, alerts_alone = [], []
     for k, poll in enumerate(polls):
         # Leave one vehicle out of a poll now and then: twins with nothing new take part too.
-        batch = [(t, cols) for i, (t, cols) in enumerate(zip(together, poll)) if (i + k) % 5 != 0]
+        batch = [(t, cols) for i, (t, cols) in enumerate(zip(together, poll, strict=False)) if (i + k) % 5 != 0]
         for step in ingest_many([t for t, _ in batch], [c for _, c in batch]):
             alerts_together.extend(step.alerts)
-        for i, (twin, cols) in enumerate(zip(alone, poll)):
+        for i, (twin, cols) in enumerate(zip(alone, poll, strict=False)):
             if (i + k) % 5 != 0:
                 alerts_alone.extend(twin.ingest(cols).alerts)
     assert sum(t.windows_closed for t in together) > 100
     assert {a.rule for a in alerts_together} >= {"sensor_fault", "anomaly"}
     assert alerts_together == alerts_alone
     assert [a.alert_id for a in alerts_together] == [a.alert_id for a in alerts_alone]
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=False):
         assert a.duplicates > 0
         assert a.to_bytes() == b.to_bytes()
 
@@ -110,7 +110,7 @@ def test_the_step_reports_what_each_twin_did() -> None:
     ids, polls = _generator_polls(config, polls=2)
     twins = _twins(config, ids, SequenceModel())
     steps = ingest_many(twins, polls[0])
-    for twin, step, cols in zip(twins, steps, polls[0]):
+    for twin, step, cols in zip(twins, steps, polls[0], strict=False):
         assert step.applied_seq == twin.applied_seq
         assert step.applied + step.duplicates + step.buffered == cols["seq"].size
         assert step.prediction_due == (twin.pending_prediction is not None)
@@ -140,11 +140,11 @@ def test_the_what_if_frames_equal_the_generator_stream_through_frame_batch() -> 
                                                   "simulation.sensor_fault_rate_per_day=1"]).config
     profiles, plans = build_fleet(config, 5)
     sim_cfg = coarse_simulation(config.simulation, 600.0)
-    for profile, plan in zip(profiles, plans):
+    for profile, plan in zip(profiles, plans, strict=False):
         ours = list(vehicle_frame_batches(profile, sim_cfg, 5, 5 * 3600.0, events=list(plan.source_events)))
         arrow = list(stream_vehicle_batches(profile, sim_cfg, 5, 5 * 3600.0, events=list(plan.source_events)))
         assert len(ours) == len(arrow) > 4
-        for mine, batch in zip(ours, arrow):
+        for mine, batch in zip(ours, arrow, strict=False):
             block, rejected = FrameBatch.from_columns(pa.Table.from_batches([batch]))
             assert not rejected
             np.testing.assert_array_equal(mine.seq, block.seq)

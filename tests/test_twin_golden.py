@@ -73,7 +73,7 @@ def _fleet_polls(config: Any) -> tuple[list[str], list[list[dict[str, np.ndarray
                for i, p in enumerate(profiles)]
     rng = np.random.default_rng(SEED)
     polls: list[list[dict[str, np.ndarray]]] = []
-    for batches in zip(*streams):
+    for batches in zip(*streams, strict=False):
         per_vehicle = []
         for i, batch in enumerate(batches):
             cols = {k: v.copy() for k, v in batch.columns().items()}
@@ -116,8 +116,8 @@ def _run(config: Any, ids: list[str], polls: list[list[dict[str, np.ndarray]]], 
         if round_trip and k == len(polls) // 2:  # mid-stream round trip: rebuilt from bytes, unnoticed by the run
             mid_digests = {t.vehicle_id: _digest(t) for t in twins}
             twins = [VehicleTwin.from_bytes(t.to_bytes(), model) for t in twins]
-        steps = ingest_many(twins, poll) if with_model else [t.ingest(b) for t, b in zip(twins, poll)]
-        for twin, step in zip(twins, steps):
+        steps = ingest_many(twins, poll) if with_model else [t.ingest(b) for t, b in zip(twins, poll, strict=False)]
+        for twin, step in zip(twins, steps, strict=False):
             alerts[twin.vehicle_id] += [_alert_record(a) for a in step.alerts]
             windows[twin.vehicle_id] += [[w.end_ms, round(w.fleet_ratio, DIGITS), round(w.score, DIGITS),
                                           w.head_version] for w in step.windows]

@@ -27,7 +27,7 @@ def test_the_fleet_uses_the_generators_failures_unchanged() -> None:
     config = small()
     profiles, plans = build_fleet(config, seed=3)
     assert [p.vehicle_id for p in plans] == [p.vehicle_id for p in sample_profiles(config.simulation, 3)]
-    for profile, plan in zip(profiles, plans):
+    for profile, plan in zip(profiles, plans, strict=False):
         truth = vehicle_events(profile, config.simulation, 3)
         assert sorted((e.mode, e.onset_ms, e.failure_ms, e.severity) for e in truth) == \
             sorted((e.mode, e.onset_ms, e.failure_ms, e.severity) for e in plan.events)
@@ -68,7 +68,7 @@ def test_the_heatwave_fleet_has_the_samplers_failures_under_the_windows() -> Non
     windows = config.whatif.ambient_windows
     profiles, plans = build_fleet(config, 4)
     moved = 0
-    for profile, plan in zip(profiles, plans):
+    for profile, plan in zip(profiles, plans, strict=False):
         direct = sample_vehicle_failures(profile, config.simulation, 4, ambient_windows=windows)
         plain = {e.mode: e.failure_ms for e in sample_vehicle_failures(profile, config.simulation, 4)}
         assert list(plan.source_events) == sorted(direct, key=lambda e: (e.failure_ms, e.mode))  # observed flag too
@@ -89,7 +89,7 @@ def test_a_heatwave_moves_failures_the_way_the_generators_hazard_moves() -> None
     # Heat-driven modes fail sooner in the heatwave, a cold-stressed 12 V battery of a cold-climate
     # vehicle later (the warm spell relieves it), tyres and brakes not at all (up to ms rounding).
     moved = 0
-    for profile, b, h in zip(profiles, base_plans, hot_plans):
+    for profile, b, h in zip(profiles, base_plans, hot_plans, strict=False):
         base_times = {e.mode: e.failure_ms for e in b.events}
         for e in h.events:
             if e.mode not in base_times:
@@ -186,7 +186,7 @@ def test_the_twins_see_hotter_frames_only_inside_the_heatwave() -> None:
     assert len(spliced) == len(plain)
     start_ms = plain[0].first_ts
     ambient = SENSORS.index("ambient_temp")
-    for hot, cool in zip(spliced, plain):
+    for hot, cool in zip(spliced, plain, strict=False):
         day = (hot.first_ts - start_ms) / MS_PER_DAY
         difference = np.nanmean(hot.values[:, ambient]) - np.nanmean(cool.values[:, ambient])
         if 1 <= day < 3:
@@ -220,19 +220,20 @@ def test_a_repair_restarts_the_vehicles_stream_without_the_repaired_failure_and_
 
 
 def test_the_frames_the_what_if_hands_the_twin_host_are_what_the_host_makes_of_the_generators_batches() -> None:
-    """frame_block (the what-if's one adapter) of several vehicles' polls == FrameBatch.from_columns of the generator's Arrow batches."""
+    """frame_block (the what-if's one adapter) of several vehicles' polls == FrameBatch.from_columns of the generator's
+    Arrow batches."""
     import pyarrow as pa
 
+    from configs.frames import FrameBatch
     from simulation.generator import stream_vehicle_batches
     from simulation.whatif.twin_detector import coarse_simulation, frame_block, vehicle_frame_batches
-    from configs.frames import FrameBatch
 
     config = small(extra=("simulation.num_vehicles=3", "simulation.duration_days_per_vehicle=2"))
     profiles, plans = build_fleet(config, 6)
     sim_cfg = coarse_simulation(config.simulation, config.whatif.twin_frame_interval_s)
     ours = {p.vehicle_id: list(vehicle_frame_batches(p, sim_cfg, 6, 6 * 3600.0, events=list(plan.source_events)))[:3]
-            for p, plan in zip(profiles, plans)}
-    arrow = [b for p, plan in zip(profiles, plans)
+            for p, plan in zip(profiles, plans, strict=False)}
+    arrow = [b for p, plan in zip(profiles, plans, strict=False)
              for b in list(stream_vehicle_batches(p, sim_cfg, 6, 6 * 3600.0, events=list(plan.source_events)))[:3]]
     block = frame_block(ours)
     expected, rejected = FrameBatch.from_columns(pa.Table.from_batches(arrow))

@@ -24,7 +24,7 @@ def random_plans(n: int, days: float, seed: int) -> list[VehiclePlan]:
     for i in range(n):
         events = []
         if rng.random() < 0.3:
-            for k in range(rng.randint(1, 2)):
+            for _k in range(rng.randint(1, 2)):
                 onset = rng.uniform(-10, days) * MS_PER_DAY
                 span = rng.uniform(5, 25) * MS_PER_DAY
                 events.append((int(onset), int(onset + span), rng.choice(MODES), rng.randint(1, 3)))

@@ -17,11 +17,11 @@ def test_pushed_in_any_chunks_the_windows_equal_the_offline_index(gaps, start, w
     ts = start + np.cumsum(np.asarray(gaps, dtype=np.int64))
     x = np.arange(ts.size, dtype=np.float64)
     ends, lo, hi = window_index(ts, window, stride, min_frames)
-    expected = [(int(e), x[a:b].tolist()) for e, a, b in zip(ends, lo, hi)]
+    expected = [(int(e), x[a:b].tolist()) for e, a, b in zip(ends, lo, hi, strict=False)]
     asm = WindowAssembler(window_ms=window, stride_ms=stride, min_frames=min_frames)
     got = []
     bounds = sorted({0, ts.size, *[c for c in cuts if c < ts.size]})
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
         got += [(end, cols["x"].tolist()) for end, cols in asm.push(ts[a:b], {"x": x[a:b]})]
     assert got == expected
     assert asm.held_frames <= int(in_order_mask(ts).sum())

@@ -36,7 +36,7 @@ class AlertPolicy:
             raise ValueError(f"cooldown_ms must be >= 0 (got {self.cooldown_ms})")
 
     @classmethod
-    def for_twins(cls, twins: Any, threshold: float) -> "AlertPolicy":
+    def for_twins(cls, twins: Any, threshold: float) -> AlertPolicy:
         """The anomaly gate of twins configured by ``twins`` (a ``configs.settings.TwinsConfig``) at ``threshold``:
         the one place the twin, the offline evaluation and the benches build it."""
         return cls(threshold=float(threshold), consecutive=twins.anomaly_consecutive_windows,
@@ -71,7 +71,8 @@ def alert_indices(window_end_ms: np.ndarray, scores: np.ndarray, policy: AlertPo
                   state: AlertState | None = None) -> np.ndarray:
     """Indices of the windows (one vehicle, time order) that raise an alert."""
     state = state if state is not None else AlertState()
-    hits = [i for i, (t, s) in enumerate(zip(np.asarray(window_end_ms).tolist(), np.asarray(scores, float).tolist()))
+    hits = [i for i, (t, s) in enumerate(zip(np.asarray(window_end_ms).tolist(), np.asarray(scores, float).tolist(),
+                                             strict=False))
             if state.step(t, s, policy)]
     return np.asarray(hits, dtype=np.int64)
 

@@ -10,7 +10,8 @@ the mean squared error over its steps and signals; the per-signal shares say whi
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_autoencoder(n_signals: int, hidden_size: int, sequence_length: int) -> "torch.nn.Module":
+def build_autoencoder(n_signals: int, hidden_size: int, sequence_length: int) -> torch.nn.Module:
     """A fresh ``LstmAutoencoder`` (untrained) for ``n_signals`` signals over ``sequence_length`` windows."""
     return _autoencoder_class()(n_signals, hidden_size, sequence_length)
 
@@ -108,7 +109,7 @@ def feature_sequences(values: np.ndarray, length: int) -> np.ndarray:
     return view
 
 
-def reconstruction_errors(model: "torch.nn.Module", sequences: np.ndarray, batch_size: int = 4096,
+def reconstruction_errors(model: torch.nn.Module, sequences: np.ndarray, batch_size: int = 4096,
                           device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(error per sequence, per-signal share of that error) for normalised sequences (n, L, S)."""
     import torch
@@ -128,7 +129,7 @@ def reconstruction_errors(model: "torch.nn.Module", sequences: np.ndarray, batch
 
 
 def train_autoencoder(train_seq: np.ndarray, *, hidden_size: int, epochs: int, batch_size: int,
-                      learning_rate: float, seed: int, device: str = "cpu") -> tuple["torch.nn.Module", list[float]]:
+                      learning_rate: float, seed: int, device: str = "cpu") -> tuple[torch.nn.Module, list[float]]:
     """Fit on normalised normal sequences; returns the model and the mean loss per epoch."""
     import torch
 

@@ -19,8 +19,9 @@ import io
 import json
 import logging
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,11 +106,12 @@ def model_bytes(folder: Path, meta: dict[str, Any], name: str) -> bytes:
 
 def _first_difference(trained: Sequence[str], ours: Sequence[str]) -> str:
     """Where two feature lists part: '... position i: trained 'a', this code 'b''."""
-    for i, (a, b) in enumerate(zip(trained, ours)):
+    for i, (a, b) in enumerate(zip(trained, ours, strict=False)):
         if a != b:
             return f"first difference at position {i}: trained {a!r}, this code {b!r}"
     shorter, longer = (trained, ours) if len(trained) < len(ours) else (ours, trained)
-    return f"first difference at position {len(shorter)}: {'trained' if longer is trained else 'this code'} has {longer[len(shorter)]!r}"
+    return (f"first difference at position {len(shorter)}: {'trained' if longer is trained else 'this code'} "
+            f"has {longer[len(shorter)]!r}")
 
 
 def _check(meta: dict[str, Any], path: Path) -> None:

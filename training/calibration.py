@@ -91,7 +91,7 @@ class Calibrator:
                 "values": list(map(float, self.values)), "a": self.a, "b": self.b}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Calibrator":
+    def from_dict(cls, d: dict) -> Calibrator:
         if d["kind"] == "isotonic" and d.get("format") != ISOTONIC_FORMAT:
             raise ValueError(
                 f"isotonic calibrator of format {d.get('format', 1)} (this code reads {ISOTONIC_FORMAT}): it was "

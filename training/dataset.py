@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -25,14 +25,28 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from configs.runs import (
-    EVENTS_FILE, EVENTS_SCHEMA, RAW_FRAMES, SENSOR_FAULTS_FILE, SENSOR_FAULTS_SCHEMA, list_vehicles, read_events,
-    read_manifest, read_sensor_faults, read_vehicle_frames,
+    EVENTS_FILE,
+    EVENTS_SCHEMA,
+    RAW_FRAMES,
+    SENSOR_FAULTS_FILE,
+    SENSOR_FAULTS_SCHEMA,
+    list_vehicles,
+    read_events,
+    read_manifest,
+    read_sensor_faults,
+    read_vehicle_frames,
 )
 from configs.schema import SCHEMA
 from configs.settings import Config
 from training.features import FEATURE_NAMES, FEATURES_HASH, REQUIRED_COLUMNS, vehicle_feature_matrix
 from training.labels import (
-    MS_PER_DAY, NO_MODE, VehicleEvents, assign_splits, temporal_cutoff_ms, vehicle_labels, vehicle_strata,
+    MS_PER_DAY,
+    NO_MODE,
+    VehicleEvents,
+    assign_splits,
+    temporal_cutoff_ms,
+    vehicle_labels,
+    vehicle_strata,
 )
 
 SPLITS = ("train", "validation", "test")
@@ -153,7 +167,7 @@ def plan_splits(cfg: Config, vehicles: list[str], events: pa.Table, known_until:
     """(vehicle -> split, vehicle -> stratum): stratum = mode of the vehicle's first known failure."""
     ev = events.filter(pc.less_equal(events.column("failure_ms"), known_until)).sort_by("failure_ms").to_pydict()
     first_mode: dict[str, str] = {}
-    for v, m in zip(ev["vehicle_id"], ev["mode"]):
+    for v, m in zip(ev["vehicle_id"], ev["mode"], strict=False):
         first_mode.setdefault(v, m)
     strata = vehicle_strata(vehicles, first_mode)
     return assign_splits(strata, cfg.dataset.split_fractions, cfg.seed), strata

@@ -13,8 +13,8 @@ Every detector's alert threshold is chosen on the validation split under the ale
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class FixedLimits:
     index: np.ndarray
 
     @classmethod
-    def fit(cls, X_healthy: np.ndarray) -> "FixedLimits":
+    def fit(cls, X_healthy: np.ndarray) -> FixedLimits:
         index = np.array([FEATURE_NAMES.index(f) for f, _ in FIXED_LIMIT_SIGNALS])
         directions = np.array([d for _, d in FIXED_LIMIT_SIGNALS], dtype=np.float64)
         values = X_healthy[:, index].astype(np.float64)
@@ -83,7 +83,7 @@ class FixedLimits:
                 "scales": self.scales.tolist(), "directions": self.directions.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FixedLimits":
+    def from_dict(cls, d: dict) -> FixedLimits:
         return cls(limits=np.asarray(d["limits"]), scales=np.asarray(d["scales"]),
                    directions=np.asarray(d["directions"]),
                    index=np.array([FEATURE_NAMES.index(f) for f in d["signals"]]))
@@ -133,7 +133,7 @@ def alert_outcome(blocks: Iterable[VehicleBlock], scores: dict[str, np.ndarray],
     for b in blocks:
         s = scores[b.vehicle_id]
         state = AlertState()
-        fired = np.array([state.step(t, x, policy) for t, x in zip(b.ends.tolist(), s.tolist())], dtype=bool)
+        fired = np.array([state.step(t, x, policy) for t, x in zip(b.ends.tolist(), s.tolist(), strict=False)], dtype=bool)
         alerts += int(fired.sum())
         false_alarms += int((fired & b.healthy).sum())
         healthy_windows += int(b.healthy.sum())

@@ -20,18 +20,28 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from configs.settings import Config
+from training.alerting import alert_indices, flagged
 from training.artifacts import MODELS_DIR, load_anomaly_model, load_failure_model, load_severity_model
 from training.dataset import DATASET_DIR, SPLITS, prepare_dataset, read_card
 from training.detectors import FixedLimits, VehicleBlock, vehicle_zscore
 from training.judge import AlertCall, FailureEvent, Judgement, JudgeRules, SensorFaultEpisode, judge
 from training.labels import MS_PER_DAY
 from training.metrics import (
-    average_precision, brier_score, confusion_matrix, macro_f1, pointwise_precision_recall, recall_at_precision,
-    reliability_bins, roc_auc,
+    average_precision,
+    brier_score,
+    confusion_matrix,
+    macro_f1,
+    pointwise_precision_recall,
+    recall_at_precision,
+    reliability_bins,
+    roc_auc,
 )
-from training.alerting import alert_indices, flagged
 from training.report import (
-    confusion_plot, finite_or_none, personalisation_markdown, reliability_plot, report_markdown,
+    confusion_plot,
+    finite_or_none,
+    personalisation_markdown,
+    reliability_plot,
+    report_markdown,
 )
 from training.statistics import equal_recall_comparison, frontier_false_alarms, wilson_interval
 from training.train import SplitData, alert_policy_factory, load_split, vehicle_blocks
@@ -120,7 +130,7 @@ def _zscore_rows(data: SplitData, blocks: list[VehicleBlock]) -> np.ndarray:
     out = np.zeros(data.size)
     lookup = {b.vehicle_id: vehicle_zscore(b.X) for b in blocks}
     change = np.flatnonzero(data.vehicle_id[1:] != data.vehicle_id[:-1]) + 1
-    for a, b in zip(np.concatenate([[0], change]), np.concatenate([change, [data.size]])):
+    for a, b in zip(np.concatenate([[0], change]), np.concatenate([change, [data.size]]), strict=False):
         order = np.argsort(data.ends[a:b], kind="stable")
         out[np.arange(a, b)[order]] = lookup[str(data.vehicle_id[a])]
     return out
@@ -144,7 +154,8 @@ def severity_section(model_run: Path, data: SplitData, horizon: int, out_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     confusion_plot(cm, out_dir / "severity_confusion.png")
     return {"windows": int(rows.sum()), "events": int(len(set(zip(data.vehicle_id[rows].tolist(),
-                                                                   data.labels["next_failure_ms"][rows].tolist())))),
+                                                                   data.labels["next_failure_ms"][rows].tolist(),
+                                                                   strict=False)))),
             "macro_f1": macro_f1(y, pred, [1, 2, 3]), "confusion_matrix": cm.tolist(), "labels": [1, 2, 3],
             "baseline_train_majority_macro_f1": macro_f1(y, np.full(y.size, prior), [1, 2, 3]),
             "test_majority_class": majority}
@@ -303,7 +314,8 @@ def evaluate_run(model_run: Path, cfg: Config, test_run: Path | None = None, out
     rules = JudgeRules.from_config(cfg, window_ms=int(model_card["window_ms"]))
     evaluated = {b.vehicle_id for b in blocks}
     failures = [FailureEvent(str(v), int(o), int(f), str(m)) for v, o, f, m in zip(
-        *(events.column(c).to_pylist() for c in ("vehicle_id", "onset_ms", "failure_ms", "mode"))) if v in evaluated]
+        *(events.column(c).to_pylist() for c in ("vehicle_id", "onset_ms", "failure_ms", "mode")), strict=False)
+        if v in evaluated]
     faults = [f for f in _faults(Path(data_run), None if test_run is not None else "test") if f.vehicle_id in evaluated]
     report["anomaly"] = anomaly_section(model_run, blocks, cfg, limits, stride_ms, out_dir, faults, rules, failures)
     report["headline"] = headline(report)

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -227,7 +227,7 @@ def raw_features_many(windows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.nda
              for s in range(0, len(arrays), step)]
     if len(parts) == 1:
         return parts[0]
-    raw, num, den = (np.concatenate(p) for p in zip(*parts))
+    raw, num, den = (np.concatenate(p) for p in zip(*parts, strict=False))
     return raw, num, den
 
 
@@ -343,7 +343,7 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
             np.copyto(first_pass[n_summ + k], quantity, where=ok)
         sums = _frame_sums(first_pass)
         mean = sums[:n_summ] / count
-        masked_sum = dict(zip(masked, sums[n_summ:]))  # per name: the sum over the rows its mask picks
+        masked_sum = dict(zip(masked, sums[n_summ:], strict=False))  # per name: the sum over the rows its mask picks
         n_sleep, n_res = _count(ok_sleep, axis=0), _count(ok_resistance, axis=0)
         # Second pass: squared deviations from the window means (std, dV/dI, 12 V sleep slope).
         pos_dev = position - masked_sum["position"] / n_sleep
@@ -358,7 +358,7 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
             np.copyto(second_pass[n_stat + k], quantity, where=ok)
         deviations = _frame_sums(second_pass)
         std = np.sqrt(deviations[:n_stat] / count[:n_stat])
-        deviation_sum = dict(zip(second, deviations[n_stat:]))
+        deviation_sum = dict(zip(second, deviations[n_stat:], strict=False))
         var_t, cov_ty = deviation_sum["var_t"], deviation_sum["cov_ty"]
         vmin, vmax = np.fmin.reduce(summarised, axis=1), np.fmax.reduce(summarised, axis=1)  # NaN: no value
 
@@ -503,9 +503,9 @@ _STATE_FIELDS: tuple[tuple[str, tuple[int, ...], float, str], ...] = (
 _STATE_SIZES = [int(np.prod(shape)) for _, shape, _, _ in _STATE_FIELDS]
 _STATE_SLICES: dict[str, slice] = {
     name: slice(start, start + size)
-    for (name, _, _, _), size, start in zip(_STATE_FIELDS, _STATE_SIZES, np.cumsum([0] + _STATE_SIZES).tolist())
+    for (name, _, _, _), size, start in zip(_STATE_FIELDS, _STATE_SIZES, np.cumsum([0] + _STATE_SIZES).tolist(), strict=False)
 }
-_STATE_INITIAL = np.concatenate([np.full(size, init) for (_, _, init, _), size in zip(_STATE_FIELDS, _STATE_SIZES)])
+_STATE_INITIAL = np.concatenate([np.full(size, init) for (_, _, init, _), size in zip(_STATE_FIELDS, _STATE_SIZES, strict=False)])
 
 
 def _state_field(name: str) -> property:
@@ -513,10 +513,10 @@ def _state_field(name: str) -> property:
     part = _STATE_SLICES[name]
     shape, doc = next((shape, doc) for field, shape, _, doc in _STATE_FIELDS if field == name)
 
-    def get(self: "FeatureState") -> np.ndarray:
+    def get(self: FeatureState) -> np.ndarray:
         return self._packed[part].reshape(shape)
 
-    def set_(self: "FeatureState", value: np.ndarray) -> None:
+    def set_(self: FeatureState, value: np.ndarray) -> None:
         value = np.asarray(value, dtype=np.float64)
         if value.shape != shape:
             raise ValueError(f"FeatureState.{name} must have shape {shape}, got {value.shape}")
@@ -585,7 +585,7 @@ class FeatureState:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "FeatureState":
+    def from_bytes(cls, data: bytes) -> FeatureState:
         """Restore a state; refuses one written by a different feature definition."""
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             if str(npz["features_hash"]) != FEATURES_HASH:
@@ -655,7 +655,7 @@ def _advance_states(states: list[FeatureState], ends: np.ndarray, raw: np.ndarra
     first = np.fromiter((s.last_end_ms is None for s in states), dtype=bool, count=batch)
     last_end = np.fromiter((0 if s.last_end_ms is None else s.last_end_ms for s in states), dtype=np.int64, count=batch)
     packed, features = _context_step(np.array([s._packed for s in states]), first, last_end, ends, raw, num, den)
-    for state, row, end in zip(states, packed, ends.tolist()):
+    for state, row, end in zip(states, packed, ends.tolist(), strict=False):
         # A copy, not a view: a state that stops updating must not keep the whole batch's array alive.
         state._packed = row.copy()
         state.last_end_ms = end

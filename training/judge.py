@@ -30,8 +30,8 @@ observation, and *caught* when at least one alert is true for it.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class JudgeRules:
     post_failure_ms: int = 3 * MS_PER_DAY
 
     @classmethod
-    def from_config(cls, config: Config, window_ms: int | None = None) -> "JudgeRules":
+    def from_config(cls, config: Config, window_ms: int | None = None) -> JudgeRules:
         """The lengths the labels use (``window_ms``: a dataset's own, else the configured window)."""
         return cls(window_ms=int(window_ms if window_ms is not None else config.dataset.window_minutes * 60_000),
                    risk_horizon_ms=int(min(config.labels.failure_horizons_days) * MS_PER_DAY),
@@ -211,11 +211,11 @@ def judge_alert(alert: AlertCall, events: Sequence[FailureEvent], faults: Sequen
     fault_index = range(len(faults)) if fault_index is None else fault_index
     caught = ()
     if alert.rule in _FAULT_RULES:
-        caught = tuple(i for f, i in zip(faults, fault_index)
+        caught = tuple(i for f, i in zip(faults, fault_index, strict=False)
                        if f.vehicle_id == alert.vehicle_id and f.start_ms <= t < f.end_ms + rules.window_ms)
     if alert.rule in _FAILURE_RULES:
         ahead = rules.risk_horizon_ms if alert.rule == "failure_risk" else 0
-        hits = [(e.failure_ms, i) for e, i in zip(events, event_index)
+        hits = [(e.failure_ms, i) for e, i in zip(events, event_index, strict=False)
                 if e.vehicle_id == alert.vehicle_id
                 and min(e.onset_ms, e.failure_ms - ahead) <= t <= e.failure_ms]
         if hits:

@@ -19,8 +19,8 @@ window ``(t - window_ms, t]`` is *degrading* when it overlaps an event's ``[onse
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class VehicleEvents:
 
     @classmethod
     def build(cls, failures: Sequence[tuple[int, int, str, int]] = (),
-              faults: Sequence[tuple[int, int]] = ()) -> "VehicleEvents":
+              faults: Sequence[tuple[int, int]] = ()) -> VehicleEvents:
         """From (onset_ms, failure_ms, mode, severity) tuples and (start_ms, end_ms) fault tuples."""
         order = sorted(range(len(failures)), key=lambda i: failures[i][1])
         f = [failures[i] for i in order]
@@ -59,7 +59,7 @@ class VehicleEvents:
             fault_end_ms=np.array([x[1] for x in faults], dtype=np.int64),
         )
 
-    def sorted(self) -> "VehicleEvents":
+    def sorted(self) -> VehicleEvents:
         order = np.argsort(self.failure_ms, kind="stable")
         return VehicleEvents(self.failure_ms[order], self.onset_ms[order], self.mode[order],
                              self.severity[order], self.fault_start_ms, self.fault_end_ms)

@@ -8,7 +8,7 @@ Event-level alert metrics (recall, false alarms, lead times) are the judge's: ``
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[in
     """Rows true, columns predicted, in ``labels`` order."""
     index = {label: i for i, label in enumerate(labels)}
     m = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for t, p in zip(np.asarray(y_true).tolist(), np.asarray(y_pred).tolist()):
+    for t, p in zip(np.asarray(y_true).tolist(), np.asarray(y_pred).tolist(), strict=False):
         m[index[t], index[p]] += 1
     return m
 

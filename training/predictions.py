@@ -115,7 +115,7 @@ def predict_rows(failure_model: FailureModel, X: np.ndarray, severity_model: Sev
             selected = np.flatnonzero(np.asarray(by_horizon[horizons[0]]) >= mode_threshold)
         if selected.size:
             names, matrix = mode_risk(failure_model, X[selected])
-            for row, mode in zip(selected.tolist(), most_likely_modes(names, matrix)):
+            for row, mode in zip(selected.tolist(), most_likely_modes(names, matrix), strict=False):
                 modes[row] = mode
     contributions = failure_model.contributions(X, top_k) if top_k > 0 and rows else [[] for _ in range(rows)]
     severity: list[int | None] = [None] * rows

@@ -73,7 +73,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Where a baseline is as good or better", ""]
     lines += [f"- {x}" for x in report["baseline_wins"]] or ["- nowhere: the models beat both baselines on every headline metric"]
     lines += ["", "## Failure prediction (test windows, censored windows excluded)", "",
-              "| horizon | positives / windows | detector | ROC-AUC | PR-AUC | recall@P0.8 | Brier |", "|---|---|---|---|---|---|---|"]
+              "| horizon | positives / windows | detector | ROC-AUC | PR-AUC | recall@P0.8 | Brier |",
+              "|---|---|---|---|---|---|---|"]
     for h, e in report["failure"].items():
         for det in ("model", "fixed_limits", "vehicle_zscore"):
             m = e[det]

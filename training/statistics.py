@@ -7,7 +7,8 @@ comparison of two twin variants at equal event recall. Pure (numpy, scipy); no I
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest, bootstrap

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,12 @@ import pyarrow.parquet as pq
 from configs.settings import Config
 from training.alerting import AlertPolicy, per_signal_errors, signal_error_reference
 from training.anomaly import (
-    ANOMALY_SIGNALS, fit_scaler, normalise, reconstruction_errors, signal_index, train_autoencoder,
+    ANOMALY_SIGNALS,
+    fit_scaler,
+    normalise,
+    reconstruction_errors,
+    signal_index,
+    train_autoencoder,
 )
 from training.artifacts import MODELS_DIR, provenance, write_meta
 from training.calibration import fit_calibrator
@@ -62,13 +67,13 @@ def vehicle_blocks(data: SplitData, events: pa.Table, stride_ms: int) -> list[Ve
         return []
     ev = events.to_pydict()
     by_vehicle: dict[str, list[tuple[int, int, str]]] = {}
-    for v, onset, failure, mode in zip(ev["vehicle_id"], ev["onset_ms"], ev["failure_ms"], ev["mode"]):
+    for v, onset, failure, mode in zip(ev["vehicle_id"], ev["onset_ms"], ev["failure_ms"], ev["mode"], strict=False):
         by_vehicle.setdefault(v, []).append((int(onset), int(failure), str(mode)))
     change = np.flatnonzero(data.vehicle_id[1:] != data.vehicle_id[:-1]) + 1
     starts = np.concatenate([[0], change])
     stops = np.concatenate([change, [data.size]])
     blocks = []
-    for a, b in zip(starts, stops):
+    for a, b in zip(starts, stops, strict=False):
         vid = str(data.vehicle_id[a])
         ends = data.ends[a:b]
         order = np.argsort(ends, kind="stable")
@@ -164,7 +169,8 @@ def train_failure(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, hori
 
 def _distinct_events(data: SplitData, rows: np.ndarray, mode: str) -> int:
     sel = rows[data.labels["next_mode"][rows] == mode]
-    return len({(v, f) for v, f in zip(data.vehicle_id[sel].tolist(), data.labels["next_failure_ms"][sel].tolist())})
+    return len({(v, f) for v, f in zip(data.vehicle_id[sel].tolist(), data.labels["next_failure_ms"][sel].tolist(),
+                                       strict=False)})
 
 
 def _train_mode_model(cfg: Config, folder: Path, tr: SplitData, va: SplitData, horizon: int) -> list[str]:

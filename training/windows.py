@@ -103,7 +103,7 @@ def _ends_with_frames(ts: np.ndarray, window_ms: int, stride_ms: int, first_end:
     stops = np.concatenate([starts[1:] - 1, [ts.size - 1]])
     seg_lo = np.maximum(first[starts], -(-first_end // stride_ms))
     seg_hi = np.minimum(reach[stops], -(-before // stride_ms) - 1)
-    spans = [np.arange(a, b + 1, dtype=np.int64) for a, b in zip(seg_lo.tolist(), seg_hi.tolist()) if a <= b]
+    spans = [np.arange(a, b + 1, dtype=np.int64) for a, b in zip(seg_lo.tolist(), seg_hi.tolist(), strict=False) if a <= b]
     if not spans:
         return np.zeros(0, dtype=np.int64)
     return (spans[0] if len(spans) == 1 else np.concatenate(spans)) * stride_ms
@@ -187,7 +187,7 @@ class WindowAssembler:
             ends = _ends_with_frames(self._ts, self.window_ms, self.stride_ms, self._next_end, newest_ts)
             lo = np.searchsorted(self._ts, ends - self.window_ms, side="right")
             hi = np.searchsorted(self._ts, ends, side="right")
-            for end, a, b in zip(ends.tolist(), lo.tolist(), hi.tolist()):
+            for end, a, b in zip(ends.tolist(), lo.tolist(), hi.tolist(), strict=False):
                 if b - a >= max(1, self.min_frames):
                     out.append((end, {k: v[a:b] for k, v in self._cols.items()}))
             # Every end before ``newest_ts`` is now closed (empty ones need no visit).
@@ -211,7 +211,7 @@ class WindowAssembler:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "WindowAssembler":
+    def from_bytes(cls, data: bytes) -> WindowAssembler:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             meta = npz["meta"]
             asm = cls(window_ms=int(meta[0]), stride_ms=int(meta[1]), min_frames=int(meta[2]))

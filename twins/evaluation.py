@@ -13,7 +13,8 @@ A thin adapter from twin alerts and event/fault rows to ``training.judge``, the 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -64,7 +64,7 @@ class SensorFaultTracker:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], clear_ms: int,
-                   cooldown_ms: int) -> "SensorFaultTracker":
+                   cooldown_ms: int) -> SensorFaultTracker:
         tracker = cls(arrays["counts"].size, clear_ms, cooldown_ms)
         tracker.counts = arrays["counts"].astype(np.int64)
         tracker.last_fault_ts = int(meta["last_fault_ts"])

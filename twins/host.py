@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -170,7 +171,7 @@ class TwinHost:
         steps = []
         for wave in _waves([vehicle_id for vehicle_id, _ in parts]):
             steps += ingest_many([twins[i] for i in wave], [parts[i][1] for i in wave])
-        for (vehicle_id, _), twin, before, step in zip(parts, twins, befores, steps):
+        for (vehicle_id, _), twin, before, step in zip(parts, twins, befores, steps, strict=False):
             result.alerts.extend(step.alerts)
             result.rejected.extend(step.rejected)
             result.applied += step.applied
@@ -257,7 +258,7 @@ class TwinHost:
         except Exception:  # a broken service never stops ingestion: retry later
             self._prediction_failed()
             return
-        self.outstanding = _Outstanding(ticket, list(zip(ids, ends)), self.clock())
+        self.outstanding = _Outstanding(ticket, list(zip(ids, ends, strict=False)), self.clock())
 
     def _prediction_failed(self) -> None:
         self.predictions_failed += 1

@@ -27,7 +27,8 @@ import math
 import os
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 import ray
@@ -153,7 +154,7 @@ class TwinFleet:
 
     @classmethod
     def create(cls, config: Config, run_dir: str | None = None, expected_vehicles: int | None = None,
-               predictor_factory: PredictorFactory | None = None, detached: bool = False) -> "TwinFleet":
+               predictor_factory: PredictorFactory | None = None, detached: bool = False) -> TwinFleet:
         """``run_dir`` gives the LSTM-AE (None: baselines only); ``predictor_factory`` a picklable zero-argument
         callable each host actor calls once to build its ``twins.host.Predictor`` (e.g.
         ``serving.predictor.ServePredictor``; None: no risk predictions)."""

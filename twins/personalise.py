@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 @dataclass(frozen=True)
 class PersonalHead:
     """Per-signal error offsets; version 0 is the identity (fleet behaviour)."""
@@ -41,7 +42,7 @@ class PersonalHead:
     version: int = 0
 
     @classmethod
-    def identity(cls, n_signals: int) -> "PersonalHead":
+    def identity(cls, n_signals: int) -> PersonalHead:
         return cls(offsets=np.zeros(n_signals, dtype=np.float64), version=0)
 
     def apply(self, signal_errors: np.ndarray) -> float:

@@ -130,7 +130,7 @@ class ReorderBuffer:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], limit: int,
-                   first_seq: int) -> "ReorderBuffer":
+                   first_seq: int) -> ReorderBuffer:
         buffer = cls(limit, first_seq)
         buffer.applied_seq = int(meta["applied_seq"])
         buffer.skipped = [[int(lo), int(hi)] for lo, hi in meta["skipped"]]

@@ -65,7 +65,7 @@ class PredictionSchedule:
                 "risk_gate": gate_state(gate)}
 
     @classmethod
-    def from_state(cls, meta: dict[str, Any], interval_ms: int) -> "PredictionSchedule":
+    def from_state(cls, meta: dict[str, Any], interval_ms: int) -> PredictionSchedule:
         schedule = cls(interval_ms)
         schedule.next_due_ms = int(meta["next_due_ms"])
         pending = meta["pending"]

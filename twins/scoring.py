@@ -9,8 +9,9 @@ head (``twins.personalise``) and the per-signal errors of the windows it learned
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class FleetScorer:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], model: AnomalyModel,
-                   cfg: TwinsConfig) -> "FleetScorer":
+                   cfg: TwinsConfig) -> FleetScorer:
         scorer = cls(model, cfg)
         if arrays["head_offsets"].shape != scorer.head.offsets.shape:
             raise ValueError(f"checkpoint head has {arrays['head_offsets'].size} signals, the anomaly model "
@@ -135,13 +136,13 @@ class ScoredWindows:
 
     fleet_ratios: list[float]
     signal_errors: np.ndarray  # windows x signals
-    top: "TopSignals"
+    top: TopSignals
     first_row: int  # the vehicle's first row in ``top``
 
 
 def score_windows(scorers: Sequence[FleetScorer], features: Sequence[np.ndarray]) -> list[ScoredWindows]:
     """Each scorer's windows (rows of its ``features``) scored, ONE model call per distinct model object."""
-    sequences = [scorer.sequences(rows) for scorer, rows in zip(scorers, features)]
+    sequences = [scorer.sequences(rows) for scorer, rows in zip(scorers, features, strict=False)]
     results: list[ScoredWindows | None] = [None] * len(scorers)
     top_signals: TopSignals | None = None
     for model, members in _group_by_model([scorer.model for scorer in scorers]):
@@ -185,7 +186,7 @@ class TopSignals:
         self.parts = [(0, names, top, np.take_along_axis(shares, top, axis=1), totals)]
         self.size = int(totals.size)
 
-    def extended(self, other: "TopSignals") -> "TopSignals":
+    def extended(self, other: TopSignals) -> TopSignals:
         """This batch's rows followed by ``other``'s (another model's)."""
         self.parts += [(self.size + start, *rest) for start, *rest in other.parts]
         self.size += other.size
@@ -197,5 +198,5 @@ class TopSignals:
                 r -= start
                 if not totals[r] > 0:
                     return None
-                return [[names[c], round(v, 4)] for c, v in zip(top[r].tolist(), top_shares[r].tolist())]
+                return [[names[c], round(v, 4)] for c, v in zip(top[r].tolist(), top_shares[r].tolist(), strict=False)]
         raise IndexError(r)

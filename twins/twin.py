@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -265,7 +266,7 @@ class VehicleTwin:
         return [[FEATURE_NAMES[i], round(float(z[i]) / total, 4)] for i in top]
 
     def _anomaly_gate(self, score: float, end_ms: int, seq: int, step: TwinStep,
-                      signals: "_WindowSignals | None" = None) -> bool:
+                      signals: _WindowSignals | None = None) -> bool:
         """The anomaly alert gate; an alert names ``signals`` (default: the twin's last named ones)."""
         if not self.anomaly_gate.step(int(end_ms), score, self.anomaly_policy):
             return False
@@ -407,7 +408,7 @@ class VehicleTwin:
 
     @classmethod
     def from_bytes(cls, data: bytes, anomaly_model: AnomalyModel | None = None,
-                   cfg: TwinsConfig | None = None) -> "VehicleTwin":
+                   cfg: TwinsConfig | None = None) -> VehicleTwin:
         if not data.startswith(_MAGIC):
             raise ValueError("not a twin checkpoint (bad magic)")
         with np.load(io.BytesIO(data[len(_MAGIC):]), allow_pickle=False) as npz:
@@ -458,14 +459,14 @@ def ingest_many(twins: Sequence[VehicleTwin], batches: Sequence[Mapping[str, Any
     steps = [TwinStep(applied_seq=twin.applied_seq) for twin in twins]
     received = [len(batch["seq"]) > 0 for batch in batches]
     closings = []
-    for twin, batch, step, any_frames in zip(twins, batches, steps, received):
+    for twin, batch, step, any_frames in zip(twins, batches, steps, received, strict=False):
         if any_frames:
             closed = twin._receive(batch, step)
             if closed:
                 closings.append((twin, step, closed))
     if closings:
         _close_windows(closings)
-    for twin, step, any_frames in zip(twins, steps, received):
+    for twin, step, any_frames in zip(twins, steps, received, strict=False):
         if any_frames:
             twin._finish(step)
     return steps
@@ -493,12 +494,12 @@ def _close_windows(closings: list[tuple[VehicleTwin, TwinStep, list[tuple[int, d
     if scored:
         results = score_windows([closings[i][0].scorer for i in scored],
                                 [np.stack([w.features for w in records[i]]) for i in scored])
-        for i, result in zip(scored, results):
+        for i, result in zip(scored, results, strict=False):
             for k, window in enumerate(records[i]):
                 window.fleet_ratio = result.fleet_ratios[k]
                 window.signal_errors = result.signal_errors[k]
                 window.top_signals, window.row = result.top, result.first_row + k
-    for (twin, step, _), windows in zip(closings, records):
+    for (twin, step, _), windows in zip(closings, records, strict=False):
         for window in windows:
             twin._close_window(window, step)
 

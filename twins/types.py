@@ -56,7 +56,7 @@ class Alert:
         return document
 
     @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> "Alert":
+    def from_dict(cls, document: dict[str, Any]) -> Alert:
         values = dict(document)
         values["signals"] = tuple((str(n), float(s)) for n, s in values["signals"])
         values["rule"] = Rule(values["rule"])
@@ -106,7 +106,7 @@ class IngestResult:
     # their twins were rolled back to the last durable state and their acks did not move; re-send.
     not_durable: dict[str, str] = field(default_factory=dict)
 
-    def merge(self, other: "IngestResult") -> None:
+    def merge(self, other: IngestResult) -> None:
         self.acks.update(other.acks)
         self.not_durable.update(other.not_durable)
         self.alerts.extend(other.alerts)

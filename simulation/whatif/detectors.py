@@ -19,8 +19,9 @@ and for an upper bound), ``RandomDetector`` alerts at random at a given rate.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from simulation.whatif.plans import MS_PER_HOUR, FailureSpec, VehiclePlan
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from configs.settings import WhatIfCosts
 from simulation.whatif.model import CAUGHT_EARLY, ROADSIDE, ModelRecords
@@ -124,7 +124,7 @@ def summarise(rows: Iterable[Mapping[str, object]], group_keys: Sequence[str] = 
                 low = 0.0  # every KPI is a count, a duration, a share or a cost: never negative
             if kpi in SHARES and high > 1:
                 high = 1.0
-            out.append({**dict(zip(group_keys, key)), "kpi": kpi, "mean": mean, "ci_low": low, "ci_high": high,
+            out.append({**dict(zip(group_keys, key, strict=False)), "kpi": kpi, "mean": mean, "ci_low": low, "ci_high": high,
                         "replications": len(values)})
     return out
 

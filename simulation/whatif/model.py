@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Generator, Iterable, Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 import simpy
 
@@ -51,9 +52,9 @@ class MaintenancePolicy(Protocol):
 
     name: str
 
-    def start(self, model: "FleetModel") -> None: ...
+    def start(self, model: FleetModel) -> None: ...
 
-    def on_repair(self, model: "FleetModel", vehicle: "VehicleState", events: Sequence[FailureSpec]) -> None: ...
+    def on_repair(self, model: FleetModel, vehicle: VehicleState, events: Sequence[FailureSpec]) -> None: ...
 
 
 class _NoPolicy:
@@ -61,10 +62,10 @@ class _NoPolicy:
 
     name = "reactive"
 
-    def start(self, model: "FleetModel") -> None:
+    def start(self, model: FleetModel) -> None:
         return None
 
-    def on_repair(self, model: "FleetModel", vehicle: "VehicleState", events: Sequence[FailureSpec]) -> None:
+    def on_repair(self, model: FleetModel, vehicle: VehicleState, events: Sequence[FailureSpec]) -> None:
         return None
 
 

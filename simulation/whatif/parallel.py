@@ -7,7 +7,7 @@ Starts a local Ray when none is running (``num_cpus`` caps the workers) or joins
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from simulation.whatif.runner import ReplicationResult, ReplicationTask, run_replication
 

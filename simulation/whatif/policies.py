@@ -12,7 +12,7 @@ Each is a small object whose ``start(model)`` adds its SimPy processes to the mo
 """
 from __future__ import annotations
 
-from typing import Generator, Sequence
+from collections.abc import Generator, Sequence
 
 import simpy
 

@@ -11,10 +11,11 @@ the records behind them. It starts no Ray itself (the twin detector does, for ``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import simpy
 

@@ -36,13 +36,13 @@ from typing import Any, Protocol
 import numpy as np
 import ray
 
+from configs.frames import FrameBatch
 from configs.settings import AmbientWindow, Config, SimulationConfig
 from simulation.fleet import observation_window, sample_profile
 from simulation.generator import VehicleSimulation
 from simulation.whatif.detectors import RiskSignal
 from simulation.whatif.plans import MS_PER_DAY, FailureSpec, VehiclePlan
 from training.artifacts import load_anomaly_model, load_failure_model
-from configs.frames import FrameBatch
 from twins.host import HostSettings, TwinHost, route
 from twins.hosting import TwinFleet
 from twins.predictor import LocalPredictor
@@ -136,7 +136,7 @@ class VehicleFrameStream:
             ids = (chunk.ts_ms - self.start_ms) // self.batch_ms
             cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
             complete: list[VehicleFrames] = []
-            for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows]):
+            for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows], strict=False):
                 batch_id = int(ids[a])
                 if batch_id < self._first_id:
                     continue
