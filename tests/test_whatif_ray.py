@@ -41,12 +41,12 @@ def test_twins_on_the_ray_twin_fleet_give_the_in_process_result(ray_session) -> 
     from simulation.whatif.runner import build_fleet, make_policy, simulate_plans
     from simulation.whatif.twin_detector import TwinDetector
     from twins.hosting import TwinFleet
-    from twins.twin import feature_names
+    from training.features import FEATURE_NAMES
 
     config = load_scenario("baseline", overrides=["simulation.num_vehicles=8", "simulation.duration_days_per_vehicle=6",
                                                   "whatif.visit_budget_per_100_vehicle_days=30",
                                                   "twins.risk_alert_threshold=0.3"]).config
-    failure_model = demo_models(rows=400, seed=1, feature_names=feature_names())[0]
+    failure_model = demo_models(rows=400, seed=1, feature_names=FEATURE_NAMES)[0]
     profiles, plans = build_fleet(config, 3)
     single = TwinDetector(profiles, config, 3, plans=plans, failure_model=failure_model)
     sharded = TwinDetector.on_ray(profiles, config, 3, plans=plans, failure_model=failure_model, shards=3)
