@@ -205,3 +205,13 @@ def test_raw_window_features_are_hand_checkable() -> None:
     assert get("motor_temp_max") == pytest.approx(60.0)
     assert get("nan_share") == pytest.approx(1 / (n * len(REQUIRED_COLUMNS)))
     assert get("n_frames") == n
+
+
+def test_a_reading_beyond_float32_range_saturates_instead_of_becoming_inf() -> None:
+    """An odometer jump from 3.4e38 to -1e31 km (found by hypothesis) once made distance features inf."""
+    window = {c: np.full(2, 1.0) for c in REQUIRED_COLUMNS}
+    window["odometer"] = np.array([3.4028234663852886e38, -1.0141204801825835e31])
+    state = FeatureState()
+    for k in range(3):
+        x = state.update({"ts": np.arange(2, dtype=np.int64), **window}, end_ms=k * HOUR)
+        assert np.isfinite(x).all()

@@ -721,10 +721,16 @@ def _context_step(packed: np.ndarray, first: np.ndarray, last_end: np.ndarray, e
                         ("accum", accum.reshape(batch, -1)), ("accum_last", short)):
         after[:, _STATE_SLICES[name]] = value
     features = np.empty((batch, len(FEATURE_NAMES)), dtype=np.float32)
-    features[:, :filled.shape[1]] = filled  # finite by the fill rule
     tail = np.concatenate([context.reshape(batch, -1), acc.reshape(batch, -1)], axis=1)
     tail[~np.isfinite(tail)] = 0.0  # only on overflow; cheaper than nan_to_num on everything
-    features[:, filled.shape[1]:] = tail
+    with np.errstate(over="ignore"):  # saturated below
+        features[:, :filled.shape[1]] = filled  # finite in float64 by the fill rule
+        features[:, filled.shape[1]:] = tail
+    # A finite float64 beyond float32's range (an impossible reading, e.g. an odometer of 1e38 km) casts to
+    # inf: saturate it, so the contract "never NaN/inf" holds for any input. Checked only when it happens.
+    if not np.isfinite(features).all():
+        limit = np.finfo(np.float32).max
+        np.clip(features, -limit, limit, out=features, where=np.isinf(features))
     return after, features
 
 
