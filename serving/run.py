@@ -162,12 +162,12 @@ def run_fleet(args: argparse.Namespace) -> int:
             serve.shutdown()
         if started:
             ray.shutdown()
-    _summary(run_dir, config, alerts, frames, elapsed, driven, observation_window(config.simulation)[1])
+    _summary(run_dir, config, alerts, frames, elapsed, driven, observation_window(config.simulation))
     return 0
 
 
 def _summary(run_dir: Path, config: Config, alerts: list[Alert], frames: int, elapsed: float, vehicles: set[str],
-             end_ms: int) -> None:
+             observed: tuple[int, int]) -> None:
     console.print(f"\n{frames:,} frames from {len(vehicles)} vehicles in {elapsed:.1f} s "
                   f"({frames / max(elapsed, 1e-9):,.0f} frames/s), {len(alerts)} alerts")
     events, faults = [], []
@@ -175,14 +175,21 @@ def _summary(run_dir: Path, config: Config, alerts: list[Alert], frames: int, el
         events = [e for e in read_events(run_dir).to_pylist() if e["vehicle_id"] in vehicles]
         faults = [f for f in read_sensor_faults(run_dir).to_pylist() if f["vehicle_id"] in vehicles]
     horizon_ms = min(config.labels.failure_horizons_days) * 86_400_000
-    report = score_alerts(alerts, events, faults, risk_horizon_ms=horizon_ms,
-                          slack_ms=config.dataset.window_ms, end_ms=end_ms)
+    start_ms, end_ms = observed
+    report = score_alerts(alerts, events, faults, risk_horizon_ms=horizon_ms, slack_ms=config.dataset.window_ms,
+                          end_ms=end_ms, start_ms=start_ms, vehicles=vehicles,
+                          post_failure_ms=int(config.labels.post_failure_grace_days * 86_400_000))
     rules = Table(title="alerts by rule (against ground truth)")
-    for column in ("rule", "alerts", "true", "false"):
+    for column in ("rule", "alerts", "true", "false", "unjudged"):
         rules.add_column(column, justify="right" if column != "rule" else "left")
     for rule, counts in report["by_rule"].items():
-        rules.add_row(rule, str(counts["alerts"]), str(counts["true"]), str(counts["false"]))
+        rules.add_row(rule, str(counts["alerts"]), str(counts["true"]), str(counts["false"]),
+                      str(counts.get("unjudged", 0)))
     console.print(rules)
+    rate = report["false_alarms_per_100_vehicle_days"]
+    console.print(f"false alarms: {report['false_alarms']}"
+                  + ("" if rate is None else f" ({rate:.2f} per 100 healthy vehicle-days)")
+                  + f"; sensor faults caught: {report['sensor_faults_caught']} of {report['sensor_faults']}")
     modes = Table(title="failures by mode")
     for column in ("mode", "events", "detected", "median lead (h)"):
         modes.add_column(column, justify="right" if column != "mode" else "left")
