@@ -40,8 +40,8 @@ def test_twins_on_the_ray_twin_fleet_give_the_in_process_result(ray_session) -> 
     from serving.deployments import demo_models
     from simulation.whatif.runner import build_fleet, make_policy, simulate_plans
     from simulation.whatif.twin_detector import TwinDetector
-    from twins.hosting import TwinFleet
     from training.features import FEATURE_NAMES
+    from twins.hosting import TwinFleet
 
     config = load_scenario("baseline", overrides=["simulation.num_vehicles=8", "simulation.duration_days_per_vehicle=6",
                                                   "whatif.visit_budget_per_100_vehicle_days=30",
