@@ -16,7 +16,7 @@ True
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,98 @@ class FrameBatch:
     seq: np.ndarray
     ts: np.ndarray
     values: np.ndarray  # rows x SENSORS float32
+
+    @classmethod
+    def of_vehicle(cls, vehicle_id: str, seq: np.ndarray, ts: np.ndarray, values: np.ndarray) -> FrameBatch:
+        """One vehicle's frames (``values`` rows x ``SENSORS``, made float32); the arrays are not copied when they
+        already have the batch's dtypes."""
+        seq = np.asarray(seq, dtype=np.int64)
+        ts = np.asarray(ts, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float32)
+        if seq.ndim != 1 or ts.shape != seq.shape:
+            raise ValueError(f"seq and ts must be 1-d and of one length (got seq {seq.shape}, ts {ts.shape})")
+        if values.shape != (seq.size, N_SENSORS):
+            raise ValueError(f"values must be rows x {N_SENSORS} sensors = {(seq.size, N_SENSORS)} (got {values.shape})")
+        return cls([vehicle_id], np.array([0, seq.size], dtype=np.int64), seq, ts, values)
+
+    @classmethod
+    def empty(cls) -> FrameBatch:
+        """No frames, no vehicles."""
+        return cls([], np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                   np.zeros((0, N_SENSORS), dtype=np.float32))
+
+    @classmethod
+    def concat(cls, batches: Iterable[FrameBatch]) -> FrameBatch:
+        """The batches as one, grouped by vehicle: vehicles in order of first appearance, each vehicle's rows in
+        the order of the batches (a vehicle in several batches gets one contiguous run of rows).
+
+        >>> a = FrameBatch.of_vehicle("A", np.array([1, 2]), np.array([10, 20]), np.zeros((2, N_SENSORS)))
+        >>> b = FrameBatch.of_vehicle("B", np.array([7]), np.array([15]), np.zeros((1, N_SENSORS)))
+        >>> c = FrameBatch.of_vehicle("A", np.array([3]), np.array([30]), np.zeros((1, N_SENSORS)))
+        >>> joined = FrameBatch.concat([a, b, c])
+        >>> joined.vehicle_ids, joined.offsets.tolist(), joined.seq.tolist()
+        (['A', 'B'], [0, 3, 4], [1, 2, 3, 7])
+        """
+        spans: dict[str, list[tuple[FrameBatch, int, int]]] = {}
+        for batch in batches:
+            for i, vehicle_id in enumerate(batch.vehicle_ids):
+                lo, hi = int(batch.offsets[i]), int(batch.offsets[i + 1])
+                if hi > lo:
+                    spans.setdefault(vehicle_id, []).append((batch, lo, hi))
+        if not spans:
+            return cls.empty()
+        pieces = [piece for vehicle_spans in spans.values() for piece in vehicle_spans]
+        if len(pieces) == 1:
+            batch, lo, hi = pieces[0]
+            return cls(list(spans), np.array([0, hi - lo], dtype=np.int64), batch.seq[lo:hi], batch.ts[lo:hi],
+                       batch.values[lo:hi])
+        sizes = [sum(hi - lo for _, lo, hi in vehicle_spans) for vehicle_spans in spans.values()]
+        return cls(list(spans), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                   np.concatenate([b.seq[lo:hi] for b, lo, hi in pieces]),
+                   np.concatenate([b.ts[lo:hi] for b, lo, hi in pieces]),
+                   np.concatenate([b.values[lo:hi] for b, lo, hi in pieces]))
+
+    def slice_rows(self, start: int, stop: int) -> FrameBatch:
+        """Rows ``start:stop`` (views, not copies); vehicles left without a row are dropped.
+
+        >>> batch = FrameBatch(["A", "B"], np.array([0, 2, 4]), np.arange(4), np.arange(4) * 10,
+        ...                    np.zeros((4, N_SENSORS), dtype=np.float32))
+        >>> part = batch.slice_rows(1, 3)
+        >>> part.vehicle_ids, part.offsets.tolist(), part.seq.tolist(), batch.slice_rows(0, 2).vehicle_ids
+        (['A', 'B'], [0, 1, 2], [1, 2], ['A'])
+        """
+        start, stop, _ = slice(start, stop).indices(self.rows)
+        stop = max(start, stop)
+        clipped = np.clip(self.offsets, start, stop) - start
+        keep = np.flatnonzero(clipped[1:] > clipped[:-1])
+        offsets = np.concatenate([[0], clipped[keep + 1]]).astype(np.int64)
+        return FrameBatch([self.vehicle_ids[i] for i in keep], offsets, self.seq[start:stop], self.ts[start:stop],
+                          self.values[start:stop])
+
+    @property
+    def first_ts(self) -> int:
+        """The earliest frame time (ms); an error for a batch without frames."""
+        return int(self._nonempty_ts("first_ts").min())
+
+    @property
+    def last_ts(self) -> int:
+        """The latest frame time (ms); an error for a batch without frames."""
+        return int(self._nonempty_ts("last_ts").max())
+
+    def _nonempty_ts(self, asked: str) -> np.ndarray:
+        if self.ts.size == 0:
+            raise ValueError(f"{asked} of a FrameBatch without frames")
+        return self.ts
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every row as ``{"seq", "ts", "values"}``: for one vehicle's batch, what ``VehicleTwin.ingest`` takes."""
+        return {"seq": self.seq, "ts": self.ts, "values": self.values}
+
+    def to_columns(self) -> Columns:
+        """The rows as a dict of columns with ``vehicle_id`` repeated per row: ``from_columns`` gives this batch back."""
+        sizes = np.diff(self.offsets)
+        vehicle_id = np.repeat(np.array(self.vehicle_ids, dtype=object), sizes)
+        return {"vehicle_id": vehicle_id, "seq": self.seq, "ts": self.ts, "values": self.values}
 
     def parts(self) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
         """Per vehicle, in order: its id and its rows as ``{"seq", "ts", "values"}``."""
