@@ -43,6 +43,32 @@ class Rejection:
     message: str
 
 
+def vehicle_record_batch(vehicle_id: str, ts_ms: np.ndarray, seq: np.ndarray,
+                         columns: Mapping[str, np.ndarray]) -> pa.RecordBatch:
+    """One vehicle's rows in their storage form, ``SCHEMA.arrow_schema`` (the Parquet files, the Arrow streams).
+
+    ``columns`` holds every sensor by name, in its schema dtype (the generator) or as float64 with NaN for a
+    missing value (imported data): NaN stays NaN in a float field and becomes null in an integer one.
+
+    >>> cols = {name: np.full(2, np.nan) for name in SENSORS}
+    >>> batch = vehicle_record_batch("EV1", np.array([0, 1000]), np.array([1, 2]), cols)
+    >>> batch.schema.equals(SCHEMA.arrow_schema), batch.column("charger_state").null_count
+    (True, 2)
+    """
+    rows = len(ts_ms)
+    arrays = [pa.repeat(pa.scalar(vehicle_id, pa.string()), rows),
+              pa.array(ts_ms, type=SCHEMA.arrow_schema.field("ts").type), pa.array(seq, type=pa.int64())]
+    for spec in SCHEMA.fields:
+        values = np.asarray(columns[spec.name])
+        if spec.dtype.startswith("int") and values.dtype.kind == "f":
+            missing = ~np.isfinite(values)
+            arrays.append(pa.array(np.where(missing, 0, values).astype(spec.numpy_type), mask=missing,
+                                   type=spec.arrow_type))
+        else:
+            arrays.append(pa.array(values.astype(spec.numpy_type, copy=False), type=spec.arrow_type))
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA.arrow_schema)
+
+
 def frames_matrix(columns: Mapping[str, Any], n: int) -> np.ndarray:
     """(n x sensors) float32 matrix from columns; a missing sensor is all NaN (a dropout).
 

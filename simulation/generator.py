@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from configs.frames import FrameBatch, frames_matrix
+from configs.frames import FrameBatch, frames_matrix, vehicle_record_batch
 from configs.schema import SCHEMA
 from configs.settings import AmbientWindow, SimulationConfig
 from simulation import physics
@@ -126,12 +126,7 @@ class VehicleChunk:
         return FrameBatch.of_vehicle(self.vehicle_id, self.seq, self.ts_ms, frames_matrix(self.columns, self.num_rows))
 
     def to_record_batch(self) -> pa.RecordBatch:
-        arrays = [
-            pa.repeat(pa.scalar(self.vehicle_id, pa.string()), self.num_rows),
-            pa.array(self.ts_ms, type=SCHEMA.arrow_schema.field("ts").type),
-            pa.array(self.seq, type=pa.int64()),
-        ] + [pa.array(self.columns[name]) for name in SCHEMA.sensor_names]
-        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA.arrow_schema)
+        return vehicle_record_batch(self.vehicle_id, self.ts_ms, self.seq, self.columns)
 
 
 @dataclass
