@@ -1,10 +1,28 @@
 """The one in-process type for "a batch of frames", and the refusals of rows that cannot be one.
 
-A ``FrameBatch`` holds the frames of several vehicles grouped by vehicle: rows
+A ``FrameBatch`` holds the frames of one or several vehicles grouped by vehicle: rows
 ``offsets[i]:offsets[i+1]`` belong to ``vehicle_ids[i]``; ``values`` is rows x ``SENSORS`` float32 (the
 telemetry contract's sensor order, NaN = the sensor did not report). Every source (the gRPC codec, the
 run-folder readers, the generator, the what-if) hands the twins this type; ``FrameBatch.from_columns``
-builds it from Arrow or a dict of numpy columns (``Columns``).
+builds it from Arrow or a dict of numpy columns (``Columns``), ``FrameBatch.of_vehicle`` from one vehicle's
+matrix; ``concat`` / ``slice_rows`` / ``select`` cut and join batches (the what-if's per-poll batches are
+one-vehicle ``FrameBatch``es, joined by ``concat`` for the twin host).
+
+The other forms, and the one place each converts:
+
+- wire: the proto ``evtwin.v1.FrameBatch`` (packed columns) -> Arrow in ``serving.codec`` (``decode_batch``),
+  -> ``FrameBatch`` by ``DecodedBatch.frames()`` (``from_columns``).
+- storage: Arrow in ``SCHEMA.arrow_schema`` (the Parquet files, ``stream_vehicle_batches``), built by
+  ``vehicle_record_batch`` only, read back into a ``FrameBatch`` by ``from_columns`` only.
+- name-keyed columns in schema dtypes: the generator's day (``simulation.generator.VehicleChunk``) and the
+  importer's vehicle (``configs.source_frames.VehicleFrames``, float64, only the fields the car sends). They
+  stay because ``FrameBatch`` cannot carry them exactly: the schema's float64 fields (``odometer``,
+  ``latitude``, ``longitude``) lose precision in float32 (an odometer of 100 000 km rounds to 1/128 km, a
+  position to about a metre), and the Parquet files and the wire's ``double`` fields must keep them; an
+  imported field the car never sends must stay absent, not NaN. The int8 ``charger_state`` (0..3) survives
+  float32 exactly. Such columns reach the twins only through ``frames_matrix`` (``VehicleChunk.frames()``,
+  tested equal to ``from_columns`` of its Arrow form) and Parquet only through ``vehicle_record_batch``.
+- ``Columns``: the dict of numpy columns clients and sources build (``evtwin stream``); ``from_columns`` takes it.
 
 >>> import numpy as np
 >>> batch, refused = FrameBatch.from_columns({"vehicle_id": np.array(["B", "A", "B"]), "seq": np.array([1, 1, 2]),
