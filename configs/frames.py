@@ -173,6 +173,9 @@ class FrameBatch:
         """
         start, stop, _ = slice(start, stop).indices(self.rows)
         stop = max(start, stop)
+        if len(self.vehicle_ids) == 1 and stop > start:  # the what-if's per-poll cut: no offsets to work out
+            return FrameBatch(self.vehicle_ids, np.array([0, stop - start], dtype=np.int64), self.seq[start:stop],
+                              self.ts[start:stop], self.values[start:stop])
         clipped = np.clip(self.offsets, start, stop) - start
         keep = np.flatnonzero(clipped[1:] > clipped[:-1])
         offsets = np.concatenate([[0], clipped[keep + 1]]).astype(np.int64)

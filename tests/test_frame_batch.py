@@ -63,6 +63,9 @@ def test_slice_rows_keeps_the_vehicles_it_cuts_through_and_the_time_span() -> No
     assert batch.slice_rows(4, 99).seq.tolist() == [5]
     empty = batch.slice_rows(3, 3)
     assert empty.rows == 0 and empty.vehicle_ids == [] and empty.offsets.tolist() == [0]
+    one = _vehicle("A", [1, 2, 3]).slice_rows(1, 3)
+    assert one.vehicle_ids == ["A"] and one.offsets.tolist() == [0, 2] and one.seq.tolist() == [2, 3]
+    assert _vehicle("A", [1, 2, 3]).slice_rows(2, 1).vehicle_ids == []
     with pytest.raises(ValueError, match="last_ts of a FrameBatch without frames"):
         _ = empty.last_ts
 
