@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from configs.frames import FrameBatch, frames_matrix, vehicle_record_batch
 from configs.schema import SCHEMA
 from configs.settings import AmbientWindow, SimulationConfig
 from simulation import physics
@@ -103,7 +104,12 @@ def vehicle_sensor_faults(profile: VehicleProfile, sim_cfg: SimulationConfig, se
 
 @dataclass(frozen=True)
 class VehicleChunk:
-    """One simulated UTC day of one vehicle: frame columns as numpy arrays in schema dtypes."""
+    """One simulated UTC day of one vehicle: frame columns as numpy arrays in schema dtypes.
+
+    The storage form, not a second in-process batch: it keeps the schema dtypes (float64 odometer, latitude,
+    longitude) the Parquet files and Arrow streams carry; ``frames()`` is the ``configs.frames.FrameBatch`` the
+    twins take (see that module for why both exist).
+    """
 
     vehicle_id: str
     day_index: int
@@ -115,13 +121,12 @@ class VehicleChunk:
     def num_rows(self) -> int:
         return int(self.ts_ms.shape[0])
 
+    def frames(self) -> FrameBatch:
+        """The day as the in-process batch: what ``FrameBatch.from_columns(self.to_record_batch())`` gives, without Arrow."""
+        return FrameBatch.of_vehicle(self.vehicle_id, self.seq, self.ts_ms, frames_matrix(self.columns, self.num_rows))
+
     def to_record_batch(self) -> pa.RecordBatch:
-        arrays = [
-            pa.repeat(pa.scalar(self.vehicle_id, pa.string()), self.num_rows),
-            pa.array(self.ts_ms, type=SCHEMA.arrow_schema.field("ts").type),
-            pa.array(self.seq, type=pa.int64()),
-        ] + [pa.array(self.columns[name]) for name in SCHEMA.sensor_names]
-        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA.arrow_schema)
+        return vehicle_record_batch(self.vehicle_id, self.ts_ms, self.seq, self.columns)
 
 
 @dataclass

@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 
 from configs import runs as io
 from configs.catalog import Catalog
+from configs.frames import vehicle_record_batch
 from configs.schema import SCHEMA
 from configs.source_frames import SourceReport, VehicleFrames, collect_vehicles
-from simulation.generator import VehicleChunk
 from simulation.writer import (
     MS_PER_DAY,
     MS_PER_HOUR,
@@ -55,21 +55,6 @@ class ImportSummary:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def _record_batch(vehicle_id: str, ts_ms: np.ndarray, seq: np.ndarray, columns: dict[str, np.ndarray]) -> pa.RecordBatch:
-    """Rows in SCHEMA.arrow_schema; NaN stays NaN in float columns (a dropout), null in integer ones."""
-    arrays = [pa.repeat(pa.scalar(vehicle_id, pa.string()), len(ts_ms)),
-              pa.array(ts_ms, type=SCHEMA.arrow_schema.field("ts").type), pa.array(seq, type=pa.int64())]
-    for spec in SCHEMA.fields:
-        values = columns[spec.name]
-        if spec.dtype.startswith("int"):
-            missing = ~np.isfinite(values)
-            arrays.append(pa.array(np.where(missing, 0, values).astype(spec.numpy_type), mask=missing,
-                                   type=spec.arrow_type))
-        else:
-            arrays.append(pa.array(values.astype(spec.numpy_type), type=spec.arrow_type))
-    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA.arrow_schema)
-
-
 def write_vehicle_frames(run_dir: Path, frames: VehicleFrames, start_ms: int) -> tuple[int, int]:
     """One Parquet per UTC day plus hourly/daily aggregates; returns (hourly rows, daily rows)."""
     rows = frames.num_rows
@@ -80,13 +65,12 @@ def write_vehicle_frames(run_dir: Path, frames: VehicleFrames, start_ms: int) ->
     daily: list[dict[str, np.ndarray]] = []
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         day_index = int(day_of[lo])
-        chunk = VehicleChunk(frames.vehicle_id, day_index, frames.seq[lo:hi], frames.ts_ms[lo:hi],
-                             {name: values[lo:hi] for name, values in full.items()})
+        ts_ms, day_columns = frames.ts_ms[lo:hi], {name: values[lo:hi] for name, values in full.items()}
         day_dir = io.vehicle_frames_dir(run_dir, frames.vehicle_id) / f"day={day_label(start_ms + day_index * MS_PER_DAY)}"
         day_dir.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_batches([_record_batch(frames.vehicle_id, chunk.ts_ms, chunk.seq, chunk.columns)])
+        table = pa.Table.from_batches([vehicle_record_batch(frames.vehicle_id, ts_ms, frames.seq[lo:hi], day_columns)])
         pq.write_table(table, day_dir / f"part-{day_index}.parquet", **PARQUET_OPTIONS)
-        hours = period_partials(chunk, start_ms, MS_PER_HOUR)
+        hours = period_partials(ts_ms, day_columns, start_ms, MS_PER_HOUR)
         hourly.append(finish_partials(hours, start_ms, MS_PER_HOUR))
         daily.append(finish_partials(coarsen_partials(hours, 24), start_ms, MS_PER_DAY))
     for level, parts in (("hourly", hourly), ("daily", daily)):

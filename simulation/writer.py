@@ -11,7 +11,7 @@ import resource
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ from configs.schema import SCHEMA
 from configs.settings import Config, SimulationConfig, config_from_dict
 from simulation.failures import FAILURE_MODES, FailureEvent, SensorFault
 from simulation.fleet import observation_window, sample_profile
-from simulation.generator import VehicleChunk, simulate_vehicle, vehicle_events, vehicle_sensor_faults
+from simulation.generator import simulate_vehicle, vehicle_events, vehicle_sensor_faults
 
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
@@ -77,18 +77,19 @@ class RunSummary:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
-def period_partials(chunk: VehicleChunk, origin_ms: int, period_ms: int) -> dict[str, np.ndarray]:
+def period_partials(ts_ms: np.ndarray, columns: Mapping[str, np.ndarray], origin_ms: int,
+                    period_ms: int) -> dict[str, np.ndarray]:
     """Per period (counted from ``origin_ms``): frames, and per sensor the valid count, sum, min and max.
 
     Partials combine exactly (sums add, minima take the minimum), so daily figures come from hourly
     ones without a second pass over the frames. NaN (dropouts) are not counted.
     """
-    keys = (chunk.ts_ms - origin_ms) // period_ms
+    keys = (ts_ms - origin_ms) // period_ms
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     frames = np.diff(np.r_[starts, keys.shape[0]])
     out: dict[str, np.ndarray] = {"period": keys[starts], "frames": frames}
     for name in SCHEMA.sensor_names:
-        values = chunk.columns[name]
+        values = columns[name]
         missing = np.isnan(values) if values.dtype.kind == "f" else None
         if missing is not None and missing.any():
             out[f"{name}:n"] = np.add.reduceat(~missing, starts)
@@ -135,17 +136,17 @@ def finish_partials(partials: dict[str, np.ndarray], origin_ms: int, period_ms: 
     return out
 
 
-def aggregate_columns(chunk: VehicleChunk, origin_ms: int, period_ms: int) -> dict[str, np.ndarray]:
+def aggregate_columns(ts_ms: np.ndarray, columns: Mapping[str, np.ndarray], origin_ms: int,
+                      period_ms: int) -> dict[str, np.ndarray]:
     """Mean/min/max of every sensor per period counted from ``origin_ms``; NaN (dropouts) ignored.
 
     >>> import numpy as np
     >>> cols = {f.name: np.arange(4, dtype=np.float32) for f in SCHEMA.fields}
-    >>> chunk = VehicleChunk("EV1", 0, np.arange(4), np.array([0, 1, 2, 3]) * 1800_000, cols)
-    >>> out = aggregate_columns(chunk, 0, 3_600_000)
+    >>> out = aggregate_columns(np.array([0, 1, 2, 3]) * 1800_000, cols, 0, 3_600_000)
     >>> out["frames"].tolist(), out["soc_mean"].tolist(), out["soc_max"].tolist()
     ([2, 2], [0.5, 2.5], [1.0, 3.0])
     """
-    return finish_partials(period_partials(chunk, origin_ms, period_ms), origin_ms, period_ms)
+    return finish_partials(period_partials(ts_ms, columns, origin_ms, period_ms), origin_ms, period_ms)
 
 
 def aggregate_schema() -> pa.Schema:
@@ -192,7 +193,7 @@ def write_vehicle(config: Config, run_dir: str | Path, index: int) -> VehicleRes
         table = pa.Table.from_batches([chunk.to_record_batch()])
         pq.write_table(table, day_dir / f"part-{chunk.day_index}.parquet", row_group_size=row_group,
                        **PARQUET_OPTIONS)
-        hours = period_partials(chunk, start_ms, MS_PER_HOUR)
+        hours = period_partials(chunk.ts_ms, chunk.columns, start_ms, MS_PER_HOUR)
         hourly.append(finish_partials(hours, start_ms, MS_PER_HOUR))
         daily.append(finish_partials(coarsen_partials(hours, 24), start_ms, MS_PER_DAY))
         frames += chunk.num_rows

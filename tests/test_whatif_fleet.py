@@ -220,13 +220,13 @@ def test_a_repair_restarts_the_vehicles_stream_without_the_repaired_failure_and_
 
 
 def test_the_frames_the_what_if_hands_the_twin_host_are_what_the_host_makes_of_the_generators_batches() -> None:
-    """frame_block (the what-if's one adapter) of several vehicles' polls == FrameBatch.from_columns of the generator's
-    Arrow batches."""
+    """FrameBatch.concat of several vehicles' polls (what the detector hands the host) == FrameBatch.from_columns of
+    the generator's Arrow batches."""
     import pyarrow as pa
 
     from configs.frames import FrameBatch
     from simulation.generator import stream_vehicle_batches
-    from simulation.whatif.twin_detector import coarse_simulation, frame_block, vehicle_frame_batches
+    from simulation.whatif.twin_detector import coarse_simulation, vehicle_frame_batches
 
     config = small(extra=("simulation.num_vehicles=3", "simulation.duration_days_per_vehicle=2"))
     profiles, plans = build_fleet(config, 6)
@@ -235,12 +235,12 @@ def test_the_frames_the_what_if_hands_the_twin_host_are_what_the_host_makes_of_t
             for p, plan in zip(profiles, plans, strict=False)}
     arrow = [b for p, plan in zip(profiles, plans, strict=False)
              for b in list(stream_vehicle_batches(p, sim_cfg, 6, 6 * 3600.0, events=list(plan.source_events)))[:3]]
-    block = frame_block(ours)
+    block = FrameBatch.concat([batch for batches in ours.values() for batch in batches])
     expected, rejected = FrameBatch.from_columns(pa.Table.from_batches(arrow))
     assert not rejected and block.vehicle_ids == expected.vehicle_ids == [p.vehicle_id for p in profiles]
     np.testing.assert_array_equal(block.offsets, expected.offsets)
     np.testing.assert_array_equal(block.seq, expected.seq)
     np.testing.assert_array_equal(block.ts, expected.ts)
     np.testing.assert_array_equal(block.values, expected.values)  # NaN == NaN here
-    with pytest.raises(ValueError, match="at least one vehicle"):
-        frame_block({profiles[0].vehicle_id: []})
+    nothing = FrameBatch.concat([])
+    assert nothing.rows == 0 and nothing.vehicle_ids == [] and nothing.offsets.tolist() == [0]

@@ -4,8 +4,9 @@ Each simulated vehicle's telemetry comes from the generator (``simulation.genera
 at the coarser ``whatif.twin_frame_interval_s``), cut into one batch per poll period exactly as
 ``simulation.generator.stream_vehicle_batches`` cuts it, but kept as the numpy matrix a host makes of a
 record batch (``configs.frames.FrameBatch.from_columns``): the same frames without the Arrow round trip (a test checks
-both give the same columns). Each poll, every vehicle's new frames go to the one twin host
-(``frame_block``, the only adapter): ``twins.host.TwinHost`` in this process, or the Ray
+both give the same columns), each poll's batch a one-vehicle ``FrameBatch`` (``VehicleChunk.frames`` sliced). Each
+poll, every vehicle's new frames go to the one twin host as one ``FrameBatch.concat`` of the vehicles' batches
+(the only adapter): ``twins.host.TwinHost`` in this process, or the Ray
 ``twins.hosting.TwinFleet`` when ``whatif.twin_shards > 1`` (its host actors, routed by the twins'
 stable hash). Predictions go through ``twins.predictor.LocalPredictor`` (``training.predictions``, the
 path the Serve deployments use) and are drained in the same poll, so an alert is seen when its window
@@ -29,8 +30,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -46,7 +46,7 @@ from training.artifacts import load_anomaly_model, load_failure_model
 from twins.host import HostSettings, TwinHost, route
 from twins.hosting import TwinFleet
 from twins.predictor import LocalPredictor
-from twins.twin import VehicleTwin, frames_matrix
+from twins.twin import VehicleTwin
 from twins.types import Alert, IngestResult
 
 ANOMALY_RULE = "anomaly"
@@ -55,39 +55,6 @@ RISK_RULE = "failure_risk"
 _NO_PERIODIC_FINE_TUNE = 2**31 - 1
 # drain's bound: the in-process predictor answers at once; on Ray, a poll waits for its host actors.
 _DRAIN_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class VehicleFrames:
-    """Frames of one vehicle in time order: ``seq``, ``ts`` (int64 ms) and ``values`` (rows x sensors, float32)."""
-
-    seq: np.ndarray
-    ts: np.ndarray
-    values: np.ndarray
-
-    @property
-    def first_ts(self) -> int:
-        return int(self.ts[0])
-
-    @property
-    def last_ts(self) -> int:
-        return int(self.ts[-1])
-
-    def columns(self) -> dict[str, np.ndarray]:
-        """The twin's input (``twins.twin.frames_matrix`` reads ``values``)."""
-        return {"seq": self.seq, "ts": self.ts, "values": self.values}
-
-
-def frame_block(frames: Mapping[str, Sequence[VehicleFrames]]) -> FrameBatch:
-    """What ``TwinHost.ingest`` takes: each vehicle's frames (in time order), vehicles in the mapping's order."""
-    vehicle_ids = [vehicle_id for vehicle_id, parts in frames.items() if parts]
-    if not vehicle_ids:
-        raise ValueError("frame_block needs the frames of at least one vehicle (got none)")
-    parts = [part for vehicle_id in vehicle_ids for part in frames[vehicle_id]]
-    sizes = [sum(int(part.seq.size) for part in frames[vehicle_id]) for vehicle_id in vehicle_ids]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    return FrameBatch(vehicle_ids, offsets, np.concatenate([p.seq for p in parts]),
-                      np.concatenate([p.ts for p in parts]), np.concatenate([p.values for p in parts]))
 
 
 def vehicle_frame_batches(profile: Any, sim_cfg: SimulationConfig, seed: int, batch_seconds: float,
@@ -115,35 +82,35 @@ class VehicleFrameStream:
         # A batch not yet taken starts at most one batch before the newest simulated day, plus a day.
         keep_days = -(-self.batch_ms // MS_PER_DAY) + 2
         self.simulation = VehicleSimulation(profile, sim_cfg, seed, events, keep_days=keep_days)
-        self._ready: list[VehicleFrames] = []  # complete batches of the simulated days, oldest last
-        self._pending: list[VehicleFrames] = []  # the newest batch, possibly continued by the next day
+        self._ready: list[FrameBatch] = []  # complete batches of the simulated days, oldest last
+        self._pending: list[FrameBatch] = []  # the newest batch, possibly continued by the next day
         self._pending_id: int | None = None
         self._first_id = 0  # batches before this one were taken before a resume
 
     def __iter__(self) -> VehicleFrameStream:
         return self
 
-    def __next__(self) -> VehicleFrames:
+    def __next__(self) -> FrameBatch:
         while not self._ready:
             chunk = next(self.simulation, None)
             if chunk is None:
                 if not self._pending:
                     raise StopIteration
-                self._ready.append(_joined(self._pending))
+                self._ready.append(FrameBatch.concat(self._pending))
                 self._pending = []
                 break
-            values = frames_matrix(chunk.columns, chunk.num_rows)
+            day = chunk.frames()
             ids = (chunk.ts_ms - self.start_ms) // self.batch_ms
             cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-            complete: list[VehicleFrames] = []
+            complete: list[FrameBatch] = []
             for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), chunk.num_rows], strict=False):
                 batch_id = int(ids[a])
                 if batch_id < self._first_id:
                     continue
                 if self._pending and batch_id != self._pending_id:
-                    complete.append(_joined(self._pending))
+                    complete.append(FrameBatch.concat(self._pending))
                     self._pending = []
-                self._pending.append(VehicleFrames(chunk.seq[a:b], chunk.ts_ms[a:b], values[a:b]))
+                self._pending.append(day.slice_rows(a, b))
                 self._pending_id = batch_id
             self._ready = complete[::-1]
         return self._ready.pop()
@@ -157,13 +124,6 @@ class VehicleFrameStream:
         self._first_id = first_id
 
 
-def _joined(batches: list[VehicleFrames]) -> VehicleFrames:
-    if len(batches) == 1:
-        return batches[0]
-    return VehicleFrames(np.concatenate([b.seq for b in batches]), np.concatenate([b.ts for b in batches]),
-                      np.concatenate([b.values for b in batches]))
-
-
 class _SplicedStream:
     """Batches of one vehicle; inside an ambient window they come from that window's (hotter) stream.
 
@@ -179,44 +139,7 @@ class _SplicedStream:
     def __iter__(self) -> _SplicedStream:
         return self
 
-    def __next__(self) -> VehicleFrames:
-        batches = [next(s) for s in self._streams]  # StopIteration ends the splice too
-        if len(batches) == 1:
-            return batches[0]
-        first_ts = batches[0].first_ts
-        for k, (lo, hi) in enumerate(self._spans):
-            if lo <= first_ts < hi:
-                return batches[k + 1]
-        return batches[0]
-
-    def resume(self, events: list[Any], after_ms: int) -> None:
-        for stream in self._streams:
-            stream.resume(events, after_ms)
-
-
-def _joined(batches: list[VehicleFrames]) -> VehicleFrames:
-    if len(batches) == 1:
-        return batches[0]
-    return VehicleFrames(np.concatenate([b.seq for b in batches]), np.concatenate([b.ts for b in batches]),
-                      np.concatenate([b.values for b in batches]))
-
-
-class _SplicedStream:
-    """Batches of one vehicle; inside an ambient window they come from that window's (hotter) stream.
-
-    Every stream is the generator's own stream for one ambient offset; all advance together so that
-    batch k of each covers the same time span (the generator aligns batches to the window start).
-    """
-
-    def __init__(self, streams: list[VehicleFrameStream], windows: Sequence[AmbientWindow], start_ms: int) -> None:
-        self._streams = streams
-        self._spans = [(start_ms + int(w.start_day * MS_PER_DAY),
-                        start_ms + int((w.start_day + w.duration_days) * MS_PER_DAY)) for w in windows]
-
-    def __iter__(self) -> _SplicedStream:
-        return self
-
-    def __next__(self) -> VehicleFrames:
+    def __next__(self) -> FrameBatch:
         batches = [next(s) for s in self._streams]  # StopIteration ends the splice too
         if len(batches) == 1:
             return batches[0]
@@ -278,7 +201,7 @@ class TwinDetector:
             self.hosting = hosting(self.settings)
         self._started_ray = False
         self.streams: dict[str, _SplicedStream] = {}
-        self.pending: dict[str, VehicleFrames] = {}
+        self.pending: dict[str, FrameBatch] = {}
         self.frames = 0
         self.restarts = 0
         self.alerts_by_rule: dict[str, int] = {}
@@ -354,7 +277,7 @@ class TwinDetector:
         return self.hosting.twins if isinstance(self.hosting, TwinHost) else {}
 
     def observe(self, until_ms: int) -> list[RiskSignal]:
-        due: dict[str, list[VehicleFrames]] = {}
+        due: list[FrameBatch] = []  # vehicle by vehicle, each vehicle's batches in time order
         for vehicle_id in self.profiles:
             while True:
                 batch = self.pending.pop(vehicle_id, None)
@@ -369,11 +292,11 @@ class TwinDetector:
                     self.pending[vehicle_id] = batch  # not yet happened
                     break
                 self.consumed_until[vehicle_id] = last_ms
-                due.setdefault(vehicle_id, []).append(batch)
+                due.append(batch)
         if not due:
             return []
         # Every vehicle's new frames in one call; the predictions it asks for are answered in the same poll.
-        block = frame_block(due)
+        block = FrameBatch.concat(due)
         alerts = self.hosting.ingest(block).alerts
         alerts += self.hosting.drain(_DRAIN_TIMEOUT_S)
         self.frames += block.rows
