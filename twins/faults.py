@@ -317,6 +317,7 @@ class SensorFaultTracker:
                 if ends.size == 0:
                     last_bad = max(last_bad, int(bad_ts.max()))
                     break
+                last_bad = int(latest_bad[ends[0]])
                 row += int(ends[0])
                 is_open = False
             self.open[j, k], self.last_bad_ts[j, k] = is_open, last_bad
