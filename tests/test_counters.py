@@ -9,7 +9,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from configs.settings import load_config
+from serving.codec import summary_to_proto
 from twins.reorder import ReorderBuffer
+from twins.synthetic import synthetic_frames, take
+from twins.twin import VehicleTwin
 
 
 def _receive(buffer: ReorderBuffer, frames: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], int, list[int]]:
@@ -122,3 +126,22 @@ def test_every_distinct_frame_is_applied_once_and_none_is_refused_after_a_restar
     assert set(applied) | waiting == set(frames), "a frame was lost"
     assert refused == [], "a frame was refused as late"
     assert [t for _, t in applied] == sorted(t for _, t in applied), "frames applied out of time order"
+
+
+def test_a_twin_follows_a_restarted_counter_and_reports_its_epoch() -> None:
+    cfg = load_config(overrides=["twins.reorder_buffer_frames=8"]).twins
+    frames = synthetic_frames("veh-1", 300)
+    twin = VehicleTwin("veh-1", cfg, 600_000, 600_000)
+    twin.ingest(take(frames, slice(0, 150)))
+    rebooted = take(frames, slice(150, 300))
+    rebooted["seq"] = rebooted["seq"] - 150  # the ECU restarted its counter at 1 (ts goes on)
+    step = twin.ingest(rebooted)
+    assert step.rejected == [] and step.applied == 150 and twin.frames_applied == 300
+    again = twin.ingest(take(frames, slice(140, 150)))  # re-sent from before the restart
+    assert again.duplicates == 10 and again.applied == 0 and again.rejected == []
+    summary = twin.summary()
+    assert summary["seq_epoch"] == 1 and summary["applied_seq"] == 150
+    message = summary_to_proto(summary)
+    assert message.seq_epoch == 1 and "pack_voltage" in message.fitted_sensors
+    restored = VehicleTwin.from_bytes(twin.to_bytes())
+    assert restored.ingest(take(rebooted, slice(0, 5))).duplicates == 5

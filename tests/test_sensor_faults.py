@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from configs.settings import load_config
 from twins.faults import FaultSettings, SensorFaultTracker
+from twins.twin import SENSORS
 
 # A small vehicle at 1 Hz: 0 speed (the activity signal), 1-2 temperatures, 3-6 four tyre pressures.
 LOWER = np.array([0.0, -40.0, -40.0, 0.0, 0.0, 0.0, 0.0])
@@ -125,7 +126,6 @@ def test_batching_never_changes_the_episodes_or_the_state(chunk: int) -> None:
 def test_the_config_builds_the_settings_and_refuses_unknown_sensors_by_name() -> None:
     cfg = load_config(overrides=['twins.sensor_drift_groups=[["tyre_pressure_fl","tyre_pressure_fr","tyre_pressure_rl"]]',
                                  'twins.declared_sensors=["soc"]']).twins
-    from twins.twin import SENSORS
     built = FaultSettings.from_config(cfg, SENSORS)
     assert built.declared == (SENSORS.index("soc"),) and len(built.drift_groups[0]) == 3
     with pytest.raises(Exception, match="warp_drive"):

@@ -45,7 +45,6 @@ import numpy as np
 from configs.settings import TwinsConfig
 from twins.reorder import NO_SEQ
 
-
 _LEARNED_SPIKE_MARGIN = 1.5  # a spike must exceed the largest excursion learned by half again
 _REST_VALUES = 8  # values a sensor may rest at while the vehicle is active (charger state 0, pump off, ...)
 
