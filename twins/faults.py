@@ -171,28 +171,36 @@ class SensorFaultTracker:
         present = ~np.isnan(v)
         with np.errstate(invalid="ignore"):
             good = present & (v >= self.lower) & (v <= self.upper)  # finite and physical
-        fitted = self.declared | ((self.readings + np.cumsum(present, axis=0)) >= s.fit_readings)
-        bad = np.zeros(v.shape + (_N_KINDS,), dtype=bool)
-        bad[..., KINDS.index(FaultKind.OUT_OF_RANGE)] = present & ~good
-        bad[..., KINDS.index(FaultKind.DROPOUT)] = self._dropouts(ts, present)
+        if self.fitted.all():  # the usual case once a twin knows its vehicle
+            fitted = np.ones(v.shape, dtype=bool)
+        else:
+            fitted = self.declared | ((self.readings + np.cumsum(present, axis=0)) >= s.fit_readings)
+        bad = np.empty((_N_KINDS,) + v.shape, dtype=bool)  # kind x rows x sensors
+        bad[KINDS.index(FaultKind.OUT_OF_RANGE)] = present & ~good
+        bad[KINDS.index(FaultKind.DROPOUT)] = self._dropouts(ts, present)
         running_max = np.maximum.accumulate(np.concatenate([[self.max_ts], ts]))[1:]
         self.max_ts = int(running_max[-1])
         learning = (running_max - self.first_ts < s.spike_learn_ms)[:, None]  # a prefix of the rows
-        bad[..., KINDS.index(FaultKind.SPIKE)], changed, unchanged = self._spikes(v, good, learning & fitted)
-        bad[..., KINDS.index(FaultKind.STUCK)] = self._stuck(ts, v, good, fitted, changed, unchanged)
-        bad[..., KINDS.index(FaultKind.DRIFT)] = self._drift(v, good)
-        bad &= fitted[..., None]
-        self.counts += bad.any(axis=2).sum(axis=0)
+        bad[KINDS.index(FaultKind.SPIKE)], changed, unchanged = self._spikes(v, good, learning & fitted)
+        bad[KINDS.index(FaultKind.STUCK)] = self._stuck(ts, v, good, fitted, changed, unchanged)
+        bad[KINDS.index(FaultKind.DRIFT)] = self._drift(v, good)
+        bad &= fitted[None]
+        self.counts += bad.any(axis=0).sum(axis=0)
         self.readings += present.sum(axis=0)
         self.last_frame_ts = int(ts[-1])
+        if not self.open.any() and not bad.any():
+            return []
         return self._episodes(seq, ts, bad, good, present)
 
     # ------------------------------------------------------------------ detectors
     def _dropouts(self, ts: np.ndarray, present: np.ndarray) -> np.ndarray:
         # A declared sensor never heard from counts from the twin's first frame.
+        if present.all():  # the usual batch: every sensor read in every frame
+            self.last_reading_ts = np.full(present.shape[1], ts[-1], dtype=np.int64)
+            return np.zeros(present.shape, dtype=bool)
         before = np.where(self.last_reading_ts == NO_SEQ, self.first_ts, self.last_reading_ts)
-        last = _take(np.broadcast_to(ts[:, None], present.shape), _forward_fill_positions(present), 0)
-        last = np.where(_forward_fill_positions(present) >= 0, last, before).astype(np.int64)
+        positions = _forward_fill_positions(present)
+        last = np.where(positions >= 0, ts[np.maximum(positions, 0)], before).astype(np.int64)
         self.last_reading_ts = last[-1].copy()
         self.last_reading_ts[(self.readings == 0) & ~present.any(axis=0)] = NO_SEQ
         return ~present & (ts[:, None] - last > self.settings.dropout_ms)
@@ -200,11 +208,15 @@ class SensorFaultTracker:
     def _spikes(self, v: np.ndarray, good: np.ndarray, learning: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Spikes, and per row whether a good reading changed / repeated the previous good reading."""
         extended = np.vstack([self.last_values, np.where(good, v, np.nan)])
-        latest = _forward_fill_positions(~np.isnan(extended))
-        previous_pos = latest[1:-1]  # per batch row: the latest good reading before it
-        earlier_pos = _take(np.vstack([np.full((1, v.shape[1]), -1), latest]), previous_pos, -1).astype(np.int64)
-        previous = _take(extended, previous_pos, np.nan)
-        earlier = _take(extended, earlier_pos, np.nan)
+        all_good = bool(good.all())
+        if all_good:  # the usual batch: the previous good reading is the row before (or the carried ones)
+            previous, earlier = extended[1:-1], extended[:-2]
+        else:
+            latest = _forward_fill_positions(~np.isnan(extended))
+            previous_pos = latest[1:-1]  # per batch row: the latest good reading before it
+            earlier_pos = _take(np.vstack([np.full((1, v.shape[1]), -1), latest]), previous_pos, -1).astype(np.int64)
+            previous = _take(extended, previous_pos, np.nan)
+            earlier = _take(extended, earlier_pos, np.nan)
         with np.errstate(invalid="ignore"):
             changed = good & ~np.isnan(previous) & (v != previous)
             unchanged = good & (v == previous)
@@ -223,10 +235,13 @@ class SensorFaultTracker:
         # The spike's reading left where the sensor went while learned (an on/off pump cycling stays inside).
         outside = (previous < self.envelope[0]) | (previous > self.envelope[1])
         spike = ~learning & (excursion > bound) & outside
-        last_two = latest[-1], _take(np.vstack([np.full((1, v.shape[1]), -1), latest]),
-                                     latest[-1][None, :], -1)[0].astype(np.int64)
-        self.last_values = np.vstack([_take(extended, last_two[1][None, :], np.nan),
-                                      _take(extended, last_two[0][None, :], np.nan)])
+        if all_good:
+            self.last_values = extended[-2:].copy()
+        else:
+            last_two = latest[-1], _take(np.vstack([np.full((1, v.shape[1]), -1), latest]),
+                                         latest[-1][None, :], -1)[0].astype(np.int64)
+            self.last_values = np.vstack([_take(extended, last_two[1][None, :], np.nan),
+                                          _take(extended, last_two[0][None, :], np.nan)])
         return spike, changed, unchanged
 
     def _stuck(self, ts: np.ndarray, v: np.ndarray, good: np.ndarray, fitted: np.ndarray, changed: np.ndarray,
@@ -252,8 +267,11 @@ class SensorFaultTracker:
         self._learn_rest_values(v, unchanged & active & fitted & learning)
         self.flat_ms, self.active_ms = flat[-1].copy(), active_total[-1].copy()
         threshold = np.maximum(s.stuck_ms, s.stuck_factor * self.longest_flat_ms)
-        at_rest = (v[:, :, None] == self.rest_values[None, :, :]).any(axis=2)
-        return unchanged & ~learning & ~at_rest & (flat >= threshold)
+        stuck = unchanged & ~learning & (flat >= threshold)
+        if stuck.any():  # rare: only then compare with the values the sensor rests at
+            rows, columns = np.nonzero(stuck)
+            stuck[rows, columns] = ~(v[rows, columns, None] == self.rest_values[columns]).any(axis=1)
+        return stuck
 
     def _learn_rest_values(self, v: np.ndarray, repeated: np.ndarray) -> None:
         """The first ``_REST_VALUES`` distinct values each sensor repeated while active (in frame order)."""
@@ -295,8 +313,8 @@ class SensorFaultTracker:
                   present: np.ndarray) -> list[FaultEpisode]:
         clear = self.settings.clear_ms
         started: list[tuple[int, int, int]] = []  # (row, sensor, kind)
-        for j, k in zip(*np.nonzero(bad.any(axis=0) | self.open), strict=True):
-            faulty = bad[:, j, k]
+        for j, k in zip(*np.nonzero(bad.any(axis=1).T | self.open), strict=True):
+            faulty = bad[k, :, j]
             recovered = (present[:, j] if KINDS[k] == FaultKind.DROPOUT else good[:, j]) & ~faulty
             is_open, last_bad = bool(self.open[j, k]), int(self.last_bad_ts[j, k])
             row = 0
