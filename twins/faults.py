@@ -223,8 +223,7 @@ class SensorFaultTracker:
             step_in, step_out = previous - earlier, v - previous
             excursion = np.where(good & (step_in * step_out < 0)
                                  & (np.abs(v - earlier) < 0.5 * np.minimum(np.abs(step_in), np.abs(step_out))),
-                                 np.minimum(np.abs(step_in), np.abs(step_out)), 0.0)
-            excursion = np.nan_to_num(excursion, nan=0.0)
+                                 np.minimum(np.abs(step_in), np.abs(step_out)), 0.0)  # NaN compares False: 0
         # Learning rows are a prefix: every row after them sees the final learned excursion and envelope.
         self.learned_excursion = np.maximum(self.learned_excursion, np.where(learning, excursion, 0.0).max(axis=0))
         learned = learning & good
