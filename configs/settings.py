@@ -187,6 +187,10 @@ class TwinsConfig(_Section):
     # counts as faulty. declared_sensors (schema names) are fitted from the first frame (a declared profile).
     sensor_fit_readings: int = Field(10, gt=0)
     declared_sensors: list[str] | None = None
+    # Declared profiles per vehicle model: model -> sensors it has; vehicle_models maps vehicle-id patterns
+    # (fnmatch, first match in order) to a model. A vehicle's declared sensors: declared_sensors + its model's.
+    sensor_profiles: dict[str, list[str]] = Field(default_factory=dict)
+    vehicle_models: dict[str, str] = Field(default_factory=dict)
     # A fitted sensor without a reading for this long while frames arrive is a dropout.
     sensor_dropout_minutes: float = Field(30.0, gt=0)
     # Stuck: the same reading for this long of active time (a frame where any sensor_activity signal's |value|
@@ -196,6 +200,8 @@ class TwinsConfig(_Section):
     sensor_stuck_learn_hours: float = Field(12.0, ge=0)
     sensor_stuck_factor: float = Field(3.0, ge=1)
     sensor_activity: dict[str, float] = Field(default_factory=lambda: {"speed": 1.0, "motor_speed": 50.0})
+    # ... or while this many other sensors of its subsystem (schema) change in the frame (0: driving only).
+    sensor_stuck_related_moving: int = Field(2, ge=0)
     # Spike: a jump away and straight back, both steps above this fraction of the sensor's physical range or
     # 1.5x the largest such excursion the sensor made in the twin's first sensor_spike_learn_hours.
     sensor_spike_range_fraction: float = Field(0.2, gt=0, le=1)
@@ -212,10 +218,15 @@ class TwinsConfig(_Section):
         known = set(SCHEMA.sensor_names)
         for key, names in (("declared_sensors", self.declared_sensors or []),
                            ("sensor_activity", list(self.sensor_activity)),
+                           *((f"sensor_profiles[{m!r}]", p) for m, p in self.sensor_profiles.items()),
                            *((f"sensor_drift_groups[{i}]", g) for i, g in enumerate(self.sensor_drift_groups))):
             unknown = [name for name in names if name not in known]
             if unknown:
                 raise ValueError(f"twins.{key}: unknown sensor {unknown[0]!r} (not in the telemetry schema)")
+        for pattern, model in self.vehicle_models.items():
+            if model not in self.sensor_profiles:
+                raise ValueError(f"twins.vehicle_models[{pattern!r}]={model!r}: no such model in twins.sensor_profiles "
+                                 f"(known: {sorted(self.sensor_profiles)})")
         for i, group in enumerate(self.sensor_drift_groups):
             if len(set(group)) < 3:
                 raise ValueError(f"twins.sensor_drift_groups[{i}]={group}: a group needs at least 3 distinct sensors "

@@ -130,6 +130,17 @@ def test_the_config_builds_the_settings_and_refuses_unknown_sensors_by_name() ->
     assert built.declared == (SENSORS.index("soc"),) and len(built.drift_groups[0]) == 3
     with pytest.raises(Exception, match="warp_drive"):
         load_config(overrides=['twins.declared_sensors=["warp_drive"]'])
+    with pytest.raises(Exception, match="'van'"):
+        load_config(overrides=['twins.vehicle_models={"VAN-*": "van"}'])
+
+
+def test_a_vehicle_model_declares_its_profile() -> None:
+    cfg = load_config(overrides=['twins.sensor_profiles={"van": ["soc", "speed"], "car": ["soh"]}',
+                                 'twins.vehicle_models={"VAN-*": "van", "*": "car"}']).twins
+    van = FaultSettings.from_config(cfg, SENSORS, "VAN-0007")
+    car = FaultSettings.from_config(cfg, SENSORS, "CAR-1")
+    assert van.declared == tuple(sorted((SENSORS.index("soc"), SENSORS.index("speed"))))
+    assert car.declared == (SENSORS.index("soh"),)
 
 
 # ------------------------------------------------------------------ the episode state machine
@@ -167,3 +178,18 @@ def test_one_alert_per_episode_recovery_ends_it_and_never_one_for_a_sensor_not_f
     assert starts == reference(ts.tolist(), x.tolist(), fit, clear)
     if (~np.isnan(x)).sum() < fit:
         assert starts == [] and tracker.counts.sum() == 0
+
+
+def test_stuck_while_related_sensors_move_but_not_a_sensor_that_rests_while_parked() -> None:
+    """Parked (no activity signal above its level): a noisy temperature held flat is stuck, while a
+    counter-like sensor of the same subsystem (flat most readings, like an odometer) is not."""
+    values = healthy()
+    values[:, 0] = 0.0  # parked all along: no driving time
+    rows = np.arange(N)  # a counter-like sensor: steps every 20 readings while learned, then every 300
+    values[:, 5] = 240 + np.where(rows < 150, np.floor(rows / 20), 8 + np.floor((rows - 150) / 300))
+    _stuck(values)  # sensor 2 held from row 500
+    related = FaultSettings(**{**SETTINGS.__dict__, "related": ((1, 2, 3, 4, 5, 6),), "related_moving": 2,
+                               "drift_groups": ()})
+    tracker = SensorFaultTracker(LOWER, UPPER, related)
+    episodes = tracker.observe(np.arange(1, N + 1), 1000 * np.arange(N), values)
+    assert [(e.sensor, e.kind) for e in episodes] == [(2, "stuck")]

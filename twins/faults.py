@@ -12,9 +12,11 @@ that is not fitted never counts as faulty and never raises an alert. Per fitted 
   the sensor read then. None is flagged while learning; a spike is flagged at the reading that confirms it
   (the one after).
 * ``stuck``: the same value, reading after reading, for ``stuck_ms`` of *active* time (frames where an
-  ``activity`` signal exceeds its level: the vehicle drives), and for ``stuck_factor`` times the longest
-  such flat run the sensor made in its first ``stuck_learn_ms`` of active time, at a value it did not rest
-  at then (signals legitimately flat while driving: charge power 0, an idle pump, learn that).
+  ``activity`` signal exceeds its level: the vehicle drives; or, for a sensor that changed at nearly every
+  reading while learned, where ``related_moving`` sensors of its schema subsystem change), and for
+  ``stuck_factor`` times the longest such flat run the sensor made in its first ``stuck_learn_ms`` of active
+  time, at a value it did not rest at then (signals legitimately flat while driving: charge power 0, an
+  idle pump, learn that).
 * ``dropout``: no reading for longer than ``dropout_ms`` (time, not frames: vehicles report at different
   rates) while frames keep arriving.
 * ``drift``: a member of a redundancy group (sensors that read alike, e.g. the four tyre pressures) whose
@@ -35,6 +37,7 @@ state: frames one by one or in one call give the same bytes.
 """
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,11 +45,14 @@ from typing import Any
 
 import numpy as np
 
+from configs.schema import SCHEMA
 from configs.settings import TwinsConfig
 from twins.reorder import NO_SEQ
 
 _LEARNED_SPIKE_MARGIN = 1.5  # a spike must exceed the largest excursion learned by half again
-_REST_VALUES = 8  # values a sensor may rest at while the vehicle is active (charger state 0, pump off, ...)
+_REST_VALUES = 8
+_CONTINUOUS_SHARE = 0.9  # a continuous signal changes at least this often while its subsystem moves
+_MIN_RELATED_READINGS = 100  # values a sensor may rest at while the vehicle is active (charger state 0, pump off, ...)
 
 
 class FaultKind(StrEnum):
@@ -72,6 +78,8 @@ class FaultSettings:
     stuck_learn_ms: int = 12 * 3_600_000
     stuck_factor: float = 3.0
     activity: tuple[tuple[int, float], ...] = ()  # (sensor, level): the vehicle is active when |value| > level
+    related: tuple[tuple[int, ...], ...] = ()  # groups of related sensors (the schema's subsystems)
+    related_moving: int = 0  # a sensor is also active when this many related sensors change (0: off)
     spike_fraction: float = 0.2
     spike_learn_ms: int = 24 * 3_600_000
     drift_groups: tuple[tuple[int, ...], ...] = ()
@@ -80,8 +88,13 @@ class FaultSettings:
     declared: tuple[int, ...] = ()  # sensors fitted from the first frame (a declared profile)
 
     @classmethod
-    def from_config(cls, cfg: TwinsConfig, sensors: Sequence[str]) -> FaultSettings:
+    def from_config(cls, cfg: TwinsConfig, sensors: Sequence[str], vehicle_id: str = "") -> FaultSettings:
+        """``vehicle_id`` picks its model's declared profile (``twins.vehicle_models``, first matching pattern)."""
         position = {name: j for j, name in enumerate(sensors)}
+        declared = set(cfg.declared_sensors or ())
+        model = next((m for pattern, m in cfg.vehicle_models.items() if fnmatch.fnmatchcase(vehicle_id, pattern)), None)
+        if model is not None:
+            declared |= set(cfg.sensor_profiles[model])
         return cls(
             fit_readings=cfg.sensor_fit_readings,
             clear_ms=int(cfg.sensor_fault_clear_minutes * 60_000),
@@ -90,13 +103,24 @@ class FaultSettings:
             stuck_learn_ms=int(cfg.sensor_stuck_learn_hours * 3_600_000),
             stuck_factor=cfg.sensor_stuck_factor,
             activity=tuple((position[name], float(level)) for name, level in sorted(cfg.sensor_activity.items())),
+            related=tuple(tuple(group) for group in _subsystems(sensors)),
+            related_moving=cfg.sensor_stuck_related_moving,
             spike_fraction=cfg.sensor_spike_range_fraction,
             spike_learn_ms=int(cfg.sensor_spike_learn_hours * 3_600_000),
             drift_groups=tuple(tuple(position[name] for name in group) for group in cfg.sensor_drift_groups),
             drift_fraction=cfg.sensor_drift_range_fraction,
             drift_learn_readings=cfg.sensor_drift_learn_readings,
-            declared=tuple(sorted(position[name] for name in cfg.declared_sensors or ())),
+            declared=tuple(sorted(position[name] for name in declared)),
         )
+
+
+def _subsystems(sensors: Sequence[str]) -> list[list[int]]:
+    """Positions of ``sensors`` grouped by the schema's subsystem (sensors outside the schema: none)."""
+    groups: dict[str, list[int]] = {}
+    for j, name in enumerate(sensors):
+        if name in SCHEMA.sensor_names:
+            groups.setdefault(SCHEMA.field(name).subsystem, []).append(j)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 @dataclass(frozen=True)
@@ -142,6 +166,8 @@ class SensorFaultTracker:
         self.longest_flat_ms = np.zeros(n, dtype=np.int64)
         self.rest_values = np.full((n, _REST_VALUES), np.nan)
         self.learned_excursion = np.zeros(n, dtype=np.float64)
+        self.related_readings = np.zeros(n, dtype=np.int64)  # while learning, its subsystem moving
+        self.related_changes = np.zeros(n, dtype=np.int64)
         self.envelope = np.vstack([np.full(n, np.inf), np.full(n, -np.inf)])  # (min, max) read while learning
         self.drift_sum = np.zeros(n, dtype=np.float64)
         self.drift_n = np.zeros(n, dtype=np.int64)
@@ -246,21 +272,38 @@ class SensorFaultTracker:
     def _stuck(self, ts: np.ndarray, v: np.ndarray, good: np.ndarray, fitted: np.ndarray, changed: np.ndarray,
                unchanged: np.ndarray) -> np.ndarray:
         s = self.settings
-        if not s.activity:
+        if not s.activity and not s.related_moving:
             return np.zeros(v.shape, dtype=bool)
         previous_ts = np.concatenate([[self.last_frame_ts if self.last_frame_ts != NO_SEQ else ts[0]], ts[:-1]])
         dt = np.maximum(ts - previous_ts, 0)[:, None]
         with np.errstate(invalid="ignore"):
-            active = np.zeros((ts.size, 1), dtype=bool)
+            driving = np.zeros((ts.size, 1), dtype=bool)
             for j, level in s.activity:
-                active[:, 0] |= np.abs(v[:, j]) > level  # NaN: not a sign of activity
+                driving[:, 0] |= np.abs(v[:, j]) > level  # NaN: not a sign of activity
+        active = driving
+        if s.related_moving:
+            related = np.zeros(v.shape, dtype=bool)
+            for group in s.related:
+                members = list(group)
+                moving = changed[:, members].sum(axis=1, keepdims=True) - changed[:, members]
+                related[:, members] = moving >= s.related_moving
+            active = driving | related
         active_total = self.active_ms + np.cumsum(np.where(active & fitted & good, dt, 0), axis=0)
+        learning = active_total < s.stuck_learn_ms  # a prefix of the rows
+        if s.related_moving:
+            # Related sensors moving count as activity only for a sensor that, while learned, changed at nearly
+            # every such reading (a noisy analog signal); an odometer or a wear estimate rests while parked.
+            sample = related & fitted & good & learning
+            self.related_readings += sample.sum(axis=0)
+            self.related_changes += (sample & changed).sum(axis=0)
+            continuous = ((self.related_readings >= _MIN_RELATED_READINGS)
+                          & (self.related_changes >= _CONTINUOUS_SHARE * self.related_readings))
+            active = np.where(learning, active, driving | (related & continuous))
         cumulative = np.cumsum(np.where(unchanged & active & fitted, dt, 0), axis=0)
         reset = _forward_fill_positions(changed)
         base = np.where(reset >= 0, _take(cumulative, reset, 0), -self.flat_ms).astype(np.int64)
         flat = cumulative - base
         flat_before = np.vstack([self.flat_ms[None, :], flat[:-1]])
-        learning = active_total < s.stuck_learn_ms
         self.longest_flat_ms = np.maximum(self.longest_flat_ms,
                                           np.where(changed & learning, flat_before, 0).max(axis=0))
         self._learn_rest_values(v, unchanged & active & fitted & learning)
@@ -345,7 +388,7 @@ class SensorFaultTracker:
     # ------------------------------------------------------------------ state
     _SCALARS = ("first_ts", "last_frame_ts", "max_ts")
     _ARRAYS = ("readings", "last_reading_ts", "last_values", "flat_ms", "active_ms", "longest_flat_ms",
-               "rest_values", "learned_excursion", "envelope",
+               "rest_values", "learned_excursion", "envelope", "related_readings", "related_changes",
                "drift_sum", "drift_n", "open", "last_bad_ts", "counts", "episodes")
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

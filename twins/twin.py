@@ -115,7 +115,7 @@ class VehicleTwin:
         # the parts, each with its own state
         self.reorder = ReorderBuffer(cfg.reorder_buffer_frames, cfg.first_seq, N_SENSORS, cfg.seq_restart_tolerance_ms)
         self.faults = SensorFaultTracker(SCHEMA.lower_bounds, SCHEMA.upper_bounds,
-                                         FaultSettings.from_config(cfg, SENSORS))
+                                         FaultSettings.from_config(cfg, SENSORS, vehicle_id))
         self.assembler = WindowAssembler(window_ms=self.window_ms, stride_ms=self.stride_ms)
         self.features = FeatureState()
         self.baseline = EwmaBaseline(half_life=cfg.baseline_half_life_windows, warmup=cfg.baseline_warmup_windows)
@@ -451,7 +451,8 @@ class VehicleTwin:
         if twin.reorder.applied_ts == NO_SEQ and twin.reorder.applied_seq != NO_SEQ:
             twin.reorder.applied_ts = twin.last_ts  # saved before counter epochs: one epoch so far
         twin.faults = SensorFaultTracker.from_state(parts["faults"], arrays["faults"], SCHEMA.lower_bounds,
-                                                    SCHEMA.upper_bounds, FaultSettings.from_config(c, SENSORS))
+                                                    SCHEMA.upper_bounds,
+                                                    FaultSettings.from_config(c, SENSORS, twin.vehicle_id))
         twin.baseline = baseline_from_state(parts["baseline"], arrays.get("baseline", {}))
         twin.schedule = PredictionSchedule.from_state(parts["schedule"], twin.schedule.interval_ms)
         twin.assembler = WindowAssembler.from_bytes(arrays["assembler"]["bytes"].tobytes())
