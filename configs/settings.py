@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from configs.schema import SCHEMA
+
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.json")
 
 
@@ -155,9 +157,14 @@ class TwinsConfig(_Section):
     prediction_interval_minutes: float = Field(60.0, gt=0)
     alert_cooldown_minutes: float = Field(360.0, ge=0)
     reorder_buffer_frames: int = Field(64, ge=0)
-    # Where a vehicle's seq counter starts (the wire contract: seq >= 1). A twin whose first frames have
-    # higher seqs (a resumed client) waits until its reorder buffer is full, then starts at the oldest.
+    # Where a vehicle's seq counter is expected to start (seq >= 0 on the wire: 0 works too, it sorts first). A
+    # twin whose first frames have higher seqs (a resumed client) waits until its reorder buffer is full, then
+    # starts at the oldest.
     first_seq: int = Field(1, ge=0)
+    # A frame whose seq is at or below the highest of its counter epoch while its ts is later than every frame of
+    # that epoch by more than this is a counter restart (an ECU reboot): a new epoch. 0 suits a clock that never
+    # steps back; raise it for vehicles whose clock may step back by up to this much (README "Delivery").
+    seq_restart_tolerance_ms: int = Field(0, ge=0)
     idle_evict_minutes: float = Field(60.0, gt=0)
     # Anomaly alerting: fire after this many consecutive windows at score >= 1, clear below the ratio.
     anomaly_consecutive_windows: int = Field(2, gt=0)
@@ -173,8 +180,58 @@ class TwinsConfig(_Section):
     baseline_half_life_windows: float = Field(168.0, gt=0)
     baseline_warmup_windows: int = Field(24, gt=0)
     baseline_z_threshold: float = Field(6.0, gt=0)
-    # A sensor-fault episode ends after this long without an impossible/missing value.
+    # A sensor-fault episode (one sensor, one kind) ends at its first good reading this long after its last
+    # faulty frame; a new fault after that is a new episode with a new alert (twins/faults.py).
     sensor_fault_clear_minutes: float = Field(30.0, ge=0)
+    # Signal profile: a sensor is fitted after this many readings (NaN = no reading); one never fitted never
+    # counts as faulty. declared_sensors (schema names) are fitted from the first frame (a declared profile).
+    sensor_fit_readings: int = Field(10, gt=0)
+    declared_sensors: list[str] | None = None
+    # Declared profiles per vehicle model: model -> sensors it has; vehicle_models maps vehicle-id patterns
+    # (fnmatch, first match in order) to a model. A vehicle's declared sensors: declared_sensors + its model's.
+    sensor_profiles: dict[str, list[str]] = Field(default_factory=dict)
+    vehicle_models: dict[str, str] = Field(default_factory=dict)
+    # A fitted sensor without a reading for this long while frames arrive is a dropout.
+    sensor_dropout_minutes: float = Field(30.0, gt=0)
+    # Stuck: the same reading for this long of active time (a frame where any sensor_activity signal's |value|
+    # exceeds its level: the vehicle drives), and for sensor_stuck_factor x the longest flat run it made in its
+    # first sensor_stuck_learn_hours of active time, at a value it did not rest at then (twins/faults.py).
+    sensor_stuck_minutes: float = Field(60.0, gt=0)
+    sensor_stuck_learn_hours: float = Field(12.0, ge=0)
+    sensor_stuck_factor: float = Field(3.0, ge=1)
+    sensor_activity: dict[str, float] = Field(default_factory=lambda: {"speed": 1.0, "motor_speed": 50.0})
+    # ... or while this many other sensors of its subsystem (schema) change in the frame (0: driving only).
+    sensor_stuck_related_moving: int = Field(2, ge=0)
+    # Spike: a jump away and straight back, both steps above this fraction of the sensor's physical range or
+    # 1.5x the largest such excursion the sensor made in the twin's first sensor_spike_learn_hours.
+    sensor_spike_range_fraction: float = Field(0.2, gt=0, le=1)
+    sensor_spike_learn_hours: float = Field(24.0, ge=0)
+    # Drift against redundant signals: groups of sensors that read alike (e.g. the four tyre pressures); a
+    # member whose difference to the group median moved by more than the fraction of its range from the
+    # difference over the group's first readings. Off by default: a real slow leak of one tyre reads the same.
+    sensor_drift_groups: list[list[str]] = Field(default_factory=list)
+    sensor_drift_range_fraction: float = Field(0.05, gt=0, le=1)
+    sensor_drift_learn_readings: int = Field(60, gt=0)
+
+    @model_validator(mode="after")
+    def _sensor_names_exist(self) -> TwinsConfig:
+        known = set(SCHEMA.sensor_names)
+        for key, names in (("declared_sensors", self.declared_sensors or []),
+                           ("sensor_activity", list(self.sensor_activity)),
+                           *((f"sensor_profiles[{m!r}]", p) for m, p in self.sensor_profiles.items()),
+                           *((f"sensor_drift_groups[{i}]", g) for i, g in enumerate(self.sensor_drift_groups))):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise ValueError(f"twins.{key}: unknown sensor {unknown[0]!r} (not in the telemetry schema)")
+        for pattern, model in self.vehicle_models.items():
+            if model not in self.sensor_profiles:
+                raise ValueError(f"twins.vehicle_models[{pattern!r}]={model!r}: no such model in twins.sensor_profiles "
+                                 f"(known: {sorted(self.sensor_profiles)})")
+        for i, group in enumerate(self.sensor_drift_groups):
+            if len(set(group)) < 3:
+                raise ValueError(f"twins.sensor_drift_groups[{i}]={group}: a group needs at least 3 distinct sensors "
+                                 "(a median of two cannot tell which one drifted)")
+        return self
     # 7-day (shortest horizon) failure probability that raises a failure_risk alert.
     risk_alert_threshold: float = Field(0.5, gt=0, le=1)
     # Normal windows between fine-tunes of the per-vehicle head of the anomaly model.

@@ -211,21 +211,23 @@ def _check_keys(index: np.ndarray, ts: np.ndarray, seq: np.ndarray, ids: list[st
         raise WireError("INVALID_ARGUMENT",
                         f"ts[{i}]={int(ts[i])}: {(int(ts[i]) - now_ms) / 1000:.0f} s in the future "
                         f"(allowed skew {limits.max_future_skew_ms / 1000:.0f} s)")
-    low = np.flatnonzero(seq < 1)
+    low = np.flatnonzero(seq < 0)
     if len(low):
         i = int(low[0])
-        raise WireError("INVALID_ARGUMENT", f"seq[{i}]={int(seq[i])}: seq starts at 1")
+        raise WireError("INVALID_ARGUMENT", f"seq[{i}]={int(seq[i])}: seq is a counter, 0 or more")
     if len(seq) > 1:
-        # Row order within each vehicle must have strictly increasing seq.
+        # Row order within each vehicle: seq increases, or falls back with a later ts (the counter restarted,
+        # README "Delivery"); a row that is neither is a client bug.
         order = np.lexsort((np.arange(len(seq)), index))
         same_vehicle = index[order][1:] == index[order][:-1]
-        not_increasing = np.flatnonzero(same_vehicle & (np.diff(seq[order]) <= 0))
+        not_increasing = np.flatnonzero(same_vehicle & (np.diff(seq[order]) <= 0) & (np.diff(ts[order]) <= 0))
         if len(not_increasing):
             row = int(order[not_increasing[0] + 1])
             previous = int(order[not_increasing[0]])
             raise WireError("INVALID_ARGUMENT",
                             f"seq[{row}]={int(seq[row])}: not above seq[{previous}]={int(seq[previous])} "
-                            f"for vehicle {ids[int(index[row])]!r} (seq must increase within a batch)")
+                            f"for vehicle {ids[int(index[row])]!r} and not later (ts {int(ts[row])} <= "
+                            f"{int(ts[previous])}): seq must increase within a batch, or restart with a later ts")
 
 
 def _sensor_faults(sensors: Mapping[str, np.ndarray], n: int) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
@@ -455,6 +457,10 @@ def summary_to_proto(summary: Mapping[str, Any]) -> twin_pb2.TwinSummary:
         open_alerts=[alert_to_proto({"alert_id": a} if isinstance(a, str) else a) for a in summary.get("open_alerts") or ()],
         head_version=str(summary.get("head_version") or ""),
         sensor_faults=_total(summary.get("sensor_faults")),
+        fitted_sensors=[str(name) for name in summary.get("fitted_sensors") or ()],
+        sensor_fault_episodes=sum(_total(kinds) for kinds in (summary.get("sensor_fault_episodes") or {}).values()),
+        open_sensor_faults=[str(fault) for fault in summary.get("open_sensor_faults") or ()],
+        seq_epoch=int(summary.get("seq_epoch") or 0),
     )
     last_frame = summary.get("last_frame")
     if last_frame:

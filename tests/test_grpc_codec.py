@@ -106,8 +106,9 @@ def test_an_absent_sensor_column_becomes_missing_readings() -> None:
     (lambda m: m.vehicle_ids.__setitem__(0, "bad id!"), "INVALID_ARGUMENT", "vehicle_ids[0]='bad id!'"),
     (lambda m: m.ts.__setitem__(1, NOW + 3_600_000), "INVALID_ARGUMENT", f"ts[1]={NOW + 3_600_000}"),
     (lambda m: m.ts.__setitem__(2, 1_767_600_000), "INVALID_ARGUMENT", "ts[2]=1767600000: before 2000"),
-    (lambda m: m.seq.__setitem__(0, 0), "INVALID_ARGUMENT", "seq[0]=0"),
-    (lambda m: m.seq.__setitem__(2, 1), "INVALID_ARGUMENT", "seq[2]=1: not above seq[1]=2"),
+    (lambda m: m.seq.__setitem__(0, -1), "INVALID_ARGUMENT", "seq[0]=-1"),
+    (lambda m: (m.seq.__setitem__(2, 1), m.ts.__setitem__(2, m.ts[1])), "INVALID_ARGUMENT",
+     "seq[2]=1: not above seq[1]=2"),  # the same ts: not a counter restart
 ])
 def test_structural_errors_name_the_field_and_value(mutate, status: str, needle: str) -> None:
     msg = encode_columns(_columns(3))
@@ -177,13 +178,21 @@ def test_columns_decode_exactly_as_the_same_rows_sent_as_a_frame_batch(n: int, v
     (lambda c: c.update(soc=[1.0, "x", 2.0]), "soc: not numbers"),
     (lambda c: c.update(torque=[1.0, 2.0, 3.0]), "torque: not a telemetry field"),
     (lambda c: c.update(vehicle_id=np.array(["V1", "bad id!", "V1"])), "'bad id!'"),
-    (lambda c: c.update(seq=np.array([1, 3, 2])), "seq must increase"),
+    (lambda c: c.update(seq=np.array([1, 3, 2]), ts=np.array([NOW - 3, NOW - 2, NOW - 2])), "seq must increase"),
+    (lambda c: c.update(seq=np.array([0, 1, -1])), "seq[2]=-1: seq is a counter, 0 or more"),
 ])
 def test_column_errors_name_the_field_and_value(change, needle: str) -> None:
     columns = _columns(3)
     change(columns)
     with pytest.raises(WireError, match=re.escape(needle)):
         decode_columns(columns, 1, LIMITS, NOW)
+
+
+def test_a_counter_may_start_at_zero_and_restart_within_a_batch() -> None:
+    columns = _columns(4)
+    columns["seq"] = np.array([0, 1, 0, 1])  # an ECU reboot after the second frame: seq falls back, ts goes on
+    batch = decode_columns(columns, 1, LIMITS, NOW)
+    assert batch.num_rows == 4
 
 
 def test_memory_fleet_names_the_faulty_sensors_and_ignores_missing_readings() -> None:

@@ -238,7 +238,7 @@ MUTATIONS: dict[str, tuple[str, str | None]] = {
     "column_length": ("INVALID_ARGUMENT", "FIELD"), "seq_length": ("INVALID_ARGUMENT", "seq:"),
     "index_out_of_range": ("INVALID_ARGUMENT", "vehicle_index["), "empty_vehicle": ("INVALID_ARGUMENT", "vehicle_ids[0]=''"),
     "bad_vehicle": ("INVALID_ARGUMENT", "vehicle_ids[0]="), "far_future": ("INVALID_ARGUMENT", "in the future"),
-    "before_2000": ("INVALID_ARGUMENT", "before 2000"), "seq_not_positive": ("INVALID_ARGUMENT", "seq starts at 1"),
+    "before_2000": ("INVALID_ARGUMENT", "before 2000"), "seq_negative": ("INVALID_ARGUMENT", "seq is a counter"),
     "seq_regression": ("INVALID_ARGUMENT", "not above"), "too_many_frames": ("RESOURCE_EXHAUSTED", "frames, the limit"),
     "oversize": ("RESOURCE_EXHAUSTED", None), "garbage": ("INVALID_ARGUMENT", "not a valid FrameBatch"),
     "vehicle_switch": ("PERMISSION_DENIED", "may not write"), "no_token": ("UNAUTHENTICATED", "no credentials"),
@@ -283,12 +283,13 @@ def hostile_case(name: str, data: st.DataObject, vehicle: str) -> tuple[list[Any
         second.ts[row] = NOW_MS + data.draw(st.integers(3_600_000, 10**15))
     elif name == "before_2000":
         second.ts[row] = data.draw(st.integers(-(2**62), 946_684_799_999))
-    elif name == "seq_not_positive":
-        second.seq[row] = data.draw(st.integers(-(2**62), 0))
+    elif name == "seq_negative":
+        second.seq[row] = data.draw(st.integers(-(2**62), -1))
         for i in range(row):  # keep the batch otherwise ordered
-            second.seq[i] = second.seq[row] - (row - i) if second.seq[row] - (row - i) < 1 else second.seq[i]
-    elif name == "seq_regression":
+            second.seq[i] = second.seq[row] - (row - i) if second.seq[row] - (row - i) < 0 else second.seq[i]
+    elif name == "seq_regression":  # seq falls back without a later ts: not a counter restart
         second.seq[-1] = second.seq[0]
+        second.ts[-1] = second.ts[0]
     elif name == "too_many_frames":
         second = encode_columns(fleet_columns([vehicle], CFG.max_batch_frames + 1, start_seq=n + 1), batch_id=2)
         second.ClearField("soc")

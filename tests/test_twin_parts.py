@@ -9,7 +9,7 @@ import pytest
 
 from configs.settings import load_config
 from training.alerting import AlertPolicy
-from twins.faults import SensorFaultTracker
+from twins.faults import FaultSettings, SensorFaultTracker
 from twins.reorder import NO_SEQ, ReorderBuffer
 from twins.schedule import PredictionSchedule
 from twins.synthetic import synthetic_frames, take
@@ -42,15 +42,19 @@ def test_reorder_buffer_refuses_a_negative_limit_by_name() -> None:
         ReorderBuffer(limit=-1, first_seq=1)
 
 
-def test_fault_tracker_restored_keeps_its_episode_and_cooldown() -> None:
-    tracker = SensorFaultTracker(n_sensors=2, clear_ms=100, cooldown_ms=1_000)
-    invalid = np.array([[True, False]])
-    assert len(tracker.observe(np.array([1]), np.array([0]), invalid)) == 1
-    restored = SensorFaultTracker.from_state(*tracker.to_state(), clear_ms=100, cooldown_ms=1_000)
+def test_fault_tracker_restored_keeps_its_open_episode() -> None:
+    settings = FaultSettings(fit_readings=1, clear_ms=100)
+    lower, upper = np.array([0.0, 0.0]), np.array([10.0, 10.0])
+    tracker = SensorFaultTracker(lower, upper, settings)
+    assert len(tracker.observe(np.array([1]), np.array([0]), np.array([[20.0, 1.0]]))) == 1
+    meta, arrays = tracker.to_state()
+    restored = SensorFaultTracker.from_state(json.loads(json.dumps(meta)), arrays, lower, upper, settings)
     for t in (tracker, restored):
-        assert t.observe(np.array([2]), np.array([500]), invalid) == []  # a new episode, within the cooldown
-        assert [e.seq for e in t.observe(np.array([3]), np.array([1_200]), invalid)] == [3]
-        assert t.counts.tolist() == [3, 0]
+        assert t.observe(np.array([2]), np.array([500]), np.array([[20.0, 1.0]])) == []  # the same episode
+        assert t.observe(np.array([3]), np.array([700]), np.array([[5.0, 1.0]])) == []  # recovered: it ends
+        assert [(e.seq, e.kind) for e in t.observe(np.array([4]), np.array([800]), np.array([[-1.0, 1.0]]))] \
+            == [(4, "out_of_range")]
+        assert t.counts.tolist() == [3, 0] and t.episodes[0].sum() == 2
 
 
 def test_prediction_schedule_restored_answers_like_the_original() -> None:

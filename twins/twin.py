@@ -6,10 +6,10 @@ The twin is composed of parts that each own, and save, their own state:
 
 * ``twins.reorder.ReorderBuffer``: dedup and ordering by ``seq`` (a bounded reorder buffer; a gap given
   up on answers its late frames ``late``).
-* ``twins.faults.SensorFaultTracker``: every sensor value outside the telemetry contract (NaN, inf,
-  impossible) is a sensor fault; a fault episode raises one ``sensor_fault`` alert. The frame is still
-  applied: the feature function is NaN-aware and scores data quality, and the fleet model reads window
-  features (finite), so no model ever sees NaN.
+* ``twins.faults.SensorFaultTracker``: the vehicle's signal profile (a sensor it never reports is not
+  fitted and never faulty) and, per fitted sensor, out-of-range, spike, stuck, dropout and drift faults in
+  episodes; an episode raises one ``sensor_fault`` alert naming the sensor, its kind in ``Alert.mode``. The
+  frame is still applied: the feature function is NaN-aware, and the fleet model reads window features.
 * ``training.windows.WindowAssembler`` and ``training.features.FeatureState``: windows and features, the
   same code as the offline pipeline.
 * ``twins.scoring.FleetScorer``: the fleet LSTM-AE's sequences of window features, through the vehicle's
@@ -49,7 +49,7 @@ from training.alerting import AlertPolicy, AlertState
 from training.features import BASELINE_LEARN_Z, FEATURE_NAMES, FeatureState, update_many
 from training.windows import WindowAssembler
 from twins.baseline import EwmaBaseline, baseline_from_state
-from twins.faults import SensorFaultTracker
+from twins.faults import KINDS, FaultKind, FaultSettings, SensorFaultTracker
 from twins.personalise import PersonalHead, fit_personal_head
 from twins.reorder import NO_SEQ, ReorderBuffer
 from twins.schedule import PredictionSchedule, gate_from_state, gate_state
@@ -70,6 +70,13 @@ _MAX_OPEN_ALERTS = 32
 # its alerts are set, except that a window its own gate flagged is never learned either (at level 1, the
 # default and the bench's, the two coincide, so an offline sweep of levels is the twin's decision).
 LEARNING_REFERENCE_LEVEL = 1.0
+_FAULT_TEXT = {
+    FaultKind.OUT_OF_RANGE: "reading outside its physical range",
+    FaultKind.SPIKE: "spike (a jump away and straight back no physical signal makes)",
+    FaultKind.STUCK: "stuck (the same reading while the vehicle is active)",
+    FaultKind.DROPOUT: "dropout (no reading for longer than twins.sensor_dropout_minutes)",
+    FaultKind.DRIFT: "drift against its redundant sensors",
+}
 _OWN_Z_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.endswith("_z")])
 
 
@@ -106,8 +113,9 @@ class VehicleTwin:
         self.stride_ms = int(stride_ms)
         self.model = anomaly_model
         # the parts, each with its own state
-        self.reorder = ReorderBuffer(cfg.reorder_buffer_frames, cfg.first_seq, N_SENSORS)
-        self.faults = SensorFaultTracker(N_SENSORS, self._fault_clear_ms(), self._cooldown_ms())
+        self.reorder = ReorderBuffer(cfg.reorder_buffer_frames, cfg.first_seq, N_SENSORS, cfg.seq_restart_tolerance_ms)
+        self.faults = SensorFaultTracker(SCHEMA.lower_bounds, SCHEMA.upper_bounds,
+                                         FaultSettings.from_config(cfg, SENSORS, vehicle_id))
         self.assembler = WindowAssembler(window_ms=self.window_ms, stride_ms=self.stride_ms)
         self.features = FeatureState()
         self.baseline = EwmaBaseline(half_life=cfg.baseline_half_life_windows, warmup=cfg.baseline_warmup_windows)
@@ -174,13 +182,11 @@ class VehicleTwin:
     def _apply(self, seq: np.ndarray, ts: np.ndarray, values: np.ndarray,
                step: TwinStep) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Frames in seq order, no duplicates: validate, then window (closing is ``_close_windows``)."""
-        invalid = SCHEMA.out_of_range(values)
-        if invalid.any():
-            for episode in self.faults.observe(seq, ts, invalid):
-                fields = [SENSORS[j] for j in episode.sensors]
-                self._emit(step, Rule.SENSOR_FAULT, episode.ts_ms, episode.seq, 1.0,
-                           [(f, 1.0 / len(fields)) for f in fields],
-                           f"impossible or missing values on {', '.join(fields)}")
+        for episode in self.faults.observe(seq, ts, values):
+            sensor = SENSORS[episode.sensor]
+            self._emit(step, Rule.SENSOR_FAULT, episode.ts_ms, episode.seq, 1.0, [(sensor, 1.0)],
+                       f"sensor {sensor}: {_FAULT_TEXT[episode.kind]}", id_key=f"{sensor}:{episode.kind}",
+                       mode=episode.kind)
         self.last_ts = max(self.last_ts, int(ts.max()))
         self.frames_applied += int(seq.size)
         step.applied += int(seq.size)
@@ -285,12 +291,12 @@ class VehicleTwin:
     def _cooldown_ms(self) -> int:
         return int(self.cfg.alert_cooldown_minutes * 60_000)
 
-    def _fault_clear_ms(self) -> int:
-        return int(self.cfg.sensor_fault_clear_minutes * 60_000)
-
     def _emit(self, step: TwinStep, rule: Rule, ts_ms: int, seq: int, score: float,
-              signals: list[tuple[str, float]], message: str, **extra: Any) -> Alert:
-        alert = Alert(alert_id=alert_id(self.vehicle_id, rule, seq), vehicle_id=self.vehicle_id, rule=rule,
+              signals: list[tuple[str, float]], message: str, id_key: str = "", **extra: Any) -> Alert:
+        # A seq repeats in a later counter epoch: the epoch is part of the id there.
+        epoch = self.reorder.epoch_of(int(ts_ms))
+        key = ":".join(part for part in (f"e{epoch}" if epoch else "", id_key) if part)
+        alert = Alert(alert_id=alert_id(self.vehicle_id, rule, seq, key), vehicle_id=self.vehicle_id, rule=rule,
                       ts_ms=int(ts_ms), seq=int(seq), score=round(float(score), 6),
                       signals=tuple((str(n), float(s)) for n, s in signals), message=message, **extra)
         step.alerts.append(alert)
@@ -370,7 +376,14 @@ class VehicleTwin:
             "prediction_due": schedule.pending is not None,
             "open_alerts": list(self.open_alerts),
             "head_version": self.head.version,
+            # Real faults only: faulty frames and episodes of fitted sensors (a field never sent is not fitted).
             "sensor_faults": {SENSORS[j]: int(c) for j, c in enumerate(self.faults.counts) if c},
+            "sensor_fault_episodes": {SENSORS[j]: {str(KINDS[k]): int(self.faults.episodes[j, k])
+                                                   for k in np.flatnonzero(self.faults.episodes[j])}
+                                      for j in np.flatnonzero(self.faults.episodes.sum(axis=1))},
+            "open_sensor_faults": [f"{SENSORS[j]}:{kind}" for j, kind in self.faults.open_faults()],
+            "fitted_sensors": [SENSORS[j] for j in np.flatnonzero(self.faults.fitted)],
+            "seq_epoch": self.reorder.epoch,
         }
 
     # ------------------------------------------------------------------ state
@@ -434,9 +447,12 @@ class VehicleTwin:
         last_features = arrays.get("twin", {}).get("last_features")
         twin.last_features = None if last_features is None else last_features.copy()
         twin.reorder = ReorderBuffer.from_state(parts["reorder"], arrays["reorder"], c.reorder_buffer_frames,
-                                                c.first_seq)
-        twin.faults = SensorFaultTracker.from_state(parts["faults"], arrays["faults"], twin._fault_clear_ms(),
-                                                    twin._cooldown_ms())
+                                                c.first_seq, c.seq_restart_tolerance_ms)
+        if twin.reorder.applied_ts == NO_SEQ and twin.reorder.applied_seq != NO_SEQ:
+            twin.reorder.applied_ts = twin.last_ts  # saved before counter epochs: one epoch so far
+        twin.faults = SensorFaultTracker.from_state(parts["faults"], arrays["faults"], SCHEMA.lower_bounds,
+                                                    SCHEMA.upper_bounds,
+                                                    FaultSettings.from_config(c, SENSORS, twin.vehicle_id))
         twin.baseline = baseline_from_state(parts["baseline"], arrays.get("baseline", {}))
         twin.schedule = PredictionSchedule.from_state(parts["schedule"], twin.schedule.interval_ms)
         twin.assembler = WindowAssembler.from_bytes(arrays["assembler"]["bytes"].tobytes())

@@ -26,9 +26,14 @@ class Rule(StrEnum):
 RULES: tuple[str, ...] = tuple(Rule)
 
 
-def alert_id(vehicle_id: str, rule: str, seq: int) -> str:
-    """Stable id: the same vehicle, rule and triggering frame always give the same id (replays dedup)."""
-    digest = hashlib.blake2b(f"{vehicle_id}\x1f{rule}\x1f{int(seq)}".encode(), digest_size=8)
+def alert_id(vehicle_id: str, rule: str, seq: int, key: str = "") -> str:
+    """Stable id: the same vehicle, rule and triggering frame always give the same id (replays dedup).
+
+    ``key`` tells apart alerts of one frame and rule (a sensor fault: ``sensor:kind``) and frames of a later
+    counter epoch (``e<epoch>``); empty, the id is the one alerts always had.
+    """
+    text = f"{vehicle_id}\x1f{rule}\x1f{int(seq)}" + (f"\x1f{key}" if key else "")
+    digest = hashlib.blake2b(text.encode(), digest_size=8)
     return digest.hexdigest()
 
 

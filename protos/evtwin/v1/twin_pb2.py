@@ -26,7 +26,7 @@ from protos.evtwin.v1 import alerts_pb2 as protos_dot_evtwin_dot_v1_dot_alerts__
 from protos.evtwin.v1 import telemetry_pb2 as protos_dot_evtwin_dot_v1_dot_telemetry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/evtwin/v1/twin.proto\x12\tevtwin.v1\x1a\x1dprotos/evtwin/v1/alerts.proto\x1a protos/evtwin/v1/telemetry.proto\"$\n\x0eGetTwinRequest\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\":\n\x0c\x42\x61selineStat\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\"\xef\x02\n\x0bTwinSummary\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplied_seq\x18\x02 \x01(\x03\x12\x11\n\tacked_seq\x18\x03 \x01(\x03\x12\x12\n\nlast_ts_ms\x18\x04 \x01(\x03\x12\x16\n\x0e\x66rames_applied\x18\x05 \x01(\x03\x12\x16\n\x0ewindows_closed\x18\x06 \x01(\x03\x12\x15\n\ranomaly_score\x18\x07 \x01(\x01\x12)\n\x08\x62\x61seline\x18\x08 \x03(\x0b\x32\x17.evtwin.v1.BaselineStat\x12$\n\x04risk\x18\t \x03(\x0b\x32\x16.evtwin.v1.HorizonRisk\x12%\n\x0bopen_alerts\x18\n \x03(\x0b\x32\x10.evtwin.v1.Alert\x12$\n\nlast_frame\x18\x0b \x01(\x0b\x32\x10.evtwin.v1.Frame\x12\x14\n\x0chead_version\x18\x0c \x01(\t\x12\x15\n\rsensor_faults\x18\r \x01(\x03\"1\n\x10ListTwinsRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"(\n\x11ListTwinsResponse\x12\x13\n\x0bvehicle_ids\x18\x01 \x03(\t2\x93\x01\n\x0bTwinService\x12<\n\x07GetTwin\x12\x19.evtwin.v1.GetTwinRequest\x1a\x16.evtwin.v1.TwinSummary\x12\x46\n\tListTwins\x12\x1b.evtwin.v1.ListTwinsRequest\x1a\x1c.evtwin.v1.ListTwinsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/evtwin/v1/twin.proto\x12\tevtwin.v1\x1a\x1dprotos/evtwin/v1/alerts.proto\x1a protos/evtwin/v1/telemetry.proto\"$\n\x0eGetTwinRequest\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\":\n\x0c\x42\x61selineStat\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\"\xd5\x03\n\x0bTwinSummary\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplied_seq\x18\x02 \x01(\x03\x12\x11\n\tacked_seq\x18\x03 \x01(\x03\x12\x12\n\nlast_ts_ms\x18\x04 \x01(\x03\x12\x16\n\x0e\x66rames_applied\x18\x05 \x01(\x03\x12\x16\n\x0ewindows_closed\x18\x06 \x01(\x03\x12\x15\n\ranomaly_score\x18\x07 \x01(\x01\x12)\n\x08\x62\x61seline\x18\x08 \x03(\x0b\x32\x17.evtwin.v1.BaselineStat\x12$\n\x04risk\x18\t \x03(\x0b\x32\x16.evtwin.v1.HorizonRisk\x12%\n\x0bopen_alerts\x18\n \x03(\x0b\x32\x10.evtwin.v1.Alert\x12$\n\nlast_frame\x18\x0b \x01(\x0b\x32\x10.evtwin.v1.Frame\x12\x14\n\x0chead_version\x18\x0c \x01(\t\x12\x15\n\rsensor_faults\x18\r \x01(\x03\x12\x16\n\x0e\x66itted_sensors\x18\x0e \x03(\t\x12\x1d\n\x15sensor_fault_episodes\x18\x0f \x01(\x03\x12\x1a\n\x12open_sensor_faults\x18\x10 \x03(\t\x12\x11\n\tseq_epoch\x18\x11 \x01(\x03\"1\n\x10ListTwinsRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"(\n\x11ListTwinsResponse\x12\x13\n\x0bvehicle_ids\x18\x01 \x03(\t2\x93\x01\n\x0bTwinService\x12<\n\x07GetTwin\x12\x19.evtwin.v1.GetTwinRequest\x1a\x16.evtwin.v1.TwinSummary\x12\x46\n\tListTwins\x12\x1b.evtwin.v1.ListTwinsRequest\x1a\x1c.evtwin.v1.ListTwinsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BASELINESTAT']._serialized_start=145
   _globals['_BASELINESTAT']._serialized_end=203
   _globals['_TWINSUMMARY']._serialized_start=206
-  _globals['_TWINSUMMARY']._serialized_end=573
-  _globals['_LISTTWINSREQUEST']._serialized_start=575
-  _globals['_LISTTWINSREQUEST']._serialized_end=624
-  _globals['_LISTTWINSRESPONSE']._serialized_start=626
-  _globals['_LISTTWINSRESPONSE']._serialized_end=666
-  _globals['_TWINSERVICE']._serialized_start=669
-  _globals['_TWINSERVICE']._serialized_end=816
+  _globals['_TWINSUMMARY']._serialized_end=675
+  _globals['_LISTTWINSREQUEST']._serialized_start=677
+  _globals['_LISTTWINSREQUEST']._serialized_end=726
+  _globals['_LISTTWINSRESPONSE']._serialized_start=728
+  _globals['_LISTTWINSRESPONSE']._serialized_end=768
+  _globals['_TWINSERVICE']._serialized_start=771
+  _globals['_TWINSERVICE']._serialized_end=918
 # @@protoc_insertion_point(module_scope)

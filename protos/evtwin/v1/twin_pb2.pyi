@@ -25,7 +25,7 @@ class BaselineStat(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
 
 class TwinSummary(_message.Message):
-    __slots__ = ("vehicle_id", "applied_seq", "acked_seq", "last_ts_ms", "frames_applied", "windows_closed", "anomaly_score", "baseline", "risk", "open_alerts", "last_frame", "head_version", "sensor_faults")
+    __slots__ = ("vehicle_id", "applied_seq", "acked_seq", "last_ts_ms", "frames_applied", "windows_closed", "anomaly_score", "baseline", "risk", "open_alerts", "last_frame", "head_version", "sensor_faults", "fitted_sensors", "sensor_fault_episodes", "open_sensor_faults", "seq_epoch")
     VEHICLE_ID_FIELD_NUMBER: _ClassVar[int]
     APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,10 @@ class TwinSummary(_message.Message):
     LAST_FRAME_FIELD_NUMBER: _ClassVar[int]
     HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
     SENSOR_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    FITTED_SENSORS_FIELD_NUMBER: _ClassVar[int]
+    SENSOR_FAULT_EPISODES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SENSOR_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_EPOCH_FIELD_NUMBER: _ClassVar[int]
     vehicle_id: str
     applied_seq: int
     acked_seq: int
@@ -52,7 +56,11 @@ class TwinSummary(_message.Message):
     last_frame: _telemetry_pb2.Frame
     head_version: str
     sensor_faults: int
-    def __init__(self, vehicle_id: _Optional[str] = ..., applied_seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., last_ts_ms: _Optional[int] = ..., frames_applied: _Optional[int] = ..., windows_closed: _Optional[int] = ..., anomaly_score: _Optional[float] = ..., baseline: _Optional[_Iterable[_Union[BaselineStat, _Mapping]]] = ..., risk: _Optional[_Iterable[_Union[_alerts_pb2.HorizonRisk, _Mapping]]] = ..., open_alerts: _Optional[_Iterable[_Union[_alerts_pb2.Alert, _Mapping]]] = ..., last_frame: _Optional[_Union[_telemetry_pb2.Frame, _Mapping]] = ..., head_version: _Optional[str] = ..., sensor_faults: _Optional[int] = ...) -> None: ...
+    fitted_sensors: _containers.RepeatedScalarFieldContainer[str]
+    sensor_fault_episodes: int
+    open_sensor_faults: _containers.RepeatedScalarFieldContainer[str]
+    seq_epoch: int
+    def __init__(self, vehicle_id: _Optional[str] = ..., applied_seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., last_ts_ms: _Optional[int] = ..., frames_applied: _Optional[int] = ..., windows_closed: _Optional[int] = ..., anomaly_score: _Optional[float] = ..., baseline: _Optional[_Iterable[_Union[BaselineStat, _Mapping]]] = ..., risk: _Optional[_Iterable[_Union[_alerts_pb2.HorizonRisk, _Mapping]]] = ..., open_alerts: _Optional[_Iterable[_Union[_alerts_pb2.Alert, _Mapping]]] = ..., last_frame: _Optional[_Union[_telemetry_pb2.Frame, _Mapping]] = ..., head_version: _Optional[str] = ..., sensor_faults: _Optional[int] = ..., fitted_sensors: _Optional[_Iterable[str]] = ..., sensor_fault_episodes: _Optional[int] = ..., open_sensor_faults: _Optional[_Iterable[str]] = ..., seq_epoch: _Optional[int] = ...) -> None: ...
 
 class ListTwinsRequest(_message.Message):
     __slots__ = ("prefix", "limit")
