@@ -1,11 +1,20 @@
-"""Alert explanations: offline embedding and LanceDB retrieval."""
+"""Alert explanations: the knowledge corpus, offline embedding, LanceDB hybrid retrieval, refusal."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from serving.embedding import SignalTextEmbedder, fields_of_feature
-from serving.explanations import AlertEvidence, ExplanationIndex, load_knowledge
+from serving.embedding import SignalTextEmbedder, fields_of_feature, signal_words
+from serving.explanations import (
+    SECTIONS,
+    AlertEvidence,
+    ExplanationIndex,
+    evidence_from_alert,
+    load_knowledge,
+    parse_document,
+    rrf_fuse,
+)
+from simulation.failures import FAILURE_MODES
 
 
 @pytest.fixture(scope="module")
@@ -13,28 +22,80 @@ def index(tmp_path_factory) -> ExplanationIndex:
     return ExplanationIndex(tmp_path_factory.mktemp("explain"))
 
 
-def _alert(alert_id: str, evidence: dict, summary: str = "", kind: str = "anomaly") -> AlertEvidence:
-    return AlertEvidence(alert_id=alert_id, vehicle_id="EV-1", ts_ms=0, kind=kind, evidence=evidence, summary=summary)
+def _alert(alert_id: str, evidence: dict, summary: str = "", kind: str = "anomaly", mode: str = "") -> AlertEvidence:
+    return AlertEvidence(alert_id=alert_id, vehicle_id="EV-1", ts_ms=0, kind=kind, evidence=evidence,
+                         summary=summary, mode=mode)
 
 
-@pytest.mark.parametrize("entry", [e for e in load_knowledge() if e["signals"]], ids=lambda e: e["id"])
-def test_each_failure_signature_retrieves_its_own_mode_first(index: ExplanationIndex, entry: dict) -> None:
-    explanation = index.explain(_alert("a-" + entry["mode"], entry["signals"]))
-    assert explanation.likely_mode == entry["mode"]
+def test_the_corpus_covers_every_failure_mode_and_sensor_fault_kind_in_full_documents() -> None:
+    documents = load_knowledge()
+    causes = {d.cause for d in documents}
+    assert set(FAILURE_MODES) <= causes
+    assert {f"sensor_{k}" for k in ("stuck", "drift", "dropout", "spike", "out_of_range")} <= causes
+    for doc in documents:
+        assert set(SECTIONS) <= set(doc.sections)
+        # documents, not one line: symptoms and checks are paragraphs
+        assert len(doc.sections["symptoms"].split()) >= 40 and len(doc.sections["checks"].split()) >= 30, doc.doc_id
+        assert all(f in SignalTextEmbedder().field_names for f in doc.signals), doc.doc_id
+
+
+def test_a_document_without_its_sections_is_refused_with_the_missing_names() -> None:
+    with pytest.raises(ValueError, match="checks"):
+        parse_document("---\nid: a\nkind: failure_mode\ncause: a\ntitle: A\n---\n## Symptoms\nx\n", "bad.md")
+    with pytest.raises(ValueError, match="kind='engine'"):
+        parse_document("---\nid: a\nkind: engine\ncause: a\ntitle: A\n---\n", "bad.md")
+
+
+@pytest.mark.parametrize("doc", [d for d in load_knowledge() if d.signals], ids=lambda d: d.doc_id)
+def test_each_failure_signature_retrieves_its_own_mode_first(index: ExplanationIndex, doc) -> None:
+    explanation = index.explain(_alert("a-" + doc.cause, dict(doc.signals)))
+    assert explanation.likely_mode == doc.cause
+    assert explanation.matches[0].passages[-1].passage_id == f"{doc.doc_id}#recommended_check"
 
 
 def test_feature_names_count_towards_their_signals(index: ExplanationIndex) -> None:
     evidence = {"coolant_flow_mean_delta": -3.0, "coolant_temp_out_max": 2.0, "soc_mean": 0.1}
-    assert index.explain(_alert("a1", evidence)).likely_mode == "coolant_pump"
+    explanation = index.explain(_alert("a1", evidence))
+    assert explanation.likely_mode == "coolant_pump"
+    assert set(explanation.matches[0].matched_fields) == {"coolant_flow", "coolant_temp_out"}
 
 
 def test_a_single_tyre_losing_pressure_reads_as_a_slow_leak(index: ExplanationIndex) -> None:
     assert index.explain(_alert("a2", {"tyre_pressure_rl_min": -4.0})).likely_mode == "tyre_slow_leak"
 
 
-def test_text_alone_finds_a_sensor_fault(index: ExplanationIndex) -> None:
-    explanation = index.explain(_alert("a3", {}, "sensor reports the same value, stuck", kind="sensor_fault"))
+def test_text_alone_finds_a_sensor_fault_through_the_full_text_index(index: ExplanationIndex) -> None:
+    explanation = index.explain(_alert("a3", {}, "sensor reports the same value, frozen flat line", kind="sensor_fault"))
     assert explanation.likely_mode == "sensor_stuck"
+    assert "text" in explanation.matches[0].retrievers
+
+
+def test_the_twins_sensor_fault_message_reads_as_a_missing_or_impossible_value(index: ExplanationIndex) -> None:
+    explanation = index.explain(_alert("a5", {"cell_temp_max": 1.0}, "impossible or missing values on cell_temp_max",
+                                       kind="sensor_fault"))
+    assert {m.mode for m in explanation.matches[:2]} & {"sensor_out_of_range", "sensor_dropout"}
+
+
+def test_no_evidence_gives_no_supported_explanation(index: ExplanationIndex) -> None:
+    explanation = index.explain(_alert("a6", {}, ""))
+    assert not explanation.supported and explanation.likely_mode is None
+    assert "No supported explanation" in explanation.text()
+
+
+def test_evidence_the_corpus_does_not_cover_is_not_guessed(index: ExplanationIndex) -> None:
+    # soc and speed are named by no document's signature: whatever ranks first must not reach support
+    explanation = index.explain(_alert("a7", {"soc": 1.0, "speed": 0.5}))
+    assert not explanation.supported
+    assert "No supported explanation" in explanation.text()
+
+
+def test_drivers_on_fields_the_vehicle_does_not_send_are_not_evidence(index: ExplanationIndex) -> None:
+    alert = _alert("a8", {"coolant_flow_mean": -1.0, "tyre_pressure_rl_min": -0.9})
+    sent = set(SignalTextEmbedder().field_names) - {"coolant_flow"}
+    explanation = index.explain(alert, sent_fields=sent)
+    assert explanation.likely_mode == "tyre_slow_leak"
+    assert [d.sent for d in explanation.mapped_drivers] == [False, True]
+    assert "coolant_flow_mean" in explanation.text()  # named as not used
 
 
 def test_past_alerts_are_retrieved_with_their_outcomes(tmp_path) -> None:
@@ -43,9 +104,22 @@ def test_past_alerts_are_retrieved_with_their_outcomes(tmp_path) -> None:
     index.remember(_alert("old-2", {"aux_battery_voltage": -1.0}), "false_alarm")
     explanation = index.explain(_alert("new", {"coolant_flow": -1.5, "coolant_temp_out": 1.2}), similar=1)
     assert [a.alert_id for a in explanation.similar_alerts] == ["old-1"]
+    assert [a.alert_id for a in explanation.matches[0].similar] == ["old-1"]
+    assert "history" in explanation.matches[0].retrievers
     assert "coolant_pump" in explanation.text()
     reopened = ExplanationIndex(tmp_path / "idx")
     assert reopened.count_alerts() == 2
+
+
+def test_history_outvotes_an_ambiguous_signature(tmp_path) -> None:
+    # motor_temp alone sits between bearing wear and (through the words) the inverter; ten confirmed bearing
+    # failures with the same evidence move bearing wear up
+    index = ExplanationIndex(tmp_path / "idx", retrievers=("signals", "history"))
+    evidence = {"motor_temp": 1.0, "motor_torque": 0.6}
+    index.remember_many([(_alert(f"p{i}", evidence), "motor_bearing") for i in range(10)])
+    explanation = index.explain(_alert("q", evidence))
+    assert explanation.likely_mode == "motor_bearing"
+    assert explanation.matches[0].support == pytest.approx(1.0)
 
 
 def test_remembering_the_same_alert_twice_keeps_one_row(tmp_path) -> None:
@@ -66,9 +140,35 @@ def test_alerts_built_with_another_embedder_are_refused(tmp_path) -> None:
         ExplanationIndex(tmp_path / "idx").explain(_alert("y", {"soc": 1.0}))
 
 
-def test_explanation_text_names_drivers_and_action(index: ExplanationIndex) -> None:
+def test_a_changed_corpus_rebuilds_the_passages(tmp_path) -> None:
+    documents = load_knowledge()
+    ExplanationIndex(tmp_path / "idx", knowledge=documents[:3])
+    index = ExplanationIndex(tmp_path / "idx", knowledge=documents)
+    assert index._passages_table.count_rows() == sum(len(d.sections) for d in documents)
+
+
+def test_unknown_retriever_and_bad_support_are_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="retrievers=\\['bm25'\\]"):
+        ExplanationIndex(tmp_path / "idx", retrievers=("bm25",))
+    with pytest.raises(ValueError, match="min_support=1.5"):
+        ExplanationIndex(tmp_path / "idx", min_support=1.5)
+
+
+def test_explanation_text_names_drivers_cites_passages_and_action(index: ExplanationIndex) -> None:
     text = index.explain(_alert("a4", {"brake_pad_wear": 2.0, "brake_temp": 1.0})).text()
-    assert "brake_pad_wear" in text and "caliper" in text
+    assert "brake_pad_wear" in text and "caliper" in text and "mode/brake_wear#" in text
+
+
+def test_the_suspected_mode_of_the_failure_model_counts_as_a_retriever(index: ExplanationIndex) -> None:
+    explanation = index.explain(_alert("a9", {"motor_temp": 1.0}, mode="inverter_overheat"))
+    inverter = next(m for m in explanation.matches if m.mode == "inverter_overheat")
+    assert "predicted" in inverter.retrievers
+
+
+def test_rrf_rewards_agreement() -> None:
+    fused = rrf_fuse({"a": ["x", "y", "z"], "b": ["y", "x"], "c": ["y"]})
+    assert list(fused) == ["y", "x", "z"] and fused["y"] < 1.0
+    assert rrf_fuse({}) == {}
 
 
 def test_embedding_ignores_non_finite_evidence() -> None:
@@ -76,15 +176,18 @@ def test_embedding_ignores_non_finite_evidence() -> None:
     assert np.isfinite(vector).all() and abs(np.linalg.norm(vector) - 1) < 1e-5
 
 
+def test_signal_words_name_the_fields_behind_features() -> None:
+    assert signal_words({"flow_per_pump_krpm_ema1d": 2.0, "inverter_temp_max": 1.0}) == \
+        "coolant flow pump speed inverter temp"
+
+
 def test_unknown_feature_maps_to_no_field() -> None:
     assert fields_of_feature("zzz_unknown") == ()
 
 
 def test_an_alert_dict_from_the_wire_becomes_evidence(index: ExplanationIndex) -> None:
-    from serving.explanations import evidence_from_alert
-
-    alert = {"alert_id": "w1", "vehicle_id": "EV-9", "ts_ms": 5, "rule": "anomaly", "message": "",
+    alert = {"alert_id": "w1", "vehicle_id": "EV-9", "ts_ms": 5, "rule": "anomaly", "message": "", "mode": None,
              "signals": [("coolant_flow_mean", 0.4), ("coolant_temp_out_max", 0.3)]}
     evidence = evidence_from_alert(alert)
-    assert evidence.kind == "anomaly" and evidence.evidence["coolant_flow_mean"] == 0.4
+    assert evidence.kind == "anomaly" and evidence.evidence["coolant_flow_mean"] == 0.4 and evidence.mode == ""
     assert index.explain(evidence).likely_mode == "coolant_pump"
