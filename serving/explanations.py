@@ -18,7 +18,7 @@ Retrievers, each giving a ranked list of causes (a cause is ranked by its best p
 * ``predicted``: the failure model's own suspected mode, when the alert carries one.
 
 They are fused with reciprocal-rank fusion, ``sum_r 1 / (RRF_K + rank_r)``. A cause's *support* is that sum
-over the most it could be (first in every retriever that ran): 1 = every retriever ranked it first. When the
+over the most it could be (first in every retriever that ranked anything): 1 = all of them ranked it first. When the
 first cause is below ``min_support``, or is a failure mode whose document names none of the alert's fields
 (and neither history nor the failure model points to it), the answer says it has no supported explanation.
 """
@@ -261,11 +261,12 @@ def map_drivers(alert: AlertEvidence, sent_fields: Collection[str] | None, k: in
 
 
 def rrf_fuse(rankings: Mapping[str, Sequence[str]], k: int = RRF_K) -> dict[str, float]:
-    """Reciprocal-rank fusion normalised to 0..1: 1 when every ranking puts the item first.
+    """Reciprocal-rank fusion normalised to 0..1: 1 when every ranking that has an opinion puts the item first.
 
     >>> rrf_fuse({"a": ["x", "y"], "b": ["x"]})
     {'x': 1.0, 'y': 0.4583333333333333}
     """
+    rankings = {name: ranked for name, ranked in rankings.items() if ranked}  # an empty ranking abstains
     if not rankings:
         return {}
     best = len(rankings) / (k + 1)

@@ -168,7 +168,7 @@ def test_the_suspected_mode_of_the_failure_model_counts_as_a_retriever(index: Ex
 def test_rrf_rewards_agreement() -> None:
     fused = rrf_fuse({"a": ["x", "y", "z"], "b": ["y", "x"], "c": ["y"]})
     assert list(fused) == ["y", "x", "z"] and fused["y"] < 1.0
-    assert rrf_fuse({}) == {}
+    assert rrf_fuse({}) == {} and rrf_fuse({"a": ["x"], "b": []}) == {"x": 1.0}  # an empty ranking abstains
 
 
 def test_embedding_ignores_non_finite_evidence() -> None:
