@@ -381,10 +381,10 @@ def explanation_lines(reply: explain_pb2.Explanation) -> list[str]:
         state = "" if driver.sent else "  [not sent by this vehicle: not used]"
         lines.append(f"  driver {driver.name} {driver.weight:+.3g} -> {', '.join(driver.fields) or '?'}{state}")
     if not reply.supported:
-        lines.append(f"no supported explanation: no cause reaches support {reply.min_support:.2f} resting on the "
-                     f"alert's own fields{'; candidates only:' if reply.causes else '.'}")
+        lines.append(f"no supported explanation: no first cause with support {reply.min_support:.2f} covering "
+                     f"{reply.min_coverage:.0%} of the evidence{'; candidates only:' if reply.causes else '.'}")
     for rank, cause in enumerate(reply.causes, start=1):
-        lines.append(f"{rank}. {cause.title} [{cause.cause}] support {cause.support:.2f} "
+        lines.append(f"{rank}. {cause.title} [{cause.cause}] support {cause.support:.2f}, covers {cause.coverage:.0%} "
                      f"(by {', '.join(cause.retrievers) or '-'}; fields {', '.join(cause.matched_fields) or '-'})")
         lines.append(f"   check: {cause.recommended_check}")
         lines.append(f"   sources: {', '.join(p.passage_id for p in cause.passages)}")

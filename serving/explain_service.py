@@ -55,7 +55,8 @@ def _similar_to_proto(alert: SimilarAlert) -> explain_pb2.ExplainSimilarAlert:
 def explanation_to_proto(alert: Alert, explanation: Explanation) -> explain_pb2.Explanation:
     return explain_pb2.Explanation(
         alert_id=alert.alert_id, vehicle_id=alert.vehicle_id, rule=str(alert.rule),
-        supported=explanation.supported, min_support=explanation.min_support, summary=explanation.text(),
+        supported=explanation.supported, min_support=explanation.min_support,
+        min_coverage=explanation.min_coverage, summary=explanation.text(),
         drivers=[explain_pb2.ExplainDriver(name=d.name, weight=d.weight, fields=list(d.fields), sent=d.sent)
                  for d in explanation.mapped_drivers],
         causes=[explain_pb2.ExplainCause(
@@ -63,7 +64,7 @@ def explanation_to_proto(alert: Alert, explanation: Explanation) -> explain_pb2.
             passages=[explain_pb2.ExplainPassage(passage_id=p.passage_id, section=p.section, text=p.text)
                       for p in m.passages],
             similar=[_similar_to_proto(s) for s in m.similar], recommended_check=m.action,
-            retrievers=list(m.retrievers)) for m in explanation.matches],
+            retrievers=list(m.retrievers), coverage=m.coverage) for m in explanation.matches],
         similar=[_similar_to_proto(s) for s in explanation.similar_alerts],
     )
 

@@ -18,9 +18,10 @@ Retrievers, each giving a ranked list of causes (a cause is ranked by its best p
 * ``predicted``: the failure model's own suspected mode, when the alert carries one.
 
 They are fused with reciprocal-rank fusion, ``sum_r 1 / (RRF_K + rank_r)``. A cause's *support* is that sum
-over the most it could be (first in every retriever that ranked anything): 1 = all of them ranked it first. When the
-first cause is below ``min_support``, or is a failure mode whose document names none of the alert's fields
-(and neither history nor the failure model points to it), the answer says it has no supported explanation.
+over the most it could be (first in every retriever that ranked anything, weighted by ``RETRIEVER_WEIGHTS``):
+1 = all of them ranked it first. A cause's *coverage* is the share of the alert's evidence on fields its
+document names. When the first cause is below ``min_support``, or (a failure mode) below ``min_coverage``, the
+answer says it has no supported explanation: ranks alone can be won by a common word.
 """
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ SECTIONS: tuple[str, ...] = ("symptoms", "checks", "parts", "if_ignored", "recom
 KINDS = ("failure_mode", "sensor_fault")
 RRF_K = 10  # small: the corpus has tens of causes, and rank 1 vs rank 5 must differ in support
 DEFAULT_MIN_SUPPORT = 0.45
+# A failure mode explains an alert only if its document names the fields of at least this share of the evidence.
+DEFAULT_MIN_COVERAGE = 0.3
+# Retrievers on the alert's own structured evidence count fully; those on its words (a few field names and a
+# generic message for an anomaly) half. Set once, a priori; docs/EVALUATION.md reports the effect.
+RETRIEVER_WEIGHTS: dict[str, float] = {"signals": 1.0, "text": 0.5, "model": 0.5, "history": 1.0, "predicted": 1.0}
 # A vector hit below this cosine similarity is not evidence: it gets no rank in its retriever.
 MIN_VECTOR_SIMILARITY = 0.15
 HISTORY_NEIGHBOURS = 20
@@ -202,6 +208,7 @@ class KnowledgeMatch:
     matched_fields: tuple[str, ...] = ()
     similar: tuple[SimilarAlert, ...] = ()
     retrievers: tuple[str, ...] = ()
+    coverage: float = 0.0  # evidence_coverage: share of the alert's evidence on fields this cause names
 
     @property
     def support(self) -> float:
@@ -217,6 +224,7 @@ class Explanation:
     supported: bool = True
     min_support: float = DEFAULT_MIN_SUPPORT
     mapped_drivers: list[Driver] = field(default_factory=list)
+    min_coverage: float = DEFAULT_MIN_COVERAGE
 
     @property
     def likely_mode(self) -> str | None:
@@ -234,11 +242,12 @@ class Explanation:
         if self.matches and self.supported:
             best = self.matches[0]
             cited = ", ".join(p.passage_id for p in best.passages[:3])
-            lines.append(f"Likely cause: {best.title} (support {best.support:.2f}; {cited}). {best.action}")
+            lines.append(f"Likely cause: {best.title} (support {best.support:.2f}, covers {best.coverage:.0%} of the "
+                         f"evidence; {cited}). {best.action}")
         elif self.matches:
-            candidates = ", ".join(f"{m.mode} ({m.support:.2f})" for m in self.matches)
-            lines.append(f"No supported explanation: no cause reaches support {self.min_support:.2f} "
-                         f"(candidates: {candidates}).")
+            candidates = ", ".join(f"{m.mode} (support {m.support:.2f}, covers {m.coverage:.0%})" for m in self.matches)
+            lines.append(f"No supported explanation: the first cause needs support {self.min_support:.2f} and to cover "
+                         f"{self.min_coverage:.0%} of the evidence (candidates: {candidates}).")
         else:
             lines.append("No supported explanation: the alert carries no evidence that the corpus covers.")
         if self.similar_alerts:
@@ -260,20 +269,25 @@ def map_drivers(alert: AlertEvidence, sent_fields: Collection[str] | None, k: in
     return drivers
 
 
-def rrf_fuse(rankings: Mapping[str, Sequence[str]], k: int = RRF_K) -> dict[str, float]:
-    """Reciprocal-rank fusion normalised to 0..1: 1 when every ranking that has an opinion puts the item first.
+def rrf_fuse(rankings: Mapping[str, Sequence[str]], k: int = RRF_K,
+             weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Weighted reciprocal-rank fusion normalised to 0..1: 1 when every ranking that has an opinion puts the
+    item first (an empty ranking abstains; a retriever without a weight counts 1).
 
     >>> rrf_fuse({"a": ["x", "y"], "b": ["x"]})
     {'x': 1.0, 'y': 0.4583333333333333}
+    >>> rrf_fuse({"a": ["x"], "b": ["y"]}, weights={"a": 2.0})
+    {'x': 0.6666666666666666, 'y': 0.3333333333333333}
     """
+    weights = weights or {}
     rankings = {name: ranked for name, ranked in rankings.items() if ranked}  # an empty ranking abstains
     if not rankings:
         return {}
-    best = len(rankings) / (k + 1)
+    best = sum(weights.get(name, 1.0) for name in rankings) / (k + 1)
     scores: dict[str, float] = {}
-    for ranked in rankings.values():
+    for name, ranked in rankings.items():
         for rank, item in enumerate(ranked, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            scores[item] = scores.get(item, 0.0) + weights.get(name, 1.0) / (k + rank)
     return {item: score / best for item, score in sorted(scores.items(), key=lambda kv: -kv[1])}
 
 
@@ -286,11 +300,23 @@ def _fts_query(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def _grounded(match: KnowledgeMatch) -> bool:
-    """A failure mode is an explanation only if the alert's own fields are among those its document names,
-    or the fleet's history or the failure model points to it; ranks alone can be won by a common word."""
-    return (match.kind == "sensor_fault" or bool(match.matched_fields)
-            or bool({"history", "predicted"} & set(match.retrievers)))
+def evidence_coverage(drivers: Sequence[Driver], doc: KnowledgeDocument) -> float:
+    """Share of the alert's used evidence (|weight| of sent drivers) on fields the document names: how much
+    of what the alert saw this cause accounts for. Sensor-fault documents name no fields: 1 (the rule decides).
+
+    >>> doc = KnowledgeDocument("m", "failure_mode", "m", "M", {"coolant_flow": -1.0}, {})
+    >>> evidence_coverage([Driver("coolant_flow_mean", 0.6, ("coolant_flow",), True),
+    ...                    Driver("soc", -0.2, ("soc",), True)], doc)
+    0.75
+    """
+    if doc.kind == "sensor_fault":
+        return 1.0
+    used = [d for d in drivers if d.sent and d.fields]
+    total = sum(abs(d.weight) for d in used)
+    if total <= 0:
+        return 0.0
+    covered = sum(abs(d.weight) * sum(f in doc.signals for f in d.fields) / len(d.fields) for d in used)
+    return covered / total
 
 
 def _quoted(value: str) -> str:
@@ -306,7 +332,8 @@ class ExplanationIndex:
                  knowledge: Sequence[KnowledgeDocument] | None = None,
                  text_model: StaticSentenceEmbedder | None = None,
                  retrievers: Collection[str] = ("signals", "text", "model", "history", "predicted"),
-                 min_support: float = DEFAULT_MIN_SUPPORT) -> None:
+                 min_support: float = DEFAULT_MIN_SUPPORT, min_coverage: float = DEFAULT_MIN_COVERAGE,
+                 weights: Mapping[str, float] | None = None) -> None:
         import lancedb  # heavy (~1.4 s): only when an index is opened, not for every CLI start
 
         unknown = sorted(set(retrievers) - set(self.RETRIEVERS))
@@ -317,7 +344,11 @@ class ExplanationIndex:
         self.embedder = embedder or SignalTextEmbedder()
         self.text_model = text_model
         self.retrievers = tuple(r for r in self.RETRIEVERS if r in retrievers)
+        if not 0.0 <= min_coverage <= 1.0:
+            raise ValueError(f"min_coverage={min_coverage} must lie in [0, 1]")
         self.min_support = float(min_support)
+        self.min_coverage = float(min_coverage)
+        self.weights = dict(RETRIEVER_WEIGHTS if weights is None else weights)
         self._db = lancedb.connect(str(uri))
         self.documents = list(knowledge) if knowledge is not None else load_knowledge()
         self._by_doc = {d.doc_id: d for d in self.documents}
@@ -480,7 +511,7 @@ class ExplanationIndex:
                 sent_fields: Collection[str] | None = None) -> Explanation:
         """Up to ``k`` causes, best first, each citing its passages; ``similar`` nearest past alerts."""
         causes, cited, neighbours, drivers = self.rankings(alert, sent_fields)
-        support = rrf_fuse(causes)
+        support = rrf_fuse(causes, weights=self.weights)
         driver_fields = _unique([f for d in drivers if d.sent for f in d.fields])
         matches = []
         for cause, score in list(support.items())[:k]:
@@ -496,7 +527,9 @@ class ExplanationIndex:
                 matched_fields=tuple(f for f in driver_fields if f in doc.signals),
                 similar=tuple(n for n in neighbours if n.outcome == cause)[:similar],
                 retrievers=tuple(r for r, ranked in causes.items() if cause in ranked),
+                coverage=evidence_coverage(drivers, doc),
             ))
-        supported = bool(matches) and matches[0].support >= self.min_support and _grounded(matches[0])
+        supported = (bool(matches) and matches[0].support >= self.min_support
+                     and matches[0].coverage >= self.min_coverage)
         return Explanation(alert.alert_id, alert.top_drivers(), matches, neighbours[:similar], supported,
-                           self.min_support, drivers)
+                           self.min_support, drivers, self.min_coverage)

@@ -191,3 +191,19 @@ def test_an_alert_dict_from_the_wire_becomes_evidence(index: ExplanationIndex) -
     evidence = evidence_from_alert(alert)
     assert evidence.kind == "anomaly" and evidence.evidence["coolant_flow_mean"] == 0.4 and evidence.mode == ""
     assert index.explain(evidence).likely_mode == "coolant_pump"
+
+
+def test_a_cause_covering_too_little_of_the_evidence_is_not_an_explanation(index: ExplanationIndex) -> None:
+    # most of the evidence sits on fields no failure mode names: coolant pump ranks first, but explains 10 %
+    explanation = index.explain(_alert("c1", {"soc": 0.5, "insulation_resistance": 0.4, "coolant_flow": 0.1}))
+    assert explanation.matches[0].mode == "coolant_pump"
+    assert explanation.matches[0].coverage == pytest.approx(0.1)
+    assert not explanation.supported
+    covered = index.explain(_alert("c2", {"soc": 0.2, "coolant_flow": 0.5, "coolant_temp_out": 0.3}))
+    assert covered.supported and covered.matches[0].coverage == pytest.approx(0.8)
+
+
+def test_weights_shift_the_fusion_towards_the_structured_evidence() -> None:
+    rankings = {"signals": ["a", "b"], "text": ["b", "a"]}
+    assert list(rrf_fuse(rankings, weights={"signals": 1.0, "text": 0.5}))[0] == "a"
+    assert list(rrf_fuse(rankings, weights={"signals": 0.5, "text": 1.0}))[0] == "b"

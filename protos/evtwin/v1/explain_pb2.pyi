@@ -51,7 +51,7 @@ class ExplainSimilarAlert(_message.Message):
     def __init__(self, alert_id: _Optional[str] = ..., vehicle_id: _Optional[str] = ..., outcome: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class ExplainCause(_message.Message):
-    __slots__ = ("cause", "kind", "title", "support", "matched_fields", "passages", "similar", "recommended_check", "retrievers")
+    __slots__ = ("cause", "kind", "title", "support", "matched_fields", "passages", "similar", "recommended_check", "retrievers", "coverage")
     CAUSE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class ExplainCause(_message.Message):
     SIMILAR_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDED_CHECK_FIELD_NUMBER: _ClassVar[int]
     RETRIEVERS_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
     cause: str
     kind: str
     title: str
@@ -70,10 +71,11 @@ class ExplainCause(_message.Message):
     similar: _containers.RepeatedCompositeFieldContainer[ExplainSimilarAlert]
     recommended_check: str
     retrievers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, cause: _Optional[str] = ..., kind: _Optional[str] = ..., title: _Optional[str] = ..., support: _Optional[float] = ..., matched_fields: _Optional[_Iterable[str]] = ..., passages: _Optional[_Iterable[_Union[ExplainPassage, _Mapping]]] = ..., similar: _Optional[_Iterable[_Union[ExplainSimilarAlert, _Mapping]]] = ..., recommended_check: _Optional[str] = ..., retrievers: _Optional[_Iterable[str]] = ...) -> None: ...
+    coverage: float
+    def __init__(self, cause: _Optional[str] = ..., kind: _Optional[str] = ..., title: _Optional[str] = ..., support: _Optional[float] = ..., matched_fields: _Optional[_Iterable[str]] = ..., passages: _Optional[_Iterable[_Union[ExplainPassage, _Mapping]]] = ..., similar: _Optional[_Iterable[_Union[ExplainSimilarAlert, _Mapping]]] = ..., recommended_check: _Optional[str] = ..., retrievers: _Optional[_Iterable[str]] = ..., coverage: _Optional[float] = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("alert_id", "vehicle_id", "rule", "supported", "min_support", "summary", "drivers", "causes", "similar")
+    __slots__ = ("alert_id", "vehicle_id", "rule", "supported", "min_support", "summary", "drivers", "causes", "similar", "min_coverage")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     VEHICLE_ID_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +85,7 @@ class Explanation(_message.Message):
     DRIVERS_FIELD_NUMBER: _ClassVar[int]
     CAUSES_FIELD_NUMBER: _ClassVar[int]
     SIMILAR_FIELD_NUMBER: _ClassVar[int]
+    MIN_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     alert_id: str
     vehicle_id: str
     rule: str
@@ -92,4 +95,5 @@ class Explanation(_message.Message):
     drivers: _containers.RepeatedCompositeFieldContainer[ExplainDriver]
     causes: _containers.RepeatedCompositeFieldContainer[ExplainCause]
     similar: _containers.RepeatedCompositeFieldContainer[ExplainSimilarAlert]
-    def __init__(self, alert_id: _Optional[str] = ..., vehicle_id: _Optional[str] = ..., rule: _Optional[str] = ..., supported: _Optional[bool] = ..., min_support: _Optional[float] = ..., summary: _Optional[str] = ..., drivers: _Optional[_Iterable[_Union[ExplainDriver, _Mapping]]] = ..., causes: _Optional[_Iterable[_Union[ExplainCause, _Mapping]]] = ..., similar: _Optional[_Iterable[_Union[ExplainSimilarAlert, _Mapping]]] = ...) -> None: ...
+    min_coverage: float
+    def __init__(self, alert_id: _Optional[str] = ..., vehicle_id: _Optional[str] = ..., rule: _Optional[str] = ..., supported: _Optional[bool] = ..., min_support: _Optional[float] = ..., summary: _Optional[str] = ..., drivers: _Optional[_Iterable[_Union[ExplainDriver, _Mapping]]] = ..., causes: _Optional[_Iterable[_Union[ExplainCause, _Mapping]]] = ..., similar: _Optional[_Iterable[_Union[ExplainSimilarAlert, _Mapping]]] = ..., min_coverage: _Optional[float] = ...) -> None: ...
