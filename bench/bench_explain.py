@@ -134,16 +134,19 @@ def evaluate(index: ExplanationIndex, alerts: list[tuple[AlertEvidence, str]],
              sent: set[str] | None = None) -> dict[str, float]:
     ranks: list[int | None] = []
     supported = correct_supported = 0
+    first_by_mode: dict[str, list[bool]] = {}
     for alert, truth in alerts:
         explanation = index.explain(alert, k=len(index.documents), similar=0, sent_fields=sent)
         causes = [m.mode for m in explanation.matches]
         ranks.append(causes.index(truth) + 1 if truth in causes else None)
+        first_by_mode.setdefault(truth, []).append(bool(causes) and causes[0] == truth)
         if explanation.supported:
             supported += 1
             correct_supported += causes[0] == truth
     metrics = ranking_metrics(ranks)
     metrics["supported"] = supported / len(alerts)
     metrics["precision_when_supported"] = correct_supported / supported if supported else float("nan")
+    metrics["recall@1_by_mode"] = {mode: round(sum(hits) / len(hits), 2) for mode, hits in first_by_mode.items()}
     return metrics
 
 

@@ -300,21 +300,24 @@ def _fts_query(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def evidence_coverage(drivers: Sequence[Driver], doc: KnowledgeDocument) -> float:
+def evidence_coverage(drivers: Sequence[Driver], doc: KnowledgeDocument, rule: str = "anomaly") -> float:
     """Share of the alert's used evidence (|weight| of sent drivers) on fields the document names: how much
-    of what the alert saw this cause accounts for. Sensor-fault documents name no fields: 1 (the rule decides).
+    of what the alert saw this cause accounts for. A sensor fault hits one field: for a ``sensor_fault`` alert
+    (the twin saw invalid values) 1, for another alert the share of its strongest driver.
 
     >>> doc = KnowledgeDocument("m", "failure_mode", "m", "M", {"coolant_flow": -1.0}, {})
     >>> evidence_coverage([Driver("coolant_flow_mean", 0.6, ("coolant_flow",), True),
     ...                    Driver("soc", -0.2, ("soc",), True)], doc)
     0.75
     """
-    if doc.kind == "sensor_fault":
+    if doc.kind == "sensor_fault" and rule == "sensor_fault":
         return 1.0
     used = [d for d in drivers if d.sent and d.fields]
     total = sum(abs(d.weight) for d in used)
     if total <= 0:
         return 0.0
+    if doc.kind == "sensor_fault":
+        return max(abs(d.weight) for d in used) / total
     covered = sum(abs(d.weight) * sum(f in doc.signals for f in d.fields) / len(d.fields) for d in used)
     return covered / total
 
@@ -465,7 +468,8 @@ class ExplanationIndex:
             return []
         rows = (table.search(list(vector)).metric("cosine").where(f"alert_id != '{_quoted(alert_id)}'")
                 .select(["alert_id", "vehicle_id", "outcome", "_distance"]).limit(limit).to_list())
-        return [SimilarAlert(r["alert_id"], r["vehicle_id"], r["outcome"], 1.0 - float(r["_distance"])) for r in rows]
+        similar = [SimilarAlert(r["alert_id"], r["vehicle_id"], r["outcome"], 1.0 - float(r["_distance"])) for r in rows]
+        return [a for a in similar if a.similarity >= MIN_VECTOR_SIMILARITY]  # a distant alert is not "similar"
 
     def rankings(self, alert: AlertEvidence, sent_fields: Collection[str] | None = None
                  ) -> tuple[dict[str, list[str]], dict[str, list[str]], list[SimilarAlert], list[Driver]]:
@@ -497,7 +501,7 @@ class ExplanationIndex:
         if "history" in self.retrievers and self._alerts_table() is not None:
             votes: dict[str, float] = {}
             for past in neighbours:
-                if past.outcome in self._by_cause and past.similarity >= MIN_VECTOR_SIMILARITY:
+                if past.outcome in self._by_cause:
                     votes[past.outcome] = votes.get(past.outcome, 0.0) + past.similarity
             causes["history"] = sorted(votes, key=lambda c: -votes[c])
         if "predicted" in self.retrievers and alert.mode in self._by_cause:
@@ -527,7 +531,7 @@ class ExplanationIndex:
                 matched_fields=tuple(f for f in driver_fields if f in doc.signals),
                 similar=tuple(n for n in neighbours if n.outcome == cause)[:similar],
                 retrievers=tuple(r for r, ranked in causes.items() if cause in ranked),
-                coverage=evidence_coverage(drivers, doc),
+                coverage=evidence_coverage(drivers, doc, alert.kind),
             ))
         supported = (bool(matches) and matches[0].support >= self.min_support
                      and matches[0].coverage >= self.min_coverage)

@@ -207,3 +207,17 @@ def test_weights_shift_the_fusion_towards_the_structured_evidence() -> None:
     rankings = {"signals": ["a", "b"], "text": ["b", "a"]}
     assert list(rrf_fuse(rankings, weights={"signals": 1.0, "text": 0.5}))[0] == "a"
     assert list(rrf_fuse(rankings, weights={"signals": 0.5, "text": 1.0}))[0] == "b"
+
+
+def test_a_sensor_fault_explains_an_anomaly_only_as_far_as_one_field_carries_it(index: ExplanationIndex) -> None:
+    spread = index.explain(_alert("s1", {"soc": 0.4, "speed": 0.3, "ambient_temp": 0.3}, "flat line frozen"))
+    stuck = next(m for m in spread.matches if m.mode == "sensor_stuck")
+    assert stuck.coverage == pytest.approx(0.4)
+    single = index.explain(_alert("s2", {"motor_temp": 0.9, "soc": 0.1}, "frozen flat line same value"))
+    assert next(m for m in single.matches if m.mode == "sensor_stuck").coverage == pytest.approx(0.9)
+
+
+def test_distant_past_alerts_are_not_called_similar(tmp_path) -> None:
+    index = ExplanationIndex(tmp_path / "idx")
+    index.remember(_alert("far", {"aux_battery_voltage": -1.0}), "aux_battery")
+    assert index.explain(_alert("q", {"tyre_pressure_rl_min": -1.0})).similar_alerts == []
