@@ -164,6 +164,7 @@ def latency(folder: Path, history: int, queries: list[AlertEvidence], text_model
             index.remember_many(rows)
             rows = []
     index.remember_many(rows)
+    index.index_alerts()  # rebuilt over all rows (remember_many built it once at ALERTS_ANN_MIN_ROWS)
     build_s = time.perf_counter() - t0
     index.explain(queries[0])  # warm: tables opened, FTS index loaded
     times = []

@@ -50,6 +50,9 @@ RETRIEVER_WEIGHTS: dict[str, float] = {"signals": 1.0, "text": 0.5, "model": 0.5
 # A vector hit below this cosine similarity is not evidence: it gets no rank in its retriever.
 MIN_VECTOR_SIMILARITY = 0.15
 HISTORY_NEIGHBOURS = 20
+# From this many past alerts on, their vectors get an IVF index (brute force: ~180 ms a query at 100,000 on a
+# loaded 2-core machine; IVF_FLAT with 64 partitions: ~11 ms).
+ALERTS_ANN_MIN_ROWS = 20_000
 FALSE_ALARM = "false_alarm"
 
 
@@ -442,6 +445,22 @@ class ExplanationIndex:
             self._alerts = self._db.create_table(ALERTS_TABLE, data=rows)
         else:
             table.add(rows)
+        count = self.count_alerts()
+        if count >= ALERTS_ANN_MIN_ROWS and count - len(rows) < ALERTS_ANN_MIN_ROWS:  # crossed the threshold
+            self.index_alerts()
+
+    def index_alerts(self, min_rows: int = ALERTS_ANN_MIN_ROWS) -> bool:
+        """Build (or rebuild) the IVF index on the past alerts' vectors once there are ``min_rows``; True if built.
+        Rows added later are still found (searched flat beside the index) until the next call."""
+        from lancedb.index import IvfFlat  # lancedb is heavy: imported with the index, never at module load
+
+        table = self._alerts_table()
+        rows = 0 if table is None else table.count_rows()
+        if table is None or rows < min_rows:
+            return False
+        partitions = int(min(256, max(16, np.sqrt(rows) / 4)))
+        table.create_index("vector", config=IvfFlat(distance_type="cosine", num_partitions=partitions), replace=True)
+        return True
 
     def count_alerts(self) -> int:
         table = self._alerts_table()

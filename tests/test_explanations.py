@@ -221,3 +221,16 @@ def test_distant_past_alerts_are_not_called_similar(tmp_path) -> None:
     index = ExplanationIndex(tmp_path / "idx")
     index.remember(_alert("far", {"aux_battery_voltage": -1.0}), "aux_battery")
     assert index.explain(_alert("q", {"tyre_pressure_rl_min": -1.0})).similar_alerts == []
+
+
+def test_past_alerts_get_an_ann_index_and_are_still_found(tmp_path) -> None:
+    index = ExplanationIndex(tmp_path / "idx")
+    rng = np.random.default_rng(0)
+    fields = ["motor_temp", "inverter_temp", "coolant_flow", "brake_temp", "soc", "aux_battery_voltage"]
+    rows = [(_alert(f"p{i}", {f: float(rng.random()) for f in fields}), "false_alarm") for i in range(600)]
+    rows.append((_alert("target", {"tyre_pressure_rl_min": -1.0}), "tyre_slow_leak"))
+    index.remember_many(rows)
+    assert not index.index_alerts(min_rows=10_000)
+    assert index.index_alerts(min_rows=500)
+    explanation = index.explain(_alert("q", {"tyre_pressure_rl_min": -0.8}))
+    assert explanation.similar_alerts[0].alert_id == "target"
