@@ -5,13 +5,14 @@
 
 The labelled alerts come from generator fleets (``simulation.generator.simulate_vehicle``) with one injected
 failure each (every mode, random severity and tyre position): the *index fleet* (seed 11) gives the past
-alerts with their outcomes, the *evaluation fleets* (seeds 101, 202) are never indexed. An alert's evidence
-is what a twin's anomaly scorer hands over: per telemetry field (plus the derived quantities the feature
-function has: cell-voltage spread, coolant flow per pump speed, each tyre against the other three), the
-deviation of the last 24 h before the failure from the vehicle's own first two days (robust z), the top five
-as shares. No trained model is in the loop: the evidence is a stand-in for the autoencoder's per-signal
-errors, built from the same frames. The *sensor-subset* variant drops fields a basic telematics unit does not
-send (the vehicle's evidence then has only the fields it sends, and Explain is told which those are).
+alerts with their outcomes, the *evaluation fleets* (seeds 101, 202) are never indexed. An alert's evidence is
+what a twin's anomaly scorer hands over: per telemetry field (plus the derived quantities the feature function
+has: cell-voltage spread, coolant flow per pump speed, each tyre against the other three), how far the last 24
+h before the failure sit from what the vehicle's own first two days predict for the same operating context (a
+linear fit on ambient, HVAC, speed, charging, SOC; accumulating fields, pad wear and SOH, by their rate), the
+top five as shares. No trained model is in the loop: the evidence is a stand-in for the autoencoder's per-
+signal errors, built from the same frames. The *sensor-subset* variant drops fields a basic telematics unit
+does not send (the vehicle's evidence then has only the fields it sends, and Explain is told which those are).
 
 Methods (``ExplanationIndex(retrievers=...)``): ``hashed`` the signal+hashed-words vectors alone (the
 embedding before this change), ``text`` LanceDB full-text alone, ``model`` the optional sentence model alone,
@@ -55,12 +56,27 @@ SUMMARY = "anomaly score above the alert level"
 ACCUMULATING = ("brake_pad_wear", "soh")
 
 
-def _robust_z(base: np.ndarray, test: np.ndarray) -> float:
-    base, test = base[np.isfinite(base)], test[np.isfinite(test)]
-    if base.size < 10 or test.size < 10:
+CONTEXT = ("ambient_temp", "hvac_power", "speed", "motor_speed", "charge_power", "soc", "charger_state")
+
+
+def _context_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
+    ctx = [np.nan_to_num(columns[name]) for name in CONTEXT]
+    return np.column_stack([np.ones_like(ctx[0])] + ctx + [ctx[2] ** 2, ctx[4] > 0])
+
+
+def _residual_z(context: np.ndarray, values: np.ndarray, base: np.ndarray, test: np.ndarray) -> float:
+    """How far the last day's values sit from what the vehicle's own first days predict for the same operating
+    context (linear in ambient, HVAC, speed, charging, SOC): the shift of the residual's 5/50/95th
+    percentiles, in residual standard deviations. A stand-in for an autoencoder's per-signal error."""
+    fit = base & np.isfinite(values)
+    check = test & np.isfinite(values)
+    if fit.sum() < 50 or check.sum() < 10:
         return 0.0
-    scale = float(base.std()) + 1e-3 * (float(np.abs(base).mean()) + 1e-9)
-    shifts = [abs(float(np.percentile(test, q)) - float(np.percentile(base, q))) for q in (5, 50, 95)]
+    coef, *_ = np.linalg.lstsq(context[fit], values[fit], rcond=None)
+    base_res = values[fit] - context[fit] @ coef
+    test_res = values[check] - context[check] @ coef
+    scale = float(base_res.std()) + 1e-3 * (float(np.abs(values[fit]).mean()) + 1e-9)
+    shifts = [abs(float(np.percentile(test_res, q)) - float(np.percentile(base_res, q))) for q in (5, 50, 95)]
     return max(shifts) / scale
 
 
@@ -105,7 +121,9 @@ def alert_for_failure(seed: int, index: int, mode: str, sim_cfg: SimulationConfi
     columns = derived_columns(columns)
     base = ts < start_ms + 2 * DAY_MS
     test = (ts >= failure_ms - DAY_MS) & (ts < failure_ms)
-    scores = {name: _rate_z(ts, values, base, test) if name in ACCUMULATING else _robust_z(values[base], values[test])
+    context = _context_matrix(columns)
+    scores = {name: _rate_z(ts, values, base, test) if name in ACCUMULATING else
+              _residual_z(context, values, base, test)
               for name, values in columns.items() if name not in NOT_EVIDENCE}
     top = sorted(((n, z) for n, z in scores.items() if z > 0), key=lambda item: -item[1])[:5]
     total = sum(z for _, z in top) or 1.0
