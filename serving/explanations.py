@@ -279,8 +279,8 @@ def rrf_fuse(rankings: Mapping[str, Sequence[str]], k: int = RRF_K,
 
     >>> rrf_fuse({"a": ["x", "y"], "b": ["x"]})
     {'x': 1.0, 'y': 0.4583333333333333}
-    >>> rrf_fuse({"a": ["x"], "b": ["y"]}, weights={"a": 2.0})
-    {'x': 0.6666666666666666, 'y': 0.3333333333333333}
+    >>> {item: round(score, 4) for item, score in rrf_fuse({"a": ["x"], "b": ["y"]}, weights={"a": 2.0}).items()}
+    {'x': 0.6667, 'y': 0.3333}
     """
     weights = weights or {}
     rankings = {name: ranked for name, ranked in rankings.items() if ranked}  # an empty ranking abstains
@@ -309,8 +309,8 @@ def evidence_coverage(drivers: Sequence[Driver], doc: KnowledgeDocument, rule: s
     (the twin saw invalid values) 1, for another alert the share of its strongest driver.
 
     >>> doc = KnowledgeDocument("m", "failure_mode", "m", "M", {"coolant_flow": -1.0}, {})
-    >>> evidence_coverage([Driver("coolant_flow_mean", 0.6, ("coolant_flow",), True),
-    ...                    Driver("soc", -0.2, ("soc",), True)], doc)
+    >>> round(evidence_coverage([Driver("coolant_flow_mean", 0.6, ("coolant_flow",), True),
+    ...                          Driver("soc", -0.2, ("soc",), True)], doc), 6)
     0.75
     """
     if doc.kind == "sensor_fault" and rule == "sensor_fault":
