@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from configs.schema import SCHEMA
 from configs.settings import ServingConfig
@@ -164,6 +165,12 @@ def test_health_reports_the_explain_service(server: dict[str, Any]) -> None:
     health = health_pb2_grpc.HealthStub(server["channel"])
     reply = health.Check(health_pb2.HealthCheckRequest(service="evtwin.v1.ExplainService"), timeout=10)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_explain_service(server: dict[str, Any]) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(server["channel"])
+    replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    assert "evtwin.v1.ExplainService" in {s.name for s in replies[0].list_services_response.service}
 
 
 def test_evtwin_explain_prints_the_causes(server: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
