@@ -234,3 +234,25 @@ def test_past_alerts_get_an_ann_index_and_are_still_found(tmp_path) -> None:
     assert index.index_alerts(min_rows=500)
     explanation = index.explain(_alert("q", {"tyre_pressure_rl_min": -0.8}))
     assert explanation.similar_alerts[0].alert_id == "target"
+
+
+def test_the_optional_sentence_model_ranks_passages_through_lancedb(tmp_path) -> None:
+    pytest.importorskip("static_model", reason="optional: tokenlearn-static-model is not a dependency (no licence)")
+    from serving.embedding import StaticSentenceEmbedder
+
+    model = StaticSentenceEmbedder()
+    vectors = model.embed_texts(["coolant pump delivers less flow", "the pump flow falls", "tyre loses pressure"])
+    assert vectors.shape == (3, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    index = ExplanationIndex(tmp_path / "idx", text_model=model, retrievers=("model",))
+    for query, cause in (("coolant pump flow falls", "coolant_pump"), ("12 V battery weak, car does not start", "aux_battery")):
+        explanation = index.explain(_alert("m1", {}, query))
+        assert explanation.matches[0].mode == cause and explanation.matches[0].retrievers == ("model",)
+
+
+def test_without_the_optional_package_the_sentence_model_says_how_to_install_it(monkeypatch) -> None:
+    from serving import embedding
+
+    monkeypatch.setattr(embedding, "static_model_installed", lambda: False)
+    with pytest.raises(RuntimeError, match="tokenlearn-static-model==0.1.1"):
+        embedding.StaticSentenceEmbedder()
