@@ -1,4 +1,4 @@
-"""CLI subcommands of the front door: serve, keys, stream, alerts, twin, demo.
+"""CLI subcommands of the front door: serve, keys, stream, alerts, twin, explain, demo.
 
     evtwin keys init                                   # signing key set (<run>/keys/auth.secret)
     evtwin keys token --vehicle V0001                  # a vehicle's token (JWT, expires in --ttl-days)
@@ -11,6 +11,7 @@
     evtwin stream --run runs/default --speed 600       # replay a run at 600x real time
     evtwin alerts --follow
     evtwin twin V0001
+    evtwin explain 3f2a9c0d1e4b5a67                    # likely causes of an alert, with their evidence
     evtwin demo
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rich.table import Table
 from configs.catalog import load_catalog
 from configs.cli import add_config_arguments, config_from_args
 from configs.settings import Config
+from protos.evtwin.v1 import explain_pb2, explain_pb2_grpc
 from serving.app import open_runtime, resolve_run_paths
 from serving.auth import Claims, KeySetFile, issue_token, load_keys, load_or_create_keys, retire_previous_keys, rotate_keys
 from serving.catalog_source import catalog_batches, describe_report
@@ -91,7 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     for name, helptext in (("stream", "stream frames to the server (replay a run or live from the generator)"),
                            ("alerts", "list alerts, or follow them as they are raised"),
-                           ("twin", "show one twin's state")):
+                           ("twin", "show one twin's state"),
+                           ("explain", "why an alert fired: likely causes with their evidence, or none")):
         parser = subparsers.add_parser(name, help=helptext)
         add_config_arguments(parser)
         _add_connection_arguments(parser)
@@ -113,6 +116,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--min-severity", type=int, default=0)
             parser.add_argument("--limit", type=int, default=50)
             parser.set_defaults(func=cmd_alerts)
+        elif name == "explain":
+            parser.add_argument("alert_id")
+            parser.add_argument("--causes", type=int, default=0, help="causes to rank (default: the server's, 3)")
+            parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
+            parser.set_defaults(func=cmd_explain)
         else:
             parser.add_argument("vehicle_id")
             parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -361,6 +369,49 @@ def cmd_twin(args: argparse.Namespace) -> int:
             table.add_row(f"risk {risk.horizon_days} d", f"{risk.probability:.3f}")
         table.add_row("open alerts", str(len(summary.open_alerts)))
         out.print(table)
+        return 0
+
+    return _run_rpc(main)
+
+
+def explanation_lines(reply: explain_pb2.Explanation) -> list[str]:
+    """An Explain reply for a terminal: drivers, then each cause with its support, evidence and citations."""
+    lines = [f"alert {reply.alert_id} ({reply.rule}) on {reply.vehicle_id}"]
+    for driver in reply.drivers:
+        state = "" if driver.sent else "  [not sent by this vehicle: not used]"
+        lines.append(f"  driver {driver.name} {driver.weight:+.3g} -> {', '.join(driver.fields) or '?'}{state}")
+    if not reply.supported:
+        lines.append(f"no supported explanation: no first cause with support {reply.min_support:.2f} covering "
+                     f"{reply.min_coverage:.0%} of the evidence{'; candidates only:' if reply.causes else '.'}")
+    for rank, cause in enumerate(reply.causes, start=1):
+        lines.append(f"{rank}. {cause.title} [{cause.cause}] support {cause.support:.2f}, covers {cause.coverage:.0%} "
+                     f"(by {', '.join(cause.retrievers) or '-'}; fields {', '.join(cause.matched_fields) or '-'})")
+        lines.append(f"   check: {cause.recommended_check}")
+        lines.append(f"   sources: {', '.join(p.passage_id for p in cause.passages)}")
+        if cause.similar:
+            lines.append(f"   similar past alerts with this outcome: {len(cause.similar)} "
+                         f"(nearest {cause.similar[0].alert_id}, similarity {cause.similar[0].similarity:.2f})")
+    if reply.similar:
+        outcomes: dict[str, int] = {}
+        for past in reply.similar:
+            outcomes[past.outcome] = outcomes.get(past.outcome, 0) + 1
+        lines.append("similar past alerts: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items(), key=lambda x: -x[1])))
+    return lines
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def main() -> int:
+        async with _client(args, config) as client:
+            stub = explain_pb2_grpc.ExplainServiceStub(client.channel)
+            reply = await stub.Explain(explain_pb2.ExplainRequest(alert_id=args.alert_id, max_causes=args.causes),
+                                       metadata=client.metadata)
+        if args.json:
+            out.print_json(json.dumps(MessageToDict(reply, preserving_proto_field_name=True)))
+        else:
+            for line in explanation_lines(reply):
+                out.print(line, markup=False, highlight=False)
         return 0
 
     return _run_rpc(main)

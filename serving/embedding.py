@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -142,3 +143,53 @@ class SignalTextEmbedder:
         text_weight = (1.0 - SIGNAL_WEIGHT) if signal.any() else 1.0
         combined = np.concatenate([signal * signal_weight, words * text_weight])
         return _normalised(combined).astype(np.float32)
+
+
+STATIC_MODEL_PACKAGE = "tokenlearn-static-model"
+STATIC_MODEL_MODULE = "static_model"
+
+
+def static_model_installed() -> bool:
+    """Whether the optional sentence-embedding package (weights inside the wheel) is importable."""
+    return importlib.util.find_spec(STATIC_MODEL_MODULE) is not None
+
+
+def signal_words(evidence: Mapping[str, float], k: int = 5) -> str:
+    """The telemetry fields behind the strongest evidence, as words ("coolant flow coolant temp out").
+
+    >>> signal_words({"coolant_flow_mean": -2.0, "soc": 0.1}, k=1)
+    'coolant flow'
+    """
+    finite = [(name, abs(float(v))) for name, v in evidence.items() if np.isfinite(v)]
+    words: list[str] = []
+    for name, _ in sorted(finite, key=lambda item: -item[1])[:k]:
+        for field in fields_of_feature(name) or (name,):
+            phrase = field.replace("_", " ")
+            if phrase not in words:
+                words.append(phrase)
+    return " ".join(words)
+
+
+class StaticSentenceEmbedder:
+    """Sentences to unit vectors with the static (Model2Vec-style) model that the ``tokenlearn-static-model``
+    wheel ships (int8, 64 dimensions, weights and tokenizer inside the package: nothing is downloaded).
+
+    Optional: the package declares no licence, so it is not a dependency (README, "Explanations").
+    """
+
+    version = "tokenlearn-static-model-0.1.1"
+
+    def __init__(self) -> None:
+        if not static_model_installed():
+            raise RuntimeError(f"the optional package {STATIC_MODEL_PACKAGE} is not installed "
+                               f"(python -m pip install {STATIC_MODEL_PACKAGE}==0.1.1)")
+        from static_model import get_embeddings  # optional third-party package, only when this embedder is used
+
+        self._encode = get_embeddings
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 64), dtype=np.float32)
+        vectors = np.asarray(self._encode([str(t) for t in texts]), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms > 0, norms, 1.0)

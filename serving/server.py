@@ -24,10 +24,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from configs.settings import ServingConfig
-from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
+from protos.evtwin.v1 import alerts_pb2, explain_pb2, telemetry_pb2, twin_pb2
 from serving.auth import AuthError, Claims, KeySet, KeySetFile, bearer_token, verify_token
 from serving.backend import FleetBackend
 from serving.codec import BatchLimits, safe_parser
+from serving.explain_service import ExplainServicer
 from serving.metrics import FrontDoorMetrics, start_metrics_server
 from serving.servicers import CURRENT_CLAIMS, AlertHub, AlertServicer, SessionRegistry, TelemetryServicer, TwinServicer
 
@@ -37,6 +38,7 @@ SERVICE_NAMES: tuple[str, ...] = (
     telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
     twin_pb2.DESCRIPTOR.services_by_name["TwinService"].full_name,
     alerts_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
+    explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name,
 )
 # Standard tooling (grpcurl, load balancers) must reach these without credentials.
 PUBLIC_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -275,6 +277,7 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
                                         metrics, max_streams=cfg.max_concurrent_streams))
     register_servicer(server, twin_pb2.DESCRIPTOR.services_by_name["TwinService"], TwinServicer(backend))
     register_servicer(server, alerts_pb2.DESCRIPTOR.services_by_name["AlertService"], AlertServicer(backend, hub))
+    register_servicer(server, explain_pb2.DESCRIPTOR.services_by_name["ExplainService"], ExplainServicer(backend))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
