@@ -210,6 +210,10 @@ async def _aiter(batches: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[A
             yield batch
 
 
+# Below any valid seq (counters may start at 0): a vehicle without an ack has nothing durable yet.
+_NOTHING_ACKED = -1
+
+
 class _StreamSession:
     """State that survives reconnects: durable acks and the frames not yet covered by them."""
 
@@ -311,7 +315,7 @@ class _StreamSession:
     async def _on_ack(self, ack: telemetry_pb2.Ack) -> None:
         now = time.perf_counter()
         for vehicle_ack in ack.acks:
-            if vehicle_ack.seq > self.stats.acked_seq.get(vehicle_ack.vehicle_id, 0):
+            if vehicle_ack.seq > self.stats.acked_seq.get(vehicle_ack.vehicle_id, _NOTHING_ACKED):
                 self.stats.acked_seq[vehicle_ack.vehicle_id] = vehicle_ack.seq
         self.stats.duplicates += ack.duplicates
         self.stats.sensor_faults += ack.sensor_faults
@@ -344,4 +348,4 @@ class _StreamSession:
 
 def _acked_per_row(vehicles: np.ndarray, acked: Mapping[str, int]) -> np.ndarray:
     ids, inverse = np.unique(vehicles.astype(str), return_inverse=True)
-    return np.array([acked.get(v, 0) for v in ids], dtype=np.int64)[inverse]
+    return np.array([acked.get(v, _NOTHING_ACKED) for v in ids], dtype=np.int64)[inverse]
