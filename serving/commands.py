@@ -10,6 +10,9 @@
     evtwin serve --run runs/default                    # Ray + model services + twins + gRPC on :50151
     evtwin stream --run runs/default --speed 600       # replay a run at 600x real time
     evtwin alerts --follow
+    evtwin alerts ack ALERT_ID                         # operator token with --write (the local one has it)
+    evtwin alerts assign ALERT_ID --assignee carol
+    evtwin alerts resolve ALERT_ID --outcome confirmed_failure --mode coolant_pump --note "pump seized"
     evtwin twin V0001
     evtwin demo
 """
@@ -30,6 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.alert_states import OUTCOMES, AlertStateLog
 from configs.catalog import load_catalog
 from configs.cli import add_config_arguments, config_from_args
 from configs.settings import Config
@@ -45,6 +49,7 @@ from serving.terminal import alert_line
 
 console = Console(stderr=True)
 out = Console()
+ALERT_ACTIONS: dict[str, str] = {"list": "", "ack": "acknowledge", "assign": "assign", "resolve": "resolve"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,6 +111,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("inputs", nargs="*", help="with --catalog: CSV/Parquet files to stream")
             parser.set_defaults(func=cmd_stream)
         elif name == "alerts":
+            parser.add_argument("action", nargs="?", choices=ALERT_ACTIONS, default="list",
+                                help="list (default), or change one alert's lifecycle")
+            parser.add_argument("alert_id", nargs="?", default="", help="ack/assign/resolve: the alert's id")
+            parser.add_argument("--assignee", default="", help="assign: who works the alert")
+            parser.add_argument("--outcome", default="", choices=("", *OUTCOMES), help="resolve: what was found")
+            parser.add_argument("--mode", default="", help="resolve --outcome confirmed_failure: the failure mode")
+            parser.add_argument("--note", default="", help="ack/assign/resolve: free text")
             parser.add_argument("--follow", action="store_true", help="keep streaming new alerts")
             parser.add_argument("--vehicle", default="")
             parser.add_argument("--rule", default="")
@@ -264,7 +276,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         console.print(f"[dim]{note}[/dim]")
 
     async def main() -> int:
-        door = await start_front_door(runtime.backend, cfg, secret=secret, port=args.port)
+        door = await start_front_door(runtime.backend, cfg, secret=secret, port=args.port,
+                                      alert_states=AlertStateLog(config.twins.checkpoint_uri))
         scheme = "TLS" if cfg.tls_cert_path else "plaintext"
         console.print(f"[green]gRPC front door on {cfg.host}:{door.port}[/green] ({scheme}, "
                       f"auth {'on' if cfg.require_auth else 'OFF'}); SIGTERM or Ctrl-C stops gracefully")
@@ -326,17 +339,38 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _lifecycle_text(alert: dict[str, Any]) -> str:
+    life = alert.get("lifecycle") or {}
+    state = life.get("state") or "open"
+    extra = life.get("assignee") if state == "assigned" else life.get("outcome") if state == "resolved" else ""
+    return f"[dim]{alert['alert_id']} {state}{' ' + extra if extra else ''}[/dim]"
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.action != "list":
+        if not args.alert_id:
+            console.print(f"[red]evtwin alerts {args.action}[/red] needs the alert id (shown by `evtwin alerts`)")
+            return 2
+        fields = {"vehicle_id": args.vehicle, "assignee": args.assignee, "outcome": args.outcome, "mode": args.mode,
+                  "note": args.note}
+
+        async def change() -> int:
+            async with _client(args, config) as client:
+                alert = await client.change_alert(ALERT_ACTIONS[args.action], args.alert_id, **fields)
+            out.print(f"{alert_line(alert)} {_lifecycle_text(alert)}", soft_wrap=True)
+            return 0
+
+        return _run_rpc(change)
     filters = {"vehicle_id": args.vehicle, "rule": args.rule, "since_ms": args.since_ms, "min_severity": args.min_severity}
 
     async def main() -> int:
         async with _client(args, config) as client:
             for alert in await client.list_alerts(limit=args.limit, **filters):
-                out.print(alert_line(alert))
+                out.print(f"{alert_line(alert)} {_lifecycle_text(alert)}", soft_wrap=True)
             if args.follow:
                 async for alert in client.watch_alerts(**filters):
-                    out.print(alert_line(alert))
+                    out.print(f"{alert_line(alert)} {_lifecycle_text(alert)}", soft_wrap=True)
         return 0
 
     return _run_rpc(main)

@@ -23,6 +23,7 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from configs.alert_states import AlertStateLog
 from configs.settings import ServingConfig
 from protos.evtwin.v1 import alerts_pb2, telemetry_pb2, twin_pb2
 from serving.auth import AuthError, Claims, KeySet, KeySetFile, bearer_token, verify_token
@@ -253,8 +254,12 @@ class FrontDoor:
 
 async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret: KeySet | KeySetFile | bytes | None,
                            host: str | None = None, port: int | None = None,
-                           clock_ms: Callable[[], int] = wall_clock_ms) -> FrontDoor:
-    """Build and start the server; ``port=0`` binds a free port (returned in ``FrontDoor.port``)."""
+                           clock_ms: Callable[[], int] = wall_clock_ms,
+                           alert_states: AlertStateLog | None = None) -> FrontDoor:
+    """Build and start the server; ``port=0`` binds a free port (returned in ``FrontDoor.port``).
+
+    ``alert_states``: the alert lifecycle log (durable beside the checkpoints); None keeps it in memory.
+    """
     if cfg.require_auth and secret is None:
         raise ValueError("serving.require_auth is true but no auth secret was given")
     server = grpc.aio.server(
@@ -274,7 +279,8 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
                       TelemetryServicer(backend, hub, sessions, limits, cfg.max_frames_in_flight_per_stream, clock_ms,
                                         metrics, max_streams=cfg.max_concurrent_streams))
     register_servicer(server, twin_pb2.DESCRIPTOR.services_by_name["TwinService"], TwinServicer(backend))
-    register_servicer(server, alerts_pb2.DESCRIPTOR.services_by_name["AlertService"], AlertServicer(backend, hub))
+    register_servicer(server, alerts_pb2.DESCRIPTOR.services_by_name["AlertService"],
+                      AlertServicer(backend, hub, alert_states, clock_ms))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
