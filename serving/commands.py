@@ -14,6 +14,7 @@
     evtwin alerts assign ALERT_ID --assignee carol
     evtwin alerts resolve ALERT_ID --outcome confirmed_failure --mode coolant_pump --note "pump seized"
     evtwin twin V0001
+    evtwin report --run runs/default                   # the fleet report: runs/default/report.html
     evtwin demo
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ from serving.catalog_source import catalog_batches, describe_report
 from serving.client import Client
 from serving.demo import run_demo
 from serving.keys import issue_test_certificates
+from serving.report import write_report
 from serving.server import serve_until_signal, start_front_door, startup_refusals
 from serving.sources import live_fleet, paced, replay_run
 from serving.terminal import alert_line
@@ -132,6 +134,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name != "stream":  # stream's --run is the run it replays, and also where the local token comes from
             parser.add_argument("--run", default=None,
                                 help="run directory of the local server, whose key set mints a local token")
+
+    report = subparsers.add_parser("report", help="the fleet report: one self-contained HTML file")
+    add_config_arguments(report)
+    report.add_argument("--run", required=True, help="run directory (its checkpoints, alerts, drift, what-if)")
+    report.add_argument("--out", default=None, help="HTML file to write (default <run>/report.html)")
+    report.set_defaults(func=cmd_report)
 
     demo = subparsers.add_parser("demo", help="the whole product end to end on the default config (< 10 min)")
     add_config_arguments(demo)
@@ -406,6 +414,17 @@ def _run_rpc(main: Any) -> int:
     except grpc.aio.AioRpcError as error:
         console.print(f"[red]{error.code().name}[/red]: {error.details()}")
         return 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--run {run_dir}: no such run directory")
+    config = resolve_run_paths(_config(args), run_dir)
+    started = time.perf_counter()
+    path = write_report(run_dir, config, config.twins.checkpoint_uri, args.out or run_dir / "report.html")
+    console.print(f"report written: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
