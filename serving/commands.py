@@ -15,6 +15,7 @@
     evtwin alerts resolve ALERT_ID --outcome confirmed_failure --mode coolant_pump --note "pump seized"
     evtwin twin V0001
     evtwin report --run runs/default                   # the fleet report: runs/default/report.html
+    evtwin drift --run runs/default [--live runs/other] # PSI of the inputs against the training reference
     evtwin demo
 """
 from __future__ import annotations
@@ -43,11 +44,13 @@ from serving.auth import Claims, KeySetFile, issue_token, load_keys, load_or_cre
 from serving.catalog_source import catalog_batches, describe_report
 from serving.client import Client
 from serving.demo import run_demo
+from serving.drift import run_drift
 from serving.keys import issue_test_certificates
 from serving.report import write_report
 from serving.server import serve_until_signal, start_front_door, startup_refusals
 from serving.sources import live_fleet, paced, replay_run
 from serving.terminal import alert_line
+from training.drift import DEFAULT_ALERT_LEVEL
 
 console = Console(stderr=True)
 out = Console()
@@ -140,6 +143,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--run", required=True, help="run directory (its checkpoints, alerts, drift, what-if)")
     report.add_argument("--out", default=None, help="HTML file to write (default <run>/report.html)")
     report.set_defaults(func=cmd_report)
+
+    drift = subparsers.add_parser("drift", help="PSI of a run's windows against the models' training reference")
+    add_config_arguments(drift)
+    drift.add_argument("--run", required=True, help="run directory holding the trained models (and its reference)")
+    drift.add_argument("--live", default=None, help="prepared run to judge (default: --run's test split)")
+    drift.add_argument("--alert-level", type=float, default=DEFAULT_ALERT_LEVEL,
+                       help=f"PSI above which a model_drift alert is raised (default {DEFAULT_ALERT_LEVEL})")
+    drift.set_defaults(func=cmd_drift)
 
     demo = subparsers.add_parser("demo", help="the whole product end to end on the default config (< 10 min)")
     add_config_arguments(demo)
@@ -424,6 +435,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     path = write_report(run_dir, config, config.twins.checkpoint_uri, args.out or run_dir / "report.html")
     console.print(f"report written: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    live = Path(args.live) if args.live else Path(args.run)
+    config = resolve_run_paths(_config(args), live)
+    result = run_drift(args.run, config, config.twins.checkpoint_uri, args.live, args.alert_level)
+    table = Table(title=f"drift of {live} against {args.run} (PSI; {result['windows']} windows)")
+    table.add_column("input")
+    table.add_column("PSI", justify="right")
+    for feature in result["features"][:10]:
+        table.add_row(feature["feature"], f"{feature['psi']:.3f}")
+    for name, value in result["score_psi"].items():
+        table.add_row(f"score {name}", f"{value:.3f}")
+    for group, part in result.get("by_profile", {}).items():
+        table.add_row(f"profile {group}", f"{part['level']:.3f} ({part['worst_feature']})")
+    out.print(table)
+    console.print(f"level {result['level']:.3f} (alert above {args.alert_level}); {len(result['alerts'])} model_drift "
+                  f"alerts; written {live / 'drift'}")
     return 0
 
 

@@ -294,10 +294,18 @@ def _drift_section(inputs: ReportInputs) -> str:
                      "PSI of the most drifted inputs", width=760, fmt="{:.2f}") if features else ""
     rows = [[_e(f["feature"]), f"{float(f['psi']):.3f}", _pct(f.get("missing_reference")), _pct(f.get("missing_live"))]
             for f in features]
-    level = drift.get("level")
-    return (f'<section id="drift"><h2>Drift</h2><p>Overall level (max PSI): {_e(level)}; prediction score PSI: '
-            f'{_e(drift.get("score_psi", "-"))}; alert level {_e(drift.get("alert_level", "-"))}.</p>{chart}'
-            + _table(["input", "PSI", "missing (training)", "missing (live)"], rows, "drift-table") + "</section>")
+    scores = drift.get("score_psi") or {}
+    score_text = ", ".join(f"{_e(k)} {float(v):.3f}" for k, v in scores.items()) or "-"
+    profiles = drift.get("by_profile") or {}
+    profile_rows = [[_e(g), p.get("windows", "-"), f"{float(p['level']):.3f}", _e(p.get("worst_feature", ""))]
+                    for g, p in sorted(profiles.items(), key=lambda item: -float(item[1]["level"]))]
+    level = float(drift.get("level", 0.0))
+    return (f'<section id="drift"><h2>Drift</h2><p>Overall level (largest input PSI): <b>{level:.3f}</b> '
+            f'(alert above {_e(drift.get("alert_level", "-"))}; {_e(drift.get("windows", "-"))} windows of '
+            f'{_e(drift.get("live_run", "-"))}). Prediction score PSI: {score_text}.</p>{chart}'
+            + _table(["input", "PSI", "missing (training)", "missing (live)"], rows, "drift-table")
+            + (_table(["vehicle profile", "windows", "PSI", "worst input"], profile_rows, "drift-profiles")
+               if profile_rows else "") + "</section>")
 
 
 def _whatif_section(inputs: ReportInputs) -> str:
@@ -331,7 +339,7 @@ def render_report(inputs: ReportInputs) -> str:
     """The whole report as one HTML document (no external resources)."""
     resolved = sum(1 for s in inputs.states.values() if s.state == "resolved")
     at_risk = sum(1 for v in inputs.vehicles if _top_risk(v)[0] >= 0.5)
-    drift_level = inputs.drift.get("level") if inputs.drift else "-"
+    drift_level = f"{float(inputs.drift.get('level', 0.0)):.2f}" if inputs.drift else "-"
     cards = [("vehicles", len(inputs.vehicles)), ("at risk (p >= 50%, shortest horizon)", at_risk),
              ("alerts", len(inputs.alerts)), ("not resolved", len(inputs.alerts) - resolved),
              ("drift level", drift_level)]
