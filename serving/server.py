@@ -272,6 +272,7 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
     hub = AlertHub(cfg.watch_queue_alerts)
     sessions = SessionRegistry()
     metrics = FrontDoorMetrics()
+    getattr(backend, "attach_metrics", lambda _registry: None)(metrics.registry)  # twins in this process
     if cfg.metrics_port:
         start_metrics_server(metrics, cfg.metrics_port, host or cfg.host)
     limits = BatchLimits(max_batch_frames=cfg.max_batch_frames, max_future_skew_ms=int(cfg.max_future_skew_s * 1000))
