@@ -14,6 +14,7 @@
     evtwin alerts assign ALERT_ID --assignee carol
     evtwin alerts resolve ALERT_ID --outcome confirmed_failure --mode coolant_pump --note "pump seized"
     evtwin twin V0001
+    evtwin status [--json]                             # streams, twins, alerts by state, models, drift
     evtwin report --run runs/default                   # the fleet report: runs/default/report.html
     evtwin drift --run runs/default [--live runs/other] # PSI of the inputs against the training reference
     evtwin demo
@@ -49,6 +50,7 @@ from serving.keys import issue_test_certificates
 from serving.report import write_report
 from serving.server import serve_until_signal, start_front_door, startup_refusals
 from serving.sources import live_fleet, paced, replay_run
+from serving.status import gather_status, status_table
 from serving.terminal import alert_line
 from training.drift import DEFAULT_ALERT_LEVEL
 
@@ -101,7 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     for name, helptext in (("stream", "stream frames to the server (replay a run or live from the generator)"),
                            ("alerts", "list alerts, or follow them as they are raised"),
-                           ("twin", "show one twin's state")):
+                           ("twin", "show one twin's state"),
+                           ("status", "streams, twins, alerts by state, model versions, drift at a glance")):
         parser = subparsers.add_parser(name, help=helptext)
         add_config_arguments(parser)
         _add_connection_arguments(parser)
@@ -130,6 +133,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--min-severity", type=int, default=0)
             parser.add_argument("--limit", type=int, default=50)
             parser.set_defaults(func=cmd_alerts)
+        elif name == "status":
+            parser.add_argument("--json", action="store_true", help="print the status as JSON")
+            parser.add_argument("--metrics-url", default=None,
+                                help="front door metrics (default http://serving.host:serving.metrics_port/metrics)")
+            parser.set_defaults(func=cmd_status)
         else:
             parser.add_argument("vehicle_id")
             parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -390,6 +398,24 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             if args.follow:
                 async for alert in client.watch_alerts(**filters):
                     out.print(f"{alert_line(alert)} {_lifecycle_text(alert)}", soft_wrap=True)
+        return 0
+
+    return _run_rpc(main)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    cfg = config.serving
+    metrics_url = args.metrics_url or (f"http://{cfg.host}:{cfg.metrics_port}/metrics" if cfg.metrics_port else None)
+    run_dir = _run_dir(args, config)
+
+    async def main() -> int:
+        async with _client(args, config) as client:
+            status = await gather_status(client, run_dir if run_dir.is_dir() else None, metrics_url)
+        if args.json:
+            out.print_json(json.dumps(status))
+        else:
+            out.print(status_table(status))
         return 0
 
     return _run_rpc(main)

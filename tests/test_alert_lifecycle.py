@@ -2,6 +2,8 @@
 its state, refused for read-only credentials and bad input, durable across a restart, exported as labels."""
 from __future__ import annotations
 
+import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -17,11 +19,12 @@ from serving.app import open_runtime
 from serving.auth import Claims, issue_token
 from serving.cli import build_parser
 from serving.codec import encode_columns
-from serving.commands import cmd_alerts
+from serving.commands import cmd_alerts, cmd_status
 from training.commands import export_outcomes
+from training.features import FEATURES_HASH
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_grpc_server import OPERATOR, SECRET, ServerThread, fleet_columns, md, stream_sync, token_for  # noqa: E402
+from test_grpc_server import CFG, OPERATOR, SECRET, ServerThread, fleet_columns, md, stream_sync, token_for  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +136,40 @@ def test_cli_acknowledges_and_lists_through_the_server(tmp_path: Path, capsys: A
         assert cmd_alerts(args) == 2
     finally:
         server.stop()
+
+
+def test_status_shows_twins_alerts_by_state_streams_models_and_drift(tmp_path: Path, capsys: Any) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    run = tmp_path / "run"
+    (run / "models" / "failure").mkdir(parents=True)
+    (run / "models" / "failure" / "meta.json").write_text(json.dumps(
+        {"data_hash": "d" * 16, "features_hash": FEATURES_HASH, "sha256": {"h7.txt": "ab" * 32}}))
+    (run / "models" / "anomaly").mkdir()
+    (run / "models" / "anomaly" / "meta.json").write_text(json.dumps({"data_hash": "e", "features_hash": "old"}))
+    (run / "drift").mkdir()
+    (run / "drift" / "drift.json").write_text(json.dumps(
+        {"level": 0.4, "alert_level": 0.25, "features": [{"feature": "soc_mean", "psi": 0.4}], "computed_ms": 1}))
+    checkpoints = run / "checkpoints"
+    config = load_config(None, [f"twins.checkpoint_uri={checkpoints}"])
+    server = ServerThread(open_runtime(config, "local").backend, cfg=CFG.model_copy(update={"metrics_port": metrics_port}),
+                          alert_states=AlertStateLog(str(checkpoints)))
+    try:
+        alert = raise_fault_alert(server.target, "ST1")
+        raise_fault_alert(server.target, "ST2")
+        with grpc.insecure_channel(server.target) as channel:
+            alerts_pb2_grpc.AlertServiceStub(channel).Acknowledge(alerts_pb2.AlertAction(alert_id=alert.alert_id),
+                                                                  metadata=md(OPERATOR))
+        args = build_parser().parse_args(["status", "--json", "--run", str(run), "--target", server.target,
+                                          "--token", OPERATOR, "--metrics-url",
+                                          f"http://127.0.0.1:{metrics_port}/metrics"])
+        assert cmd_status(args) == 0
+        status = json.loads(capsys.readouterr().out)
+    finally:
+        server.stop()
+    assert status["twins"] == 2 and status["open_streams"] == 0.0
+    assert status["alerts_by_state"] == {"acknowledged": 1, "open": 1} and status["alerts_by_rule"] == {"sensor_fault": 2}
+    assert status["models"]["failure"]["digest"] == "ab" * 6 and status["models"]["failure"]["loadable"] is True
+    assert status["models"]["anomaly"]["loadable"] is False  # trained with another feature set
+    assert status["drift"]["level"] == 0.4 and status["drift"]["worst_feature"] == "soc_mean"
