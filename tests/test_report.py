@@ -7,11 +7,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from configs.alert_states import AlertState
+from configs.schema import SCHEMA
 from configs.settings import load_config
-from serving.report import ReportInputs, collect_report_inputs, ranked_vehicles, render_report, rule_precision
+from serving.report import ReportInputs, collect_report_inputs, data_quality, ranked_vehicles, render_report, rule_precision
 from tests.report_fixture import build_fleet
 from twins.types import Alert
 
@@ -116,3 +120,37 @@ def test_the_console_check_catches_a_script_error(tmp_path: Path) -> None:
     page.write_text(broken, encoding="utf-8")
     dom = _chromium("--dump-dom", page.as_uri())
     assert any("undefinedFunction" in line for line in _console_errors(dom.stderr)), dom.stderr[-2000:]
+
+
+def test_data_quality_comes_from_the_runs_aggregates_and_faults_and_whatif_is_shown(tmp_path: Path) -> None:
+    sensors = SCHEMA.sensor_names
+    for vehicle_id, gaps in (("Q1", 0), ("Q2", 2)):
+        folder = tmp_path / "aggregates" / "hourly" / f"vehicle_id={vehicle_id}"
+        folder.mkdir(parents=True)
+        hours = 4
+        columns = {"vehicle_id": [vehicle_id] * hours, "period_start_ms": np.arange(hours) * 3_600_000,
+                   "frames": [360] * hours}
+        for j, name in enumerate(sensors):
+            values = np.ones(hours)
+            if j == 0:
+                values[:] = np.nan  # never fitted on either vehicle
+            if j == 1 and gaps:
+                values[:gaps] = np.nan  # a dropout on Q2
+            columns[f"{name}_mean"] = values
+        pq.write_table(pa.table(columns), folder / "part-0.parquet")
+    pq.write_table(pa.table({"vehicle_id": ["Q2", "Q2"], "kind": ["stuck", "dropout"], "field": ["soc", "soc"],
+                             "start_ms": [0, 1], "end_ms": [1, 2], "magnitude": [0.0, 0.0]}),
+                   tmp_path / "sensor_faults.parquet")
+    quality = data_quality(tmp_path)
+    fitted = len(sensors) - 1
+    assert quality["Q1"] == {"fitted": fitted, "sensors": len(sensors), "dropout_share": 0.0, "faults": {}}
+    assert quality["Q2"]["dropout_share"] == pytest.approx(2 / (4 * fitted))
+    assert quality["Q2"]["faults"] == {"stuck": 1, "dropout": 1}
+
+    (tmp_path / "whatif").mkdir()
+    pq.write_table(pa.table({"scenario": ["base"], "policy": ["predictive"], "kpi": ["downtime_h"], "mean": [12.5],
+                             "ci_low": [10.0], "ci_high": [15.0], "replications": [8]}),
+                   tmp_path / "whatif" / "summary.parquet")
+    page = render_report(collect_report_inputs(tmp_path, load_config(), str(tmp_path / "checkpoints")))
+    assert "whatif-table" in page and "downtime_h" in page and "predictive" in page
+    assert f"<td>Q2</td><td>{fitted}/{len(sensors)}</td>" in page
