@@ -147,7 +147,7 @@ class TwinMetrics:
     def ingest(self, host: Any, block: FrameBatch) -> IngestResult:
         """``host.ingest(block)``, measured."""
         self.attach(host)
-        vehicle_ids = [vehicle_id for vehicle_id, _ in block.parts()]
+        vehicle_ids = block.vehicle_ids
         windows_before = sum(t.windows_closed for v in vehicle_ids if (t := host.twins.get(v)) is not None)
         answered, failed = host.predictions_answered, host.predictions_failed
         self._persist_spent[0] = 0.0
