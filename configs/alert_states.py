@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ import pyarrow.fs as pafs
 STATES: tuple[str, ...] = ("open", "acknowledged", "assigned", "resolved")
 ACTIONS: dict[str, str] = {"acknowledge": "acknowledged", "assign": "assigned", "resolve": "resolved"}
 OUTCOMES: tuple[str, ...] = ("confirmed_failure", "false_alarm", "sensor_problem")
+log = logging.getLogger(__name__)
+
 LOG_FILE = "alert_states.jsonl"
 MAX_NOTE_CHARS = 2000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/ -]{0,127}$")
@@ -131,6 +135,7 @@ class AlertStateLog:
         self.uri = uri
         self._lock = threading.Lock()
         self._states: dict[str, AlertState] = {}
+        self._listeners: list[Callable[[Any, AlertState], None]] = []
         self.fs: pafs.FileSystem | None = None
         self.path = ""
         if uri is not None:
@@ -171,6 +176,10 @@ class AlertStateLog:
         with self.fs.open_output_stream(self.path) as out:
             out.write(old + line)
 
+    def subscribe(self, listener: Callable[[Any, AlertState], None]) -> None:
+        """Call ``listener(alert, new_state)`` after every durable change (e.g. feed the explanations index)."""
+        self._listeners.append(listener)
+
     def get(self, alert: Any) -> AlertState:
         """The alert's state (``open`` if nobody changed it)."""
         return self._states.get(alert.alert_id) or AlertState.open(alert)
@@ -186,7 +195,12 @@ class AlertStateLog:
                                mode=mode, note=note)
             self._append(new)
             self._states[new.alert_id] = new
-            return new
+        for listener in self._listeners:
+            try:
+                listener(alert, new)
+            except Exception as error:  # the change is durable already: a listener's failure must not undo it
+                log.warning("alert state listener %r failed for alert_id=%r: %r", listener, new.alert_id, error)
+        return new
 
 
 def replay(data: bytes) -> dict[str, AlertState]:

@@ -47,6 +47,7 @@ from serving.client import Client
 from serving.demo import run_demo
 from serving.drift import run_drift
 from serving.keys import issue_test_certificates
+from serving.outcomes import OutcomeIndexer
 from serving.report import write_report
 from serving.server import serve_until_signal, start_front_door, startup_refusals
 from serving.sources import live_fleet, paced, replay_run
@@ -303,8 +304,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         console.print(f"[dim]{note}[/dim]")
 
     async def main() -> int:
-        door = await start_front_door(runtime.backend, cfg, secret=secret, port=args.port,
-                                      alert_states=AlertStateLog(config.twins.checkpoint_uri))
+        alert_states = AlertStateLog(config.twins.checkpoint_uri)
+        alert_states.subscribe(OutcomeIndexer(run_dir / "explanations"))  # resolved alerts explain new ones
+        door = await start_front_door(runtime.backend, cfg, secret=secret, port=args.port, alert_states=alert_states)
         scheme = "TLS" if cfg.tls_cert_path else "plaintext"
         console.print(f"[green]gRPC front door on {cfg.host}:{door.port}[/green] ({scheme}, "
                       f"auth {'on' if cfg.require_auth else 'OFF'}); SIGTERM or Ctrl-C stops gracefully")
