@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from configs.schema import SCHEMA
 from serving.codec import DecodedBatch, frames_of
+from twins.metrics import PrometheusSink, TwinMetrics
 from twins.types import Alert, AlertFilter, IngestResult, Rule, alert_id
 
 log = logging.getLogger(__name__)
@@ -318,12 +319,19 @@ class LocalTwinsBackend:
         self.host = host
         self._lock = asyncio.Lock()
         self.admission = TwinAdmission(host.cfg.max_twins, host.cfg.max_new_twins_per_credential)
+        self.twin_metrics: TwinMetrics | None = None
+
+    def attach_metrics(self, registry: Any) -> None:
+        """Export the twins' own metrics (``twins.metrics``) on the front door's registry."""
+        self.twin_metrics = TwinMetrics(PrometheusSink(registry), host="local")
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._lock:
             return await asyncio.to_thread(fn, *args)
 
     async def ingest(self, batch: DecodedBatch) -> IngestResult:
+        if self.twin_metrics is not None:
+            return await self._run(self.twin_metrics.ingest, self.host, batch.frames())
         return await self._run(self.host.ingest, batch.frames())
 
     async def summary(self, vehicle_id: str) -> dict[str, Any] | None:

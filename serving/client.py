@@ -98,6 +98,16 @@ def open_channel(target: str, *, ca_path: str | None = None, cert_path: str | No
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+def alert_with_lifecycle(msg: alerts_pb2.Alert) -> dict[str, Any]:
+    """An alert message as a dict, with its lifecycle (``state``, ``assignee``, ``outcome``, ...) under "lifecycle"."""
+    alert = alert_from_proto(msg)
+    life = msg.lifecycle
+    alert["lifecycle"] = {"state": life.state or "open", "assignee": life.assignee, "outcome": life.outcome,
+                          "mode": life.mode, "note": life.note, "updated_ms": life.updated_ms,
+                          "updated_by": life.updated_by}
+    return alert
+
+
 class Client:
     def __init__(self, target: str, token: str | None = None, *, channel_factory: Callable[[], grpc.aio.Channel] | None = None,
                  **channel_kwargs: Any) -> None:
@@ -132,12 +142,22 @@ class Client:
     async def list_alerts(self, **filters: Any) -> list[dict[str, Any]]:
         stub = alerts_pb2_grpc.AlertServiceStub(self.channel)
         reply = await stub.ListAlerts(alerts_pb2.AlertFilter(**filters), metadata=self.metadata)
-        return [alert_from_proto(a) for a in reply.alerts]
+        return [alert_with_lifecycle(a) for a in reply.alerts]
 
     async def watch_alerts(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
         stub = alerts_pb2_grpc.AlertServiceStub(self.channel)
         async for alert in stub.WatchAlerts(alerts_pb2.AlertFilter(**filters), metadata=self.metadata):
-            yield alert_from_proto(alert)
+            yield alert_with_lifecycle(alert)
+
+    async def change_alert(self, action: str, alert_id: str, **fields: str) -> dict[str, Any]:
+        """``action``: acknowledge | assign | resolve; ``fields``: vehicle_id, assignee, outcome, mode, note."""
+        methods = {"acknowledge": "Acknowledge", "assign": "Assign", "resolve": "Resolve"}
+        if action not in methods:
+            raise ValueError(f"action={action!r}: expected one of {tuple(methods)}")
+        stub = alerts_pb2_grpc.AlertServiceStub(self.channel)
+        reply = await getattr(stub, methods[action])(alerts_pb2.AlertAction(alert_id=alert_id, **fields),
+                                                     metadata=self.metadata)
+        return alert_with_lifecycle(reply)
 
     # ----- telemetry -------------------------------------------------------------------------------
     async def stream(self, batches: Iterable[Any] | AsyncIterable[Any], *, max_unacked_frames: int = 50_000,

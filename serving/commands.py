@@ -10,8 +10,14 @@
     evtwin serve --run runs/default                    # Ray + model services + twins + gRPC on :50151
     evtwin stream --run runs/default --speed 600       # replay a run at 600x real time
     evtwin alerts --follow
+    evtwin alerts ack ALERT_ID                         # operator token with --write (the local one has it)
+    evtwin alerts assign ALERT_ID --assignee carol
+    evtwin alerts resolve ALERT_ID --outcome confirmed_failure --mode coolant_pump --note "pump seized"
     evtwin twin V0001
     evtwin explain 3f2a9c0d1e4b5a67                    # likely causes of an alert, with their evidence
+    evtwin status [--json]                             # streams, twins, alerts by state, models, drift
+    evtwin report --run runs/default                   # the fleet report: runs/default/report.html
+    evtwin drift --run runs/default [--live runs/other] # PSI of the inputs against the training reference
     evtwin demo
 """
 from __future__ import annotations
@@ -31,6 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.alert_states import OUTCOMES, AlertStateLog
 from configs.catalog import load_catalog
 from configs.cli import add_config_arguments, config_from_args
 from configs.settings import Config
@@ -40,13 +47,19 @@ from serving.auth import Claims, KeySetFile, issue_token, load_keys, load_or_cre
 from serving.catalog_source import catalog_batches, describe_report
 from serving.client import Client
 from serving.demo import run_demo
+from serving.drift import run_drift
 from serving.keys import issue_test_certificates
+from serving.outcomes import OutcomeIndexer
+from serving.report import write_report
 from serving.server import serve_until_signal, start_front_door, startup_refusals
 from serving.sources import live_fleet, paced, replay_run
+from serving.status import gather_status, status_table
 from serving.terminal import alert_line
+from training.drift import DEFAULT_ALERT_LEVEL
 
 console = Console(stderr=True)
 out = Console()
+ALERT_ACTIONS: dict[str, str] = {"list": "", "ack": "acknowledge", "assign": "assign", "resolve": "resolve"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,7 +107,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, helptext in (("stream", "stream frames to the server (replay a run or live from the generator)"),
                            ("alerts", "list alerts, or follow them as they are raised"),
                            ("twin", "show one twin's state"),
-                           ("explain", "why an alert fired: likely causes with their evidence, or none")):
+                           ("explain", "why an alert fired: likely causes with their evidence, or none"),
+                           ("status", "streams, twins, alerts by state, model versions, drift at a glance")):
         parser = subparsers.add_parser(name, help=helptext)
         add_config_arguments(parser)
         _add_connection_arguments(parser)
@@ -109,6 +123,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("inputs", nargs="*", help="with --catalog: CSV/Parquet files to stream")
             parser.set_defaults(func=cmd_stream)
         elif name == "alerts":
+            parser.add_argument("action", nargs="?", choices=ALERT_ACTIONS, default="list",
+                                help="list (default), or change one alert's lifecycle")
+            parser.add_argument("alert_id", nargs="?", default="", help="ack/assign/resolve: the alert's id")
+            parser.add_argument("--assignee", default="", help="assign: who works the alert")
+            parser.add_argument("--outcome", default="", choices=("", *OUTCOMES), help="resolve: what was found")
+            parser.add_argument("--mode", default="", help="resolve --outcome confirmed_failure: the failure mode")
+            parser.add_argument("--note", default="", help="ack/assign/resolve: free text")
             parser.add_argument("--follow", action="store_true", help="keep streaming new alerts")
             parser.add_argument("--vehicle", default="")
             parser.add_argument("--rule", default="")
@@ -121,6 +142,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--causes", type=int, default=0, help="causes to rank (default: the server's, 3)")
             parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
             parser.set_defaults(func=cmd_explain)
+        elif name == "status":
+            parser.add_argument("--json", action="store_true", help="print the status as JSON")
+            parser.add_argument("--metrics-url", default=None,
+                                help="front door metrics (default http://serving.host:serving.metrics_port/metrics)")
+            parser.set_defaults(func=cmd_status)
         else:
             parser.add_argument("vehicle_id")
             parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -128,6 +154,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name != "stream":  # stream's --run is the run it replays, and also where the local token comes from
             parser.add_argument("--run", default=None,
                                 help="run directory of the local server, whose key set mints a local token")
+
+    report = subparsers.add_parser("report", help="the fleet report: one self-contained HTML file")
+    add_config_arguments(report)
+    report.add_argument("--run", required=True, help="run directory (its checkpoints, alerts, drift, what-if)")
+    report.add_argument("--out", default=None, help="HTML file to write (default <run>/report.html)")
+    report.set_defaults(func=cmd_report)
+
+    drift = subparsers.add_parser("drift", help="PSI of a run's windows against the models' training reference")
+    add_config_arguments(drift)
+    drift.add_argument("--run", required=True, help="run directory holding the trained models (and its reference)")
+    drift.add_argument("--live", default=None, help="prepared run to judge (default: --run's test split)")
+    drift.add_argument("--alert-level", type=float, default=DEFAULT_ALERT_LEVEL,
+                       help=f"PSI above which a model_drift alert is raised (default {DEFAULT_ALERT_LEVEL})")
+    drift.set_defaults(func=cmd_drift)
 
     demo = subparsers.add_parser("demo", help="the whole product end to end on the default config (< 10 min)")
     add_config_arguments(demo)
@@ -272,7 +312,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         console.print(f"[dim]{note}[/dim]")
 
     async def main() -> int:
-        door = await start_front_door(runtime.backend, cfg, secret=secret, port=args.port)
+        alert_states = AlertStateLog(config.twins.checkpoint_uri)
+        alert_states.subscribe(OutcomeIndexer(run_dir / "explanations"))  # resolved alerts explain new ones
+        door = await start_front_door(runtime.backend, cfg, secret=secret, port=args.port, alert_states=alert_states)
         scheme = "TLS" if cfg.tls_cert_path else "plaintext"
         console.print(f"[green]gRPC front door on {cfg.host}:{door.port}[/green] ({scheme}, "
                       f"auth {'on' if cfg.require_auth else 'OFF'}); SIGTERM or Ctrl-C stops gracefully")
@@ -334,17 +376,56 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _lifecycle_text(alert: dict[str, Any]) -> str:
+    life = alert.get("lifecycle") or {}
+    state = life.get("state") or "open"
+    extra = life.get("assignee") if state == "assigned" else life.get("outcome") if state == "resolved" else ""
+    return f"[dim]{alert['alert_id']} {state}{' ' + extra if extra else ''}[/dim]"
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.action != "list":
+        if not args.alert_id:
+            console.print(f"[red]evtwin alerts {args.action}[/red] needs the alert id (shown by `evtwin alerts`)")
+            return 2
+        fields = {"vehicle_id": args.vehicle, "assignee": args.assignee, "outcome": args.outcome, "mode": args.mode,
+                  "note": args.note}
+
+        async def change() -> int:
+            async with _client(args, config) as client:
+                alert = await client.change_alert(ALERT_ACTIONS[args.action], args.alert_id, **fields)
+            out.print(f"{alert_line(alert)} {_lifecycle_text(alert)}", soft_wrap=True)
+            return 0
+
+        return _run_rpc(change)
     filters = {"vehicle_id": args.vehicle, "rule": args.rule, "since_ms": args.since_ms, "min_severity": args.min_severity}
 
     async def main() -> int:
         async with _client(args, config) as client:
             for alert in await client.list_alerts(limit=args.limit, **filters):
-                out.print(alert_line(alert))
+                out.print(f"{alert_line(alert)} {_lifecycle_text(alert)}", soft_wrap=True)
             if args.follow:
                 async for alert in client.watch_alerts(**filters):
-                    out.print(alert_line(alert))
+                    out.print(f"{alert_line(alert)} {_lifecycle_text(alert)}", soft_wrap=True)
+        return 0
+
+    return _run_rpc(main)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    cfg = config.serving
+    metrics_url = args.metrics_url or (f"http://{cfg.host}:{cfg.metrics_port}/metrics" if cfg.metrics_port else None)
+    run_dir = _run_dir(args, config)
+
+    async def main() -> int:
+        async with _client(args, config) as client:
+            status = await gather_status(client, run_dir if run_dir.is_dir() else None, metrics_url)
+        if args.json:
+            out.print_json(json.dumps(status))
+        else:
+            out.print(status_table(status))
         return 0
 
     return _run_rpc(main)
@@ -423,6 +504,36 @@ def _run_rpc(main: Any) -> int:
     except grpc.aio.AioRpcError as error:
         console.print(f"[red]{error.code().name}[/red]: {error.details()}")
         return 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--run {run_dir}: no such run directory")
+    config = resolve_run_paths(_config(args), run_dir)
+    started = time.perf_counter()
+    path = write_report(run_dir, config, config.twins.checkpoint_uri, args.out or run_dir / "report.html")
+    console.print(f"report written: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    live = Path(args.live) if args.live else Path(args.run)
+    config = resolve_run_paths(_config(args), live)
+    result = run_drift(args.run, config, config.twins.checkpoint_uri, args.live, args.alert_level)
+    table = Table(title=f"drift of {live} against {args.run} (PSI; {result['windows']} windows)")
+    table.add_column("input")
+    table.add_column("PSI", justify="right")
+    for feature in result["features"][:10]:
+        table.add_row(feature["feature"], f"{feature['psi']:.3f}")
+    for name, value in result["score_psi"].items():
+        table.add_row(f"score {name}", f"{value:.3f}")
+    for group, part in result.get("by_profile", {}).items():
+        table.add_row(f"profile {group}", f"{part['level']:.3f} ({part['worst_feature']})")
+    out.print(table)
+    console.print(f"level {result['level']:.3f} (alert above {args.alert_level}); {len(result['alerts'])} model_drift "
+                  f"alerts; written {live / 'drift'}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
+from twins.metrics import TWIN_METRICS
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -64,3 +66,23 @@ class FrontDoorMetrics:
 def start_metrics_server(metrics: FrontDoorMetrics, port: int, host: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` over HTTP on ``host:port`` (loopback by default)."""
     start_http_server(port, addr=host, registry=metrics.registry)
+
+
+def _series(name: str, kind: str) -> set[str]:
+    """The series names Prometheus stores for one metric of ``kind``."""
+    if kind == "histogram":
+        return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    if kind == "counter" and not name.endswith("_total"):
+        return {f"{name}_total"}
+    return {name}
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the code exports: the front door's, and the twins' both as the server process
+    exports them (local backend) and as Ray's metrics agent does (``ray_`` prefix, host actors)."""
+    names: set[str] = set()
+    for family in FrontDoorMetrics().registry.collect():
+        names |= _series(family.name, family.type)
+    for name, (kind, _help, _tags) in TWIN_METRICS.items():
+        names |= _series(name, kind) | _series(f"ray_{name}", kind)
+    return names

@@ -23,6 +23,7 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from configs.alert_states import AlertStateLog
 from configs.settings import ServingConfig
 from protos.evtwin.v1 import alerts_pb2, explain_pb2, telemetry_pb2, twin_pb2
 from serving.auth import AuthError, Claims, KeySet, KeySetFile, bearer_token, verify_token
@@ -255,8 +256,12 @@ class FrontDoor:
 
 async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret: KeySet | KeySetFile | bytes | None,
                            host: str | None = None, port: int | None = None,
-                           clock_ms: Callable[[], int] = wall_clock_ms) -> FrontDoor:
-    """Build and start the server; ``port=0`` binds a free port (returned in ``FrontDoor.port``)."""
+                           clock_ms: Callable[[], int] = wall_clock_ms,
+                           alert_states: AlertStateLog | None = None) -> FrontDoor:
+    """Build and start the server; ``port=0`` binds a free port (returned in ``FrontDoor.port``).
+
+    ``alert_states``: the alert lifecycle log (durable beside the checkpoints); None keeps it in memory.
+    """
     if cfg.require_auth and secret is None:
         raise ValueError("serving.require_auth is true but no auth secret was given")
     server = grpc.aio.server(
@@ -269,6 +274,7 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
     hub = AlertHub(cfg.watch_queue_alerts)
     sessions = SessionRegistry()
     metrics = FrontDoorMetrics()
+    getattr(backend, "attach_metrics", lambda _registry: None)(metrics.registry)  # twins in this process
     if cfg.metrics_port:
         start_metrics_server(metrics, cfg.metrics_port, host or cfg.host)
     limits = BatchLimits(max_batch_frames=cfg.max_batch_frames, max_future_skew_ms=int(cfg.max_future_skew_s * 1000))
@@ -276,7 +282,8 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
                       TelemetryServicer(backend, hub, sessions, limits, cfg.max_frames_in_flight_per_stream, clock_ms,
                                         metrics, max_streams=cfg.max_concurrent_streams))
     register_servicer(server, twin_pb2.DESCRIPTOR.services_by_name["TwinService"], TwinServicer(backend))
-    register_servicer(server, alerts_pb2.DESCRIPTOR.services_by_name["AlertService"], AlertServicer(backend, hub))
+    register_servicer(server, alerts_pb2.DESCRIPTOR.services_by_name["AlertService"],
+                      AlertServicer(backend, hub, alert_states, clock_ms))
     register_servicer(server, explain_pb2.DESCRIPTOR.services_by_name["ExplainService"], ExplainServicer(backend))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -11,9 +11,11 @@ import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import grpc
 
+from configs.alert_states import AlertState, AlertStateLog, check_change
 from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
 from serving.auth import Claims
 from serving.backend import FleetBackend
@@ -78,8 +80,16 @@ class FrameBudget:
             self._released.notify_all()
 
 
+@dataclass(frozen=True)
+class StateChange:
+    """An alert whose lifecycle changed (acknowledged, assigned, resolved), fanned out like a new alert."""
+
+    alert: Alert
+    state: AlertState
+
+
 class AlertHub:
-    """Fan-out of new alerts to WatchAlerts subscribers; a subscriber that falls behind is dropped."""
+    """Fan-out of new alerts (and ``StateChange``s) to WatchAlerts subscribers; one that falls behind is dropped."""
 
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
@@ -93,7 +103,7 @@ class AlertHub:
     def unsubscribe(self, queue: asyncio.Queue) -> None:
         self._subscribers.discard(queue)
 
-    def publish(self, alerts: list[Alert]) -> None:
+    def publish(self, alerts: list[Alert] | list[StateChange]) -> None:
         for queue in list(self._subscribers):
             for alert in alerts:
                 try:
@@ -280,17 +290,42 @@ def _check_filter(msg: alerts_pb2.AlertFilter) -> str | None:
     return None
 
 
+def lifecycle_to_proto(state: AlertState) -> alerts_pb2.AlertLifecycle:
+    return alerts_pb2.AlertLifecycle(state=state.state, assignee=state.assignee, outcome=state.outcome,
+                                     mode=state.mode, note=state.note, updated_ms=state.updated_ms,
+                                     updated_by=state.updated_by)
+
+
+def alert_with_state(alert: Alert, state: AlertState) -> alerts_pb2.Alert:
+    msg = alert_to_proto(alert)
+    msg.lifecycle.CopyFrom(lifecycle_to_proto(state))
+    return msg
+
+
+# Every alert of one vehicle (or of the fleet) when an action looks one up by id.
+_LOOKUP_LIMIT = 1 << 30
+
+
 class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
-    def __init__(self, backend: FleetBackend, hub: AlertHub) -> None:
+    """Lists and streams alerts with their lifecycle; operators with write acknowledge, assign and resolve them.
+
+    ``states`` is the lifecycle log (``configs.alert_states.AlertStateLog``, durable beside the checkpoints);
+    without one the lifecycle is kept in memory only.
+    """
+
+    def __init__(self, backend: FleetBackend, hub: AlertHub, states: AlertStateLog | None = None,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.backend = backend
         self.hub = hub
+        self.states = states if states is not None else AlertStateLog(None)
+        self.clock_ms = clock_ms
 
     async def ListAlerts(self, request: alerts_pb2.AlertFilter, context: grpc.aio.ServicerContext) -> alerts_pb2.AlertList:
         await _require(context, read=True, request=request)
         if problem := _check_filter(request):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         alerts = await self.backend.alerts(alert_filter_from_proto(request))
-        return alerts_pb2.AlertList(alerts=[alert_to_proto(a) for a in alerts])
+        return alerts_pb2.AlertList(alerts=[alert_with_state(a, self.states.get(a)) for a in alerts])
 
     async def WatchAlerts(self, request: alerts_pb2.AlertFilter,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[alerts_pb2.Alert]:
@@ -301,16 +336,56 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         queue = self.hub.subscribe()
         try:
             while True:
-                alert = await queue.get()
-                if alert is _CLOSING:
+                item = await queue.get()
+                if item is _CLOSING:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down")
-                if alert is _LAGGED:
+                if item is _LAGGED:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                         "watcher fell behind; catch up with ListAlerts(since_ms) and watch again")
+                alert, state = (item.alert, item.state) if isinstance(item, StateChange) else (item, None)
                 if wanted.matches(alert):
-                    yield alert_to_proto(alert)
+                    yield alert_with_state(alert, state or self.states.get(alert))
         finally:
             self.hub.unsubscribe(queue)
+
+    async def Acknowledge(self, request: alerts_pb2.AlertAction, context: grpc.aio.ServicerContext) -> alerts_pb2.Alert:
+        return await self._act("acknowledge", request, context)
+
+    async def Assign(self, request: alerts_pb2.AlertAction, context: grpc.aio.ServicerContext) -> alerts_pb2.Alert:
+        return await self._act("assign", request, context)
+
+    async def Resolve(self, request: alerts_pb2.AlertAction, context: grpc.aio.ServicerContext) -> alerts_pb2.Alert:
+        return await self._act("resolve", request, context)
+
+    async def _act(self, action: str, request: alerts_pb2.AlertAction,
+                   context: grpc.aio.ServicerContext) -> alerts_pb2.Alert:
+        claims = await _require(context, read=True, request=request)
+        method = action.capitalize()
+        if not claims.write:  # changing an alert is a write: an operator credential minted with --write
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{method}: operator credential {claims.sub!r} may only read (mint it with --write)")
+        if request.vehicle_id and not VEHICLE_ID_PATTERN.match(request.vehicle_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"vehicle_id={request.vehicle_id[:80]!r}: not a vehicle id")
+        if not request.alert_id or len(request.alert_id) > 64:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"alert_id={request.alert_id[:80]!r}: not an alert id")
+        fields = {"assignee": request.assignee, "outcome": request.outcome, "mode": request.mode, "note": request.note}
+        try:  # refuse bad input before looking the alert up
+            check_change(AlertState(request.alert_id, "", "", 0), action, **fields)
+        except ValueError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: {error}")
+        wanted = AlertFilter(vehicle_id=request.vehicle_id or None, limit=_LOOKUP_LIMIT)
+        alert = next((a for a in await self.backend.alerts(wanted) if a.alert_id == request.alert_id), None)
+        if alert is None:
+            where = f" of vehicle_id={request.vehicle_id!r}" if request.vehicle_id else ""
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"alert_id={request.alert_id!r}{where}: no such alert")
+        try:
+            state = await asyncio.to_thread(self.states.change, alert, action, by=claims.sub, now_ms=self.clock_ms(),
+                                            **fields)
+        except ValueError as error:  # e.g. already resolved
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{method}: {error}")
+        self.hub.publish([StateChange(alert, state)])
+        return alert_with_state(alert, state)
 
 
 class TwinServicer(twin_pb2_grpc.TwinServiceServicer):

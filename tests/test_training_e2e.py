@@ -97,3 +97,17 @@ def test_online_twin_path_gives_the_offline_features_on_generated_frames(pipelin
         for end, window in asm.push(cols["ts"][sl], {c: cols[c][sl] for c in ("ts", *REQUIRED_COLUMNS)}):
             rows.append(state.update(window, end_ms=end))
     assert np.array_equal(np.stack(rows), X) and np.isfinite(X).all()
+
+
+def test_training_stores_the_drift_reference_and_evtwin_drift_judges_another_fleet(pipeline) -> None:
+    from serving.cli import main
+    from training.drift import read_reference
+    from training.features import FEATURE_NAMES
+
+    reference = read_reference(pipeline["run"] / "models")
+    assert set(reference["features"]) == set(FEATURE_NAMES)
+    assert set(reference["scores"]) == {"risk_7d", "risk_14d", "risk_30d"}  # the failure model's, per horizon
+    assert main(["drift", "--run", str(pipeline["run"]), "--live", str(pipeline["other"])]) == 0
+    drift = json.loads((pipeline["other"] / "drift" / "drift.json").read_text())
+    assert drift["windows"] > 0 and np.isfinite(drift["level"]) and set(drift["score_psi"]) == set(reference["scores"])
+    assert drift["by_profile"] and all("/" in group for group in drift["by_profile"])  # duty cycle / climate

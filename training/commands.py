@@ -1,6 +1,6 @@
 """CLI subcommands of the training area (assembled by serving/cli.py)::
 
-    evtwin prepare  --run runs/<name> [--workers N]
+    evtwin prepare  --run runs/<name> [--workers N] [--outcomes labels.csv]
     evtwin train    --run runs/<name>
     evtwin evaluate --run runs/<name> [--test-run runs/<other-seed>] [--publish docs/EVALUATION.md]
 """
@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.alert_states import read_states, write_outcome_labels
 from configs.cli import add_config_arguments, config_from_args
 from configs.runs import list_vehicles
+from configs.settings import Config, TwinsConfig
 from training.dataset import prepare_dataset
 from training.evaluate import evaluate_run
 from training.train import train_all
@@ -31,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--all-test", action="store_true",
                          help="put every vehicle in the test split (a fleet kept for out-of-sample evaluation)")
     prepare.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    prepare.add_argument("--outcomes", default=None, metavar="FILE",
+                         help="also write the resolved alert outcomes (the lifecycle log beside the run's "
+                              "checkpoints) as a label CSV to FILE (configs.alert_states.read_outcome_labels)")
     prepare.set_defaults(func=run_prepare)
 
     train = subparsers.add_parser("train", help="train failure, severity and anomaly models on a prepared run")
@@ -47,9 +52,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=run_evaluate)
 
 
+def checkpoint_uri(run: Path, cfg: Config) -> str:
+    """Where the run's twins keep their checkpoints: as configured, else ``<run>/checkpoints`` (as ``evtwin serve``)."""
+    configured = cfg.twins.checkpoint_uri
+    return str(run / "checkpoints") if configured == TwinsConfig().checkpoint_uri else configured
+
+
+def export_outcomes(run: Path, cfg: Config, path: str | Path) -> int:
+    """The run's resolved alert outcomes as a label CSV at ``path``; returns the number of rows."""
+    return write_outcome_labels(path, read_states(checkpoint_uri(run, cfg)))
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     run = Path(args.run)
+    if args.outcomes:  # first: a bad path fails before minutes of preparation
+        rows = export_outcomes(run, cfg, args.outcomes)
+        console.print(f"{rows} resolved alert outcomes -> {args.outcomes}")
     total = len(list_vehicles(run))
     workers = args.workers or min(os.cpu_count() or 1, max(total, 1))
     columns = (SpinnerColumn(), TextColumn("[bold]preparing"), BarColumn(), MofNCompleteColumn(),

@@ -30,6 +30,7 @@ from training.artifacts import MODELS_DIR, provenance, write_meta
 from training.calibration import fit_calibrator
 from training.dataset import DATASET_DIR, read_card, read_split
 from training.detectors import FixedLimits, VehicleBlock, choose_threshold, vehicle_zscore
+from training.drift import record_training_reference
 from training.features import FEATURE_NAMES
 from training.metrics import average_precision, macro_f1, roc_auc
 
@@ -390,6 +391,7 @@ def train_all(run_dir: Path, cfg: Config, on_step: Callable[[str], None] | None 
         t = time.perf_counter()
         results[name] = fn()
         timings[f"{name}_s"] = time.perf_counter() - t
+    record_training_reference(run_dir, tr.X)  # input and score distributions for drift monitoring
     timings["total_s"] = time.perf_counter() - t0
     summary = {"timings": timings, "metrics": {k: v for k, v in results.items() if k != "baselines"},
                "data_hash": card["data_hash"], "train_windows": tr.size, "validation_windows": va.size}

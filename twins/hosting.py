@@ -37,6 +37,7 @@ from configs.frames import FrameBatch
 from configs.settings import Config, TwinsConfig
 from training.artifacts import ArtifactMismatch, load_anomaly_model
 from twins.host import HostSettings, Predictor, TwinHost, checkpoint_summary, route
+from twins.metrics import RaySink, TwinMetrics
 from twins.store import AlertStore, CheckpointStore
 from twins.types import Alert, AlertFilter, IngestResult
 
@@ -86,9 +87,10 @@ class TwinHostActor:
                 logging.getLogger(__name__).warning("twins run without predictions: %r", error)
                 predictor = None
         self.host = TwinHost(settings, model, predictor, RayRunner() if model is not None else None)
+        self.metrics = TwinMetrics(RaySink(), host=ray.get_runtime_context().get_actor_name() or "host")
 
     def ingest(self, block: FrameBatch) -> IngestResult:
-        return self.host.ingest(block)
+        return self.metrics.ingest(self.host, block)  # host.ingest, measured (twins/metrics.py)
 
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         return self.host.summary(vehicle_id)

@@ -21,6 +21,7 @@ class Rule(StrEnum):
     ANOMALY = "anomaly"
     SENSOR_FAULT = "sensor_fault"
     FAILURE_RISK = "failure_risk"
+    MODEL_DRIFT = "model_drift"  # raised by drift monitoring (serving.drift), for the fleet or a vehicle profile
 
 
 RULES: tuple[str, ...] = tuple(Rule)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/evtwin/v1/alerts.proto\x12\tevtwin.v1\"*\n\x0bSignalShare\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x02\"8\n\x0bHorizonRisk\x12\x14\n\x0chorizon_days\x18\x01 \x01(\x05\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\xe6\x01\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x12\n\nvehicle_id\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\r\n\x05ts_ms\x18\x04 \x01(\x03\x12\x0b\n\x03seq\x18\x05 \x01(\x03\x12\r\n\x05score\x18\x06 \x01(\x02\x12\'\n\x07signals\x18\x07 \x03(\x0b\x32\x16.evtwin.v1.SignalShare\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x0c\n\x04mode\x18\t \x01(\t\x12\x10\n\x08severity\x18\n \x01(\x05\x12$\n\x04risk\x18\x0b \x03(\x0b\x32\x16.evtwin.v1.HorizonRisk\"f\n\x0b\x41lertFilter\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\x12\x14\n\x0cmin_severity\x18\x04 \x01(\x05\x12\r\n\x05limit\x18\x05 \x01(\x05\"-\n\tAlertList\x12 \n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x10.evtwin.v1.Alert2\x85\x01\n\x0c\x41lertService\x12:\n\nListAlerts\x12\x16.evtwin.v1.AlertFilter\x1a\x14.evtwin.v1.AlertList\x12\x39\n\x0bWatchAlerts\x12\x16.evtwin.v1.AlertFilter\x1a\x10.evtwin.v1.Alert0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/evtwin/v1/alerts.proto\x12\tevtwin.v1\"*\n\x0bSignalShare\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x02\"8\n\x0bHorizonRisk\x12\x14\n\x0chorizon_days\x18\x01 \x01(\x05\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x94\x02\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x12\n\nvehicle_id\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\r\n\x05ts_ms\x18\x04 \x01(\x03\x12\x0b\n\x03seq\x18\x05 \x01(\x03\x12\r\n\x05score\x18\x06 \x01(\x02\x12\'\n\x07signals\x18\x07 \x03(\x0b\x32\x16.evtwin.v1.SignalShare\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x0c\n\x04mode\x18\t \x01(\t\x12\x10\n\x08severity\x18\n \x01(\x05\x12$\n\x04risk\x18\x0b \x03(\x0b\x32\x16.evtwin.v1.HorizonRisk\x12,\n\tlifecycle\x18\x0c \x01(\x0b\x32\x19.evtwin.v1.AlertLifecycle\"\x86\x01\n\x0e\x41lertLifecycle\x12\r\n\x05state\x18\x01 \x01(\t\x12\x10\n\x08\x61ssignee\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x12\n\nupdated_ms\x18\x06 \x01(\x03\x12\x12\n\nupdated_by\x18\x07 \x01(\t\"r\n\x0b\x41lertAction\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x12\n\nvehicle_id\x18\x02 \x01(\t\x12\x10\n\x08\x61ssignee\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\"f\n\x0b\x41lertFilter\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\x12\x14\n\x0cmin_severity\x18\x04 \x01(\x05\x12\r\n\x05limit\x18\x05 \x01(\x05\"-\n\tAlertList\x12 \n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x10.evtwin.v1.Alert2\xa7\x02\n\x0c\x41lertService\x12:\n\nListAlerts\x12\x16.evtwin.v1.AlertFilter\x1a\x14.evtwin.v1.AlertList\x12\x39\n\x0bWatchAlerts\x12\x16.evtwin.v1.AlertFilter\x1a\x10.evtwin.v1.Alert0\x01\x12\x37\n\x0b\x41\x63knowledge\x12\x16.evtwin.v1.AlertAction\x1a\x10.evtwin.v1.Alert\x12\x32\n\x06\x41ssign\x12\x16.evtwin.v1.AlertAction\x1a\x10.evtwin.v1.Alert\x12\x33\n\x07Resolve\x12\x16.evtwin.v1.AlertAction\x1a\x10.evtwin.v1.Alertb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HORIZONRISK']._serialized_start=88
   _globals['_HORIZONRISK']._serialized_end=144
   _globals['_ALERT']._serialized_start=147
-  _globals['_ALERT']._serialized_end=377
-  _globals['_ALERTFILTER']._serialized_start=379
-  _globals['_ALERTFILTER']._serialized_end=481
-  _globals['_ALERTLIST']._serialized_start=483
-  _globals['_ALERTLIST']._serialized_end=528
-  _globals['_ALERTSERVICE']._serialized_start=531
-  _globals['_ALERTSERVICE']._serialized_end=664
+  _globals['_ALERT']._serialized_end=423
+  _globals['_ALERTLIFECYCLE']._serialized_start=426
+  _globals['_ALERTLIFECYCLE']._serialized_end=560
+  _globals['_ALERTACTION']._serialized_start=562
+  _globals['_ALERTACTION']._serialized_end=676
+  _globals['_ALERTFILTER']._serialized_start=678
+  _globals['_ALERTFILTER']._serialized_end=780
+  _globals['_ALERTLIST']._serialized_start=782
+  _globals['_ALERTLIST']._serialized_end=827
+  _globals['_ALERTSERVICE']._serialized_start=830
+  _globals['_ALERTSERVICE']._serialized_end=1125
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,7 @@ class HorizonRisk(_message.Message):
     def __init__(self, horizon_days: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("alert_id", "vehicle_id", "rule", "ts_ms", "seq", "score", "signals", "message", "mode", "severity", "risk")
+    __slots__ = ("alert_id", "vehicle_id", "rule", "ts_ms", "seq", "score", "signals", "message", "mode", "severity", "risk", "lifecycle")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     VEHICLE_ID_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class Alert(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     RISK_FIELD_NUMBER: _ClassVar[int]
+    LIFECYCLE_FIELD_NUMBER: _ClassVar[int]
     alert_id: str
     vehicle_id: str
     rule: str
@@ -46,7 +47,42 @@ class Alert(_message.Message):
     mode: str
     severity: int
     risk: _containers.RepeatedCompositeFieldContainer[HorizonRisk]
-    def __init__(self, alert_id: _Optional[str] = ..., vehicle_id: _Optional[str] = ..., rule: _Optional[str] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., score: _Optional[float] = ..., signals: _Optional[_Iterable[_Union[SignalShare, _Mapping]]] = ..., message: _Optional[str] = ..., mode: _Optional[str] = ..., severity: _Optional[int] = ..., risk: _Optional[_Iterable[_Union[HorizonRisk, _Mapping]]] = ...) -> None: ...
+    lifecycle: AlertLifecycle
+    def __init__(self, alert_id: _Optional[str] = ..., vehicle_id: _Optional[str] = ..., rule: _Optional[str] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., score: _Optional[float] = ..., signals: _Optional[_Iterable[_Union[SignalShare, _Mapping]]] = ..., message: _Optional[str] = ..., mode: _Optional[str] = ..., severity: _Optional[int] = ..., risk: _Optional[_Iterable[_Union[HorizonRisk, _Mapping]]] = ..., lifecycle: _Optional[_Union[AlertLifecycle, _Mapping]] = ...) -> None: ...
+
+class AlertLifecycle(_message.Message):
+    __slots__ = ("state", "assignee", "outcome", "mode", "note", "updated_ms", "updated_by")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNEE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    assignee: str
+    outcome: str
+    mode: str
+    note: str
+    updated_ms: int
+    updated_by: str
+    def __init__(self, state: _Optional[str] = ..., assignee: _Optional[str] = ..., outcome: _Optional[str] = ..., mode: _Optional[str] = ..., note: _Optional[str] = ..., updated_ms: _Optional[int] = ..., updated_by: _Optional[str] = ...) -> None: ...
+
+class AlertAction(_message.Message):
+    __slots__ = ("alert_id", "vehicle_id", "assignee", "outcome", "mode", "note")
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    VEHICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNEE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    alert_id: str
+    vehicle_id: str
+    assignee: str
+    outcome: str
+    mode: str
+    note: str
+    def __init__(self, alert_id: _Optional[str] = ..., vehicle_id: _Optional[str] = ..., assignee: _Optional[str] = ..., outcome: _Optional[str] = ..., mode: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class AlertFilter(_message.Message):
     __slots__ = ("vehicle_id", "rule", "since_ms", "min_severity", "limit")

@@ -44,6 +44,21 @@ class AlertServiceStub:
                 request_serializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertFilter.SerializeToString,
                 response_deserializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.FromString,
                 _registered_method=True)
+        self.Acknowledge = channel.unary_unary(
+                '/evtwin.v1.AlertService/Acknowledge',
+                request_serializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.SerializeToString,
+                response_deserializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.FromString,
+                _registered_method=True)
+        self.Assign = channel.unary_unary(
+                '/evtwin.v1.AlertService/Assign',
+                request_serializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.SerializeToString,
+                response_deserializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.FromString,
+                _registered_method=True)
+        self.Resolve = channel.unary_unary(
+                '/evtwin.v1.AlertService/Resolve',
+                request_serializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.SerializeToString,
+                response_deserializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.FromString,
+                _registered_method=True)
 
 
 class AlertServiceServicer:
@@ -56,8 +71,27 @@ class AlertServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchAlerts(self, request, context):
-        """Alerts as they are raised, from now on (use ListAlerts for the past).
+        """From now on (use ListAlerts for the past): alerts as they are raised, and again (with their
+        lifecycle) whenever their state changes.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Acknowledge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Assign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resolve(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -73,6 +107,21 @@ def add_AlertServiceServicer_to_server(servicer, server):
             'WatchAlerts': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchAlerts,
                     request_deserializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertFilter.FromString,
+                    response_serializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.SerializeToString,
+            ),
+            'Acknowledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Acknowledge,
+                    request_deserializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.FromString,
+                    response_serializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.SerializeToString,
+            ),
+            'Assign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Assign,
+                    request_deserializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.FromString,
+                    response_serializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.SerializeToString,
+            ),
+            'Resolve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resolve,
+                    request_deserializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.FromString,
                     response_serializer=protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.SerializeToString,
             ),
     }
@@ -129,6 +178,87 @@ class AlertService:
             target,
             '/evtwin.v1.AlertService/WatchAlerts',
             protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertFilter.SerializeToString,
+            protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Acknowledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evtwin.v1.AlertService/Acknowledge',
+            protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.SerializeToString,
+            protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Assign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evtwin.v1.AlertService/Assign',
+            protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.SerializeToString,
+            protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resolve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evtwin.v1.AlertService/Resolve',
+            protos_dot_evtwin_dot_v1_dot_alerts__pb2.AlertAction.SerializeToString,
             protos_dot_evtwin_dot_v1_dot_alerts__pb2.Alert.FromString,
             options,
             channel_credentials,
