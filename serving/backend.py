@@ -126,12 +126,26 @@ class TwinFleetBackend:
         self._waiting: deque[tuple[DecodedBatch, asyncio.Future]] = deque()
         self._pump: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None  # releases idle hosts of a fleet that gets no traffic at all
+        self.stopped = False
+        self.shutdown_timeout_s = 10.0
 
     async def _call(self, name: str, *args: Any) -> Any:
         async with self._lock:
             return await _resolve(await asyncio.to_thread(getattr(self.fleet, name), *args))
 
+    def stop_ingest(self, timeout_s: float = 10.0) -> None:
+        """Shutting down: refuse new batches and make the call in flight give up (no retries, no waiting on
+        host actors still starting); its frames stay unacknowledged, so their clients re-send them. The
+        final checkpoint then waits at most ``timeout_s`` for the hosts."""
+        self.stopped = True
+        self.shutdown_timeout_s = timeout_s
+        stop = getattr(self.fleet, "stop_ingest", None)
+        if stop is not None:
+            stop()  # thread-safe: the call in flight runs in a worker thread
+
     async def ingest(self, batch: DecodedBatch) -> IngestResult:
+        if self.stopped:
+            raise RuntimeError("the server is shutting down: batch not applied")
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((batch, future))
         if self._pump is None or self._pump.done():
@@ -176,7 +190,10 @@ class TwinFleetBackend:
         return list(await self._call("alerts", alert_filter))
 
     async def checkpoint(self) -> None:
-        await self._call("checkpoint_all")
+        if self.stopped:  # a worker thread blocked on a host that never answers would keep the process alive
+            await self._call("checkpoint_all", self.shutdown_timeout_s)
+        else:
+            await self._call("checkpoint_all")
 
     async def drain(self, timeout_s: float = 10.0) -> list[Alert]:
         return list(await self._call("drain", timeout_s))
@@ -184,7 +201,7 @@ class TwinFleetBackend:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        await self._call("close")
+        await self._call("close", not self.stopped)  # stopped: FrontDoor.stop has checkpointed already
 
     async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
         return await _admit(self.admission, self, vehicle_ids, quota_key)

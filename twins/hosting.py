@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +50,11 @@ _REACQUIRE_AFTER = 3  # attempts on a dead actor before asking for it again by n
 # A call caught by an actor's death can, rarely, never resolve (seen when the kill races the restart);
 # after this long it is re-sent like a failed call, which dedup by seq makes safe.
 _CALL_TIMEOUT_S = 30.0
+_POLL_S = 0.25  # how often a waiting call looks at TwinFleet.stopping
+
+
+class FleetStopping(RuntimeError):
+    """The fleet is shutting down: the batch was not (entirely) applied and is not acknowledged."""
 
 
 # ---------------------------------------------------------------------------- injected services on Ray
@@ -151,6 +157,8 @@ class TwinFleet:
         self.clock: Callable[[], float] = time.monotonic
         self.last_used: dict[str, float] = {}  # host name -> last ingest that reached it
         self._history_loaded = False  # alerts raised before this fleet started, read on the first query
+        # Set from another thread at shutdown: the call in flight gives up within _POLL_S, nothing is retried.
+        self.stopping = threading.Event()
 
     @classmethod
     def create(cls, config: Config, run_dir: str | None = None, expected_vehicles: int | None = None,
@@ -234,11 +242,14 @@ class TwinFleet:
         self.seen.update(block.vehicle_ids)
         pending = {name: block.select(idx) if len(by_host) > 1 else block for name, idx in by_host.items()}
         for attempt in range(_RETRIES):
+            self._check_stopping()
             calls = {name: self.actor(name).ingest.remote(part) for name, part in pending.items()}
             failed: dict[str, FrameBatch] = {}
-            for name, ref in calls.items():
+            for name, outcome in self._gather(calls).items():
                 try:
-                    result.merge(ray.get(ref, timeout=_CALL_TIMEOUT_S))
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    result.merge(outcome)
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
                         ray.exceptions.GetTimeoutError) as error:
                     # The actor died mid-call: whatever it had checkpointed is acknowledged on re-send,
@@ -250,13 +261,45 @@ class TwinFleet:
                 break
             self.resent_calls += len(failed)
             pending = failed
-            time.sleep(min(0.1 * 2**attempt, 5.0))  # a restarting actor needs a worker process (~2 s)
+            # A restarting actor needs a worker process (~2 s); a shutdown does not wait for it.
+            if self.stopping.wait(min(0.1 * 2**attempt, 5.0)):
+                self._check_stopping()
         else:
             raise RuntimeError(f"host actors {sorted(pending)} failed {_RETRIES} times in a row")
         now = self.clock()  # idle time counts from the last answer (starting an actor takes seconds)
         self.last_used.update((name, now) for name in by_host)
         self._record(result.alerts)
         return result
+
+    def stop_ingest(self) -> None:
+        """Shutting down (thread-safe): the ingest in flight gives up within ``_POLL_S``, none is retried."""
+        self.stopping.set()
+
+    def _check_stopping(self) -> None:
+        if self.stopping.is_set():
+            raise FleetStopping("the twin fleet is shutting down: batch not acknowledged (re-send it)")
+
+    def _gather(self, calls: dict[str, Any]) -> dict[str, Any]:
+        """Each call's answer, or its exception (``GetTimeoutError`` after ``_CALL_TIMEOUT_S``); waits in short
+        slices so a shutdown stops waiting on actors that are still starting."""
+        names = {ref: name for name, ref in calls.items()}
+        outcomes: dict[str, Any] = {}
+        deadline = time.monotonic() + _CALL_TIMEOUT_S
+        while names:
+            self._check_stopping()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for name in names.values():
+                    outcomes[name] = ray.exceptions.GetTimeoutError(f"host {name}: no answer in {_CALL_TIMEOUT_S} s")
+                break
+            ready, _ = ray.wait(list(names), num_returns=len(names), timeout=min(_POLL_S, left))
+            for ref in ready:
+                name = names.pop(ref)
+                try:
+                    outcomes[name] = ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    outcomes[name] = error
+        return outcomes
 
     def _record(self, alerts: list[Alert]) -> None:
         fresh = self._record_quietly(alerts)
@@ -303,8 +346,8 @@ class TwinFleet:
         matched = [a for a in self.alert_log if flt.matches(a)]
         return matched[-flt.limit:]
 
-    def checkpoint_all(self) -> int:
-        return sum(ray.get([a.checkpoint_all.remote() for a in self.actors.values()]))
+    def checkpoint_all(self, timeout_s: float | None = None) -> int:
+        return sum(ray.get([a.checkpoint_all.remote() for a in self.actors.values()], timeout=timeout_s))
 
     def drain(self, timeout_s: float = 5.0) -> list[Alert]:
         """Wait (bounded) for predictions and fine-tunes in flight; returns the alerts they raised."""
