@@ -45,6 +45,48 @@ def route(vehicle_id: str, shards: int) -> int:
     return int.from_bytes(digest, "little") % shards
 
 
+class Placement:
+    """Which host holds which vehicle, decided as vehicles arrive (no fleet size known in advance).
+
+    A new vehicle goes to the least-loaded host among the first ``min(max_hosts, max(min_hosts,
+    ceil(vehicles / twins_per_host)))``: one host until it holds ``twins_per_host`` twins, then a second,
+    and so on up to ``max_hosts``, after which hosts grow past ``twins_per_host`` evenly. A vehicle never
+    moves (its twin stays resident where it is), so routing needs no coordination with the hosts.
+
+    >>> placement = Placement(twins_per_host=2, max_hosts=2)
+    >>> [placement.place(v) for v in ["a", "b", "c", "a", "d", "e"]]
+    [0, 0, 1, 0, 1, 0]
+    >>> placement.loads, placement.host_of("zz")
+    ([3, 2], None)
+    """
+
+    def __init__(self, twins_per_host: int, max_hosts: int, min_hosts: int = 1) -> None:
+        if twins_per_host < 1:
+            raise ValueError(f"twins_per_host={twins_per_host}: must be >= 1")
+        if max_hosts < 1:
+            raise ValueError(f"max_hosts={max_hosts}: must be >= 1")
+        self.twins_per_host = twins_per_host
+        self.max_hosts = max_hosts
+        self.min_hosts = max(1, min(min_hosts, max_hosts))
+        self.assigned: dict[str, int] = {}
+        self.loads: list[int] = []
+
+    def host_of(self, vehicle_id: str) -> int | None:
+        """The vehicle's host, None if it was never placed (a lookup places nothing)."""
+        return self.assigned.get(vehicle_id)
+
+    def place(self, vehicle_id: str) -> int:
+        host = self.assigned.get(vehicle_id)
+        if host is None:
+            needed = -(-(len(self.assigned) + 1) // self.twins_per_host)
+            hosts = min(self.max_hosts, max(self.min_hosts, needed))
+            self.loads.extend([0] * (hosts - len(self.loads)))
+            host = min(range(hosts), key=self.loads.__getitem__)
+            self.assigned[vehicle_id] = host
+            self.loads[host] += 1
+        return host
+
+
 def checkpoint_summary(data: bytes, cfg: TwinsConfig) -> dict[str, Any]:
     """A twin's summary read from its checkpoint bytes (no host, no model): what a lookup of a released twin sees."""
     twin = VehicleTwin.from_bytes(data, None, cfg)

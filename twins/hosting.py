@@ -8,10 +8,13 @@
     result = fleet.ingest(record_batch)        # acks / alerts / rejections
     fleet.summary("veh-00001"); fleet.alerts(AlertFilter(rule="anomaly")); fleet.close()
 
-Hosting shapes: ``twins_per_actor == 1`` gives one named actor per vehicle (``evtwin-twin-<id>``, the
-design card's shape; an idle actor costs tens of MB, so for small fleets); ``twins_per_actor > 1``
-gives ``ceil(expected_vehicles / twins_per_actor)`` shard actors (``evtwin-shard-<k>``), a vehicle's shard
-being ``route(vehicle_id, shards)``. Actors are created by telemetry only (``ingest``) and found again by
+Hosting shapes: ``twins_per_actor > 1`` (the default, 256) opens shard actors as vehicles arrive
+(``twins.host.Placement``: one host until it holds ``twins_per_actor`` twins, then the next, at most
+``twins.max_host_actors``), named ``evtwin-shard-<router id>-<k>``; each loads the models once and scores
+its twins in batches. ``twins_per_actor == 1`` gives one named actor per vehicle (``evtwin-twin-<id>``, the
+design card's shape; every actor loads the models, so for small fleets). ``TwinFleet(settings, shards=k)``
+routes by hash over k fixed shards (``route(vehicle_id, k)``; the what-if).
+Actors are created by telemetry only (``ingest``) and found again by
 name (``get_if_exists``); lookups (``summary``) ask a live host, else read the checkpoint, and never start
 an actor. Ray restarts a dead actor (``max_restarts=-1``) and the new one restores each twin from its
 checkpoint when it is next touched. A host without traffic for ``twins.idle_release_s`` is checkpointed
@@ -27,6 +30,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +41,7 @@ import ray
 from configs.frames import FrameBatch
 from configs.settings import Config, TwinsConfig
 from training.artifacts import ArtifactMismatch, load_anomaly_model
-from twins.host import HostSettings, Predictor, TwinHost, checkpoint_summary, route
+from twins.host import HostSettings, Placement, Predictor, TwinHost, checkpoint_summary, route
 from twins.store import AlertStore, CheckpointStore
 from twins.types import Alert, AlertFilter, IngestResult
 
@@ -138,11 +142,17 @@ class TwinFleet:
     """
 
     def __init__(self, settings: HostSettings, shards: int, run_dir: str | None = None,
-                 predictor_factory: PredictorFactory | None = None, detached: bool = False) -> None:
+                 predictor_factory: PredictorFactory | None = None, detached: bool = False,
+                 placement: Placement | None = None) -> None:
+        """``shards``: 0 = one actor per vehicle, k > 0 = k shards routed by hash; ignored with a ``placement``
+        (hosts opened as vehicles arrive, named for this router so a restarted one never shares hosts with
+        the old one's live twins)."""
         self.settings = settings
         self.predictor_factory = predictor_factory
         self.cfg: TwinsConfig = settings.twins
         self.shards = shards
+        self.placement = placement
+        self.router_id = uuid.uuid4().hex[:8]
         self.run_dir = run_dir
         self.predictor_factory = predictor_factory
         self.detached = detached
@@ -167,19 +177,40 @@ class TwinFleet:
         callable each host actor calls once to build its ``twins.host.Predictor`` (e.g.
         ``serving.predictor.ServePredictor``; None: no risk predictions)."""
         twins = config.twins
-        shards = 0
-        if twins.twins_per_actor > 1:
-            expected = expected_vehicles or config.simulation.num_vehicles
-            shards = max(1, math.ceil(expected / twins.twins_per_actor))
         settings = HostSettings(twins=twins, window_ms=config.dataset.window_ms, stride_ms=config.dataset.stride_ms,
                                 checkpoint_uri=twins.checkpoint_uri)
-        return cls(settings, shards, run_dir, predictor_factory, detached)
+        if twins.twins_per_actor == 1:
+            return cls(settings, 0, run_dir, predictor_factory, detached)
+        # Hosts grow with the fleet met (not simulation.num_vehicles); ``expected_vehicles`` only spreads the
+        # first vehicles over more hosts at once.
+        min_hosts = math.ceil(expected_vehicles / twins.twins_per_actor) if expected_vehicles else 1
+        placement = Placement(twins.twins_per_actor, twins.max_host_actors, min_hosts=min_hosts)
+        return cls(settings, 0, run_dir, predictor_factory, detached, placement=placement)
 
     # ------------------------------------------------------------------ routing
-    def host_name(self, vehicle_id: str) -> str:
+    def host_name(self, vehicle_id: str) -> str | None:
+        """The name of the vehicle's host; None when hosts are placed as vehicles arrive and this one never did."""
+        if self.placement is not None:
+            host = self.placement.host_of(vehicle_id)
+            return None if host is None else self._placed_name(host)
         if self.shards == 0:
             return f"evtwin-twin-{vehicle_id}"
         return f"evtwin-shard-{route(vehicle_id, self.shards)}"
+
+    def _placed_name(self, host: int) -> str:
+        return f"evtwin-shard-{self.router_id}-{host}"
+
+    def _place(self, vehicle_id: str) -> str:
+        """The vehicle's host for telemetry (placing it on first contact)."""
+        if self.placement is not None:
+            return self._placed_name(self.placement.place(vehicle_id))
+        return self.host_name(vehicle_id)  # type: ignore[return-value]
+
+    def host_names(self) -> list[str]:
+        """The hosts this router has placed vehicles on (live or released)."""
+        if self.placement is None:
+            return sorted(self.actors)
+        return [self._placed_name(k) for k in range(len(self.placement.loads))]
 
     def _existing(self, name: str) -> Any | None:
         """A live host's handle (ours, or a named actor another router created), never a new actor."""
@@ -237,7 +268,7 @@ class TwinFleet:
             result.rejected.extend(rejected)
         by_host: dict[str, list[int]] = {}
         for i, vehicle_id in enumerate(block.vehicle_ids):
-            by_host.setdefault(self.host_name(vehicle_id), []).append(i)
+            by_host.setdefault(self._place(vehicle_id), []).append(i)
         self.release_idle()
         self.seen.update(block.vehicle_ids)
         pending = {name: block.select(idx) if len(by_host) > 1 else block for name, idx in by_host.items()}
@@ -325,7 +356,8 @@ class TwinFleet:
     # ------------------------------------------------------------------ queries
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         """A live host's answer, else the checkpoint's; None for an unknown vehicle. Never creates a twin."""
-        handle = self._existing(self.host_name(vehicle_id))
+        name = self.host_name(vehicle_id)
+        handle = None if name is None else self._existing(name)
         if handle is not None:
             return ray.get(handle.summary.remote(vehicle_id))
         data = CheckpointStore(self.settings.checkpoint_uri).get(vehicle_id)
