@@ -176,9 +176,10 @@ class TwinFleetBackend:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            for batch, future in group:
+            shares = _shares_of(result, [batch for batch, _ in group])
+            for (_, future), share in zip(group, shares, strict=True):
                 if not future.done():
-                    future.set_result(_share_of(result, batch, whole=len(group) == 1))
+                    future.set_result(share)
 
     async def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         return await self._call("summary", vehicle_id)
@@ -207,16 +208,30 @@ class TwinFleetBackend:
         return await _admit(self.admission, self, vehicle_ids, quota_key)
 
 
-def _share_of(result: IngestResult, batch: DecodedBatch, whole: bool) -> IngestResult:
-    """The part of a coalesced call's result that concerns ``batch``'s vehicles."""
-    if whole:
-        return result
-    mine = set(batch.vehicle_ids)
+def _shares_of(result: IngestResult, batches: list[DecodedBatch]) -> list[IngestResult]:
+    """Each batch's part of a coalesced call's result, in one pass over the result (not one per batch: a tick
+    of 1,000 small vehicle batches would otherwise cost 1,000 passes over 1,000 acks)."""
+    if len(batches) == 1:
+        return [result]
+    owners: dict[str, list[int]] = {}
+    for i, batch in enumerate(batches):
+        for vehicle_id in dict.fromkeys(batch.vehicle_ids):
+            owners.setdefault(vehicle_id, []).append(i)
     # Duplicates are counted per call, not per vehicle, so a shared call cannot attribute them: 0.
-    return IngestResult(acks={v: s for v, s in result.acks.items() if v in mine},
-                        alerts=[a for a in result.alerts if a.vehicle_id in mine],
-                        rejected=[r for r in result.rejected if r.vehicle_id in mine],
-                        not_durable={v: e for v, e in result.not_durable.items() if v in mine})
+    shares = [IngestResult() for _ in batches]
+    for vehicle_id, seq in result.acks.items():
+        for i in owners.get(vehicle_id, ()):
+            shares[i].acks[vehicle_id] = seq
+    for alert in result.alerts:
+        for i in owners.get(alert.vehicle_id, ()):
+            shares[i].alerts.append(alert)
+    for rejection in result.rejected:
+        for i in owners.get(rejection.vehicle_id, ()):
+            shares[i].rejected.append(rejection)
+    for vehicle_id, error in result.not_durable.items():
+        for i in owners.get(vehicle_id, ()):
+            shares[i].not_durable[vehicle_id] = error
+    return shares
 
 
 @dataclass

@@ -2,16 +2,25 @@
 bounded by twins.max_host_actors, and every twin stays addressable by id. No Ray started here."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from configs.frames import Rejection
 from configs.settings import load_config
+from serving.backend import _shares_of
+from serving.codec import BatchLimits, decode_batch, encode_columns
 from twins.host import Placement
 from twins.hosting import TwinFleet
 from twins.store import CheckpointStore
+from twins.types import Alert, IngestResult, Rule
+
+NOW_MS = int(time.time() * 1000)
 
 
 def fleet_for(tmp_path: Path, *overrides: str, expected: int | None = None) -> TwinFleet:
@@ -90,3 +99,40 @@ def test_placement_is_sticky_filled_in_order_and_bounded(arrivals: list[int], pe
         assert all(load <= per_host for load in placement.loads)
     else:
         assert max(placement.loads) - min(placement.loads) <= max(per_host, 1)
+
+
+# ------------------------------------------------------------------ coalesced calls split back per stream
+def _decoded(vehicles: list[str], batch_id: int) -> Any:
+    columns = {"vehicle_id": np.repeat(np.array(vehicles, dtype=object), 2),
+               "seq": np.tile(np.array([1, 2], dtype=np.int64), len(vehicles))}
+    columns["ts"] = NOW_MS - 60_000 + columns["seq"] * 1000
+    return decode_batch(encode_columns(columns, batch_id=batch_id), BatchLimits(), now_ms=NOW_MS)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=4, unique=True), min_size=2, max_size=8),
+       st.sets(st.integers(0, 15)), st.sets(st.integers(0, 15)))
+def test_a_coalesced_result_is_split_back_to_each_batch_by_its_vehicles(batches_of_ids: list[list[int]],
+                                                                      acked: set[int], alerted: set[int]) -> None:
+    batches = [_decoded([f"v{i}" for i in ids], batch_id=k + 1) for k, ids in enumerate(batches_of_ids)]
+    result = IngestResult(
+        acks={f"v{i}": i + 1 for i in acked},
+        alerts=[Alert(alert_id=f"a{i}", vehicle_id=f"v{i}", rule=Rule.SENSOR_FAULT, ts_ms=1, seq=1, score=1.0,
+                      signals=(), message="") for i in alerted],
+        rejected=[Rejection(f"v{i}", 1, "late", "late") for i in alerted],
+        not_durable={f"v{i}": "store down" for i in alerted if i % 2},
+        applied=7, duplicates=3)
+    shares = _shares_of(result, batches)
+    assert len(shares) == len(batches)
+    for batch, share in zip(batches, shares, strict=True):
+        mine = set(batch.vehicle_ids)
+        assert share.acks == {v: s for v, s in result.acks.items() if v in mine}
+        assert share.alerts == [a for a in result.alerts if a.vehicle_id in mine]
+        assert share.rejected == [r for r in result.rejected if r.vehicle_id in mine]
+        assert share.not_durable == {v: e for v, e in result.not_durable.items() if v in mine}
+        assert share.duplicates == 0  # counted per call: not attributable to one stream
+
+
+def test_a_single_batch_gets_the_whole_result() -> None:
+    result = IngestResult(acks={"v1": 2}, applied=2, duplicates=1)
+    assert _shares_of(result, [_decoded(["v1"], 1)]) == [result]
