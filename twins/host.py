@@ -20,6 +20,7 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import deque
@@ -234,21 +235,40 @@ class TwinHost:
         return result
 
     def _persist(self, vehicle_ids: Iterable[str], result: IngestResult) -> None:
-        """Make each changed twin durable (its alerts, then its checkpoint) and acknowledge it, or roll it back."""
-        for vehicle_id in vehicle_ids:
-            alerts = [a for a in result.alerts if a.vehicle_id == vehicle_id]
-            try:
-                if self.alert_store is not None:
-                    self.alert_store.append(vehicle_id, alerts)
-                self._checkpoint(vehicle_id)
-            except OSError as error:
-                self._roll_back(vehicle_id)
-                result.not_durable[vehicle_id] = f"checkpoint store {self.settings.checkpoint_uri!r}: {error}"
-                result.alerts = [a for a in result.alerts if a.vehicle_id != vehicle_id]
-                if vehicle_id in self.acked:
-                    result.acks[vehicle_id] = self.acked[vehicle_id]
-                continue
-            result.acks[vehicle_id] = self.acked[vehicle_id]
+        """Make each changed twin durable (its alerts, then its checkpoint) and acknowledge it, or roll it back.
+
+        The checkpoints of one call are group-committed (``CheckpointStore.group``): one journal commit for
+        all of them, acknowledged only once it succeeded; a failed commit rolls back every twin of the group."""
+        alerts_by_vehicle: dict[str, list[Alert]] = {}
+        for alert in result.alerts:
+            alerts_by_vehicle.setdefault(alert.vehicle_id, []).append(alert)
+        written: dict[str, int] = {}
+        failed: dict[str, OSError] = {}
+        try:
+            with self.store.group() if self.store is not None else contextlib.nullcontext():
+                for vehicle_id in vehicle_ids:
+                    try:
+                        if self.alert_store is not None:
+                            self.alert_store.append(vehicle_id, alerts_by_vehicle.get(vehicle_id, []))
+                        twin = self.twins[vehicle_id]
+                        if self.store is not None:
+                            self.store.put(vehicle_id, twin.to_bytes())
+                        written[vehicle_id] = twin.applied_seq
+                    except OSError as error:
+                        failed[vehicle_id] = error
+        except OSError as error:  # the group commit failed: none of its twins is acknowledged
+            failed.update(dict.fromkeys(written, error))
+            written = {}
+        for vehicle_id, seq in written.items():
+            self.acked[vehicle_id] = seq  # only now is the effect durable: acknowledge up to the applied watermark
+            result.acks[vehicle_id] = seq
+        for vehicle_id, error in failed.items():
+            self._roll_back(vehicle_id)
+            result.not_durable[vehicle_id] = f"checkpoint store {self.settings.checkpoint_uri!r}: {error}"
+            if vehicle_id in self.acked:
+                result.acks[vehicle_id] = self.acked[vehicle_id]
+        if failed:
+            result.alerts = [a for a in result.alerts if a.vehicle_id not in failed]
 
     def _roll_back(self, vehicle_id: str) -> None:
         """Forget the in-memory twin: its next contact restores the last durable checkpoint."""
