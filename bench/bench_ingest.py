@@ -143,7 +143,9 @@ async def load(port: int, streams: list[tuple[list[str], str]], frames_each: int
     complete = 0
     errors: dict[str, int] = {}
     deadline = time.perf_counter() + seconds
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(-(-len(streams) // per_channel))]
+    # A local subchannel pool per channel: otherwise channels with equal options share one HTTP/2 connection.
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(-(-len(streams) // per_channel))]
 
     async def one(index: int) -> None:
         nonlocal acked, complete
