@@ -10,8 +10,9 @@ from configs.frames import FrameBatch
 from tests.test_hosting import fleet_frames, settings
 from twins import store as store_module
 from twins.host import TwinHost
-from twins.store import CheckpointStore
+from twins.store import AlertStore, CheckpointStore
 from twins.twin import VehicleTwin
+from twins.types import Alert, Rule
 
 
 def leftovers(root: Path) -> list[str]:
@@ -85,3 +86,23 @@ def test_a_failed_group_commit_acknowledges_none_of_its_twins_and_rolls_them_bac
     assert result.acks == {"a": 30, "b": 30} and result.not_durable == {}
     assert host.twin("a").frames_applied == 30  # each frame applied once in the end
     assert leftovers(tmp_path / "ckpt") == []
+
+
+def test_alert_lines_are_synced_and_owner_only_before_the_checkpoint_that_acknowledges_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = store_module.os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", recording)
+    alerts = AlertStore(str(tmp_path))
+    alert = Alert(alert_id="x1", vehicle_id="a", rule=Rule.SENSOR_FAULT, ts_ms=1, seq=1, score=1.0, signals=(),
+                  message="m")
+    alerts.append("a", [alert])
+    assert synced, "the alert line was not synced"
+    path = next(tmp_path.glob("*.alerts.jsonl"))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [a.alert_id for a in alerts.read("a")] == ["x1"]

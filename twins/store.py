@@ -168,8 +168,14 @@ class AlertStore:
         lines = "".join(json.dumps(a.to_dict(), sort_keys=True) + "\n" for a in alerts).encode()
         path = self._path(vehicle_id)
         if self._can_append:
-            with self.fs.open_append_stream(path) as out:
-                out.write(lines)
+            # Synced before the checkpoint that acknowledges the frames: an alert must not be lost to a crash
+            # that the checkpoint survives. Owner-only, like the checkpoints.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, lines)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             return
         old = self._read_bytes(path) or b""
         with self.fs.open_output_stream(path) as out:
