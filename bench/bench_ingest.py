@@ -11,7 +11,9 @@ Servers (each in its own process, started like ``evtwin serve``: default config,
 Loads (the client is this process):
 - ``streams``: ``--streams`` vehicle streams, each with its own vehicle token, ``--frames`` frames per batch,
   at most ``--unacked`` batches unacknowledged per stream, ``--per-channel`` streams per HTTP/2 connection;
-- ``gateway``: 8 streams of gateway batches of 10 vehicles x 100 frames (1,000 frames), 4 unacknowledged.
+- ``gateway``: 8 streams of gateway batches of 10 vehicles x 100 frames (1,000 frames), 4 unacknowledged;
+- ``sigterm``: the vehicle streams against a fresh twins server, SIGTERM 3 s after they start (host actors
+  still starting, every stream's first batch in flight): seconds until the server exited.
 Figures: acknowledged frames/s, ack p50/p99 (batch sent -> its Ack), server RSS (server process and all its
 descendants: raylet, host actors) at the end, streams that had every batch acknowledged.
 """
@@ -124,8 +126,8 @@ def tree_rss_mb(pid: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------ client
-def percentile_ms(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.array(samples) * 1000, q)) if samples else float("nan")
+def percentile_ms(samples: list[float], q: float) -> float | None:
+    return round(float(np.percentile(np.array(samples) * 1000, q))) if samples else None
 
 
 async def load(port: int, streams: list[tuple[list[str], str]], frames_each: int, unacked: int, seconds: float,
@@ -186,8 +188,22 @@ async def load(port: int, streams: list[tuple[list[str], str]], frames_each: int
     for channel in channels:
         await channel.close()
     return {"frames": acked, "seconds": round(elapsed, 1), "frames_per_s": round(acked / elapsed),
-            "ack_p50_ms": round(percentile_ms(latency, 50)), "ack_p99_ms": round(percentile_ms(latency, 99)),
+            "ack_p50_ms": percentile_ms(latency, 50), "ack_p99_ms": percentile_ms(latency, 99),
             "streams_complete": complete, "streams": len(streams), "errors": errors}
+
+
+async def sigterm_under_load(process: subprocess.Popen, port: int, streams: list[tuple[list[str], str]],
+                             after_s: float, args: argparse.Namespace) -> dict[str, Any]:
+    """Start the streams, SIGTERM the server ``after_s`` later (host actors still starting), time its exit."""
+    traffic = asyncio.create_task(load(port, streams, args.frames, args.unacked, 60.0, args.per_channel, rounds=240))
+    await asyncio.sleep(after_s)
+    started = time.perf_counter()
+    process.terminate()
+    code = await asyncio.to_thread(process.wait, 120)
+    exit_s = time.perf_counter() - started
+    figures = await asyncio.wait_for(traffic, timeout=120)
+    return {"exit_s": round(exit_s, 1), "exit_code": code, "acked_frames": figures["frames"],
+            "errors": figures["errors"]}
 
 
 def main() -> int:
@@ -216,10 +232,23 @@ def main() -> int:
         vehicle_streams.append(([vehicle], issue_token(SECRET, Claims(role="vehicle", sub=vehicle), ttl_s=86_400)))
     gateway = issue_token(SECRET, Claims(role="gateway", sub="bench", vehicles="G*"), ttl_s=86_400)
     gateway_streams = [([f"G{s:02d}-{v:02d}" for v in range(10)], gateway) for s in range(8)]
+    if "sigterm" in args.parts.split(","):
+        process, port = start_server("ray")
+        try:
+            figures = asyncio.run(sigterm_under_load(process, port, vehicle_streams, 3.0, args))
+        finally:
+            if process.poll() is None:
+                process.kill()
+        results["sigterm-under-load-ray"] = figures
+        print("sigterm-under-load-ray", json.dumps(figures), flush=True)
     for kind in args.backends.split(","):
+        if not set(args.parts.split(",")) - {"sigterm"}:
+            break
         process, port = start_server(kind)
         try:
             for part in args.parts.split(","):
+                if part == "sigterm":
+                    continue
                 load_avg = os.getloadavg()[0]
                 if part == "streams":
                     figures = asyncio.run(load(port, vehicle_streams, args.frames, args.unacked, args.seconds,
