@@ -152,7 +152,12 @@ class AnomalyConfig(_Section):
 
 
 class TwinsConfig(_Section):
-    twins_per_actor: int = Field(1, gt=0)
+    # Twins per host actor. 1 = one actor per vehicle (the design card's shape; each actor loads the models,
+    # ~130-400 MB, so small fleets only). > 1 = hosts opened as vehicles arrive: one until it holds this many
+    # twins, then another, up to max_host_actors (then hosts grow evenly past this); a twin is ~40 KB, a
+    # host's fixed cost (Python, torch, LightGBM) is paid max_host_actors times at most.
+    twins_per_actor: int = Field(256, gt=0)
+    max_host_actors: int = Field(8, gt=0)
     checkpoint_uri: str = "runs/checkpoints"
     prediction_interval_minutes: float = Field(60.0, gt=0)
     alert_cooldown_minutes: float = Field(360.0, ge=0)

@@ -121,8 +121,8 @@ def open_runtime(config: Config, kind: str, run_dir: str | Path | None = None, a
                              expected_vehicles=expected_vehicles,
                              predictor_factory=ServePredictor if use_models else None)
     runtime.backend = TwinFleetBackend(fleet)
-    layout = ('shards of ' + str(config.twins.twins_per_actor) if config.twins.twins_per_actor > 1
-              else 'one actor per vehicle')
+    layout = (f"hosts of {config.twins.twins_per_actor} twins opened as vehicles arrive, at most "
+              f"{config.twins.max_host_actors}" if config.twins.twins_per_actor > 1 else "one actor per vehicle")
     runtime.notes.append(f"twins on Ray ({layout})"
                          + (", model services on Ray Serve" if use_models else ", no model services"))
     return runtime

@@ -127,12 +127,26 @@ class TwinFleetBackend:
         self._waiting: deque[tuple[DecodedBatch, asyncio.Future]] = deque()
         self._pump: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None  # releases idle hosts of a fleet that gets no traffic at all
+        self.stopped = False
+        self.shutdown_timeout_s = 10.0
 
     async def _call(self, name: str, *args: Any) -> Any:
         async with self._lock:
             return await _resolve(await asyncio.to_thread(getattr(self.fleet, name), *args))
 
+    def stop_ingest(self, timeout_s: float = 10.0) -> None:
+        """Shutting down: refuse new batches and make the call in flight give up (no retries, no waiting on
+        host actors still starting); its frames stay unacknowledged, so their clients re-send them. The
+        final checkpoint then waits at most ``timeout_s`` for the hosts."""
+        self.stopped = True
+        self.shutdown_timeout_s = timeout_s
+        stop = getattr(self.fleet, "stop_ingest", None)
+        if stop is not None:
+            stop()  # thread-safe: the call in flight runs in a worker thread
+
     async def ingest(self, batch: DecodedBatch) -> IngestResult:
+        if self.stopped:
+            raise RuntimeError("the server is shutting down: batch not applied")
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((batch, future))
         if self._pump is None or self._pump.done():
@@ -163,9 +177,10 @@ class TwinFleetBackend:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            for batch, future in group:
+            shares = _shares_of(result, [batch for batch, _ in group])
+            for (_, future), share in zip(group, shares, strict=True):
                 if not future.done():
-                    future.set_result(_share_of(result, batch, whole=len(group) == 1))
+                    future.set_result(share)
 
     async def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         return await self._call("summary", vehicle_id)
@@ -177,7 +192,10 @@ class TwinFleetBackend:
         return list(await self._call("alerts", alert_filter))
 
     async def checkpoint(self) -> None:
-        await self._call("checkpoint_all")
+        if self.stopped:  # a worker thread blocked on a host that never answers would keep the process alive
+            await self._call("checkpoint_all", self.shutdown_timeout_s)
+        else:
+            await self._call("checkpoint_all")
 
     async def drain(self, timeout_s: float = 10.0) -> list[Alert]:
         return list(await self._call("drain", timeout_s))
@@ -185,22 +203,36 @@ class TwinFleetBackend:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        await self._call("close")
+        await self._call("close", not self.stopped)  # stopped: FrontDoor.stop has checkpointed already
 
     async def admit(self, vehicle_ids: list[str], quota_key: str | None) -> str | None:
         return await _admit(self.admission, self, vehicle_ids, quota_key)
 
 
-def _share_of(result: IngestResult, batch: DecodedBatch, whole: bool) -> IngestResult:
-    """The part of a coalesced call's result that concerns ``batch``'s vehicles."""
-    if whole:
-        return result
-    mine = set(batch.vehicle_ids)
+def _shares_of(result: IngestResult, batches: list[DecodedBatch]) -> list[IngestResult]:
+    """Each batch's part of a coalesced call's result, in one pass over the result (not one per batch: a tick
+    of 1,000 small vehicle batches would otherwise cost 1,000 passes over 1,000 acks)."""
+    if len(batches) == 1:
+        return [result]
+    owners: dict[str, list[int]] = {}
+    for i, batch in enumerate(batches):
+        for vehicle_id in dict.fromkeys(batch.vehicle_ids):
+            owners.setdefault(vehicle_id, []).append(i)
     # Duplicates are counted per call, not per vehicle, so a shared call cannot attribute them: 0.
-    return IngestResult(acks={v: s for v, s in result.acks.items() if v in mine},
-                        alerts=[a for a in result.alerts if a.vehicle_id in mine],
-                        rejected=[r for r in result.rejected if r.vehicle_id in mine],
-                        not_durable={v: e for v, e in result.not_durable.items() if v in mine})
+    shares = [IngestResult() for _ in batches]
+    for vehicle_id, seq in result.acks.items():
+        for i in owners.get(vehicle_id, ()):
+            shares[i].acks[vehicle_id] = seq
+    for alert in result.alerts:
+        for i in owners.get(alert.vehicle_id, ()):
+            shares[i].alerts.append(alert)
+    for rejection in result.rejected:
+        for i in owners.get(rejection.vehicle_id, ()):
+            shares[i].rejected.append(rejection)
+    for vehicle_id, error in result.not_durable.items():
+        for i in owners.get(vehicle_id, ()):
+            shares[i].not_durable[vehicle_id] = error
+    return shares
 
 
 @dataclass

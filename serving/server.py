@@ -212,6 +212,9 @@ def channel_options(cfg: ServingConfig) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
+        # gRPC sets SO_REUSEPORT by default: a second server on a taken port binds too, the kernel splits
+        # the connections between them and their clients see each other's frames as duplicates.
+        ("grpc.so_reuseport", 0),
         # HTTP/2 streams per connection: a gateway multiplexes many vehicle streams on one connection.
         ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),
         # Idle vehicle streams stay open for hours: the server probes dead peers every minute, and accepts
@@ -243,15 +246,32 @@ class FrontDoor:
     metrics: FrontDoorMetrics | None = None
 
     async def stop(self) -> None:
-        """Stop accepting, let open streams ack what they hold, checkpoint the twins, stop."""
+        """Stop accepting, let open streams ack what they hold, checkpoint the twins, stop.
+
+        Bounded: streams get ``drain_timeout_s`` to finish, then ingest still in flight is abandoned (its
+        frames are not acknowledged, so their clients re-send them elsewhere) and the final checkpoint and
+        close get ``drain_timeout_s`` together. Skipping the final checkpoint loses nothing acknowledged:
+        every ack is durable when it is sent."""
         await self.health.enter_graceful_shutdown()
         self.sessions.drain()
         self.hub.close()
         await self.server.stop(grace=self.drain_timeout_s)
+        stop_ingest = getattr(self.backend, "stop_ingest", None)
+        if stop_ingest is not None:
+            stop_ingest(self.drain_timeout_s)  # no retries and no waiting on host actors that are still starting
+        deadline = time.monotonic() + self.drain_timeout_s
         try:
-            await self.backend.checkpoint()
-        finally:
-            await self.backend.close()
+            await asyncio.wait_for(self.backend.checkpoint(), timeout=self.drain_timeout_s)
+        except TimeoutError:
+            log.warning("twins not checkpointed within serving.drain_timeout_s=%.1f s; acknowledged frames are "
+                        "durable already", self.drain_timeout_s)
+        except Exception as error:  # shutting down: an unhealthy store must not keep the process alive
+            log.warning("final checkpoint failed: %r; acknowledged frames are durable already", error)
+        try:
+            await asyncio.wait_for(self.backend.close(), timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning("twin hosts not closed within serving.drain_timeout_s=%.1f s; leaving them to the "
+                        "runtime's shutdown", self.drain_timeout_s)
 
 
 async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret: KeySet | KeySetFile | bytes | None,
@@ -290,9 +310,15 @@ async def start_front_door(backend: FleetBackend, cfg: ServingConfig, *, secret:
     reflection.enable_server_reflection(SERVICE_NAMES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host or cfg.host}:{cfg.grpc_port if port is None else port}"
     credentials = server_credentials(cfg)
-    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    if bound == 0:
-        raise OSError(f"could not bind the gRPC server to {address}")
+    requested = cfg.grpc_port if port is None else port
+    try:
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as error:  # grpcio >= 1.60 raises where older versions returned 0
+        raise OSError(f"could not bind the gRPC server to {address} (is another server listening there?): "
+                      f"{error}") from None
+    if bound == 0 or (requested and bound != requested):
+        raise OSError(f"could not bind the gRPC server to {address} (bound port {bound}); is another server "
+                      "listening there?")
     await server.start()
     for name in SERVICE_NAMES + ("",):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

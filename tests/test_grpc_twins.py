@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ def test_streamed_fleet_alerts_match_the_in_process_run_and_a_killed_actor_loses
     async def source() -> Any:
         for lo in range(0, columns["seq"].size, batch):
             if not killed and lo >= columns["seq"].size // 2:
+                deadline = time.monotonic() + 60
+                while fleet.host_name("gv-b") is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)  # hosts are placed when the fleet meets a vehicle: wait for it
                 victim = fleet.actor(fleet.host_name("gv-b"))
                 killed.append(ray.get(victim.pid.remote()))
                 ray.kill(victim, no_restart=False)  # the actor behind the stream dies; Ray restarts it

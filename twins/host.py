@@ -20,6 +20,7 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import deque
@@ -43,6 +44,48 @@ def route(vehicle_id: str, shards: int) -> int:
     """Stable shard of a vehicle (blake2b, not Python's salted ``hash``): same answer on every process."""
     digest = hashlib.blake2b(vehicle_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % shards
+
+
+class Placement:
+    """Which host holds which vehicle, decided as vehicles arrive (no fleet size known in advance).
+
+    A new vehicle goes to the least-loaded host among the first ``min(max_hosts, max(min_hosts,
+    ceil(vehicles / twins_per_host)))``: one host until it holds ``twins_per_host`` twins, then a second,
+    and so on up to ``max_hosts``, after which hosts grow past ``twins_per_host`` evenly. A vehicle never
+    moves (its twin stays resident where it is), so routing needs no coordination with the hosts.
+
+    >>> placement = Placement(twins_per_host=2, max_hosts=2)
+    >>> [placement.place(v) for v in ["a", "b", "c", "a", "d", "e"]]
+    [0, 0, 1, 0, 1, 0]
+    >>> placement.loads, placement.host_of("zz")
+    ([3, 2], None)
+    """
+
+    def __init__(self, twins_per_host: int, max_hosts: int, min_hosts: int = 1) -> None:
+        if twins_per_host < 1:
+            raise ValueError(f"twins_per_host={twins_per_host}: must be >= 1")
+        if max_hosts < 1:
+            raise ValueError(f"max_hosts={max_hosts}: must be >= 1")
+        self.twins_per_host = twins_per_host
+        self.max_hosts = max_hosts
+        self.min_hosts = max(1, min(min_hosts, max_hosts))
+        self.assigned: dict[str, int] = {}
+        self.loads: list[int] = []
+
+    def host_of(self, vehicle_id: str) -> int | None:
+        """The vehicle's host, None if it was never placed (a lookup places nothing)."""
+        return self.assigned.get(vehicle_id)
+
+    def place(self, vehicle_id: str) -> int:
+        host = self.assigned.get(vehicle_id)
+        if host is None:
+            needed = -(-(len(self.assigned) + 1) // self.twins_per_host)
+            hosts = min(self.max_hosts, max(self.min_hosts, needed))
+            self.loads.extend([0] * (hosts - len(self.loads)))
+            host = min(range(hosts), key=self.loads.__getitem__)
+            self.assigned[vehicle_id] = host
+            self.loads[host] += 1
+        return host
 
 
 def checkpoint_summary(data: bytes, cfg: TwinsConfig) -> dict[str, Any]:
@@ -192,21 +235,40 @@ class TwinHost:
         return result
 
     def _persist(self, vehicle_ids: Iterable[str], result: IngestResult) -> None:
-        """Make each changed twin durable (its alerts, then its checkpoint) and acknowledge it, or roll it back."""
-        for vehicle_id in vehicle_ids:
-            alerts = [a for a in result.alerts if a.vehicle_id == vehicle_id]
-            try:
-                if self.alert_store is not None:
-                    self.alert_store.append(vehicle_id, alerts)
-                self._checkpoint(vehicle_id)
-            except OSError as error:
-                self._roll_back(vehicle_id)
-                result.not_durable[vehicle_id] = f"checkpoint store {self.settings.checkpoint_uri!r}: {error}"
-                result.alerts = [a for a in result.alerts if a.vehicle_id != vehicle_id]
-                if vehicle_id in self.acked:
-                    result.acks[vehicle_id] = self.acked[vehicle_id]
-                continue
-            result.acks[vehicle_id] = self.acked[vehicle_id]
+        """Make each changed twin durable (its alerts, then its checkpoint) and acknowledge it, or roll it back.
+
+        The checkpoints of one call are group-committed (``CheckpointStore.group``): one journal commit for
+        all of them, acknowledged only once it succeeded; a failed commit rolls back every twin of the group."""
+        alerts_by_vehicle: dict[str, list[Alert]] = {}
+        for alert in result.alerts:
+            alerts_by_vehicle.setdefault(alert.vehicle_id, []).append(alert)
+        written: dict[str, int] = {}
+        failed: dict[str, OSError] = {}
+        try:
+            with self.store.group() if self.store is not None else contextlib.nullcontext():
+                for vehicle_id in vehicle_ids:
+                    try:
+                        if self.alert_store is not None:
+                            self.alert_store.append(vehicle_id, alerts_by_vehicle.get(vehicle_id, []))
+                        twin = self.twins[vehicle_id]
+                        if self.store is not None:
+                            self.store.put(vehicle_id, twin.to_bytes())
+                        written[vehicle_id] = twin.applied_seq
+                    except OSError as error:
+                        failed[vehicle_id] = error
+        except OSError as error:  # the group commit failed: none of its twins is acknowledged
+            failed.update(dict.fromkeys(written, error))
+            written = {}
+        for vehicle_id, seq in written.items():
+            self.acked[vehicle_id] = seq  # only now is the effect durable: acknowledge up to the applied watermark
+            result.acks[vehicle_id] = seq
+        for vehicle_id, error in failed.items():
+            self._roll_back(vehicle_id)
+            result.not_durable[vehicle_id] = f"checkpoint store {self.settings.checkpoint_uri!r}: {error}"
+            if vehicle_id in self.acked:
+                result.acks[vehicle_id] = self.acked[vehicle_id]
+        if failed:
+            result.alerts = [a for a in result.alerts if a.vehicle_id not in failed]
 
     def _roll_back(self, vehicle_id: str) -> None:
         """Forget the in-memory twin: its next contact restores the last durable checkpoint."""

@@ -8,10 +8,13 @@
     result = fleet.ingest(record_batch)        # acks / alerts / rejections
     fleet.summary("veh-00001"); fleet.alerts(AlertFilter(rule="anomaly")); fleet.close()
 
-Hosting shapes: ``twins_per_actor == 1`` gives one named actor per vehicle (``evtwin-twin-<id>``, the
-design card's shape; an idle actor costs tens of MB, so for small fleets); ``twins_per_actor > 1``
-gives ``ceil(expected_vehicles / twins_per_actor)`` shard actors (``evtwin-shard-<k>``), a vehicle's shard
-being ``route(vehicle_id, shards)``. Actors are created by telemetry only (``ingest``) and found again by
+Hosting shapes: ``twins_per_actor > 1`` (the default, 256) opens shard actors as vehicles arrive
+(``twins.host.Placement``: one host until it holds ``twins_per_actor`` twins, then the next, at most
+``twins.max_host_actors``), named ``evtwin-shard-<router id>-<k>``; each loads the models once and scores
+its twins in batches. ``twins_per_actor == 1`` gives one named actor per vehicle (``evtwin-twin-<id>``, the
+design card's shape; every actor loads the models, so for small fleets). ``TwinFleet(settings, shards=k)``
+routes by hash over k fixed shards (``route(vehicle_id, k)``; the what-if).
+Actors are created by telemetry only (``ingest``) and found again by
 name (``get_if_exists``); lookups (``summary``) ask a live host, else read the checkpoint, and never start
 an actor. Ray restarts a dead actor (``max_restarts=-1``) and the new one restores each twin from its
 checkpoint when it is next touched. A host without traffic for ``twins.idle_release_s`` is checkpointed
@@ -25,7 +28,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +41,7 @@ import ray
 from configs.frames import FrameBatch
 from configs.settings import Config, TwinsConfig
 from training.artifacts import ArtifactMismatch, load_anomaly_model
-from twins.host import HostSettings, Predictor, TwinHost, checkpoint_summary, route
+from twins.host import HostSettings, Placement, Predictor, TwinHost, checkpoint_summary, route
 from twins.metrics import RaySink, TwinMetrics
 from twins.store import AlertStore, CheckpointStore
 from twins.types import Alert, AlertFilter, IngestResult
@@ -50,6 +55,11 @@ _REACQUIRE_AFTER = 3  # attempts on a dead actor before asking for it again by n
 # A call caught by an actor's death can, rarely, never resolve (seen when the kill races the restart);
 # after this long it is re-sent like a failed call, which dedup by seq makes safe.
 _CALL_TIMEOUT_S = 30.0
+_POLL_S = 0.25  # how often a waiting call looks at TwinFleet.stopping
+
+
+class FleetStopping(RuntimeError):
+    """The fleet is shutting down: the batch was not (entirely) applied and is not acknowledged."""
 
 
 # ---------------------------------------------------------------------------- injected services on Ray
@@ -134,11 +144,17 @@ class TwinFleet:
     """
 
     def __init__(self, settings: HostSettings, shards: int, run_dir: str | None = None,
-                 predictor_factory: PredictorFactory | None = None, detached: bool = False) -> None:
+                 predictor_factory: PredictorFactory | None = None, detached: bool = False,
+                 placement: Placement | None = None) -> None:
+        """``shards``: 0 = one actor per vehicle, k > 0 = k shards routed by hash; ignored with a ``placement``
+        (hosts opened as vehicles arrive, named for this router so a restarted one never shares hosts with
+        the old one's live twins)."""
         self.settings = settings
         self.predictor_factory = predictor_factory
         self.cfg: TwinsConfig = settings.twins
         self.shards = shards
+        self.placement = placement
+        self.router_id = uuid.uuid4().hex[:8]
         self.run_dir = run_dir
         self.predictor_factory = predictor_factory
         self.detached = detached
@@ -153,6 +169,8 @@ class TwinFleet:
         self.clock: Callable[[], float] = time.monotonic
         self.last_used: dict[str, float] = {}  # host name -> last ingest that reached it
         self._history_loaded = False  # alerts raised before this fleet started, read on the first query
+        # Set from another thread at shutdown: the call in flight gives up within _POLL_S, nothing is retried.
+        self.stopping = threading.Event()
 
     @classmethod
     def create(cls, config: Config, run_dir: str | None = None, expected_vehicles: int | None = None,
@@ -161,19 +179,40 @@ class TwinFleet:
         callable each host actor calls once to build its ``twins.host.Predictor`` (e.g.
         ``serving.predictor.ServePredictor``; None: no risk predictions)."""
         twins = config.twins
-        shards = 0
-        if twins.twins_per_actor > 1:
-            expected = expected_vehicles or config.simulation.num_vehicles
-            shards = max(1, math.ceil(expected / twins.twins_per_actor))
         settings = HostSettings(twins=twins, window_ms=config.dataset.window_ms, stride_ms=config.dataset.stride_ms,
                                 checkpoint_uri=twins.checkpoint_uri)
-        return cls(settings, shards, run_dir, predictor_factory, detached)
+        if twins.twins_per_actor == 1:
+            return cls(settings, 0, run_dir, predictor_factory, detached)
+        # Hosts grow with the fleet met (not simulation.num_vehicles); ``expected_vehicles`` only spreads the
+        # first vehicles over more hosts at once.
+        min_hosts = math.ceil(expected_vehicles / twins.twins_per_actor) if expected_vehicles else 1
+        placement = Placement(twins.twins_per_actor, twins.max_host_actors, min_hosts=min_hosts)
+        return cls(settings, 0, run_dir, predictor_factory, detached, placement=placement)
 
     # ------------------------------------------------------------------ routing
-    def host_name(self, vehicle_id: str) -> str:
+    def host_name(self, vehicle_id: str) -> str | None:
+        """The name of the vehicle's host; None when hosts are placed as vehicles arrive and this one never did."""
+        if self.placement is not None:
+            host = self.placement.host_of(vehicle_id)
+            return None if host is None else self._placed_name(host)
         if self.shards == 0:
             return f"evtwin-twin-{vehicle_id}"
         return f"evtwin-shard-{route(vehicle_id, self.shards)}"
+
+    def _placed_name(self, host: int) -> str:
+        return f"evtwin-shard-{self.router_id}-{host}"
+
+    def _place(self, vehicle_id: str) -> str:
+        """The vehicle's host for telemetry (placing it on first contact)."""
+        if self.placement is not None:
+            return self._placed_name(self.placement.place(vehicle_id))
+        return self.host_name(vehicle_id)  # type: ignore[return-value]
+
+    def host_names(self) -> list[str]:
+        """The hosts this router has placed vehicles on (live or released)."""
+        if self.placement is None:
+            return sorted(self.actors)
+        return [self._placed_name(k) for k in range(len(self.placement.loads))]
 
     def _existing(self, name: str) -> Any | None:
         """A live host's handle (ours, or a named actor another router created), never a new actor."""
@@ -231,16 +270,19 @@ class TwinFleet:
             result.rejected.extend(rejected)
         by_host: dict[str, list[int]] = {}
         for i, vehicle_id in enumerate(block.vehicle_ids):
-            by_host.setdefault(self.host_name(vehicle_id), []).append(i)
+            by_host.setdefault(self._place(vehicle_id), []).append(i)
         self.release_idle()
         self.seen.update(block.vehicle_ids)
         pending = {name: block.select(idx) if len(by_host) > 1 else block for name, idx in by_host.items()}
         for attempt in range(_RETRIES):
+            self._check_stopping()
             calls = {name: self.actor(name).ingest.remote(part) for name, part in pending.items()}
             failed: dict[str, FrameBatch] = {}
-            for name, ref in calls.items():
+            for name, outcome in self._gather(calls).items():
                 try:
-                    result.merge(ray.get(ref, timeout=_CALL_TIMEOUT_S))
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    result.merge(outcome)
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
                         ray.exceptions.GetTimeoutError) as error:
                     # The actor died mid-call: whatever it had checkpointed is acknowledged on re-send,
@@ -252,13 +294,45 @@ class TwinFleet:
                 break
             self.resent_calls += len(failed)
             pending = failed
-            time.sleep(min(0.1 * 2**attempt, 5.0))  # a restarting actor needs a worker process (~2 s)
+            # A restarting actor needs a worker process (~2 s); a shutdown does not wait for it.
+            if self.stopping.wait(min(0.1 * 2**attempt, 5.0)):
+                self._check_stopping()
         else:
             raise RuntimeError(f"host actors {sorted(pending)} failed {_RETRIES} times in a row")
         now = self.clock()  # idle time counts from the last answer (starting an actor takes seconds)
         self.last_used.update((name, now) for name in by_host)
         self._record(result.alerts)
         return result
+
+    def stop_ingest(self) -> None:
+        """Shutting down (thread-safe): the ingest in flight gives up within ``_POLL_S``, none is retried."""
+        self.stopping.set()
+
+    def _check_stopping(self) -> None:
+        if self.stopping.is_set():
+            raise FleetStopping("the twin fleet is shutting down: batch not acknowledged (re-send it)")
+
+    def _gather(self, calls: dict[str, Any]) -> dict[str, Any]:
+        """Each call's answer, or its exception (``GetTimeoutError`` after ``_CALL_TIMEOUT_S``); waits in short
+        slices so a shutdown stops waiting on actors that are still starting."""
+        names = {ref: name for name, ref in calls.items()}
+        outcomes: dict[str, Any] = {}
+        deadline = time.monotonic() + _CALL_TIMEOUT_S
+        while names:
+            self._check_stopping()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for name in names.values():
+                    outcomes[name] = ray.exceptions.GetTimeoutError(f"host {name}: no answer in {_CALL_TIMEOUT_S} s")
+                break
+            ready, _ = ray.wait(list(names), num_returns=len(names), timeout=min(_POLL_S, left))
+            for ref in ready:
+                name = names.pop(ref)
+                try:
+                    outcomes[name] = ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    outcomes[name] = error
+        return outcomes
 
     def _record(self, alerts: list[Alert]) -> None:
         fresh = self._record_quietly(alerts)
@@ -284,7 +358,8 @@ class TwinFleet:
     # ------------------------------------------------------------------ queries
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         """A live host's answer, else the checkpoint's; None for an unknown vehicle. Never creates a twin."""
-        handle = self._existing(self.host_name(vehicle_id))
+        name = self.host_name(vehicle_id)
+        handle = None if name is None else self._existing(name)
         if handle is not None:
             return ray.get(handle.summary.remote(vehicle_id))
         data = CheckpointStore(self.settings.checkpoint_uri).get(vehicle_id)
@@ -305,8 +380,8 @@ class TwinFleet:
         matched = [a for a in self.alert_log if flt.matches(a)]
         return matched[-flt.limit:]
 
-    def checkpoint_all(self) -> int:
-        return sum(ray.get([a.checkpoint_all.remote() for a in self.actors.values()]))
+    def checkpoint_all(self, timeout_s: float | None = None) -> int:
+        return sum(ray.get([a.checkpoint_all.remote() for a in self.actors.values()], timeout=timeout_s))
 
     def drain(self, timeout_s: float = 5.0) -> list[Alert]:
         """Wait (bounded) for predictions and fine-tunes in flight; returns the alerts they raised."""

@@ -11,9 +11,12 @@ Local checkpoints are readable by their owner only (0600): a twin's state is a v
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, unquote
 
 import pyarrow.fs as pafs
@@ -23,6 +26,7 @@ from twins.types import Alert
 
 _SUFFIX = ".twin"
 _ALERTS_SUFFIX = ".alerts.jsonl"
+_SYNC_THREADS = 16  # concurrent fsyncs of one group commit (the journal commits them together)
 
 
 def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -32,11 +36,20 @@ def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class CheckpointStore:
     """One object per twin: ``<root>/<quoted vehicle id>.twin``."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        self._pending: list[tuple[str, str]] | None = None  # inside group(): written, not yet synced and renamed
         self.fs, self.root = open_filesystem(uri)
         self.fs.create_dir(self.root, recursive=True)
         self._atomic_move = isinstance(self.fs, pafs.LocalFileSystem)
@@ -48,22 +61,65 @@ class CheckpointStore:
         return f"{self.root}/{quote(vehicle_id, safe='')}{_SUFFIX}"
 
     def put(self, vehicle_id: str, data: bytes) -> None:
+        """Write a checkpoint; inside ``group()`` it takes effect when the group commits."""
         path = self._path(vehicle_id)
         if not self._atomic_move:
             with self.fs.open_output_stream(path) as out:  # object stores: a PUT is atomic already
                 out.write(data)
             return
         temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        grouped = False
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
-                os.fsync(out.fileno())  # durable before it replaces the previous checkpoint
+                if self._pending is None:
+                    os.fsync(out.fileno())  # durable before it replaces the previous checkpoint
+            if self._pending is not None:
+                self._pending.append((temporary, path))
+                grouped = True
+                return
             os.replace(temporary, path)
         finally:
-            if os.path.lexists(temporary):  # the write or the rename failed: leave nothing behind
+            if not grouped and os.path.lexists(temporary):  # the write or the rename failed: leave nothing behind
                 os.unlink(temporary)
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Group commit: the ``put`` calls inside are made durable together when the block ends (their files
+        synced concurrently, so the filesystem commits its journal once for all of them instead of once per
+        twin; then renamed into place and the folder synced). Raises OSError if the commit fails, in which
+        case some of the group's checkpoints may have been replaced and some not: each is whole either way."""
+        if not self._atomic_move or self._pending is not None:
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+            pending, self._pending = self._pending, None
+            self._commit(pending)
+        finally:
+            for temporary, _ in self._pending or []:
+                if os.path.lexists(temporary):
+                    os.unlink(temporary)
+            self._pending = None
+
+    def _commit(self, pending: list[tuple[str, str]]) -> None:
+        try:
+            if len(pending) > 1:
+                with ThreadPoolExecutor(max_workers=min(_SYNC_THREADS, len(pending))) as pool:
+                    list(pool.map(_fsync_path, [temporary for temporary, _ in pending]))
+            elif pending:
+                _fsync_path(pending[0][0])
+            for temporary, path in pending:
+                os.replace(temporary, path)
+            if pending:
+                _fsync_path(self.root)  # the renames themselves
+        finally:
+            for temporary, _ in pending:
+                if os.path.lexists(temporary):
+                    os.unlink(temporary)
 
     def get(self, vehicle_id: str) -> bytes | None:
         try:
@@ -112,8 +168,14 @@ class AlertStore:
         lines = "".join(json.dumps(a.to_dict(), sort_keys=True) + "\n" for a in alerts).encode()
         path = self._path(vehicle_id)
         if self._can_append:
-            with self.fs.open_append_stream(path) as out:
-                out.write(lines)
+            # Synced before the checkpoint that acknowledges the frames: an alert must not be lost to a crash
+            # that the checkpoint survives. Owner-only, like the checkpoints.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, lines)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             return
         old = self._read_bytes(path) or b""
         with self.fs.open_output_stream(path) as out:
