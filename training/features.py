@@ -345,7 +345,8 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         flow = col("coolant_flow")
         ok_pump = (pump_k > PUMP_ON_RPM / 1000.0) & np.isfinite(flow)
         aux = col("aux_battery_voltage")
-        ok_sleep = asleep & np.isfinite(aux) & ambient_ok
+        ambient_sq = (ambient / 10.0) ** 2
+        ok_sleep = asleep & np.isfinite(aux) & np.isfinite(ambient_sq)
         position = np.arange(rows, dtype=np.float64)[:, None]  # row number in the window, for the 12 V slope
         dcdc, hvac = col("dcdc_current"), col("hvac_power")
         wake = np.zeros((rows, batch), dtype=bool)
@@ -363,7 +364,7 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
                   "energy_speed": (speed, ok_energy), "energy_ambient": (ambient, ok_energy),
                   "flow": (flow, ok_pump), "pump": (pump_k, ok_pump),
                   "sleep_aux_v": (aux, ok_sleep), "sleep_ambient": (ambient, ok_sleep),
-                  "sleep_ambient_sq": ((ambient / 10.0) ** 2, ok_sleep), "position": (position, ok_sleep),
+                  "sleep_ambient_sq": (ambient_sq, ok_sleep), "position": (position, ok_sleep),
                   "wake_dcdc": (dcdc, ok_wake), "wake_hvac": (hvac, ok_wake),
                   "load_cell_spread_mv": (spread_mv, ok_spread), "load_abs_current": (abs_current, ok_spread),
                   "load_pack_rise": (pack_rise, ok_pack), "load_current_sq": (current_sq, ok_pack),
