@@ -82,16 +82,24 @@ def run_train(args: argparse.Namespace) -> int:
     table.add_column("seconds", justify="right")
     table.add_column("validation")
     metrics = summary["metrics"]
-    failure = ", ".join(f"{h}d PR-AUC {m['validation_pr_auc']:.3f}" for h, m in metrics["failure"].items())
-    table.add_row("failure (LightGBM x horizons)", f"{summary['timings']['failure_s']:.1f}", failure)
-    table.add_row("severity (LightGBM)", f"{summary['timings']['severity_s']:.1f}",
-                  f"macro-F1 {metrics['severity']['validation_macro_f1']:.3f}")
+    fitted = [name for name, fit in summary["plant"].items() if fit["coefficients"] is not None]
+    table.add_row("plant relations (robust LS)", f"{summary['timings']['plant_s']:.1f}",
+                  f"{len(fitted)} of {len(summary['plant'])} fitted: {', '.join(fitted) or 'none'}")
+    if "failure" in metrics:
+        failure = ", ".join(f"{h}d PR-AUC {m['validation_pr_auc']:.3f}" for h, m in metrics["failure"].items())
+        table.add_row("failure (LightGBM x horizons)", f"{summary['timings']['failure_s']:.1f}", failure)
+        table.add_row("severity (LightGBM)", f"{summary['timings']['severity_s']:.1f}",
+                      f"macro-F1 {metrics['severity']['validation_macro_f1']:.3f}")
+    else:
+        table.add_row("failure, severity", "-", "[yellow]not trained: no failure labels")
     a = metrics["anomaly"]
     table.add_row("anomaly (LSTM-AE)", f"{summary['timings']['anomaly_s']:.1f}",
                   f"event recall {a['validation_event_recall']:.2f} at "
                   f"{a['validation_false_alarms_per_100_vehicle_days']:.2f} FA/100 veh-days ({a['device']})")
     table.add_row("baselines", f"{summary['timings']['baselines_s']:.1f}", "thresholds under the alert budget")
     console.print(table)
+    if summary["failure_models"] != "trained":
+        console.print(f"[yellow]{summary['failure_models']}")
     return 0
 
 
