@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--all-test", action="store_true",
                          help="put every vehicle in the test split (a fleet kept for out-of-sample evaluation)")
     prepare.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    prepare.add_argument("--maintenance", default=None,
+                         help="maintenance-records CSV (vehicle, date, component or mode[, severity]): its records "
+                              "become failure events, so `evtwin train` can train the failure models")
     prepare.set_defaults(func=run_prepare)
 
     train = subparsers.add_parser("train", help="train failure, severity and anomaly models on a prepared run")
@@ -57,7 +60,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("prepare", total=total)
         card = prepare_dataset(run, cfg, all_test=args.all_test, workers=workers,
-                               on_vehicle=lambda _v: progress.advance(task))
+                               on_vehicle=lambda _v: progress.advance(task),
+                               maintenance=Path(args.maintenance) if args.maintenance else None)
     table = Table(title=f"dataset {run / 'dataset'} (hash {card['data_hash']})")
     table.add_column("split")
     table.add_column("vehicles", justify="right")
@@ -69,6 +73,9 @@ def run_prepare(args: argparse.Namespace) -> int:
         cells = [str(x) for h in card["horizons"] for x in (card["positives"][split][str(h)], card["censored"][split][str(h)])]
         table.add_row(split, str(card["vehicles"][split]), str(card["windows"][split]), *cells)
     console.print(table)
+    if not card["failure_labels"]:
+        console.print("[yellow]no failure labels (no events.parquet, no --maintenance records): `evtwin train` will "
+                      "train the anomaly model, the plant relations and the baselines; failure models need labels")
     return 0
 
 

@@ -62,11 +62,14 @@ class _MomentBaseline:
         return float(np.sqrt(np.mean(top)))
 
     def _first(self, x: np.ndarray) -> bool:
+        """Start the moments at the first window (a missing feature, NaN, starts at its first value)."""
         if self.mean is None:
             self.mean = x.copy()
             self.var = np.zeros_like(x)
             self.n = 1
             return True
+        starting = np.isnan(self.mean) & np.isfinite(x)
+        self.mean[starting] = x[starting]
         return False
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -83,6 +86,14 @@ class _MomentBaseline:
         return {"warmup": self.warmup, "top_k": self.top_k}
 
 
+def _missing_as_nan(x: np.ndarray) -> np.ndarray:
+    """A window's features as float64 with +-inf as NaN: a feature the vehicle does not send is missing,
+    learned as nothing (not as 0); its z-score is 0 until it has a value."""
+    x = np.asarray(x, dtype=np.float64).copy()
+    x[np.isinf(x)] = np.nan
+    return x
+
+
 class EwmaBaseline(_MomentBaseline):
     """Exponentially weighted mean and variance: follows slow, legitimate drift (ageing, seasons)."""
 
@@ -94,15 +105,15 @@ class EwmaBaseline(_MomentBaseline):
         self._alpha = 1.0 - 0.5 ** (1.0 / half_life)
 
     def learn_one(self, x: np.ndarray) -> None:
-        x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+        x = _missing_as_nan(x)
         if self._first(x):
             return
         self.n += 1
         # Plain average during warm-up (unbiased start), exponential forgetting afterwards.
         alpha = max(self._alpha, 1.0 / self.n)
-        delta = x - self.mean
+        delta = np.where(np.isnan(x), 0.0, x - self.mean)  # a missing feature keeps its moments
         self.mean = self.mean + alpha * delta
-        self.var = (1.0 - alpha) * (self.var + alpha * delta * delta)
+        self.var = np.where(np.isnan(x), self.var, (1.0 - alpha) * (self.var + alpha * delta * delta))
 
     def _params(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "top_k": self.top_k, "half_life": self.half_life}
@@ -112,14 +123,14 @@ class WelfordBaseline(_MomentBaseline):
     """Cumulative mean and variance (Welford): never forgets; the reference for a stationary vehicle."""
 
     def learn_one(self, x: np.ndarray) -> None:
-        x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+        x = _missing_as_nan(x)
         if self._first(x):
             return
         self.n += 1
-        delta = x - self.mean
+        delta = np.where(np.isnan(x), 0.0, x - self.mean)  # a missing feature keeps its moments
         self.mean = self.mean + delta / self.n
         # var holds the population variance; update from M2 = var * (n - 1).
-        m2 = self.var * (self.n - 1) + delta * (x - self.mean)
+        m2 = self.var * (self.n - 1) + np.where(np.isnan(x), 0.0, delta * (x - self.mean))
         self.var = m2 / self.n
 
 
