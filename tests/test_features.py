@@ -147,7 +147,7 @@ def test_dropouts_carry_values_forward_and_a_sensor_never_sent_stays_missing() -
     # Every feature of the flow sensor is missing, never a made-up 0; features of other sensors are not.
     missing = _nan_features(X[4:])
     assert {"coolant_flow_mean", "flow_per_pump_krpm", "flow_per_krpm_acc1d", "coolant_dt_per_flow_z"} <= missing
-    assert not {"coolant_temp_in_mean", "coolant_dt_mean", "pump_speed_mean", "motor_over_coolant_drive"} & missing
+    assert not {"coolant_temp_in_mean", "coolant_dt_mean", "pump_speed_mean", "motor_rise_per_krpm"} & missing
     # This vehicle never sleeps (its DC-DC converter is never off): the 12 V rest terms are missing too.
     assert {"sleep_aux_v_acc1d", "wake_dcdc_acc1d"} <= missing
     assert missing <= {n for n in FEATURE_NAMES if "flow" in n or n.startswith(("sleep_", "wake_", "aux_sleep"))}

@@ -138,8 +138,10 @@ def oracle_raw_features(values: np.ndarray) -> np.ndarray:
         pumping = pump > PUMP_ON_RPM
         driving, charging, _, known = oracle_states(values)
         flow_per_pump = np.where(pumping, col("coolant_flow") / (pump / 1000.0), np.nan)
-        inverter_per_kw = np.where(driving, col("inverter_temp") - coolant_in, np.nan)
-        motor_per_krpm = np.where(driving, col("motor_temp") - coolant_in, np.nan)
+        power_kw = np.abs(col("pack_voltage") * current) / 1000.0
+        inverter_per_kw = np.where(driving, (col("inverter_temp") - coolant_in) / (1.0 + power_kw / 10.0), np.nan)
+        motor_per_krpm = np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + np.abs(col("motor_speed")) / 1000.0),
+                                  np.nan)
     tyres = values[:, _TYRES]
     tyre_min, tyre_max = tyres.min(axis=1), tyres.max(axis=1)  # NaN if any tyre is NaN
     # One NaN-aware pass over every per-frame quantity instead of many small reductions.
@@ -190,8 +192,8 @@ def oracle_raw_features(values: np.ndarray) -> np.ndarray:
         "inverter_rise_per_current": pm[inverter_rise] / load_factor,
         "resistance_est_mohm": _resistance_estimate(col("pack_voltage"), current),
         "flow_per_pump_active": pm[flow_pump],
-        "inverter_over_coolant_drive": pm[inv_kw],
-        "motor_over_coolant_drive": pm[motor_krpm],
+        "inverter_rise_per_kw": pm[inv_kw],
+        "motor_rise_per_krpm": pm[motor_krpm],
         "tyre_min_mean": pm[tyre_lo],
         "tyre_spread_mean": pm[tyre_spread],
         "tyre_comp_min_mean": pm[tyre_comp],
@@ -658,7 +660,7 @@ def test_offline_matrix_equals_the_oracle_loop(window_h, stride_h, min_frames) -
 
 
 def test_feature_definition_and_checkpoint_format_are_unchanged() -> None:
-    assert FEATURES_HASH == "64a5d201a539273a"  # v4: plant-free accumulated terms, missing stays NaN
+    assert FEATURES_HASH == "7c3a630ed804b626"  # v4: plant-free accumulated terms, missing stays NaN
     rng = np.random.default_rng(6)
     oracle = OracleState()
     for k in range(30):

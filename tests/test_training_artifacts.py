@@ -194,7 +194,8 @@ def test_training_records_the_sha256_of_every_model_file(trained) -> None:
     import hashlib
 
     run, _ = trained
-    expected = {"failure": {"h7.txt", "h14.txt", "mode.txt"}, "severity": {"model.txt"}, "anomaly": {"weights.pt"}}
+    expected = {"failure": {"h7.txt", "h14.txt", "mode.txt", "plant.json"}, "severity": {"model.txt", "plant.json"},
+                "anomaly": {"weights.pt"}}
     for kind, names in expected.items():
         folder = run / "models" / kind
         digests = json.loads((folder / "meta.json").read_text())["sha256"]

@@ -352,7 +352,7 @@ def test_random_orders_duplicates_and_bad_values_never_crash_nor_apply_twice(dat
         restored = VehicleTwin.from_bytes(twin.to_bytes())
         assert restored.to_bytes() == twin.to_bytes()
     assert applied == twin.frames_applied <= len(set(sends))
-    assert twin.last_features is None or np.isfinite(twin.last_features).all()
+    assert twin.last_features is None or not np.isinf(twin.last_features).any()  # NaN: missing, never inf
     # Everything re-sent once more: no new effect.
     before = state_without_counters(twin)
     again = twin.ingest(take(frames, np.array(sorted(set(sends)))))

@@ -85,7 +85,7 @@ DERIVED_NAMES: tuple[str, ...] = (
     "inverter_rise_mean", "inverter_rise_max", "inverter_rise_per_current",
     "resistance_est_mohm",
     # Ratios over the frames where they mean something (pump running, driving), referred to the coolant:
-    "flow_per_pump_active", "inverter_over_coolant_drive", "motor_over_coolant_drive",
+    "flow_per_pump_active", "inverter_rise_per_kw", "motor_rise_per_krpm",
     "tyre_min_mean", "tyre_spread_mean", "tyre_comp_min_mean",
     "brake_rise_max", "aux_v_rest_mean",
     "driving_share", "charging_share", "distance_km", "abs_current_mean",
@@ -97,7 +97,7 @@ DERIVED_NAMES: tuple[str, ...] = (
 TREND_KEYS: tuple[str, ...] = (
     "cell_v_spread_load_mean", "cell_v_spread_mean", "cell_t_spread_mean", "pack_rise_per_load",
     "coolant_dt_per_flow", "flow_per_pump_krpm", "motor_rise_per_torque", "inverter_rise_per_current",
-    "flow_per_pump_active", "inverter_over_coolant_drive", "motor_over_coolant_drive",
+    "flow_per_pump_active", "inverter_rise_per_kw", "motor_rise_per_krpm",
     "resistance_est_mohm", "internal_resistance_mean", "insulation_resistance_min", "tyre_comp_min_mean",
     "tyre_spread_mean", "aux_battery_voltage_min", "aux_v_rest_mean", "brake_pad_wear_mean",
     "brake_rise_max", "soh_mean", "motor_temp_max", "inverter_temp_max",
@@ -314,9 +314,13 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
             "abs_current": abs_current,
             "abs_torque": abs_torque,
             "flow_per_pump": np.where(pump > PUMP_ON_RPM, col("coolant_flow") / (pump / 1000.0), np.nan),
-            # Drivetrain temperatures over the coolant while driving (their load relation: training.plant).
-            "inverter_over_coolant": np.where(driving, col("inverter_temp") - coolant_in, np.nan),
-            "motor_over_coolant": np.where(driving, col("motor_temp") - coolant_in, np.nan),
+            # Drivetrain temperatures over the coolant while driving, per unit of a generic load scale (1 + kW / 10,
+            # 1 + krpm) so that the level moves less with how hard the vehicle is driven; the fitted relation
+            # of each rise to its load is training.plant's.
+            "inverter_over_coolant": np.where(driving, (col("inverter_temp") - coolant_in) / (1.0 + power_kw / 10.0),
+                                              np.nan),
+            "motor_over_coolant": np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + abs_motor_speed / 1000.0),
+                                           np.nan),
             "odometer": col("odometer"),
         }
         at = {**_STAT_POS, **{name: n_stat + i for i, name in enumerate(per_frame)}}
@@ -429,8 +433,8 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
             # -dV/dI (mOhm) by least squares; undefined under 5 samples or 5 A of spread (the slope is noise).
             "resistance_est_mohm": np.where((n_res >= 5) & (var_i >= 25.0), np.abs(cov_vi / var_i) * 1000.0, np.nan),
             "flow_per_pump_active": pm("flow_per_pump"),
-            "inverter_over_coolant_drive": pm("inverter_over_coolant"),
-            "motor_over_coolant_drive": pm("motor_over_coolant"),
+            "inverter_rise_per_kw": pm("inverter_over_coolant"),
+            "motor_rise_per_krpm": pm("motor_over_coolant"),
             "tyre_min_mean": pm("tyre_min"),
             "tyre_spread_mean": pm("tyre_spread"),
             "tyre_comp_min_mean": pm("tyre_comp_min"),

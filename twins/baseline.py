@@ -37,6 +37,9 @@ class _MomentBaseline:
         self.n = 0
         self.mean: np.ndarray | None = None
         self.var: np.ndarray | None = None
+        # Windows learned per feature: a feature the vehicle sends only sometimes (or started sending
+        # late) warms up on its own values, not on the vehicle's window count.
+        self.counts: np.ndarray | None = None
 
     @property
     def ready(self) -> bool:
@@ -51,6 +54,8 @@ class _MomentBaseline:
         if self.mean is None or not self.ready:
             return np.zeros(len(x), dtype=np.float64)
         z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std()
+        if self.counts is not None:
+            z = np.where(self.counts >= self.warmup, z, 0.0)  # a feature still warming up has no opinion
         return np.nan_to_num(z, nan=0.0, posinf=1e6, neginf=-1e6)
 
     def score_one(self, x: np.ndarray) -> float:
@@ -61,26 +66,37 @@ class _MomentBaseline:
         top = np.partition(z2, z2.size - k)[z2.size - k:]
         return float(np.sqrt(np.mean(top)))
 
-    def _first(self, x: np.ndarray) -> bool:
-        """Start the moments at the first window (a missing feature, NaN, starts at its first value)."""
+    def _first(self, x: np.ndarray) -> tuple[bool, np.ndarray]:
+        """(whether this was the first window, the features present in ``x``); counts them. A missing
+        feature (NaN) starts its moments at its first value."""
+        present = np.isfinite(x)
         if self.mean is None:
             self.mean = x.copy()
             self.var = np.zeros_like(x)
+            self.counts = present.astype(np.float64)
             self.n = 1
-            return True
-        starting = np.isnan(self.mean) & np.isfinite(x)
+            return True, present
+        if self.counts is None:  # a state saved before per-feature counts: every feature had every window
+            self.counts = np.full(x.shape, float(self.n))
+        starting = np.isnan(self.mean) & present
         self.mean[starting] = x[starting]
-        return False
+        self.var[starting] = 0.0
+        self.counts += present
+        return False, present
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"kind": type(self).__name__, "n": self.n, **self._params()}
         arrays = {} if self.mean is None else {"mean": self.mean, "var": self.var}
+        if self.counts is not None:
+            arrays["counts"] = self.counts
         return meta, arrays
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.n = int(meta["n"])
         self.mean = arrays["mean"].astype(np.float64) if "mean" in arrays else None
         self.var = arrays["var"].astype(np.float64) if "var" in arrays else None
+        # (a state saved before per-feature counts gets them at its next learn_one)
+        self.counts = arrays["counts"].astype(np.float64) if "counts" in arrays else None
 
     def _params(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "top_k": self.top_k}
@@ -106,14 +122,15 @@ class EwmaBaseline(_MomentBaseline):
 
     def learn_one(self, x: np.ndarray) -> None:
         x = _missing_as_nan(x)
-        if self._first(x):
+        first, present = self._first(x)
+        if first:
             return
         self.n += 1
         # Plain average during warm-up (unbiased start), exponential forgetting afterwards.
-        alpha = max(self._alpha, 1.0 / self.n)
-        delta = np.where(np.isnan(x), 0.0, x - self.mean)  # a missing feature keeps its moments
+        alpha = np.maximum(self._alpha, 1.0 / np.maximum(self.counts, 1.0))
+        delta = np.where(present, x - self.mean, 0.0)  # a missing feature keeps its moments
         self.mean = self.mean + alpha * delta
-        self.var = np.where(np.isnan(x), self.var, (1.0 - alpha) * (self.var + alpha * delta * delta))
+        self.var = np.where(present, (1.0 - alpha) * (self.var + alpha * delta * delta), self.var)
 
     def _params(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "top_k": self.top_k, "half_life": self.half_life}
@@ -124,14 +141,16 @@ class WelfordBaseline(_MomentBaseline):
 
     def learn_one(self, x: np.ndarray) -> None:
         x = _missing_as_nan(x)
-        if self._first(x):
+        first, present = self._first(x)
+        if first:
             return
         self.n += 1
-        delta = np.where(np.isnan(x), 0.0, x - self.mean)  # a missing feature keeps its moments
-        self.mean = self.mean + delta / self.n
+        n = np.maximum(self.counts, 1.0)  # per feature: its windows learned, this one included
+        delta = np.where(present, x - self.mean, 0.0)  # a missing feature keeps its moments
+        self.mean = self.mean + delta / n
         # var holds the population variance; update from M2 = var * (n - 1).
-        m2 = self.var * (self.n - 1) + np.where(np.isnan(x), 0.0, delta * (x - self.mean))
-        self.var = m2 / self.n
+        m2 = self.var * (n - 1) + np.where(present, delta * (x - self.mean), 0.0)
+        self.var = np.where(present, m2 / n, self.var)
 
 
 BASELINES: dict[str, type] = {"EwmaBaseline": EwmaBaseline, "WelfordBaseline": WelfordBaseline}
