@@ -39,7 +39,7 @@ ANOMALY_SIGNALS: tuple[str, ...] = (
     tuple(f"{k}_ema1d" for k in TREND_KEYS if k not in _QUALITY)
     + tuple(f"{k}_trend" for k in TREND_KEYS if k not in _QUALITY)
     + _QUALITY + _CONTEXT
-    + tuple(f"{k}_acc1d" for k in _PHYSICAL) + tuple(f"{k}_accdiff" for k in _PHYSICAL)
+    + tuple(f"{k}_acc1d" for k in _PHYSICAL) + tuple(f"{k}_accdiff" for k in _PHYSICAL if f"{k}_accdiff" in FEATURE_NAMES)
 )
 CLIP = 8.0
 

@@ -142,11 +142,17 @@ ACCUM_KEYS: tuple[str, ...] = (
 )
 # Short (1 day), long (7 day) and slow (30 day) estimates, and short minus slow (how far it has moved).
 _ACCUM_CONTEXT = ("acc1d", "acc7d", "acc30d", "accdiff")
+# Keys whose 1-day minus 30-day movement is a feature: the usage covariates and the plant-free ratio. The
+# other operating terms move with how the vehicle is used; how far their *relation* moved is the plant's
+# residual drift (training.plant), so their own drift is left out.
+_DRIFT_KEYS = frozenset({"flow_per_krpm", "aux_sleep_slope", "ambient", "dc_charge_share", "km_per_window"})
+_ACC_KEEP = np.array([i * len(_ACCUM_CONTEXT) + j for i, k in enumerate(ACCUM_KEYS)
+                      for j, c in enumerate(_ACCUM_CONTEXT) if c != "accdiff" or k in _DRIFT_KEYS])
 SLOW_HALF_LIFE_MS = 30 * 86_400_000
 
 RAW_NAMES: tuple[str, ...] = tuple(f"{s}_{st}" for s in STAT_SIGNALS for st in _STATS) + DERIVED_NAMES
 FEATURE_NAMES: tuple[str, ...] = RAW_NAMES + tuple(f"{k}_{c}" for k in TREND_KEYS for c in _CONTEXT) \
-    + tuple(f"{k}_{c}" for k in ACCUM_KEYS for c in _ACCUM_CONTEXT)
+    + tuple(f"{k}_{c}" for k in ACCUM_KEYS for c in _ACCUM_CONTEXT if c != "accdiff" or k in _DRIFT_KEYS)
 FEATURES_HASH: str = hashlib.sha256(("v" + FEATURES_VERSION + "|" + ",".join(FEATURE_NAMES)).encode()).hexdigest()[:16]
 
 # Every sensor column a window must carry (missing sensors can be passed as all-NaN arrays).
@@ -803,7 +809,7 @@ def _context_step(packed: np.ndarray, first: np.ndarray, last_end: np.ndarray, e
         after[:, _STATE_SLICES[name]] = value
     features = np.empty((batch, len(FEATURE_NAMES)), dtype=np.float32)
     features[:, :filled.shape[1]] = filled  # finite, or NaN for an input the vehicle never sent
-    tail = np.concatenate([context.reshape(batch, -1), acc.reshape(batch, -1)], axis=1)
+    tail = np.concatenate([context.reshape(batch, -1), acc.reshape(batch, -1)[:, _ACC_KEEP]], axis=1)
     tail[np.isinf(tail)] = np.nan  # only on overflow: a value that cannot be computed is missing
     features[:, filled.shape[1]:] = tail
     return after, features
