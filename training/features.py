@@ -59,7 +59,7 @@ from training.windows import in_order_mask, window_index
 __all__ = [
     "FEATURE_NAMES", "FEATURES_VERSION", "FEATURES_HASH", "STAT_SIGNALS", "DERIVED_NAMES", "TREND_KEYS",
     "REQUIRED_COLUMNS", "ACCUM_KEYS", "FeatureState", "window_accumulators", "window_raw_features",
-    "raw_features_many", "update_many", "vehicle_feature_matrix",
+    "raw_features_many", "update_many", "vehicle_feature_matrix", "RELATION_TERMS", "RELATION_TERM_INDEX",
 ]
 
 FEATURES_VERSION = "4"
@@ -150,9 +150,16 @@ _ACC_KEEP = np.array([i * len(_ACCUM_CONTEXT) + j for i, k in enumerate(ACCUM_KE
                       for j, c in enumerate(_ACCUM_CONTEXT) if c != "accdiff" or k in _DRIFT_KEYS])
 SLOW_HALF_LIFE_MS = 30 * 86_400_000
 
+# The operating terms that enter a plant relation (training.plant): alone they describe how the vehicle was
+# used as much as its health, so statistics over single features (a twin's own baseline) leave them out.
+RELATION_TERMS: frozenset[str] = frozenset(ACCUM_KEYS) - _DRIFT_KEYS
+
 RAW_NAMES: tuple[str, ...] = tuple(f"{s}_{st}" for s in STAT_SIGNALS for st in _STATS) + DERIVED_NAMES
 FEATURE_NAMES: tuple[str, ...] = RAW_NAMES + tuple(f"{k}_{c}" for k in TREND_KEYS for c in _CONTEXT) \
     + tuple(f"{k}_{c}" for k in ACCUM_KEYS for c in _ACCUM_CONTEXT if c != "accdiff" or k in _DRIFT_KEYS)
+# Positions of the relation terms' features (``RELATION_TERMS``) among FEATURE_NAMES.
+RELATION_TERM_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.rsplit("_", 1)[0] in RELATION_TERMS],
+                               dtype=np.int64)
 FEATURES_HASH: str = hashlib.sha256(("v" + FEATURES_VERSION + "|" + ",".join(FEATURE_NAMES)).encode()).hexdigest()[:16]
 
 # Every sensor column a window must carry (missing sensors can be passed as all-NaN arrays).

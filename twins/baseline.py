@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from training.features import FEATURE_NAMES, RELATION_TERM_INDEX
+
 # Floor on the standard deviation (relative to |mean|, plus an absolute floor) so a constant
 # feature does not turn every tiny change into an infinite z-score.
 _REL_STD_FLOOR = 0.02
@@ -56,6 +58,10 @@ class _MomentBaseline:
         z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std()
         if self.counts is not None:
             z = np.where(self.counts >= self.warmup, z, 0.0)  # a feature still warming up has no opinion
+        if z.size == len(FEATURE_NAMES):
+            # A window feature vector: the plant relations' terms move with usage (their health signal is the
+            # relation's residual, which the fleet models read), so a per-feature z of them is no evidence.
+            z[RELATION_TERM_INDEX] = 0.0
         return np.nan_to_num(z, nan=0.0, posinf=1e6, neginf=-1e6)
 
     def score_one(self, x: np.ndarray) -> float:
