@@ -109,6 +109,10 @@ class DatasetConfig(_Section):
     # Test windows lie after this share of the observation, train/validation before it (labels censored
     # at the cut), where the data allow: the test side must span the longest horizon, the train side twice.
     test_after_fraction: float = Field(0.5, ge=0, lt=1)
+    # Sensor-subset augmentation (issue 12): this share of the train vehicles is added once more with the
+    # sensors of 1-2 random subsystems removed (training.dataset.SENSOR_SUBSYSTEMS), so one model learns
+    # to serve vehicles that send fewer signals. 0 turns it off.
+    sensor_subset_augmentation: float = Field(0.0, ge=0, le=1)
 
     @property
     def window_ms(self) -> int:

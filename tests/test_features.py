@@ -107,7 +107,7 @@ def test_features_are_deterministic() -> None:
     cols = synthetic_frames(30, seed=3)
     e1, X1 = vehicle_feature_matrix(cols, HOUR, HOUR)
     e2, X2 = vehicle_feature_matrix({k: v.copy() for k, v in cols.items()}, HOUR, HOUR)
-    assert np.array_equal(e1, e2) and X1.tobytes() == X2.tobytes()
+    assert np.array_equal(e1, e2) and X1.tobytes() == X2.tobytes()  # NaN bits included
 
 
 @pytest.mark.parametrize("window_h, stride_h", [(1, 1), (2, 1)])
@@ -117,7 +117,7 @@ def test_streaming_through_assembler_and_state_equals_offline_matrix(window_h, s
     ends, X = vehicle_feature_matrix(cols, window_h * HOUR, stride_h * HOUR)
     online_ends, rows = stream_features(cols, window_h * HOUR, stride_h * HOUR, chunks, round_trip=chunks == [7, 100, 3])
     assert online_ends == ends.tolist()
-    assert np.array_equal(np.stack(rows), X)
+    assert np.array_equal(np.stack(rows), X, equal_nan=True)
 
 
 def test_state_refuses_bytes_from_another_feature_definition() -> None:
@@ -128,7 +128,11 @@ def test_state_refuses_bytes_from_another_feature_definition() -> None:
 
 # --- NaN robustness ----------------------------------------------------------------------------------
 
-def test_dropouts_never_produce_nan_features() -> None:
+def _nan_features(X: np.ndarray) -> set[str]:
+    return {name for name, bad in zip(FEATURE_NAMES, np.isnan(X).any(axis=0), strict=True) if bad}
+
+
+def test_dropouts_carry_values_forward_and_a_sensor_never_sent_stays_missing() -> None:
     cols = synthetic_frames(48, seed=2)
     rng = np.random.default_rng(5)
     for name in REQUIRED_COLUMNS:
@@ -136,7 +140,36 @@ def test_dropouts_never_produce_nan_features() -> None:
     cols["cell_voltage_max"][: 400] = np.nan  # a sensor silent for hours
     cols["coolant_flow"][:] = np.nan  # and one never reporting at all
     _, X = vehicle_feature_matrix(cols, HOUR, HOUR)
-    assert np.isfinite(X).all()
+    assert not np.isinf(X).any()
+    # While the cell-voltage sensor is silent its features are missing (no value ever existed), then finite.
+    spread = X[:, FEATURE_NAMES.index("cell_v_spread_mean")]
+    assert np.isnan(spread[0]) and np.isfinite(spread[4:]).all()
+    # Every feature of the flow sensor is missing, never a made-up 0; features of other sensors are not.
+    missing = _nan_features(X[4:])
+    assert {"coolant_flow_mean", "flow_per_pump_krpm", "flow_per_krpm_acc1d", "coolant_dt_per_flow_z"} <= missing
+    assert not {"coolant_temp_in_mean", "coolant_dt_mean", "pump_speed_mean", "motor_rise_per_krpm"} & missing
+    # This vehicle never sleeps (its DC-DC converter is never off): the 12 V rest terms are missing too.
+    assert {"sleep_aux_v_acc1d", "wake_dcdc_acc1d"} <= missing
+    assert missing <= {n for n in FEATURE_NAMES if "flow" in n or n.startswith(("sleep_", "wake_", "aux_sleep"))}
+
+
+def test_a_vehicle_without_speed_is_driving_by_motor_speed_or_current() -> None:
+    ts = np.arange(0, 12 * HOUR, 60_000, dtype=np.int64)
+    minute = ts // 60_000
+    speed = np.where((minute // 20) % 3 == 0, 60.0, 0.0)  # 20 minutes of driving in every hour
+    cols = {"ts": ts, **{c: np.full(ts.size, 1.0) for c in REQUIRED_COLUMNS}}
+    cols.update(speed=speed, motor_speed=100.0 * speed, pack_current=1.5 * speed + 1.0, charger_state=np.zeros(ts.size))
+    share = FEATURE_NAMES.index("driving_share")
+    _, with_speed = vehicle_feature_matrix(cols, HOUR, HOUR)
+    assert np.allclose(with_speed[1:, share], 1 / 3, atol=0.02)  # (the first window holds the first frame only)
+    for absent in (("speed",), ("speed", "motor_speed")):
+        reduced = {k: (np.full(ts.size, np.nan) if k in absent else v) for k, v in cols.items()}
+        _, X = vehicle_feature_matrix(reduced, HOUR, HOUR)
+        np.testing.assert_array_equal(X[:, share], with_speed[:, share], err_msg=str(absent))
+    silent = {k: (np.full(ts.size, np.nan) if k in ("speed", "motor_speed", "pack_current", "charger_state",
+                                                     "charge_power") else v) for k, v in cols.items()}
+    _, X = vehicle_feature_matrix(silent, HOUR, HOUR)
+    assert np.isnan(X[:, share]).all()  # no signal says whether it moves: unknown, not "parked"
 
 
 def test_a_window_of_all_nan_frames_carries_the_last_valid_values_forward() -> None:
@@ -148,7 +181,7 @@ def test_a_window_of_all_nan_frames_carries_the_last_valid_values_forward() -> N
         last = state.update({c: cols[c][sel] for c in ("ts", *REQUIRED_COLUMNS)}, end_ms=int(e))
     blank = {c: np.full(10, np.nan) for c in REQUIRED_COLUMNS}
     x = state.update({"ts": np.arange(10, dtype=np.int64), **blank}, end_ms=int(ends[-1]) + HOUR)
-    assert np.isfinite(x).all()
+    assert np.array_equal(np.isnan(x), np.isnan(last))  # what had a value keeps it, nothing is invented
     i = FEATURE_NAMES.index("cell_v_spread_mean")
     assert x[i] == last[i]
 
@@ -156,19 +189,21 @@ def test_a_window_of_all_nan_frames_carries_the_last_valid_values_forward() -> N
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=40),
        st.integers(0, len(REQUIRED_COLUMNS) - 1))
-def test_any_values_in_any_sensor_give_finite_features(values, column) -> None:
+def test_any_values_in_any_sensor_give_no_infinite_feature(values, column) -> None:
     n = len(values)
     window = {c: np.full(n, 1.0) for c in REQUIRED_COLUMNS}
     window[REQUIRED_COLUMNS[column]] = np.asarray(values, dtype=np.float64)
     state = FeatureState()
     for k in range(3):
         x = state.update({"ts": np.arange(n, dtype=np.int64), **window}, end_ms=k * HOUR)
-        assert np.isfinite(x).all()
+        assert not np.isinf(x).any()
+        assert np.isfinite(x[FEATURE_NAMES.index("n_frames")])
 
 
-def test_empty_window_is_allowed_and_finite() -> None:
+def test_empty_window_is_allowed_and_missing_not_zero() -> None:
     x = FeatureState().update({"ts": np.zeros(0, dtype=np.int64), **{c: np.zeros(0) for c in REQUIRED_COLUMNS}}, end_ms=0)
-    assert np.isfinite(x).all()
+    assert x[FEATURE_NAMES.index("n_frames")] == 0 and np.isnan(x[FEATURE_NAMES.index("pack_voltage_mean")])
+    assert not np.isinf(x).any()
 
 
 # --- features measure what they say -----------------------------------------------------------------
@@ -214,4 +249,4 @@ def test_a_reading_beyond_float32_range_saturates_instead_of_becoming_inf() -> N
     state = FeatureState()
     for k in range(3):
         x = state.update({"ts": np.arange(2, dtype=np.int64), **window}, end_ms=k * HOUR)
-        assert np.isfinite(x).all()
+        assert not np.isinf(x).any()  # NaN would be "missing"; inf is never a feature

@@ -1,7 +1,8 @@
 """The batched feature path (``raw_features_many``, ``update_many``) against a frozen copy of the per-window one.
 
 The oracle below is the per-window implementation of training/features.py as it stood before the
-batch path replaced it (feature set v3), copied verbatim: the batch maths must reproduce it on any
+batch path replaced it (feature set v3), updated for v4 (plant-free accumulated terms, operating states
+from whatever signals exist, missing inputs stay NaN) in the same per-window style: the batch maths must reproduce it on any
 window (NaN, inf, 0-2 rows, no driving, sleeping only, ...), and ``update_many`` must leave every
 state exactly where a loop of ``update_values`` would.
 """
@@ -28,7 +29,10 @@ from training.features import (
     ACCUM_KEYS,
     BASELINE_LEARN_Z,
     BASELINE_WARMUP_WINDOWS,
+    CHARGING_KW,
+    DCDC_OFF_A,
     DRIVING_KMH,
+    DRIVING_RPM,
     FEATURE_NAMES,
     FEATURES_HASH,
     LOAD_CURRENT_A,
@@ -37,6 +41,7 @@ from training.features import (
     RAW_NAMES,
     REQUIRED_COLUMNS,
     SHORT_HALF_LIFE_MS,
+    SLEEP_CURRENT_A,
     SLOW_HALF_LIFE_MS,
     STAT_SIGNALS,
     TREND_KEYS,
@@ -61,7 +66,7 @@ RAW_TOL = dict(rtol=1e-9, atol=1e-9)  # float64 raw values: the batch sums in an
 FEATURE_TOL = dict(rtol=1e-6, atol=1e-6)
 
 
-# ================================ frozen oracle (per-window implementation, v3) ===========================
+# ================================ frozen oracle (per-window implementation, v4) ===========================
 # fmt: off
 def _nan_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Column-wise (count, mean, std, min, max) ignoring NaN/inf; NaN where a column has no sample."""
@@ -78,6 +83,31 @@ def _nan_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     vmin[none] = np.nan
     vmax[none] = np.nan
     return count, mean, std, vmin, vmax
+
+
+def oracle_states(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: driving, charging, asleep, any state signal present (see features._operating_states)."""
+    driving, charging, asleep, known = (np.zeros(values.shape[0], dtype=bool) for _ in range(4))
+    col = lambda name: values[:, _COL[name]]  # noqa: E731 - local shorthand
+    for i in range(values.shape[0]):
+        speed, rpm, current = col("speed")[i], col("motor_speed")[i], col("pack_current")[i]
+        charger, power, dcdc = col("charger_state")[i], col("charge_power")[i], col("dcdc_current")[i]
+        if np.isfinite(charger):
+            charging[i] = charger > 0
+        elif np.isfinite(power):
+            charging[i] = power > CHARGING_KW
+        if np.isfinite(speed):
+            driving[i] = speed > DRIVING_KMH
+        elif np.isfinite(rpm):
+            driving[i] = abs(rpm) > DRIVING_RPM
+        elif np.isfinite(current):
+            driving[i] = abs(current) > LOAD_CURRENT_A and not charging[i]
+        if np.isfinite(dcdc):
+            asleep[i] = abs(dcdc) < DCDC_OFF_A
+        elif np.isfinite(current):
+            asleep[i] = abs(current) < SLEEP_CURRENT_A and not driving[i] and not charging[i]
+        known[i] = any(np.isfinite(x) for x in (speed, rpm, current, charger, power))
+    return driving, charging, asleep, known
 
 
 def oracle_raw_features(values: np.ndarray) -> np.ndarray:
@@ -106,11 +136,10 @@ def oracle_raw_features(values: np.ndarray) -> np.ndarray:
     coolant_in, pump = col("coolant_temp_in"), col("pump_speed")
     with np.errstate(invalid="ignore", divide="ignore"):
         pumping = pump > PUMP_ON_RPM
-        driving = col("speed") > DRIVING_KMH
-        power_kw = np.abs(col("pack_voltage") * current) / 1000.0
+        driving, charging, _, known = oracle_states(values)
         flow_per_pump = np.where(pumping, col("coolant_flow") / (pump / 1000.0), np.nan)
-        # Inverter losses grow with electrical power: its rise over the coolant per unit of load.
-        inverter_per_kw = np.where(driving, (col("inverter_temp") - coolant_in) / (4.0 + 0.8 * power_kw), np.nan)
+        power_kw = np.abs(col("pack_voltage") * current) / 1000.0
+        inverter_per_kw = np.where(driving, (col("inverter_temp") - coolant_in) / (1.0 + power_kw / 10.0), np.nan)
         motor_per_krpm = np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + np.abs(col("motor_speed")) / 1000.0),
                                   np.nan)
     tyres = values[:, _TYRES]
@@ -170,8 +199,8 @@ def oracle_raw_features(values: np.ndarray) -> np.ndarray:
         "tyre_comp_min_mean": pm[tyre_comp],
         "brake_rise_max": px[brake_rise],
         "aux_v_rest_mean": pm[aux_rest],
-        "driving_share": _share(col("speed") > 1.0, col("speed")),
-        "charging_share": _share(col("charger_state") > 0, col("charger_state")),
+        "driving_share": float(driving[known].mean()) if known.any() else float("nan"),
+        "charging_share": float(charging[known].mean()) if known.any() else float("nan"),
         "distance_km": _span(col("odometer")),
         "abs_current_mean": pm[abs_current],
         **_quality(values),
@@ -189,30 +218,36 @@ def oracle_accumulators(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         return num, den
     v = values.T  # one row per column: cheap views
-    current = v[_COL["pack_current"]]
-    dcdc = v[_COL["dcdc_current"]]
+    key = {name: k for k, name in enumerate(ACCUM_KEYS)}
+    driving, _, asleep, _ = oracle_states(values)
+    col = lambda name: v[_COL[name]]  # noqa: E731 - local shorthand
     with np.errstate(invalid="ignore"):
-        driving = v[_COL["speed"]] > DRIVING_KMH
-        if driving.sum() >= 3:
-            d = v[:, driving]
-            coolant_in = d[_COL["coolant_temp_in"]]
-            inv = d[_COL["inverter_temp"]] - coolant_in
-            load = 4.0 + 0.0008 * np.abs(d[_COL["pack_voltage"]] * d[_COL["pack_current"]])
-            ok = np.isfinite(inv) & np.isfinite(load)
-            num[0], den[0] = inv[ok].sum(), load[ok].sum()
-            motor = d[_COL["motor_temp"]] - coolant_in - 0.0004 * d[_COL["motor_torque"]] ** 2
-            rpm_k = np.abs(d[_COL["motor_speed"]]) / 1000.0
-            ok = np.isfinite(motor) & np.isfinite(rpm_k)
-            num[1], den[1] = motor[ok].sum(), rpm_k[ok].sum()
-        pump_k = v[_COL["pump_speed"]] / 1000.0
-        flow = v[_COL["coolant_flow"]]
+        ambient = col("ambient_temp")
+        power_kw = np.abs(col("pack_voltage") * col("pack_current")) / 1000.0
+        coolant_in = col("coolant_temp_in")
+        current = col("pack_current")
+        load = np.abs(current) > LOAD_CURRENT_A
+
+        def terms(mask: np.ndarray, least: int, **quantities: np.ndarray) -> None:
+            ok = mask.copy()
+            for q in quantities.values():
+                ok &= np.isfinite(q)
+            if ok.sum() >= least:
+                for name, q in quantities.items():
+                    num[key[name]], den[key[name]] = q[ok].sum(), float(ok.sum())
+
+        terms(driving, 3, drive_inverter_rise=col("inverter_temp") - coolant_in, drive_power_kw=power_kw)
+        terms(driving, 3, drive_motor_rise=col("motor_temp") - coolant_in,
+              drive_torque_sq=(col("motor_torque") / 100.0) ** 2, drive_krpm=np.abs(col("motor_speed")) / 1000.0)
+        terms(driving & np.isfinite(ambient), 3, energy_power_kw=power_kw, energy_speed=col("speed"),
+              energy_ambient=ambient)
+        pump_k = col("pump_speed") / 1000.0
+        flow = col("coolant_flow")
         ok = (pump_k > PUMP_ON_RPM / 1000.0) & np.isfinite(flow)
         if ok.sum() >= 3:
-            num[2], den[2] = flow[ok].sum(), pump_k[ok].sum()
-        # The DC-DC converter is off (exactly 0 A) while the vehicle sleeps.
-        asleep = np.abs(dcdc) < 0.05
-        aux = v[_COL["aux_battery_voltage"]] + 0.006 * np.maximum(10.0 - v[_COL["ambient_temp"]], 0.0)
-        ok = asleep & np.isfinite(aux)
+            num[key["flow_per_krpm"]], den[key["flow_per_krpm"]] = flow[ok].sum(), pump_k[ok].sum()
+        aux = col("aux_battery_voltage")
+        ok = asleep & np.isfinite(aux) & np.isfinite((ambient / 10.0) ** 2)
         m = int(ok.sum())
         if m >= 10:
             t = np.flatnonzero(ok).astype(np.float64)
@@ -220,30 +255,24 @@ def oracle_accumulators(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             t -= t.mean()
             var_t = float(t @ t)
             if var_t > 0:
-                num[3], den[3] = float(t @ (y - y.mean())) / var_t * n * m, float(m)  # volts per window
-            num[4], den[4] = float(y.sum()), float(m)
+                num[key["aux_sleep_slope"]], den[key["aux_sleep_slope"]] = float(t @ (y - y.mean())) / var_t * n * m, m
+            terms(ok, 10, sleep_aux_v=aux, sleep_ambient=ambient, sleep_ambient_sq=(ambient / 10.0) ** 2)
         if n >= 2:
-            wake = np.flatnonzero(asleep[:-1] & (dcdc[1:] >= 0.05)) + 1
-            if wake.size:
-                excess = dcdc[wake] - 2.9 * np.nan_to_num(v[_COL["hvac_power"], wake])
-                excess = excess[np.isfinite(excess)]
-                num[5], den[5] = float(excess.sum()), float(excess.size)
-        load_c = np.abs(current)
-        ok = load_c > LOAD_CURRENT_A
-        if ok.sum() >= 3:
-            ratio = (v[_COL["cell_voltage_max"], ok] - v[_COL["cell_voltage_min"], ok]) * 1000.0 / (1.0 + load_c[ok] / 200.0)
-            ratio = ratio[np.isfinite(ratio)]
-            num[6], den[6] = float(ratio.sum()), float(ratio.size)
-        ambient = v[_COL["ambient_temp"]]
+            wake = np.zeros(n, dtype=bool)
+            wake[1:] = asleep[:-1] & ~asleep[1:]
+            terms(wake, 1, wake_dcdc=col("dcdc_current"), wake_hvac=col("hvac_power"))
+        terms(load, 3, load_cell_spread_mv=(col("cell_voltage_max") - col("cell_voltage_min")) * 1000.0,
+              load_abs_current=np.abs(current))
+        terms(load, 3, load_pack_rise=col("cell_temp_avg") - ambient, load_current_sq=(current / 100.0) ** 2)
         ok = np.isfinite(ambient)
-        num[7], den[7] = float(ambient[ok].sum()), float(ok.sum())
-        charge = v[_COL["charge_power"]]
+        num[key["ambient"]], den[key["ambient"]] = float(ambient[ok].sum()), float(ok.sum())
+        charge = col("charge_power")
         ok = np.isfinite(charge)
-        num[8], den[8] = float((charge[ok] > 50.0).sum()), float(ok.sum())
-        odo = v[_COL["odometer"]]
+        num[key["dc_charge_share"]], den[key["dc_charge_share"]] = float((charge[ok] > 50.0).sum()), float(ok.sum())
+        odo = col("odometer")
         odo = odo[np.isfinite(odo)]
         if odo.size >= 2:
-            num[9], den[9] = float(odo.max() - odo.min()), 1.0
+            num[key["km_per_window"]], den[key["km_per_window"]] = float(odo.max() - odo.min()), 1.0
     return num, den
 
 
@@ -309,7 +338,7 @@ class OracleState:
         self.base_m2 = np.zeros(len(TREND_KEYS))
         # Ratio-of-sums accumulators: rows (numerator, weight) for the short, long and slow half-lives.
         self.accum = np.zeros((6, len(ACCUM_KEYS)))
-        self.accum_last = np.zeros(len(ACCUM_KEYS))  # last defined short ratio (fill rule)
+        self.accum_last = np.full(len(ACCUM_KEYS), np.nan)  # last defined short ratio (fill rule)
 
     def update_values(self, end_ms: int, values: np.ndarray) -> np.ndarray:
         """As :meth:`update`, with the window's frames already stacked (rows x ``REQUIRED_COLUMNS``)."""
@@ -320,22 +349,24 @@ class OracleState:
         self._advance_averages(end_ms, keys)
         std = np.sqrt(self.base_m2 / np.maximum(self.base_n - 1, 1))
         floor = 1e-3 + 0.01 * np.abs(self.base_mean)
-        z = np.where(self.base_n >= 2, (keys - self.base_mean) / np.maximum(std, floor), 0.0)
+        present = np.isfinite(keys)
+        z = np.where(present, np.where(self.base_n >= 2, (keys - self.base_mean) / np.maximum(std, floor), 0.0), np.nan)
         z = np.clip(z, -Z_CLIP, Z_CLIP)
         context = np.stack([self.ema_short, self.ema_short - self.ema_long, z], axis=1).ravel()
         # After a warm-up the baseline learns only from windows it finds normal (|z| <= 3), so a
         # slowly failing part does not become the vehicle's new normal and hide its own drift.
-        learn = (self.base_n < BASELINE_WARMUP_WINDOWS) | (np.abs(z) <= BASELINE_LEARN_Z)
+        learn = present & ((self.base_n < BASELINE_WARMUP_WINDOWS) | (np.abs(z) <= BASELINE_LEARN_Z))
         self._advance_baseline(keys, learn)
         self.n_windows += 1
         out = np.concatenate([raw, context, acc])
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        out[np.isinf(out)] = np.nan
+        return out.astype(np.float32)
 
     def _fill(self, raw: np.ndarray) -> np.ndarray:
         valid = np.isfinite(raw)
         self.last_valid[valid] = raw[valid]
         filled = np.where(valid, raw, self.last_valid)
-        return np.where(np.isfinite(filled), filled, 0.0)
+        return filled
 
     def _advance_accumulators(self, end_ms: int, values: np.ndarray) -> np.ndarray:
         """Decay the ratio-of-sums accumulators to ``end_ms``, add this window, return their features."""
@@ -352,18 +383,23 @@ class OracleState:
         self.accum_last = short
         long = np.where(np.isfinite(ratios[1]), ratios[1], short)
         slow = np.where(np.isfinite(ratios[2]), ratios[2], long)
-        return np.stack([short, long, slow, short - slow], axis=1).ravel()
+        return np.stack([short, long, slow, short - slow], axis=1).ravel()[features_module._ACC_KEEP]
 
     def _advance_averages(self, end_ms: int, keys: np.ndarray) -> None:
+        present = np.isfinite(keys)
         if self.last_end_ms is None:
-            self.ema_short[:] = keys
-            self.ema_long[:] = keys
+            self.ema_short[present] = keys[present]
+            self.ema_long[present] = keys[present]
         else:
             dt = max(end_ms - self.last_end_ms, 0)
             a_short = 1.0 - 0.5 ** (dt / SHORT_HALF_LIFE_MS)
             a_long = 1.0 - 0.5 ** (dt / LONG_HALF_LIFE_MS)
-            self.ema_short += a_short * (keys - self.ema_short)
-            self.ema_long += a_long * (keys - self.ema_long)
+            start = present & ~np.isfinite(self.ema_short)
+            step = present & ~start
+            self.ema_short[step] += a_short * (keys[step] - self.ema_short[step])
+            self.ema_long[step] += a_long * (keys[step] - self.ema_long[step])
+            self.ema_short[start] = keys[start]
+            self.ema_long[start] = keys[start]
         self.last_end_ms = end_ms
 
     def _advance_baseline(self, keys: np.ndarray, learn: np.ndarray) -> None:
@@ -588,7 +624,7 @@ def test_update_many_checks_its_arguments_line_up() -> None:
 def test_state_arrays_keep_their_shapes() -> None:
     state = FeatureState()
     state.accum = np.ones((6, len(ACCUM_KEYS)))
-    assert state.accum.sum() == 6 * len(ACCUM_KEYS) and state.accum_last.sum() == 0
+    assert state.accum.sum() == 6 * len(ACCUM_KEYS) and np.isnan(state.accum_last).all()  # never defined: missing
     with pytest.raises(ValueError, match=r"FeatureState.base_n must have shape \(26,\)"):
         state.base_n = np.zeros(25)
 
@@ -624,7 +660,7 @@ def test_offline_matrix_equals_the_oracle_loop(window_h, stride_h, min_frames) -
 
 
 def test_feature_definition_and_checkpoint_format_are_unchanged() -> None:
-    assert FEATURES_HASH == "41cb2776549ff404"
+    assert FEATURES_HASH == "0a46128e93d5546a"  # v4: plant-free accumulated terms, missing stays NaN
     rng = np.random.default_rng(6)
     oracle = OracleState()
     for k in range(30):

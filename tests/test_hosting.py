@@ -141,7 +141,7 @@ class SlowPredictor:
 
     def submit(self, vehicle_ids, window_end_ms, X):
         self.calls += 1
-        assert np.isfinite(X).all()
+        assert not np.isinf(X).any()  # missing inputs are NaN (the models take NaN), never infinite
         return len(vehicle_ids)
 
     def poll(self, ticket):

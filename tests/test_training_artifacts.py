@@ -11,7 +11,17 @@ from configs.settings import load_config
 from training import artifacts
 from training.artifacts import ArtifactMismatch, load_anomaly_model, load_failure_model, load_severity_model
 from training.features import FEATURE_NAMES
-from training.train import SplitData, train_anomaly, train_failure, train_severity, vehicle_blocks
+from training.plant import MODEL_FEATURE_NAMES, fit_plant
+from training.train import (
+    SplitData,
+    healthy_rows,
+    train_anomaly,
+    train_failure,
+    train_severity,
+    vehicle_blocks,
+    with_plant,
+    write_plant,
+)
 
 HOURS = 24 * 12
 
@@ -50,7 +60,11 @@ def trained(tmp_path_factory) -> tuple[Path, SplitData]:
     cfg = load_config(overrides=["labels.failure_horizons_days=[7, 14]", "training.lstm_epochs=1",
                                  "training.lightgbm_num_rounds=30", "training.lstm_sequence_length=4"])
     tr, va = synthetic_split(1), synthetic_split(2)
-    meta = {**artifacts.provenance(), "data_hash": "test", "config": cfg.model_dump(mode="json")}
+    meta = {**artifacts.provenance(), "model_feature_names": list(MODEL_FEATURE_NAMES), "data_hash": "test",
+            "config": cfg.model_dump(mode="json")}
+    plant = fit_plant(tr.X, healthy_rows(tr))
+    write_plant(run, plant)
+    with_plant(tr, plant), with_plant(va, plant)
     train_failure(cfg, run, tr, va, (7, 14), meta)
     train_severity(cfg, run, tr, va, 14, meta)
     events = pa.table({"vehicle_id": pa.array([], pa.string()), "onset_ms": pa.array([], pa.int64()),
@@ -180,7 +194,8 @@ def test_training_records_the_sha256_of_every_model_file(trained) -> None:
     import hashlib
 
     run, _ = trained
-    expected = {"failure": {"h7.txt", "h14.txt", "mode.txt"}, "severity": {"model.txt"}, "anomaly": {"weights.pt"}}
+    expected = {"failure": {"h7.txt", "h14.txt", "mode.txt", "plant.json"}, "severity": {"model.txt", "plant.json"},
+                "anomaly": {"weights.pt"}}
     for kind, names in expected.items():
         folder = run / "models" / kind
         digests = json.loads((folder / "meta.json").read_text())["sha256"]

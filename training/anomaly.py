@@ -6,10 +6,16 @@ scores, operating context), over the last
 ``sequence_length`` windows. Values are centred and scaled with statistics of normal training windows and clipped, so
 one wild value saturates instead of blowing up the network. The reconstruction error of a sequence is
 the mean squared error over its steps and signals; the per-signal shares say which signals were wrong.
+
+Missing inputs are masked, never made up: a signal the vehicle does not send (NaN feature) enters the
+network as its normal centre (0 after scaling) and is left out of the loss and of the error; the error
+is the mean over the present values only and the shares are renormalised over the present signals, so a
+vehicle with fewer sensors is scored, and its alerts explained, by what it sends.
 """
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +39,7 @@ ANOMALY_SIGNALS: tuple[str, ...] = (
     tuple(f"{k}_ema1d" for k in TREND_KEYS if k not in _QUALITY)
     + tuple(f"{k}_trend" for k in TREND_KEYS if k not in _QUALITY)
     + _QUALITY + _CONTEXT
-    + tuple(f"{k}_acc1d" for k in _PHYSICAL) + tuple(f"{k}_accdiff" for k in _PHYSICAL)
+    + tuple(f"{k}_acc1d" for k in _PHYSICAL) + tuple(f"{k}_accdiff" for k in _PHYSICAL if f"{k}_accdiff" in FEATURE_NAMES)
 )
 CLIP = 8.0
 
@@ -86,17 +92,32 @@ def signal_index(signals: Sequence[str] | None = None) -> np.ndarray:
 
 
 def fit_scaler(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Robust centre (median) and scale (IQR / 1.349, floored) per column of normal windows."""
-    center = np.median(values, axis=0)
-    q75, q25 = np.percentile(values, [75, 25], axis=0)
+    """Robust centre (median) and scale (IQR / 1.349, floored) per column of normal windows (NaN ignored;
+    a column with no value at all gets centre 0, scale 1)."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
+        center = np.nanmedian(values, axis=0) if values.size else np.zeros(values.shape[1])
+        q75, q25 = np.nanpercentile(values, [75, 25], axis=0) if values.size else (center, center)
+        fallback = np.nanstd(values, axis=0) if values.size else center
     scale = (q75 - q25) / 1.349
-    fallback = values.std(axis=0)
     scale = np.where(scale > 1e-6, scale, np.where(fallback > 1e-6, fallback, 1.0))
+    center = np.where(np.isfinite(center), center, 0.0)
+    scale = np.where(np.isfinite(scale), scale, 1.0)
     return center.astype(np.float32), scale.astype(np.float32)
 
 
 def normalise(values: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Centred, scaled and clipped values; NaN (a missing input) stays NaN, for the mask."""
     return np.clip((np.asarray(values, np.float32) - center) / scale, -CLIP, CLIP).astype(np.float32)
+
+
+def _masked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input with missing values at the normal centre 0, float mask of the present values)."""
+    import torch
+
+    present = torch.isfinite(x)
+    return torch.where(present, x, torch.zeros_like(x)), present.to(x.dtype)
 
 
 def feature_sequences(values: np.ndarray, length: int) -> np.ndarray:
@@ -118,10 +139,13 @@ def reconstruction_errors(model: torch.nn.Module, sequences: np.ndarray, batch_s
     errors, shares = [], []
     with torch.inference_mode():
         for start in range(0, sequences.shape[0], batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(sequences[start:start + batch_size])).to(device)
-            per_signal = ((model(x) - x) ** 2).mean(dim=1)  # (b, S)
-            total = per_signal.mean(dim=1)
-            errors.append(total.cpu().numpy())
+            x, present = _masked(torch.from_numpy(np.ascontiguousarray(sequences[start:start + batch_size])).to(device))
+            squared = (model(x) - x) ** 2 * present
+            steps = present.sum(dim=1)  # (b, S): present steps per signal
+            per_signal = squared.sum(dim=1) / steps.clamp(min=1.0)  # (b, S), 0 for a signal never present
+            signals = (steps > 0).to(x.dtype).sum(dim=1)  # signals present in the sequence
+            total = squared.sum(dim=(1, 2)) / present.sum(dim=(1, 2)).clamp(min=1.0)
+            errors.append(torch.where(signals > 0, total, torch.zeros_like(total)).cpu().numpy())  # nothing sent: nothing wrong
             shares.append((per_signal / (per_signal.sum(dim=1, keepdim=True) + 1e-12)).cpu().numpy())
     if not errors:
         return np.zeros(0, np.float32), np.zeros((0, sequences.shape[2]), np.float32)
@@ -144,8 +168,8 @@ def train_autoencoder(train_seq: np.ndarray, *, hidden_size: int, epochs: int, b
         order = rng.permutation(data.shape[0])
         total, count = 0.0, 0
         for start in range(0, order.size, batch_size):
-            x = data[order[start:start + batch_size]].to(device)
-            loss = ((model(x) - x) ** 2).mean()
+            x, present = _masked(data[order[start:start + batch_size]].to(device))
+            loss = (((model(x) - x) ** 2) * present).sum() / present.sum().clamp(min=1.0)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

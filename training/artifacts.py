@@ -3,7 +3,8 @@
 Layout (no pickle anywhere: LightGBM text models, a torch ``state_dict``, JSON metadata)::
 
     models/failure/h<H>.txt, mode.txt, meta.json     failure risk per horizon (+ P(mode | failure))
-    models/severity/model.txt, meta.json             severity 1..3
+    models/failure/plant.json                        plant relations fitted on healthy train windows
+    models/severity/model.txt, plant.json, meta.json severity 1..3 (the same plant.json)
     models/anomaly/weights.pt, meta.json             LSTM autoencoder
     models/baselines.json                            baseline detectors and their validation thresholds
 
@@ -11,6 +12,8 @@ Every ``meta.json`` carries the config, feature list and hash, telemetry schema 
 metrics, package versions and the sha256 of every model file beside it. Loaders refuse an artefact whose
 feature list, feature hash or schema version differs from this code, a model file whose digest is not the
 recorded one (a replaced file, even a valid model), and an artefact with no digests (``ArtifactMismatch``).
+The LightGBM models read window features extended by the plant residuals (``training.plant.model_inputs``,
+``MODEL_FEATURE_NAMES``): callers pass window features (``FEATURE_NAMES``), the loaded model adds the rest.
 """
 from __future__ import annotations
 
@@ -29,11 +32,12 @@ from configs.schema import SCHEMA
 from training.anomaly import build_autoencoder, feature_sequences, normalise, reconstruction_errors
 from training.calibration import Calibrator
 from training.features import FEATURE_NAMES, FEATURES_HASH
+from training.plant import MODEL_FEATURE_NAMES, PLANT_FILE, PlantModel, model_inputs
 
 __all__ = [
     "ArtifactMismatch", "FailureModel", "SeverityModel", "AnomalyModel", "load_failure_model",
     "load_severity_model", "load_anomaly_model", "package_versions", "write_meta", "read_meta", "MODELS_DIR",
-    "model_bytes", "file_sha256",
+    "model_bytes", "file_sha256", "load_plant",
 ]
 
 MODELS_DIR = "models"
@@ -148,12 +152,32 @@ def _as_matrix(X: np.ndarray) -> np.ndarray:
     return X
 
 
+def _plant(folder: Path, meta: dict[str, Any]) -> PlantModel:
+    """The plant relations stored beside a LightGBM model (digest checked), for its input columns."""
+    if [str(n) for n in meta.get("model_feature_names", [])] != list(MODEL_FEATURE_NAMES):
+        raise ArtifactMismatch(f"{folder / 'meta.json'}: model_feature_names differ from this code's window features "
+                               f"+ plant residuals ({len(MODEL_FEATURE_NAMES)} columns); retrain")
+    try:
+        return PlantModel.from_json(model_bytes(folder, meta, PLANT_FILE).decode())
+    except ValueError as error:
+        if isinstance(error, ArtifactMismatch):
+            raise
+        raise ArtifactMismatch(f"{folder / PLANT_FILE}: {error}") from None
+
+
+def load_plant(run_dir: str | Path) -> PlantModel:
+    """The plant relations of a trained run (the failure model's copy, digest checked)."""
+    folder = Path(run_dir) / MODELS_DIR / "failure"
+    return _plant(folder, read_meta(folder))
+
+
 class FailureModel:
     """Calibrated failure probability per horizon, per-mode risk, LightGBM feature contributions."""
 
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         self.meta = meta
-        self.feature_names: tuple[str, ...] = tuple(meta["feature_names"])
+        self.plant = _plant(folder, meta)
+        self.feature_names: tuple[str, ...] = MODEL_FEATURE_NAMES  # the boosters' columns (contributions name them)
         self.horizons: tuple[int, ...] = tuple(int(h) for h in meta["horizons"])
         self.modes: tuple[str, ...] = tuple(meta.get("modes", ()))
         self._boosters = {h: _booster(folder, meta, f"h{h}.txt") for h in self.horizons}
@@ -161,7 +185,7 @@ class FailureModel:
         self._mode_booster = _booster(folder, meta, "mode.txt") if self.modes else None
 
     def predict_raw(self, X: np.ndarray) -> dict[int, np.ndarray]:
-        X = _as_matrix(X)
+        X = model_inputs(_as_matrix(X), self.plant)
         return {h: b.predict(X, num_threads=1 if X.shape[0] < 256 else 0) for h, b in self._boosters.items()}
 
     def predict(self, X: np.ndarray) -> dict[int, np.ndarray]:
@@ -179,13 +203,13 @@ class FailureModel:
         """Per-mode risk: P(failure within h) x P(mode | failure). Empty when no mode model was trained."""
         if self._mode_booster is None:
             return {}
-        X = _as_matrix(X)
-        share = self._mode_booster.predict(X).reshape(X.shape[0], len(self.modes))
+        inputs = model_inputs(_as_matrix(X), self.plant)
+        share = self._mode_booster.predict(inputs).reshape(X.shape[0], len(self.modes))
         return {h: {m: p * share[:, k] for k, m in enumerate(self.modes)} for h, p in self.predict(X).items()}
 
     def contributions(self, X: np.ndarray, top_k: int = 5, horizon: int | None = None) -> list[list[tuple[str, float]]]:
         """Top-|value| LightGBM SHAP contributions (log-odds) per row for ``horizon`` (shortest by default)."""
-        X = _as_matrix(X)
+        X = model_inputs(_as_matrix(X), self.plant)
         h = self.horizons[0] if horizon is None else horizon
         contrib = self._boosters[h].predict(X, pred_contrib=True)[:, :-1]  # last column: bias
         order = np.argsort(-np.abs(contrib), axis=1)[:, :top_k]
@@ -199,11 +223,12 @@ class SeverityModel:
 
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         self.meta = meta
-        self.feature_names: tuple[str, ...] = tuple(meta["feature_names"])
+        self.plant = _plant(folder, meta)
+        self.feature_names: tuple[str, ...] = MODEL_FEATURE_NAMES
         self._booster = _booster(folder, meta, "model.txt")
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = _as_matrix(X)
+        X = model_inputs(_as_matrix(X), self.plant)
         return self._booster.predict(X).reshape(X.shape[0], 3)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--outcomes", default=None, metavar="FILE",
                          help="also write the resolved alert outcomes (the lifecycle log beside the run's "
                               "checkpoints) as a label CSV to FILE (configs.alert_states.read_outcome_labels)")
+    prepare.add_argument("--maintenance", default=None,
+                         help="maintenance-records CSV (vehicle, date, component or mode[, severity]): its records "
+                              "become failure events, so `evtwin train` can train the failure models")
     prepare.set_defaults(func=run_prepare)
 
     train = subparsers.add_parser("train", help="train failure, severity and anomaly models on a prepared run")
@@ -76,7 +79,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("prepare", total=total)
         card = prepare_dataset(run, cfg, all_test=args.all_test, workers=workers,
-                               on_vehicle=lambda _v: progress.advance(task))
+                               on_vehicle=lambda _v: progress.advance(task),
+                               maintenance=Path(args.maintenance) if args.maintenance else None)
     table = Table(title=f"dataset {run / 'dataset'} (hash {card['data_hash']})")
     table.add_column("split")
     table.add_column("vehicles", justify="right")
@@ -88,6 +92,9 @@ def run_prepare(args: argparse.Namespace) -> int:
         cells = [str(x) for h in card["horizons"] for x in (card["positives"][split][str(h)], card["censored"][split][str(h)])]
         table.add_row(split, str(card["vehicles"][split]), str(card["windows"][split]), *cells)
     console.print(table)
+    if not card["failure_labels"]:
+        console.print("[yellow]no failure labels (no events.parquet, no --maintenance records): `evtwin train` will "
+                      "train the anomaly model, the plant relations and the baselines; failure models need labels")
     return 0
 
 
@@ -101,16 +108,24 @@ def run_train(args: argparse.Namespace) -> int:
     table.add_column("seconds", justify="right")
     table.add_column("validation")
     metrics = summary["metrics"]
-    failure = ", ".join(f"{h}d PR-AUC {m['validation_pr_auc']:.3f}" for h, m in metrics["failure"].items())
-    table.add_row("failure (LightGBM x horizons)", f"{summary['timings']['failure_s']:.1f}", failure)
-    table.add_row("severity (LightGBM)", f"{summary['timings']['severity_s']:.1f}",
-                  f"macro-F1 {metrics['severity']['validation_macro_f1']:.3f}")
+    fitted = [name for name, fit in summary["plant"].items() if fit["coefficients"] is not None]
+    table.add_row("plant relations (robust LS)", f"{summary['timings']['plant_s']:.1f}",
+                  f"{len(fitted)} of {len(summary['plant'])} fitted: {', '.join(fitted) or 'none'}")
+    if "failure" in metrics:
+        failure = ", ".join(f"{h}d PR-AUC {m['validation_pr_auc']:.3f}" for h, m in metrics["failure"].items())
+        table.add_row("failure (LightGBM x horizons)", f"{summary['timings']['failure_s']:.1f}", failure)
+        table.add_row("severity (LightGBM)", f"{summary['timings']['severity_s']:.1f}",
+                      f"macro-F1 {metrics['severity']['validation_macro_f1']:.3f}")
+    else:
+        table.add_row("failure, severity", "-", "[yellow]not trained: no failure labels")
     a = metrics["anomaly"]
     table.add_row("anomaly (LSTM-AE)", f"{summary['timings']['anomaly_s']:.1f}",
                   f"event recall {a['validation_event_recall']:.2f} at "
                   f"{a['validation_false_alarms_per_100_vehicle_days']:.2f} FA/100 veh-days ({a['device']})")
     table.add_row("baselines", f"{summary['timings']['baselines_s']:.1f}", "thresholds under the alert budget")
     console.print(table)
+    if summary["failure_models"] != "trained":
+        console.print(f"[yellow]{summary['failure_models']}")
     return 0
 
 

@@ -50,6 +50,20 @@ from training.labels import (
 )
 
 SPLITS = ("train", "validation", "test")
+# Sensors that come and go together on real vehicles: what sensor-subset augmentation removes at once.
+SENSOR_SUBSYSTEMS: dict[str, tuple[str, ...]] = {
+    "coolant_loop": ("coolant_temp_in", "coolant_temp_out", "coolant_flow", "pump_speed"),
+    "drivetrain": ("motor_speed", "motor_torque", "motor_temp", "inverter_temp"),
+    "gps_dcdc": ("latitude", "longitude", "dcdc_current"),
+    "cell_detail": ("cell_temp_min", "cell_temp_max", "soh", "internal_resistance", "insulation_resistance"),
+    "chassis": ("tyre_pressure_fl", "tyre_pressure_fr", "tyre_pressure_rl", "tyre_pressure_rr", "brake_pad_wear",
+                "brake_temp"),
+    "hvac_charging": ("hvac_power", "charge_power"),
+}
+_unknown = sorted({c for cs in SENSOR_SUBSYSTEMS.values() for c in cs} - set(SCHEMA.sensor_names))
+if _unknown:
+    raise ImportError(f"SENSOR_SUBSYSTEMS names sensors the telemetry schema lacks: {_unknown}")
+AUGMENTED_SEPARATOR = "~no-"  # an augmented copy's id: <vehicle><separator><subsystem>+<subsystem>
 DATASET_DIR = "dataset"
 DATASET_VERSION = "1"
 
@@ -74,6 +88,58 @@ def read_ground_truth(run_dir: Path) -> tuple[pa.Table, pa.Table]:
     events = read_events(run_dir) if (run_dir / EVENTS_FILE).exists() else EVENTS_SCHEMA.empty_table()
     faults = read_sensor_faults(run_dir) if (run_dir / SENSOR_FAULTS_FILE).exists() else SENSOR_FAULTS_SCHEMA.empty_table()
     return _ms_columns(events, ("onset_ms", "failure_ms")), _ms_columns(faults, ("start_ms", "end_ms"))
+
+
+MAINTENANCE_SEVERITY = 2  # a record without a severity: "major" (labelling spec, severity levels)
+
+
+def read_maintenance_records(path: Path, vehicles: list[str], onset_days: float, end_ms: int) -> pa.Table:
+    """A maintenance-records CSV (columns ``vehicle``, ``date`` and ``component`` or ``mode``; ``severity``
+    1..3 optional) as failure events (``EVENTS_SCHEMA``).
+
+    The failure time is the record's date (ISO date, midnight UTC, or ISO date-time); the onset is not
+    known, so it is set ``onset_days`` (the longest label horizon) before: windows in that span are not
+    used as normal, and horizon labels depend on the failure time only (configs/labeling_spec.md).
+    A record naming a vehicle the run does not have, or an unreadable date, is an error naming it.
+    """
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(Path(path), convert_options=pacsv.ConvertOptions(strings_can_be_null=False,
+                                                                            column_types={"date": pa.string()}))
+    columns = set(table.column_names)
+    vehicle_col = "vehicle" if "vehicle" in columns else "vehicle_id"
+    kind_col = "mode" if "mode" in columns else "component"
+    missing = [c for c in (vehicle_col, "date", kind_col) if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: maintenance records need columns vehicle, date and component (or mode); "
+                         f"missing {missing}, found {sorted(columns)}")
+    known = set(vehicles)
+    rows: dict[str, list] = {name: [] for name in EVENTS_SCHEMA.names}
+    severities = table.column("severity").to_pylist() if "severity" in columns else [None] * table.num_rows
+    for i, (vehicle, date, kind, severity) in enumerate(zip(
+            table.column(vehicle_col).to_pylist(), table.column("date").to_pylist(),
+            table.column(kind_col).to_pylist(), severities, strict=True)):
+        vehicle, kind = str(vehicle), str(kind).strip()
+        if vehicle not in known:
+            raise ValueError(f"{path}: row {i + 1}: vehicle={vehicle!r} is not a vehicle of the run")
+        try:
+            when = np.datetime64(str(date).strip().replace("Z", ""), "ms")
+        except ValueError:
+            raise ValueError(f"{path}: row {i + 1}: date={date!r} is not an ISO date or date-time") from None
+        if not kind:
+            raise ValueError(f"{path}: row {i + 1}: {kind_col} is empty")
+        level = MAINTENANCE_SEVERITY if severity in (None, "") else int(severity)
+        if level not in (1, 2, 3):
+            raise ValueError(f"{path}: row {i + 1}: severity={severity!r} must be 1, 2 or 3")
+        failure_ms = int(when.astype(np.int64))
+        rows["vehicle_id"].append(vehicle)
+        rows["mode"].append(kind)
+        rows["onset_ms"].append(failure_ms - int(onset_days * MS_PER_DAY))
+        rows["failure_ms"].append(failure_ms)
+        rows["severity"].append(level)
+        rows["observed"].append(failure_ms <= end_ms)
+        rows["component"].append("")
+    return pa.table(rows, schema=EVENTS_SCHEMA)
 
 
 def _ms_columns(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
@@ -139,9 +205,18 @@ def dataset_schema(horizons_days: tuple[int, ...]) -> pa.Schema:
     return pa.schema(fields, metadata={"features_hash": FEATURES_HASH, "schema_version": SCHEMA.version})
 
 
-def vehicle_table(plan: PreparePlan, vehicle_id: str, split: str, events: VehicleEvents) -> pa.Table:
-    """Windows, features and labels of one vehicle, restricted to its split's side of a temporal cut."""
+def vehicle_table(plan: PreparePlan, vehicle_id: str, split: str, events: VehicleEvents,
+                  drop: tuple[str, ...] = (), table_id: str | None = None) -> pa.Table:
+    """Windows, features and labels of one vehicle, restricted to its split's side of a temporal cut.
+
+    ``drop``: sensors removed (all NaN, as a vehicle that does not send them) before the features;
+    ``table_id``: the vehicle id written in the rows (an augmented copy's), default ``vehicle_id``.
+    """
     cols = read_vehicle_columns(Path(plan.run_dir), vehicle_id)
+    for name in drop:
+        if name not in cols:
+            raise ValueError(f"drop names {name!r}, not a sensor of the telemetry schema")
+        cols[name] = np.full(cols[name].size, np.nan)
     ends, X = vehicle_feature_matrix(cols, plan.window_ms, plan.stride_ms, plan.min_frames)
     known = plan.known_until_ms
     if plan.cutoff_ms is not None:
@@ -151,16 +226,39 @@ def vehicle_table(plan: PreparePlan, vehicle_id: str, split: str, events: Vehicl
             known = min(known, plan.cutoff_ms)  # train on the past: labels may not look past the cut
     labels = vehicle_labels(ends, plan.window_ms, events, plan.horizons_days, known, plan.post_failure_ms)
     schema = dataset_schema(plan.horizons_days)
-    arrays = [pa.array(np.full(ends.size, vehicle_id, dtype=object), pa.string()), pa.array(ends, pa.int64())]
+    arrays = [pa.array(np.full(ends.size, table_id or vehicle_id, dtype=object), pa.string()), pa.array(ends, pa.int64())]
     arrays += [pa.array(X[:, j]) for j in range(X.shape[1])]
     for name in label_columns(plan.horizons_days):
         arrays.append(pa.array(labels[name], schema.field(name).type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _work(args: tuple[PreparePlan, str, str, VehicleEvents]) -> tuple[str, str, pa.Table]:
-    plan, vehicle_id, split, events = args
-    return vehicle_id, split, vehicle_table(plan, vehicle_id, split, events)
+def _work(args: tuple[PreparePlan, str, str, VehicleEvents, tuple[str, ...], str]) -> tuple[str, str, pa.Table]:
+    plan, vehicle_id, split, events, drop, table_id = args
+    return table_id, split, vehicle_table(plan, vehicle_id, split, events, drop, table_id)
+
+
+def augmented_copies(vehicles: list[str], splits: dict[str, str], share: float, seed: int
+                     ) -> list[tuple[str, tuple[str, ...], str]]:
+    """(vehicle, sensors removed, copy id) for ``share`` of the train vehicles (sensor-subset augmentation).
+
+    Each chosen vehicle loses the sensors of 1 or 2 random ``SENSOR_SUBSYSTEMS``; the choice depends
+    only on (seed, vehicle id), so the dataset stays deterministic.
+    """
+    if share <= 0:
+        return []
+    names = sorted(SENSOR_SUBSYSTEMS)
+    out = []
+    for v in vehicles:
+        if splits.get(v) != "train":
+            continue
+        rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(v.encode()).digest()[:8], "little")])
+        if rng.random() >= share:
+            continue
+        chosen = sorted(rng.choice(names, size=int(rng.integers(1, 3)), replace=False).tolist())
+        drop = tuple(c for name in chosen for c in SENSOR_SUBSYSTEMS[name])
+        out.append((v, drop, f"{v}{AUGMENTED_SEPARATOR}{'+'.join(chosen)}"))
+    return out
 
 
 def plan_splits(cfg: Config, vehicles: list[str], events: pa.Table, known_until: int) -> tuple[dict[str, str], dict[str, str]]:
@@ -174,9 +272,12 @@ def plan_splits(cfg: Config, vehicles: list[str], events: pa.Table, known_until:
 
 
 def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, workers: int = 1,
-                    on_vehicle: Callable[[str], None] | None = None) -> dict:
+                    on_vehicle: Callable[[str], None] | None = None, maintenance: Path | None = None) -> dict:
     """Build ``run_dir/dataset``; returns the dataset card. ``all_test`` puts every vehicle in test
-    (a fleet generated with another seed, for out-of-sample evaluation)."""
+    (a fleet generated with another seed, for out-of-sample evaluation). ``maintenance``: a
+    maintenance-records CSV (:func:`read_maintenance_records`) whose records become the failure events
+    (added to the run's events.parquet, if any); without events and records the dataset has no failure
+    labels (an imported fleet): ``evtwin train`` then trains the anomaly path, plant and baselines only."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     vehicles = list_vehicles(run_dir)
@@ -185,6 +286,9 @@ def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, worke
     events, faults = read_ground_truth(run_dir)
     known = known_until_ms(manifest)
     horizons = tuple(int(h) for h in cfg.labels.failure_horizons_days)
+    if maintenance is not None:
+        records = read_maintenance_records(maintenance, vehicles, max(horizons), int(manifest["end_ms"]))
+        events = pa.concat_tables([events.select(EVENTS_SCHEMA.names).cast(EVENTS_SCHEMA), records])
     if all_test:
         splits = {v: "test" for v in vehicles}
         strata, cutoff = {v: "-" for v in vehicles}, None
@@ -207,7 +311,10 @@ def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, worke
     stats = _CardStats(horizons)
     window_counts: dict[str, int] = {}
     try:
-        jobs = [(plan, v, splits[v], per_vehicle.get(v, VehicleEvents())) for v in vehicles]
+        jobs = [(plan, v, splits[v], per_vehicle.get(v, VehicleEvents()), (), v) for v in vehicles]
+        jobs += [(plan, v, "train", per_vehicle.get(v, VehicleEvents()), drop, copy_id)
+                 for v, drop, copy_id in augmented_copies(vehicles, splits, cfg.dataset.sensor_subset_augmentation,
+                                                          cfg.seed)]
         for vehicle_id, split, table in _map(jobs, workers):
             writers[split].write_table(table)
             for column in table.columns:
@@ -235,6 +342,8 @@ def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, worke
         vehicles={s: sum(1 for v in vehicles if splits[v] == s) for s in SPLITS}, all_test=all_test,
         source_config_hash=manifest.get("config_hash"), config=cfg.model_dump(mode="json"),
         events_by_split={s: int(sum(1 for x in split_of.to_pylist() if x == s)) for s in SPLITS},
+        augmented_copies=sorted(k for k in window_counts if AUGMENTED_SEPARATOR in k),
+        failure_labels=events.num_rows > 0, maintenance_records=None if maintenance is None else str(maintenance),
     )
     (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out_dir / "card.md").write_text(card_markdown(card))

@@ -22,24 +22,27 @@ Features, in ``FEATURE_NAMES`` order:
    the trend (short minus long, 7 day, average) and the z-score of this window against the vehicle's
    own running baseline (mean and std of its earlier windows; after a warm-up of 24 windows it learns
    only from windows within 3 std, so a slowly failing part does not become the new normal).
-4. *Accumulated physical estimates* for each of ``ACCUM_KEYS`` (inverter thermal factor, bearing drag,
-   flow per pump speed, 12 V sleep discharge and level, DC-DC recharge at wake-up, load-normalised
-   cell spread) and usage that raises some modes' hazard (ambient, DC fast charging, distance): ratio
-   of a 1-day (7-day, 30-day) time-decayed sum of the response over the same sum of its load, and the
-   1-day minus the 30-day value (how far it has moved).
+4. *Accumulated operating terms* for each of ``ACCUM_KEYS`` (drivetrain temperature rises and their
+   loads while driving, power against speed and ambient, 12 V rest voltage and its slope while asleep,
+   DC-DC current at wake-up, cell spread and pack rise under load, coolant flow per pump speed) and usage
+   that raises some modes' hazard (ambient, DC fast charging, distance): time-decayed means over the
+   frames of their operating state, 1-day (7-day, 30-day), and the 1-day minus the 30-day value. No plant
+   constant is written here: the relations between the terms are fitted from data (``training.plant``).
+   Operating states (driving, charging, asleep) come from whatever signals exist (``_operating_states``).
 
-Fill rules (features are never NaN): a window quantity with no valid sample (sensor dropout, no
-frame under load) takes the vehicle's last valid value of that quantity, or ``0.0`` when the vehicle
-never had one. Averages are in time (half-lives in ms), so gaps between windows are handled.
+Fill rules (missing is NaN, never made up): a window quantity with no valid sample (sensor dropout, no
+frame under load) takes the vehicle's last valid value of that quantity, and stays NaN when the vehicle
+never had one (a sensor it does not send); LightGBM takes NaN natively, the anomaly model masks it.
+Averages are in time (half-lives in ms), so gaps between windows are handled.
 
 >>> ts = np.arange(0, 3_600_000, 10_000, dtype=np.int64)
 >>> cols = {name: np.full(ts.size, 1.0) for name in REQUIRED_COLUMNS}
 >>> state = FeatureState()
 >>> x = state.update({"ts": ts, **cols})
->>> x.shape == (len(FEATURE_NAMES),) and x.dtype == np.float32 and bool(np.isfinite(x).all())
+>>> x.shape == (len(FEATURE_NAMES),) and x.dtype == np.float32 and bool(np.isfinite(x[:4]).all())
 True
->>> FeatureState.from_bytes(state.to_bytes()).update({"ts": ts + 3_600_000, **cols}).tolist() == \\
-...     state.update({"ts": ts + 3_600_000, **cols}).tolist()
+>>> np.array_equal(FeatureState.from_bytes(state.to_bytes()).update({"ts": ts + 3_600_000, **cols}),
+...                state.update({"ts": ts + 3_600_000, **cols}), equal_nan=True)
 True
 """
 from __future__ import annotations
@@ -56,10 +59,10 @@ from training.windows import in_order_mask, window_index
 __all__ = [
     "FEATURE_NAMES", "FEATURES_VERSION", "FEATURES_HASH", "STAT_SIGNALS", "DERIVED_NAMES", "TREND_KEYS",
     "REQUIRED_COLUMNS", "ACCUM_KEYS", "FeatureState", "window_accumulators", "window_raw_features",
-    "raw_features_many", "update_many", "vehicle_feature_matrix",
+    "raw_features_many", "update_many", "vehicle_feature_matrix", "RELATION_TERMS", "RELATION_TERM_INDEX",
 ]
 
-FEATURES_VERSION = "3"
+FEATURES_VERSION = "4"
 
 # Signals summarised by mean/std/min/max in every window. Position, odometer (see distance) and the
 # charger enum (see activity shares) are left out: their raw level says nothing about health.
@@ -102,18 +105,36 @@ TREND_KEYS: tuple[str, ...] = (
 )
 _CONTEXT = ("ema1d", "trend", "z")
 
-# Physical health estimates accumulated over many windows as ratios of sums (sum of a response over
-# sum of the load that drives it, each an exponential average in time): a window with one frame of
-# driving weighs one frame, not a whole window, so the estimate is far less noisy than an average of
-# per-window ratios. Each inverts the plant model of one failure mode's precursor (labelling spec, 1):
+# Operating terms accumulated over many windows, each the time-decayed mean of one per-frame quantity over
+# the frames where its operating state holds (driving, asleep, waking, under load, pumping): a ratio of
+# sums (sum of the quantity over the sum of the frame count, each an exponential average in time), so a
+# window with one frame of driving weighs one frame, not a whole window. They are *plant-free*: the
+# relations between them (temperature rise per load, energy per km, 12 V rest voltage, cooling effort per
+# heat) are not written here but FITTED on the fleet's healthy training windows (``training.plant``,
+# stored in the model artefact), so the features measure the vehicle, not how well they invert our
+# simulator. The terms of one relation share one frame mask (every term present), so a linear relation
+# that holds frame by frame holds between their means exactly. A vehicle that does not send a term's
+# inputs has no frame in its mask: the term is NaN (missing, never made up).
 ACCUM_KEYS: tuple[str, ...] = (
-    "inverter_factor",  # (inverter - coolant in) / (4 + 0.8 kW) while driving: 1 healthy, grows with the fault
-    "motor_drag",  # (motor - coolant in - 0.0004 torque^2) per krpm while driving: rises with bearing drag
-    "flow_per_krpm",  # coolant flow per pump krpm while pumping: falls with a failing pump
-    "aux_sleep_slope",  # 12 V voltage change per window while asleep (cold-compensated): faster when weak
-    "aux_sleep_level",  # 12 V voltage while asleep (cold-compensated): lower when weak
-    "dcdc_wake_excess",  # DC-DC current at wake-up beyond the 12 V loads: recharge of a weak battery
-    "cell_spread_per_c",  # cell spread (mV) over (1 + |I| / 200 A) under load: imbalance without the load
+    "drive_inverter_rise",  # inverter - coolant in, while driving (relation: against drive_power_kw)
+    "drive_power_kw",  # |pack voltage x current| in kW, same frames
+    "drive_motor_rise",  # motor - coolant in, while driving (relation: against torque^2 and speed)
+    "drive_torque_sq",  # (motor torque / 100 Nm)^2, same frames
+    "drive_krpm",  # |motor speed| in krpm, same frames
+    "energy_power_kw",  # |pack voltage x current| in kW while driving (relation: against speed and ambient)
+    "energy_speed",  # speed in km/h, same frames
+    "energy_ambient",  # ambient temperature, same frames
+    "flow_per_krpm",  # coolant flow per pump krpm while pumping (a ratio of sums of flow and pump speed)
+    "sleep_aux_v",  # 12 V voltage while asleep (relation: against ambient)
+    "sleep_ambient",  # ambient temperature, same frames
+    "sleep_ambient_sq",  # (ambient / 10 C)^2, same frames
+    "aux_sleep_slope",  # 12 V voltage change per window while asleep: faster when the battery is weak
+    "wake_dcdc",  # DC-DC current at the first awake frame after sleep (relation: against wake_hvac)
+    "wake_hvac",  # HVAC power (kW) at the same frames
+    "load_cell_spread_mv",  # cell-voltage spread (mV) under load (relation: against load_abs_current)
+    "load_abs_current",  # |pack current| (A), same frames
+    "load_pack_rise",  # cell temperature - ambient under load (relation: against load_current_sq)
+    "load_current_sq",  # (pack current / 100 A)^2, same frames
     # Usage that raises the hazard of some modes (labelling spec, 1): heat and cold, DC fast charging, mileage.
     "ambient",  # mean ambient temperature
     "dc_charge_share",  # share of frames charging above 50 kW
@@ -121,11 +142,24 @@ ACCUM_KEYS: tuple[str, ...] = (
 )
 # Short (1 day), long (7 day) and slow (30 day) estimates, and short minus slow (how far it has moved).
 _ACCUM_CONTEXT = ("acc1d", "acc7d", "acc30d", "accdiff")
+# Keys whose 1-day minus 30-day movement is a feature: the usage covariates and the plant-free ratio. The
+# other operating terms move with how the vehicle is used; how far their *relation* moved is the plant's
+# residual drift (training.plant), so their own drift is left out.
+_DRIFT_KEYS = frozenset({"flow_per_krpm", "aux_sleep_slope", "ambient", "dc_charge_share", "km_per_window"})
+_ACC_KEEP = np.array([i * len(_ACCUM_CONTEXT) + j for i, k in enumerate(ACCUM_KEYS)
+                      for j, c in enumerate(_ACCUM_CONTEXT) if c != "accdiff" or k in _DRIFT_KEYS])
 SLOW_HALF_LIFE_MS = 30 * 86_400_000
+
+# The operating terms that enter a plant relation (training.plant): alone they describe how the vehicle was
+# used as much as its health, so statistics over single features (a twin's own baseline) leave them out.
+RELATION_TERMS: frozenset[str] = frozenset(ACCUM_KEYS) - _DRIFT_KEYS
 
 RAW_NAMES: tuple[str, ...] = tuple(f"{s}_{st}" for s in STAT_SIGNALS for st in _STATS) + DERIVED_NAMES
 FEATURE_NAMES: tuple[str, ...] = RAW_NAMES + tuple(f"{k}_{c}" for k in TREND_KEYS for c in _CONTEXT) \
-    + tuple(f"{k}_{c}" for k in ACCUM_KEYS for c in _ACCUM_CONTEXT)
+    + tuple(f"{k}_{c}" for k in ACCUM_KEYS for c in _ACCUM_CONTEXT if c != "accdiff" or k in _DRIFT_KEYS)
+# Positions of the relation terms' features (``RELATION_TERMS``) among FEATURE_NAMES.
+RELATION_TERM_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.rsplit("_", 1)[0] in RELATION_TERMS],
+                               dtype=np.int64)
 FEATURES_HASH: str = hashlib.sha256(("v" + FEATURES_VERSION + "|" + ",".join(FEATURE_NAMES)).encode()).hexdigest()[:16]
 
 # Every sensor column a window must carry (missing sensors can be passed as all-NaN arrays).
@@ -156,6 +190,10 @@ _LOWER, _UPPER = SCHEMA.lower_bounds[:, None, None], SCHEMA.upper_bounds[:, None
 LOAD_CURRENT_A = 30.0  # |pack current| above this counts as "under load"
 PUMP_ON_RPM = 100.0  # coolant pump counts as running above this
 DRIVING_KMH = 5.0  # frames above this speed count as driving for drivetrain ratios
+DRIVING_RPM = 300.0  # without a speed signal: motor speed above this counts as driving
+CHARGING_KW = 0.5  # without a charger state: charge power above this counts as charging
+DCDC_OFF_A = 0.05  # the DC-DC converter is off (the vehicle asleep) below this current
+SLEEP_CURRENT_A = 2.0  # without DC-DC current: a parked pack current below this counts as asleep
 SHORT_HALF_LIFE_MS = 86_400_000  # 1 day
 LONG_HALF_LIFE_MS = 7 * 86_400_000  # 7 days
 Z_CLIP = 50.0
@@ -264,7 +302,7 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         abs_current, abs_torque, abs_motor_speed = np.abs(cols[_ABS_COLS])
         under_load = abs_current > LOAD_CURRENT_A
         at_rest = abs_current <= LOAD_CURRENT_A
-        driving = speed > DRIVING_KMH
+        driving, charging, asleep, state_known = _operating_states(cols)
         cv_spread = col("cell_voltage_max") - col("cell_voltage_min")
         pack_rise, motor_rise, inverter_rise, brake_rise = cols[_RISE_COLS] - ambient
         power_kw = np.abs(voltage * current) / 1000.0
@@ -289,11 +327,13 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
             "abs_current": abs_current,
             "abs_torque": abs_torque,
             "flow_per_pump": np.where(pump > PUMP_ON_RPM, col("coolant_flow") / (pump / 1000.0), np.nan),
-            # Inverter losses grow with electrical power: its rise over the coolant per unit of load.
-            "inverter_per_kw": np.where(driving, (col("inverter_temp") - coolant_in) / (4.0 + 0.8 * power_kw),
-                                        np.nan),
-            "motor_per_krpm": np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + abs_motor_speed / 1000.0),
-                                       np.nan),
+            # Drivetrain temperatures over the coolant while driving, per unit of a generic load scale (1 + kW / 10,
+            # 1 + krpm) so that the level moves less with how hard the vehicle is driven; the fitted relation
+            # of each rise to its load is training.plant's.
+            "inverter_over_coolant": np.where(driving, (col("inverter_temp") - coolant_in) / (1.0 + power_kw / 10.0),
+                                              np.nan),
+            "motor_over_coolant": np.where(driving, (col("motor_temp") - coolant_in) / (1.0 + abs_motor_speed / 1000.0),
+                                           np.nan),
             "odometer": col("odometer"),
         }
         at = {**_STAT_POS, **{name: n_stat + i for i, name in enumerate(per_frame)}}
@@ -308,34 +348,43 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         count = _count(counted, axis=1)
         n_summ = summarised.shape[0]
 
-        # Accumulator terms (see window_accumulators): a response and its load over the rows a mask picks.
+        # Accumulator terms (see ACCUM_KEYS): per-frame quantities over the frames their mask picks; the
+        # terms of one relation share a mask that needs every one of them present.
+        ambient_ok = np.isfinite(ambient)
         inverter = col("inverter_temp") - coolant_in
-        inverter_load = 4.0 + 0.0008 * np.abs(voltage * current)
-        ok_inverter = driving & np.isfinite(inverter) & np.isfinite(inverter_load)
-        motor = col("motor_temp") - coolant_in - 0.0004 * col("motor_torque") ** 2
+        ok_inverter = driving & np.isfinite(inverter) & np.isfinite(power_kw)
+        motor = col("motor_temp") - coolant_in
+        torque_sq = (col("motor_torque") / 100.0) ** 2
         rpm_k = abs_motor_speed / 1000.0
-        ok_motor = driving & np.isfinite(motor) & np.isfinite(rpm_k)
+        ok_motor = driving & np.isfinite(motor) & np.isfinite(torque_sq) & np.isfinite(rpm_k)
+        ok_energy = driving & np.isfinite(power_kw) & np.isfinite(speed) & ambient_ok
         pump_k = pump / 1000.0
         flow = col("coolant_flow")
         ok_pump = (pump_k > PUMP_ON_RPM / 1000.0) & np.isfinite(flow)
-        # The DC-DC converter is off (exactly 0 A) while the vehicle sleeps.
-        dcdc = col("dcdc_current")
-        asleep = np.abs(dcdc) < 0.05
-        aux = col("aux_battery_voltage") + 0.006 * np.maximum(10.0 - ambient, 0.0)
-        ok_sleep = asleep & np.isfinite(aux)
+        aux = col("aux_battery_voltage")
+        ambient_sq = (ambient / 10.0) ** 2
+        ok_sleep = asleep & np.isfinite(aux) & np.isfinite(ambient_sq)
         position = np.arange(rows, dtype=np.float64)[:, None]  # row number in the window, for the 12 V slope
+        dcdc, hvac = col("dcdc_current"), col("hvac_power")
         wake = np.zeros((rows, batch), dtype=bool)
-        wake[1:] = asleep[:-1] & (dcdc[1:] >= 0.05)  # first awake row after a sleeping one
-        hvac = col("hvac_power")  # as np.nan_to_num: NaN -> 0, +-inf -> +-max float (that call is slow)
-        excess = dcdc - 2.9 * np.where(np.isnan(hvac), 0.0, np.minimum(np.maximum(hvac, -_FLOAT_MAX), _FLOAT_MAX))
-        ok_wake = wake & np.isfinite(excess)
-        spread_ratio = cv_spread * 1000.0 / (1.0 + abs_current / 200.0)
-        ok_spread = under_load & np.isfinite(spread_ratio)
+        real = np.arange(rows)[:, None] < n  # rows of the window (not padding)
+        wake[1:] = asleep[:-1] & ~asleep[1:] & real[1:]  # first awake row after a sleeping one
+        ok_wake = wake & np.isfinite(dcdc) & np.isfinite(hvac)
+        spread_mv = cv_spread * 1000.0
+        ok_spread = under_load & np.isfinite(spread_mv) & np.isfinite(abs_current)
+        current_sq = (current / 100.0) ** 2
+        ok_pack = under_load & np.isfinite(pack_rise) & np.isfinite(current_sq)
         ok_resistance = np.isfinite(voltage) & np.isfinite(current)
-        masked = {"inverter": (inverter, ok_inverter), "inverter_load": (inverter_load, ok_inverter),
-                  "motor": (motor, ok_motor), "rpm": (rpm_k, ok_motor), "flow": (flow, ok_pump),
-                  "pump": (pump_k, ok_pump), "aux": (aux, ok_sleep), "position": (position, ok_sleep),
-                  "excess": (excess, ok_wake), "spread": (spread_ratio, ok_spread),
+        masked = {"drive_inverter_rise": (inverter, ok_inverter), "drive_power_kw": (power_kw, ok_inverter),
+                  "drive_motor_rise": (motor, ok_motor), "drive_torque_sq": (torque_sq, ok_motor),
+                  "drive_krpm": (rpm_k, ok_motor), "energy_power_kw": (power_kw, ok_energy),
+                  "energy_speed": (speed, ok_energy), "energy_ambient": (ambient, ok_energy),
+                  "flow": (flow, ok_pump), "pump": (pump_k, ok_pump),
+                  "sleep_aux_v": (aux, ok_sleep), "sleep_ambient": (ambient, ok_sleep),
+                  "sleep_ambient_sq": (ambient_sq, ok_sleep), "position": (position, ok_sleep),
+                  "wake_dcdc": (dcdc, ok_wake), "wake_hvac": (hvac, ok_wake),
+                  "load_cell_spread_mv": (spread_mv, ok_spread), "load_abs_current": (abs_current, ok_spread),
+                  "load_pack_rise": (pack_rise, ok_pack), "load_current_sq": (current_sq, ok_pack),
                   "voltage": (voltage, ok_resistance), "current": (current, ok_resistance)}
         first_pass = np.zeros((n_summ + len(masked), rows, batch))
         np.copyto(first_pass[:n_summ], summarised, where=counted)
@@ -351,7 +400,7 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         second = {"var_i": (i_dev ** 2, ok_resistance),
                   "cov_vi": ((voltage - masked_sum["voltage"] / n_res) * i_dev, ok_resistance),
                   "var_t": (pos_dev ** 2, ok_sleep),
-                  "cov_ty": (pos_dev * (aux - masked_sum["aux"] / n_sleep), ok_sleep)}
+                  "cov_ty": (pos_dev * (aux - masked_sum["sleep_aux_v"] / n_sleep), ok_sleep)}
         second_pass = np.zeros((n_stat + len(second), rows, batch))
         np.copyto(second_pass[:n_stat], (summarised[:n_stat] - mean[:n_stat, None, :]) ** 2, where=counted[:n_stat])
         for k, (quantity, ok) in enumerate(second.values()):
@@ -397,15 +446,15 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
             # -dV/dI (mOhm) by least squares; undefined under 5 samples or 5 A of spread (the slope is noise).
             "resistance_est_mohm": np.where((n_res >= 5) & (var_i >= 25.0), np.abs(cov_vi / var_i) * 1000.0, np.nan),
             "flow_per_pump_active": pm("flow_per_pump"),
-            "inverter_rise_per_kw": pm("inverter_per_kw"),
-            "motor_rise_per_krpm": pm("motor_per_krpm"),
+            "inverter_rise_per_kw": pm("inverter_over_coolant"),
+            "motor_rise_per_krpm": pm("motor_over_coolant"),
             "tyre_min_mean": pm("tyre_min"),
             "tyre_spread_mean": pm("tyre_spread"),
             "tyre_comp_min_mean": pm("tyre_comp_min"),
             "brake_rise_max": px("brake_rise"),
             "aux_v_rest_mean": pm("aux_rest"),
-            "driving_share": _share(speed > 1.0, speed),
-            "charging_share": _share(col("charger_state") > 0, col("charger_state")),
+            "driving_share": _share(driving, np.where(state_known, 0.0, np.nan)),
+            "charging_share": _share(charging, np.where(state_known, 0.0, np.nan)),
             "distance_km": odo_span,
             "abs_current_mean": pm("abs_current"),
             **_quality(cols, n),
@@ -419,27 +468,43 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         out += 0.0
 
         # Accumulators: (numerator, weight) per ACCUM_KEYS entry, 0 where the window has too few samples.
-        enough_driving = driving.sum(axis=0) >= 3
-        enough_pumping = ok_pump.sum(axis=0) >= 3
-        enough_sleep = n_sleep >= 10
-        sloped = enough_sleep & (var_t > 0)
-        enough_load = under_load.sum(axis=0) >= 3
+        enough = {"drive_inverter": _count(ok_inverter, axis=0) >= 3, "drive_motor": _count(ok_motor, axis=0) >= 3,
+                  "energy": _count(ok_energy, axis=0) >= 3, "pump": _count(ok_pump, axis=0) >= 3,
+                  "sleep": n_sleep >= 10, "wake": _count(ok_wake, axis=0) >= 1,
+                  "load_cell": _count(ok_spread, axis=0) >= 3, "load_pack": _count(ok_pack, axis=0) >= 3}
+        counts = {"drive_inverter": _count(ok_inverter, axis=0), "drive_motor": _count(ok_motor, axis=0),
+                  "energy": _count(ok_energy, axis=0), "sleep": n_sleep, "wake": _count(ok_wake, axis=0),
+                  "load_cell": _count(ok_spread, axis=0), "load_pack": _count(ok_pack, axis=0)}
+        sloped = enough["sleep"] & (var_t > 0)
         charge = col("charge_power")
         charge_ok = np.isfinite(charge)
         enough_odo = count[at["odometer"]] >= 2
+
+        def mean_term(name: str, group: str) -> tuple[np.ndarray, np.ndarray]:
+            return (np.where(enough[group], masked_sum[name], 0.0), np.where(enough[group], counts[group], 0.0))
+
         accumulated = {
-            "inverter_factor": (np.where(enough_driving, masked_sum["inverter"], 0.0),
-                                np.where(enough_driving, masked_sum["inverter_load"], 0.0)),
-            "motor_drag": (np.where(enough_driving, masked_sum["motor"], 0.0),
-                           np.where(enough_driving, masked_sum["rpm"], 0.0)),
-            "flow_per_krpm": (np.where(enough_pumping, masked_sum["flow"], 0.0),
-                              np.where(enough_pumping, masked_sum["pump"], 0.0)),
+            "drive_inverter_rise": mean_term("drive_inverter_rise", "drive_inverter"),
+            "drive_power_kw": mean_term("drive_power_kw", "drive_inverter"),
+            "drive_motor_rise": mean_term("drive_motor_rise", "drive_motor"),
+            "drive_torque_sq": mean_term("drive_torque_sq", "drive_motor"),
+            "drive_krpm": mean_term("drive_krpm", "drive_motor"),
+            "energy_power_kw": mean_term("energy_power_kw", "energy"),
+            "energy_speed": mean_term("energy_speed", "energy"),
+            "energy_ambient": mean_term("energy_ambient", "energy"),
+            "flow_per_krpm": (np.where(enough["pump"], masked_sum["flow"], 0.0),
+                              np.where(enough["pump"], masked_sum["pump"], 0.0)),
+            "sleep_aux_v": mean_term("sleep_aux_v", "sleep"),
+            "sleep_ambient": mean_term("sleep_ambient", "sleep"),
+            "sleep_ambient_sq": mean_term("sleep_ambient_sq", "sleep"),
             "aux_sleep_slope": (np.where(sloped, cov_ty / var_t * n * n_sleep, 0.0),  # volts per window
                                 np.where(sloped, n_sleep, 0.0)),
-            "aux_sleep_level": (np.where(enough_sleep, masked_sum["aux"], 0.0), np.where(enough_sleep, n_sleep, 0.0)),
-            "dcdc_wake_excess": (masked_sum["excess"], ok_wake.sum(axis=0)),
-            "cell_spread_per_c": (np.where(enough_load, masked_sum["spread"], 0.0),
-                                  np.where(enough_load, ok_spread.sum(axis=0), 0.0)),
+            "wake_dcdc": mean_term("wake_dcdc", "wake"),
+            "wake_hvac": mean_term("wake_hvac", "wake"),
+            "load_cell_spread_mv": mean_term("load_cell_spread_mv", "load_cell"),
+            "load_abs_current": mean_term("load_abs_current", "load_cell"),
+            "load_pack_rise": mean_term("load_pack_rise", "load_pack"),
+            "load_current_sq": mean_term("load_current_sq", "load_pack"),
             "ambient": (sums[at["ambient_temp"]], count[at["ambient_temp"]]),
             "dc_charge_share": ((charge_ok & (charge > 50.0)).sum(axis=0), charge_ok.sum(axis=0)),
             "km_per_window": (np.where(enough_odo, odo_span, 0.0), enough_odo),
@@ -450,6 +515,29 @@ def _window_batch(cols: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
         for name, (numerator, weight) in accumulated.items():
             num[_ACCUM_IDX[name]], den[_ACCUM_IDX[name]] = numerator, weight
     return out.T, num.T, den.T
+
+
+def _operating_states(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame (T, B): driving, charging, asleep, and whether any state signal was sent at all.
+
+    From whatever the vehicle sends, in order of directness: driving is speed above ``DRIVING_KMH``,
+    else motor speed above ``DRIVING_RPM``, else pack current above ``LOAD_CURRENT_A`` while not charging;
+    charging is the charger state, else charge power above ``CHARGING_KW``; asleep is the DC-DC converter
+    off, else a pack current under ``SLEEP_CURRENT_A`` while neither driving nor charging. A frame without
+    any of the signals a state needs is in none of them.
+    """
+    speed, motor_speed, current = cols[_COL["speed"]], cols[_COL["motor_speed"]], cols[_COL["pack_current"]]
+    charger, charge_power, dcdc = cols[_COL["charger_state"]], cols[_COL["charge_power"]], cols[_COL["dcdc_current"]]
+    has_speed, has_rpm, has_current = np.isfinite(speed), np.isfinite(motor_speed), np.isfinite(current)
+    has_charger, has_power = np.isfinite(charger), np.isfinite(charge_power)
+    charging = np.where(has_charger, charger > 0, has_power & (charge_power > CHARGING_KW))
+    driving = np.where(has_speed, speed > DRIVING_KMH,
+                       np.where(has_rpm, np.abs(motor_speed) > DRIVING_RPM,
+                                has_current & (np.abs(current) > LOAD_CURRENT_A) & ~charging))
+    asleep = np.where(np.isfinite(dcdc), np.abs(dcdc) < DCDC_OFF_A,
+                      has_current & (np.abs(current) < SLEEP_CURRENT_A) & ~driving & ~charging)
+    known = has_speed | has_rpm | has_current | has_charger | has_power
+    return driving, charging, asleep, known
 
 
 def _count(mask: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
@@ -498,7 +586,7 @@ _STATE_FIELDS: tuple[tuple[str, tuple[int, ...], float, str], ...] = (
     ("base_m2", (len(TREND_KEYS),), 0.0, "baseline sum of squared deviations (Welford M2)"),
     ("accum", (6, len(ACCUM_KEYS)), 0.0,
      "ratio-of-sums accumulators: rows (numerator, weight) for the short, long and slow half-lives"),
-    ("accum_last", (len(ACCUM_KEYS),), 0.0, "last defined short ratio of each accumulator (fill rule)"),
+    ("accum_last", (len(ACCUM_KEYS),), np.nan, "last defined short ratio of each accumulator (fill rule)"),
 )
 _STATE_SIZES = [int(np.prod(shape)) for _, shape, _, _ in _STATE_FIELDS]
 _STATE_SLICES: dict[str, slice] = {
@@ -674,10 +762,12 @@ def _context_step(packed: np.ndarray, first: np.ndarray, last_end: np.ndarray, e
     batch = packed.shape[0]
     field = lambda name: packed[:, _STATE_SLICES[name]]  # noqa: E731 - local shorthand
     with np.errstate(invalid="ignore", divide="ignore"):
-        # Fill rule: a raw feature without a valid value takes the vehicle's last valid one, else 0.
+        # Fill rule: a raw feature without a valid value takes the vehicle's last valid one, else stays NaN
+        # (an input the vehicle never sent is missing, not a made-up 0).
         last_valid = np.where(np.isfinite(raw), raw, field("last_valid"))
-        filled = np.where(np.isfinite(last_valid), last_valid, 0.0)
+        filled = last_valid
         keys = filled[:, _TREND_IDX]
+        present = np.isfinite(keys)
 
         decay = _decay_factors(np.maximum(ends - last_end, 0))  # (B, 3): short, long, slow
         decay[first] = 1.0  # a vehicle's first window has nothing to decay
@@ -696,20 +786,24 @@ def _context_step(packed: np.ndarray, first: np.ndarray, last_end: np.ndarray, e
         # Exponential averages in time; a vehicle's first window starts them at its own value.
         first_col = first[:, None]
         ema_short, ema_long = field("ema_short"), field("ema_long")
-        ema_short = np.where(first_col, keys, ema_short + (1.0 - decay[:, 0:1]) * (keys - ema_short))
-        ema_long = np.where(first_col, keys, ema_long + (1.0 - decay[:, 1:2]) * (keys - ema_long))
+        # (or at its first value of a key it had none of); a key still missing leaves its averages as they were.
+        start = first_col | ~np.isfinite(ema_short)
+        ema_short = np.where(present, np.where(start, keys, ema_short + (1.0 - decay[:, 0:1]) * (keys - ema_short)),
+                             ema_short)
+        ema_long = np.where(present, np.where(start, keys, ema_long + (1.0 - decay[:, 1:2]) * (keys - ema_long)),
+                            ema_long)
 
         # z against the baseline of earlier windows (this one is learned after it is scored).
         base_n, base_mean, base_m2 = field("base_n"), field("base_mean"), field("base_m2")
         std = np.sqrt(base_m2 / np.maximum(base_n - 1, 1))
         floor = 1e-3 + 0.01 * np.abs(base_mean)
-        z = np.where(base_n >= 2, (keys - base_mean) / np.maximum(std, floor), 0.0)
+        z = np.where(present, np.where(base_n >= 2, (keys - base_mean) / np.maximum(std, floor), 0.0), np.nan)
         z = np.minimum(np.maximum(z, -Z_CLIP), Z_CLIP)
         context = np.empty((batch, len(TREND_KEYS), len(_CONTEXT)))  # per key: short average, trend, z
         context[:, :, 0], context[:, :, 1], context[:, :, 2] = ema_short, ema_short - ema_long, z
         # After a warm-up the baseline learns only from windows it finds normal (|z| <= 3), so a
         # slowly failing part does not become the vehicle's new normal and hide its own drift (Welford).
-        learn = (base_n < BASELINE_WARMUP_WINDOWS) | (np.abs(z) <= BASELINE_LEARN_Z)
+        learn = present & ((base_n < BASELINE_WARMUP_WINDOWS) | (np.abs(z) <= BASELINE_LEARN_Z))
         learned_n = base_n + learn
         delta = np.where(learn, keys - base_mean, 0.0)
         learned_mean = base_mean + delta / np.maximum(learned_n, 1)
@@ -721,14 +815,14 @@ def _context_step(packed: np.ndarray, first: np.ndarray, last_end: np.ndarray, e
                         ("accum", accum.reshape(batch, -1)), ("accum_last", short)):
         after[:, _STATE_SLICES[name]] = value
     features = np.empty((batch, len(FEATURE_NAMES)), dtype=np.float32)
-    tail = np.concatenate([context.reshape(batch, -1), acc.reshape(batch, -1)], axis=1)
-    tail[~np.isfinite(tail)] = 0.0  # only on overflow; cheaper than nan_to_num on everything
+    tail = np.concatenate([context.reshape(batch, -1), acc.reshape(batch, -1)[:, _ACC_KEEP]], axis=1)
+    tail[np.isinf(tail)] = np.nan  # only on overflow: a value that cannot be computed is missing
     with np.errstate(over="ignore"):  # saturated below
-        features[:, :filled.shape[1]] = filled  # finite in float64 by the fill rule
+        features[:, :filled.shape[1]] = filled  # finite, or NaN for an input the vehicle never sent
         features[:, filled.shape[1]:] = tail
     # A finite float64 beyond float32's range (an impossible reading, e.g. an odometer of 1e38 km) casts to
-    # inf: saturate it, so the contract "never NaN/inf" holds for any input. Checked only when it happens.
-    if not np.isfinite(features).all():
+    # inf: saturate it, so the contract "never inf" holds for any input. Checked only when it happens.
+    if np.isinf(features).any():
         limit = np.finfo(np.float32).max
         np.clip(features, -limit, limit, out=features, where=np.isinf(features))
     return after, features

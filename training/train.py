@@ -33,6 +33,7 @@ from training.detectors import FixedLimits, VehicleBlock, choose_threshold, vehi
 from training.drift import record_training_reference
 from training.features import FEATURE_NAMES
 from training.metrics import average_precision, macro_f1, roc_auc
+from training.plant import MODEL_FEATURE_NAMES, PLANT_FILE, PlantModel, fit_plant, model_inputs
 
 __all__ = ["SplitData", "load_split", "vehicle_blocks", "alert_policy_factory", "train_all"]
 
@@ -41,8 +42,15 @@ __all__ = ["SplitData", "load_split", "vehicle_blocks", "alert_policy_factory", 
 class SplitData:
     vehicle_id: np.ndarray
     ends: np.ndarray
-    X: np.ndarray
+    X: np.ndarray  # window features (FEATURE_NAMES)
     labels: dict[str, np.ndarray]
+    inputs: np.ndarray | None = None  # failure / severity model input (MODEL_FEATURE_NAMES), set by train_all
+
+    @property
+    def model_X(self) -> np.ndarray:
+        if self.inputs is None:
+            raise ValueError("SplitData.inputs not set: call with_plant(data, plant) first")
+        return self.inputs
 
     @property
     def size(self) -> int:
@@ -60,6 +68,17 @@ def load_split(run_dir: Path, split: str, horizons: tuple[int, ...]) -> SplitDat
     labels = {n: np.asarray(table.column(n).to_numpy(zero_copy_only=False)) for n in label_names}
     return SplitData(np.asarray(table.column("vehicle_id").to_numpy(zero_copy_only=False)),
                      table.column("window_end_ms").to_numpy(), X, labels)
+
+
+def healthy_rows(data: SplitData) -> np.ndarray:
+    """bool per window: neither degrading toward a failure nor just after one (what normal looks like)."""
+    return ~data.labels["anomaly"].astype(bool) & ~data.labels["post_failure"].astype(bool)
+
+
+def with_plant(data: SplitData, plant: PlantModel) -> SplitData:
+    """``data`` with its model inputs (window features and plant residuals, ``training.plant.model_inputs``)."""
+    data.inputs = model_inputs(data.X, plant)
+    return data
 
 
 def vehicle_blocks(data: SplitData, events: pa.Table, stride_ms: int) -> list[VehicleBlock]:
@@ -129,7 +148,7 @@ def _fit_booster(params: dict, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import lightgbm as lgb
 
-    train = lgb.Dataset(X, y, weight=weight, feature_name=list(FEATURE_NAMES), free_raw_data=True)
+    train = lgb.Dataset(X, y, weight=weight, feature_name=list(MODEL_FEATURE_NAMES), free_raw_data=True)
     valid = lgb.Dataset(Xv, yv, reference=train)
     callbacks = [lgb.early_stopping(early, verbose=False)] if yv.size and len(np.unique(yv)) > 1 else []
     booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=[valid] if callbacks else None,
@@ -150,9 +169,9 @@ def train_failure(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, hori
             raise ValueError(f"horizon {h} d: the train split needs positive and negative windows "
                              f"(positives {(y == 1).sum()}, negatives {(y == 0).sum()}); generate a larger fleet")
         params = _lgb_params(cfg, "binary", rows.size, metric="average_precision")
-        booster = _fit_booster(params, tr.X[rows], y[rows], va.X[vrows], yv[vrows],
+        booster = _fit_booster(params, tr.model_X[rows], y[rows], va.model_X[vrows], yv[vrows],
                                cfg.training.lightgbm_num_rounds, cfg.training.early_stopping_rounds)
-        raw_v = booster.predict(va.X[vrows])
+        raw_v = booster.predict(va.model_X[vrows])
         cal = fit_calibrator(raw_v, yv[vrows])
         (folder / f"h{h}.txt").write_text(booster.model_to_string())
         calibrators[str(h)] = cal.to_dict()
@@ -164,7 +183,7 @@ def train_failure(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, hori
     modes = _train_mode_model(cfg, folder, tr, va, horizons[-1])
     write_meta(folder, {**base_meta, "kind": "failure", "horizons": list(horizons), "calibrators": calibrators,
                         "best_iteration": best, "metrics": metrics, "modes": modes},
-               model_files=[f"h{h}.txt" for h in horizons] + (["mode.txt"] if modes else []))
+               model_files=[f"h{h}.txt" for h in horizons] + (["mode.txt"] if modes else []) + [PLANT_FILE])
     return metrics
 
 
@@ -190,7 +209,7 @@ def _train_mode_model(cfg: Config, folder: Path, tr: SplitData, va: SplitData, h
     y = np.array([index[m] for m in tr.labels["next_mode"][keep]])
     yv = np.array([index[m] for m in va.labels["next_mode"][vrows]])
     params = _lgb_params(cfg, "multiclass", keep.size, num_class=len(modes), metric="multi_logloss")
-    booster = _fit_booster(params, tr.X[keep], y, va.X[vrows], yv, cfg.training.lightgbm_num_rounds,
+    booster = _fit_booster(params, tr.model_X[keep], y, va.model_X[vrows], yv, cfg.training.lightgbm_num_rounds,
                            cfg.training.early_stopping_rounds)
     mode_file.write_text(booster.model_to_string())
     return modes
@@ -225,9 +244,9 @@ def train_severity(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, hor
         counts = np.bincount(y, minlength=3).astype(float)
         weight = (counts.sum() / (3 * np.maximum(counts, 1)))[y]
         params = _lgb_params(cfg, "multiclass", rows.size, num_class=3, metric="multi_logloss")
-        booster = _fit_booster(params, tr.X[rows], y, va.X[vrows], yv, cfg.training.lightgbm_num_rounds,
+        booster = _fit_booster(params, tr.model_X[rows], y, va.model_X[vrows], yv, cfg.training.lightgbm_num_rounds,
                                cfg.training.early_stopping_rounds, weight=weight)
-        pred = booster.predict(va.X[vrows]).reshape(-1, 3).argmax(axis=1) if vrows.size else np.zeros(0, int)
+        pred = booster.predict(va.model_X[vrows]).reshape(-1, 3).argmax(axis=1) if vrows.size else np.zeros(0, int)
         f1 = macro_f1(yv + 1, pred + 1, [1, 2, 3]) if vrows.size else float("nan")
         tried[str(h)] = f1
         score = f1 if np.isfinite(f1) else -1.0
@@ -242,7 +261,7 @@ def train_severity(cfg: Config, run_dir: Path, tr: SplitData, va: SplitData, hor
                "train_rows": int(counts.sum()), "class_counts": counts.tolist()}
     write_meta(folder, {**base_meta, "kind": "severity", "horizon": train_h, "eval_horizon": eval_horizon,
                         "metrics": metrics, "best_iteration": booster.best_iteration or booster.current_iteration()},
-               model_files=["model.txt"])
+               model_files=["model.txt", PLANT_FILE])
     return metrics
 
 
@@ -363,8 +382,32 @@ def train_baselines(cfg: Config, run_dir: Path, tr: SplitData, va_blocks: list[V
     return out
 
 
+NO_LABELS_NOTE = ("no failure labels (no events.parquet, no maintenance records): the failure and severity models "
+                  "need labels and were not trained; the anomaly model, the plant relations and the baselines "
+                  "learned the fleet's own normal. Give maintenance records with `evtwin prepare --maintenance FILE` "
+                  "(vehicle, date, component or mode) to train the failure models too.")
+
+
+def has_failure_labels(tr: SplitData, horizons: tuple[int, ...]) -> bool:
+    """Whether the train split has any window positive at a horizon (a fleet with failure labels)."""
+    return any((tr.labels[f"y_{h}d"] == 1).any() for h in horizons)
+
+
+def write_plant(run_dir: Path, plant: PlantModel) -> None:
+    """``plant.json`` beside each LightGBM model (its sha256 is recorded with theirs, checked at load)."""
+    for kind in ("failure", "severity"):
+        folder = run_dir / MODELS_DIR / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / PLANT_FILE).write_text(plant.to_json())
+
+
 def train_all(run_dir: Path, cfg: Config, on_step: Callable[[str], None] | None = None) -> dict:
-    """Train every model of a prepared run; returns timings and validation metrics (models/training.json)."""
+    """Train every model of a prepared run; returns timings and validation metrics (models/training.json).
+
+    The plant relations (``training.plant``) are fitted first, on the healthy train windows. A fleet
+    without failure labels (an imported history, no maintenance records) trains the plant, the anomaly
+    model and the baselines, and says that the failure models need labels (console and training.json).
+    """
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     horizons = tuple(int(h) for h in card["horizons"])
@@ -377,9 +420,18 @@ def train_all(run_dir: Path, cfg: Config, on_step: Callable[[str], None] | None 
     events = pq.read_table(run_dir / DATASET_DIR / "events.parquet")
     va_blocks = vehicle_blocks(va, events, stride_ms)
     timings["load_s"] = time.perf_counter() - t0
-    base_meta = {**provenance(), "data_hash": card["data_hash"], "config": cfg.model_dump(mode="json"),
-                 "stride_ms": stride_ms, "window_ms": int(card["window_ms"])}
+    base_meta = {**provenance(), "model_feature_names": list(MODEL_FEATURE_NAMES), "data_hash": card["data_hash"],
+                 "config": cfg.model_dump(mode="json"), "stride_ms": stride_ms, "window_ms": int(card["window_ms"])}
     (run_dir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
+    step("fitting plant relations")
+    t = time.perf_counter()
+    plant = fit_plant(tr.X, healthy_rows(tr), seed=cfg.seed)
+    write_plant(run_dir, plant)
+    with_plant(tr, plant), with_plant(va, plant)
+    timings["plant_s"] = time.perf_counter() - t
+    labelled = has_failure_labels(tr, horizons)
+    if not labelled:
+        step(NO_LABELS_NOTE)
     results: dict[str, dict] = {}
     for name, fn in (
         ("failure", lambda: train_failure(cfg, run_dir, tr, va, horizons, base_meta)),
@@ -387,6 +439,8 @@ def train_all(run_dir: Path, cfg: Config, on_step: Callable[[str], None] | None 
         ("anomaly", lambda: train_anomaly(cfg, run_dir, tr, va, va_blocks, base_meta, stride_ms)),
         ("baselines", lambda: train_baselines(cfg, run_dir, tr, va_blocks, stride_ms)),
     ):
+        if name in ("failure", "severity") and not labelled:
+            continue
         step(f"training {name}")
         t = time.perf_counter()
         results[name] = fn()
@@ -394,6 +448,8 @@ def train_all(run_dir: Path, cfg: Config, on_step: Callable[[str], None] | None 
     record_training_reference(run_dir, tr.X)  # input and score distributions for drift monitoring
     timings["total_s"] = time.perf_counter() - t0
     summary = {"timings": timings, "metrics": {k: v for k, v in results.items() if k != "baselines"},
-               "data_hash": card["data_hash"], "train_windows": tr.size, "validation_windows": va.size}
+               "data_hash": card["data_hash"], "train_windows": tr.size, "validation_windows": va.size,
+               "plant": json.loads(plant.to_json())["relations"],
+               "failure_models": "trained" if labelled else NO_LABELS_NOTE}
     (run_dir / MODELS_DIR / "training.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     return summary

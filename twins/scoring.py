@@ -172,7 +172,7 @@ def _group_by_model(models: list[Any]) -> list[tuple[Any, list[int]]]:
 
 
 class TopSignals:
-    """Per row of a batch of per-signal errors: the three signals with the largest share of the error.
+    """Per row of a batch of per-signal errors: the (up to) three signals with the largest share of the error.
 
     ``row(r)`` builds row ``r``'s ``[[name, share], ...]`` (None when there is no error: the twin then
     names the features furthest from its own baseline) only when asked: most windows never name theirs.
@@ -198,5 +198,7 @@ class TopSignals:
                 r -= start
                 if not totals[r] > 0:
                     return None
-                return [[names[c], round(v, 4)] for c, v in zip(top[r].tolist(), top_shares[r].tolist(), strict=False)]
+                # A signal the vehicle does not send has no error (masked): never named as a cause.
+                return [[names[c], round(v, 4)] for c, v in zip(top[r].tolist(), top_shares[r].tolist(), strict=False)
+                        if v > 0]
         raise IndexError(r)

@@ -83,7 +83,7 @@ _OWN_Z_INDEX = np.array([i for i, name in enumerate(FEATURE_NAMES) if name.endsw
 def usual_for_vehicle(features: np.ndarray) -> np.ndarray:
     """Per row of a (windows x features) matrix: every trend z-score (against the vehicle's own feature
     baseline) within the band that baseline itself learns from. Computed for a whole round of windows at once."""
-    return np.abs(features[:, _OWN_Z_INDEX]).max(axis=1) <= BASELINE_LEARN_Z
+    return ~(np.abs(features[:, _OWN_Z_INDEX]) > BASELINE_LEARN_Z).any(axis=1)  # a missing z (NaN) doubts nothing
 
 
 @dataclass
