@@ -42,7 +42,7 @@ def fleet_stream() -> dict[str, np.ndarray]:
         frames = synthetic_frames(v, 20 * FPW)
         if v == "veh-b":
             frames["motor_temp"][10 * FPW:] += np.float32(25.0)  # one real anomaly
-            frames["soc"][300] = np.nan  # one sensor fault
+            frames["soc"][300] = np.float32(150.0)  # one sensor fault: an impossible state of charge
         frames["vehicle_id"] = np.full(frames["seq"].size, v, dtype=object)
         parts.append(frames)
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -2,9 +2,11 @@
 
 A vehicle's signal profile is learned from what it sends: NaN is "no reading", a sensor with fewer than
 ``fit_readings`` readings is *not fitted* (the vehicle may not have it) unless it is declared. A sensor
-that is not fitted never counts as faulty and never raises an alert. Per fitted sensor and frame:
+that never reported never counts as faulty and never raises an alert. Per sensor and frame:
 
-* ``out_of_range``: a reading outside the schema's physical [min, max] (inf included).
+* ``out_of_range``: a reading outside the schema's physical [min, max] (inf included), from the sensor's
+  first reading on (an impossible value is a fault whatever came before). The other kinds judge fitted
+  sensors only:
 * ``spike``: a reading that jumps away from the previous one and straight back at the next, both steps
   larger than the sensor's bound: ``spike_fraction`` of its physical range (schema), or, if larger,
   ``_LEARNED_SPIKE_MARGIN`` x the largest such excursion it made in the twin's first ``spike_learn_ms``
@@ -211,6 +213,9 @@ class SensorFaultTracker:
         bad[KINDS.index(FaultKind.STUCK)] = self._stuck(ts, v, good, fitted, changed, unchanged)
         bad[KINDS.index(FaultKind.DRIFT)] = self._drift(v, good)
         bad &= fitted[None]
+        # An impossible reading is a fault from the first one: the sensor sends (it is there), and what it
+        # sends cannot be physical. The fitting rule only keeps statistical kinds from judging too early.
+        bad[KINDS.index(FaultKind.OUT_OF_RANGE)] = present & ~good
         self.counts += bad.any(axis=0).sum(axis=0)
         self.readings += present.sum(axis=0)
         self.last_frame_ts = int(ts[-1])
