@@ -85,6 +85,7 @@ _NOISE_ONLY_WHEN = {"motor_speed": "drive", "motor_torque": "drive", "coolant_fl
 TYRE_OFFSETS_KPA = {"fl": 0.0, "fr": 2.0, "rl": -3.0, "rr": -1.0}
 TYRE_NATURAL_LOSS_KPA_PER_DAY = 0.05
 DEFAULT_PLANT = PlantVariant()  # the training fleet's physics coefficients
+SPEED_NOISE_TAU_S = 30.0  # correlation time of speed noise under a variable (fast driving) frame rate
 
 
 def vehicle_events(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int,
@@ -583,7 +584,13 @@ def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray,
     offsets = rng.integers(0, noise_bank.shape[0] - n + 1, size=len(_NOISY) + 1)
     noise = [noise_bank[o:o + n] for o in offsets.tolist()]
     effects = _effects(events, ts)
-    speed = _speed_profile(trips, n, dt, profile.aggressiveness, noise[-1])
+    speed_noise = noise[-1]
+    if parked_every > 1:
+        # At a fast driving rate white speed noise would mean accelerations of ~0.6 m/s2 every second (more
+        # inertia force than rolling and air drag together): smooth it to a 30 s process of the same spread.
+        lagged, _ = physics.first_order_lag(speed_noise, dt, SPEED_NOISE_TAU_S, 0.0)
+        speed_noise = lagged * np.sqrt(2.0 * SPEED_NOISE_TAU_S / dt)
+    speed = _speed_profile(trips, n, dt, profile.aggressiveness, speed_noise)
     power = _drive_power(speed, dt, profile, ambient, effects, plant)
 
     soh = state.soh - 0.003 * day  # slow calendar ageing over the run

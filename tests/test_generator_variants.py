@@ -210,3 +210,19 @@ def test_deep_merge_keeps_what_the_change_does_not_name_and_publish_replaces_bet
     text = target.read_text()
     assert text.count("### Domain shift") == 1 and "| second |" in text and "| first |" not in text
     assert text.startswith("# Title\n\ntext\n")
+
+
+def test_a_fast_driving_frame_rate_keeps_the_energy_per_km_of_the_default_rate() -> None:
+    """Same trips, finer sampling: energy per km must agree (white speed noise at 1 Hz would inflate it)."""
+    def kwh_per_km(overrides: list[str]) -> float:
+        table = _frames([*SMALL, "simulation.frame_interval_s=60", *overrides], index=2)
+        ts = table["ts"].cast(pa.int64()).to_numpy()
+        hours = np.diff(ts, append=ts[-1]) / 3.6e6
+        moving = table["speed"].to_numpy() > 0
+        power_kw = table["pack_current"].to_numpy() * table["pack_voltage"].to_numpy() / 1000.0
+        odometer = table["odometer"].to_numpy()
+        return float(np.sum((power_kw * hours)[moving]) / (odometer[-1] - odometer[0]))
+
+    coarse, fine = kwh_per_km([]), kwh_per_km(["simulation.driving_frame_interval_s=1"])
+    assert 0.08 < coarse < 0.4
+    assert fine == pytest.approx(coarse, rel=0.05)
