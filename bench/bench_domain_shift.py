@@ -179,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/domain_shift")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--publish", action="store_true", help="write the table into docs/EVALUATION.md and README.md")
+    parser.add_argument("--publish-existing", default=None, metavar="JSON",
+                        help="only publish the tables of an earlier run's domain_shift.json (no fleets are built)")
     args = parser.parse_args(argv)
+    if args.publish_existing:
+        publish_markdown(markdown(json.loads(Path(args.publish_existing).read_text())))
+        return 0
     began = time.perf_counter()
     command = "python bench/bench_domain_shift.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -199,6 +204,24 @@ def main(argv: list[str] | None = None) -> int:
     train_all(train_run, train_cfg)
     print(f"trained in {time.perf_counter() - t:.0f} s", flush=True)
 
+    lomo: dict[str, dict[str, Any]] = {}
+
+    def save() -> str:
+        """Write what is measured so far (after every fleet: a run cut short still leaves its figures)."""
+        result = {
+            "command": command, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "base": args.base, "load_average": load,
+            "train": {"vehicles": args.vehicles, "days": args.days, "seed": train_cfg.seed,
+                      "data_hash": read_card(train_run)["data_hash"]},
+            "failure_rate_multiplier": args.failure_rate_multiplier, "test_vehicles": args.test_vehicles,
+            "test_days": args.test_days, "test_seed": test_seed,
+            "variants": variants, "leave_one_mode_out": lomo, "seconds": time.perf_counter() - began,
+        }
+        text = markdown(result)
+        (out / "domain_shift.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        (out / "domain_shift.md").write_text(text)
+        return text
+
     paths = [Path(p) for p in args.variants] if args.variants else sorted((ROOT / "configs" / "variants").glob("*.json"))
     variants: dict[str, dict[str, Any]] = {}
     reports: dict[str, dict[str, Any]] = {}
@@ -217,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.stem}: data hash {test_card['data_hash']}, recall {_fmt(model['recall'])} at "
               f"{_fmt(model['false_alarms_per_100_vehicle_days'])} FA/100 veh-d, 7-d ROC-AUC {_fmt(model['roc_auc_7d'])} "
               f"({time.perf_counter() - t:.0f} s)", flush=True)
+        save()
 
-    lomo: dict[str, dict[str, Any]] = {}
     if args.leave_one_mode_out is not None:
         reference_name = "default_other_seed" if "default_other_seed" in reports else next(iter(reports))
         reference_run = out / f"test-{reference_name}"
@@ -242,24 +265,18 @@ def main(argv: list[str] | None = None) -> int:
                           "recall_with": recall_with, "roc_auc_without": roc_without, "roc_auc_with": roc_with}
             print(f"without {mode}: recall on it {_fmt(recall_without)} (with it {_fmt(recall_with)}), "
                   f"{events} events ({time.perf_counter() - t:.0f} s)", flush=True)
+            save()
 
-    result = {
-        "command": command, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "base": args.base, "load_average": load,
-        "train": {"vehicles": args.vehicles, "days": args.days, "seed": train_cfg.seed,
-                  "data_hash": read_card(train_run)["data_hash"]},
-        "failure_rate_multiplier": args.failure_rate_multiplier, "test_vehicles": args.test_vehicles,
-        "test_days": args.test_days, "test_seed": test_seed,
-        "variants": variants, "leave_one_mode_out": lomo, "seconds": time.perf_counter() - began,
-    }
-    text = markdown(result)
-    (out / "domain_shift.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-    (out / "domain_shift.md").write_text(text)
+    text = save()
     print(text)
     if args.publish:
-        publish(text, ROOT / "docs" / "EVALUATION.md", "## Domain shift (train on the default fleet, test on variants)")
-        publish(text, ROOT / "README.md", "### Domain shift")
+        publish_markdown(text)
     return 0
+
+
+def publish_markdown(text: str) -> None:
+    publish(text, ROOT / "docs" / "EVALUATION.md", "## Domain shift (train on the default fleet, test on variants)")
+    publish(text, ROOT / "README.md", "### Domain shift")
 
 
 def _commit() -> str:
