@@ -18,6 +18,7 @@ from configs.settings import SENSOR_PROFILES, ConfigError, config_from_dict, loa
 from simulation.failures import ALL_FAILURE_MODES, FAILURE_MODES, UNSEEN_FAILURE_MODES, FailureEvent
 from simulation.fleet import MS_PER_DAY, observation_window, sample_profile
 from simulation.generator import stream_vehicle_batches, vehicle_events, vehicle_sensor_faults
+from simulation.writer import write_run
 
 VARIANTS_DIR = Path(__file__).resolve().parents[1] / "configs" / "variants"
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_domain_shift.py"
@@ -226,3 +227,15 @@ def test_a_fast_driving_frame_rate_keeps_the_energy_per_km_of_the_default_rate()
     coarse, fine = kwh_per_km([]), kwh_per_km(["simulation.driving_frame_interval_s=1"])
     assert 0.08 < coarse < 0.4
     assert fine == pytest.approx(coarse, rel=0.05)
+
+
+def test_the_manifest_counts_unseen_modes_only_where_a_variant_has_them(tmp_path: Path) -> None:
+    base = [*SMALL, "simulation.num_vehicles=6", "simulation.duration_days_per_vehicle=20",
+            "simulation.healthy_vehicle_share=0", "simulation.frame_interval_s=1800"]
+    default = write_run(load_config(overrides=base), tmp_path / "default", workers=1)
+    assert set(default.manifest["events_by_mode"]) == set(FAILURE_MODES)
+    rates = {mode: 0.0 for mode in FAILURE_MODES} | {"wheel_bearing": 0.9}
+    variant = write_run(load_config(overrides=[*base, f"simulation.failure_mode_rates={json.dumps(rates)}"]),
+                        tmp_path / "variant", workers=1)
+    assert variant.manifest["events_by_mode"]["wheel_bearing"] > 0
+    assert "hvac_compressor" not in variant.manifest["events_by_mode"]
