@@ -57,6 +57,33 @@ class ScenarioLevers(_Section):
     failure_rate_multiplier: float = Field(1.0, ge=0, le=100)
 
 
+class PlantVariant(_Section):
+    """Physics coefficients of the simulated vehicles (domain-shift variants; the defaults are the training fleet's).
+
+    Every scale is a multiplier on the default plant model, so 1.0 everywhere leaves the frames bit-identical.
+    """
+
+    drive_efficiency: float = Field(0.90, gt=0.3, le=1)  # battery -> wheel
+    regen_efficiency: float = Field(0.70, ge=0, le=1)  # wheel -> battery
+    pack_heat_capacity_scale: float = Field(1.0, gt=0, le=10)  # thermal mass of the pack
+    coolant_conductance_scale: float = Field(1.0, gt=0, le=10)  # heat the coolant loop removes per L/min
+    drivetrain_heating_scale: float = Field(1.0, gt=0, le=10)  # motor and inverter temperature rise per W of loss
+    hvac_power_scale: float = Field(1.0, gt=0, le=10)  # cabin heating/cooling power for the same ambient
+    cell_chemistry: Literal["nmc", "lfp"] = "nmc"  # open-circuit voltage curve of the cells
+    resistance_scale: float = Field(1.0, gt=0, le=10)  # pack internal resistance
+    # Cells in series for every vehicle (None: 96 or 192 as sampled); resistance scales with the count.
+    cells_series: int | None = Field(None, ge=24, le=240)
+
+
+# Sensors each named profile does not fit (their columns are NaN in every frame).
+SENSOR_PROFILES: dict[str, tuple[str, ...]] = {
+    "full": (),
+    "no_coolant_loop": ("coolant_temp_in", "coolant_temp_out", "coolant_flow", "pump_speed"),
+    "no_drivetrain": ("motor_speed", "motor_torque", "motor_temp", "inverter_temp"),
+    "no_gps_dcdc": ("latitude", "longitude", "dcdc_current"),
+}
+
+
 class SimulationConfig(_Section):
     """The synthetic fleet generator."""
 
@@ -78,13 +105,44 @@ class SimulationConfig(_Section):
     # Failures are sampled this many days past the observed window (latent, observed=False), so that
     # horizon labels near the end of the window have ground truth (>= the longest label horizon).
     latent_failure_days: float = Field(30.0, ge=0, le=3650)
+    # Domain-shift variants (all off by default: the default fleet is unchanged).
+    plant: PlantVariant = PlantVariant()
+    # Frames every this many seconds while driving (None: frame_interval_s always); parked and charging
+    # frames then come every frame_interval_s, aligned to the window start (a variable frame rate).
+    driving_frame_interval_s: float | None = Field(None, gt=0, le=3600)
+    # The first frame's seq (real vehicles often count from 0); seq still increases by 1 per frame.
+    first_seq: int = Field(1, ge=0)
+    # Sensors the vehicles do not have: a named profile (SENSOR_PROFILES) plus any listed fields.
+    sensor_profile: str = "full"
+    absent_sensors: list[str] = []
 
     @model_validator(mode="after")
     def _rates_are_probabilities(self) -> SimulationConfig:
         for mode, rate in self.failure_mode_rates.items():
             if not 0 <= rate <= 1:
                 raise ValueError(f"failure_mode_rates.{mode} must be in [0, 1] (got {rate})")
+        if self.sensor_profile not in SENSOR_PROFILES:
+            raise ValueError(f"sensor_profile {self.sensor_profile!r} is not one of {sorted(SENSOR_PROFILES)}")
+        for name in self.absent_sensors:
+            if name not in SCHEMA.sensor_names:
+                raise ValueError(f"absent_sensors: {name!r} is not a telemetry field")
+            if not SCHEMA.field(name).dtype.startswith("float"):
+                raise ValueError(f"absent_sensors: {name!r} is not a float field (only those can be NaN)")
+        if self.driving_frame_interval_s is not None and self.driving_frame_interval_s > self.frame_interval_s:
+            raise ValueError(f"driving_frame_interval_s ({self.driving_frame_interval_s}) must be <= frame_interval_s "
+                             f"({self.frame_interval_s})")
+        if self.driving_frame_interval_s is not None:
+            ratio = self.frame_interval_s / self.driving_frame_interval_s
+            if abs(ratio - round(ratio)) > 1e-9:
+                raise ValueError(f"frame_interval_s ({self.frame_interval_s}) must be a whole multiple of "
+                                 f"driving_frame_interval_s ({self.driving_frame_interval_s})")
         return self
+
+    @property
+    def missing_sensors(self) -> tuple[str, ...]:
+        """Fields these vehicles do not fit: the profile's and ``absent_sensors``, in that order."""
+        named = SENSOR_PROFILES[self.sensor_profile]
+        return named + tuple(f for f in self.absent_sensors if f not in named)
 
 
 class LabelsConfig(_Section):

@@ -80,8 +80,22 @@ MODE_SPECS: dict[str, FailureMode] = {m.name: m for m in (
                 ("aux_battery_voltage", "dcdc_current"),
                 "12 V battery rests lower after parking (worst in the cold) and draws more DC-DC current "
                 "to recharge after each start"),
+    # Failures the default (training) fleet never has: their rates are 0 unless a variant config names them
+    # in simulation.failure_mode_rates, so a model trained on the default fleet has never seen them.
+    FailureMode("wheel_bearing", "chassis", (10.0, 35.0), 1.8,
+                ("brake_temp", "pack_current", "motor_torque"),
+                "a wheel bearing failing slowly (or a dragging hub): more energy per km at the same speed, "
+                "more torque for the same cruise, and the hub warms the brake disc while driving"),
+    FailureMode("hvac_compressor", "thermal", (7.0, 30.0), 1.5,
+                ("hvac_power",),
+                "HVAC compressor losing efficiency: the cabin climate needs more electrical power for the same "
+                "ambient, so HVAC power and energy per km rise"),
 )}
-FAILURE_MODES: tuple[str, ...] = tuple(MODE_SPECS)
+# The modes the default fleet is sampled with (the models are trained on these)...
+FAILURE_MODES: tuple[str, ...] = tuple(m for m in MODE_SPECS if m not in ("wheel_bearing", "hvac_compressor"))
+# ...and the ones it never has (off by default; a domain-shift variant enables them by rate).
+UNSEEN_FAILURE_MODES: tuple[str, ...] = ("wheel_bearing", "hvac_compressor")
+ALL_FAILURE_MODES: tuple[str, ...] = FAILURE_MODES + UNSEEN_FAILURE_MODES
 
 # Neutral value of every effect a degradation can have on the physics.
 EFFECT_NEUTRAL: dict[str, float] = {
@@ -96,6 +110,8 @@ EFFECT_NEUTRAL: dict[str, float] = {
     "brake_wear_fraction": 0.0,  # share of the remaining pad consumed by accelerated wear
     "tyre_leak_kpa_fl": 0.0, "tyre_leak_kpa_fr": 0.0, "tyre_leak_kpa_rl": 0.0, "tyre_leak_kpa_rr": 0.0,
     "aux_capacity_factor": 1.0,  # 12 V battery capacity multiplier
+    "wheel_drag_n": 0.0,  # extra drag force at the wheels (N) of a failing wheel bearing; its heat warms the brake
+    "hvac_power_factor": 1.0,  # electrical HVAC power per unit of cabin heating/cooling (compressor efficiency)
 }
 
 
@@ -142,6 +158,10 @@ def mode_effects(mode: str, level: np.ndarray | float, component: str = "", seve
         return {f"tyre_leak_kpa_{position}": 95.0 * x}
     if mode == "aux_battery":
         return {"aux_capacity_factor": np.clip(1.0 - 0.55 * x, 0.1, 1.0)}
+    if mode == "wheel_bearing":
+        return {"wheel_drag_n": 180.0 * x}
+    if mode == "hvac_compressor":
+        return {"hvac_power_factor": 1.0 + 1.2 * x}
     raise KeyError(f"unknown failure mode {mode!r}")
 
 
@@ -195,6 +215,8 @@ HEAT_ACTIVATION_J_PER_MOL: dict[str, float] = {
     "brake_wear": 0.0,
     "tyre_slow_leak": 0.0,
     "aux_battery": 10_000.0,  # lead-acid grid corrosion
+    "wheel_bearing": 3_000.0,  # grease ageing, as the motor bearing
+    "hvac_compressor": 13_000.0,  # the compressor works hardest in heat
 }
 # Cold stress (per K below the reference ambient): a cold 12 V lead-acid battery has less capacity and
 # more resistance for the same wake-up loads, so a weak one fails sooner. Calibrated so that, with its
@@ -235,6 +257,8 @@ def usage_hazard_factor(mode: str, profile: VehicleProfile) -> float:
         "brake_wear": (1.8 if profile.aggressive else 1.0) * (1.5 if profile.duty_cycle == "delivery" else 1.0),
         "tyre_slow_leak": 1.0,
         "aux_battery": 1.0,
+        "wheel_bearing": 1.5 if high_mileage else 1.0,
+        "hvac_compressor": 1.0,
     }
     return factors[mode]
 
@@ -316,12 +340,14 @@ def sample_vehicle_failures(profile: VehicleProfile, sim_cfg: SimulationConfig, 
     start_ms, end_ms = observation_window(sim_cfg)
     rng = np.random.default_rng([seed, profile.index, STREAM_FAILURES])
     healthy = rng.random() < sim_cfg.healthy_vehicle_share
-    draws = rng.random((len(FAILURE_MODES), 4))
+    # One row of draws per mode of ALL_FAILURE_MODES: the default modes come first, so their draws (and the
+    # default fleet) are the same as before the unseen modes existed (a generator fills arrays in order).
+    draws = rng.random((len(ALL_FAILURE_MODES), 4))
     horizon_days = (end_ms - start_ms) / MS_PER_DAY + sim_cfg.latent_failure_days
     schedule = ambient_offset_schedule(ambient_windows)
     starts_day = [start for start, _ in schedule]
     events: list[FailureEvent] = []
-    for (u_time, u_lead, u_severity, u_component), mode in zip(draws, FAILURE_MODES, strict=False):
+    for (u_time, u_lead, u_severity, u_component), mode in zip(draws, ALL_FAILURE_MODES, strict=True):
         if healthy:
             continue
         hazards = [hazard_per_day(mode, profile, sim_cfg, offset) for _, offset in schedule]

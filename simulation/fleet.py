@@ -150,8 +150,10 @@ def sample_profile(sim_cfg: SimulationConfig, seed: int, index: int) -> VehicleP
     if is_van:
         capacity += 10.0
     cells = 192 if high_voltage else 96
+    if sim_cfg.plant.cells_series is not None:  # a variant's pack: every vehicle has this many cells in series
+        cells = sim_cfg.plant.cells_series
     # Pack resistance scales with series count; a 96s pack of ~60 kWh is ~60-90 mOhm when new.
-    resistance = (55.0 + 30.0 * u_misc[0]) * cells / 96.0
+    resistance = (55.0 + 30.0 * u_misc[0]) * cells / 96.0 * sim_cfg.plant.resistance_scale
     duty_spec = DUTY_CYCLES[duty]
     daily_km = duty_spec["daily_km"] * (0.7 + 0.6 * u_misc[1])
     commute_km = {"commuter": daily_km / 2.2, "taxi": 9.0, "delivery": 6.0}[duty] * (0.8 + 0.4 * u_misc[2])

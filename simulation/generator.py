@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from configs.frames import FrameBatch, frames_matrix, vehicle_record_batch
 from configs.schema import SCHEMA
-from configs.settings import AmbientWindow, SimulationConfig
+from configs.settings import AmbientWindow, PlantVariant, SimulationConfig
 from simulation import physics
 from simulation.failures import (
     EFFECT_NEUTRAL,
@@ -85,6 +85,8 @@ _NOISE_ONLY_WHEN = {"motor_speed": "drive", "motor_torque": "drive", "coolant_fl
                     "dcdc_current": "awake"}
 TYRE_OFFSETS_KPA = {"fl": 0.0, "fr": 2.0, "rl": -3.0, "rr": -1.0}
 TYRE_NATURAL_LOSS_KPA_PER_DAY = 0.05
+DEFAULT_PLANT = PlantVariant()  # the training fleet's physics coefficients
+SPEED_NOISE_TAU_S = 30.0  # correlation time of speed noise under a variable (fast driving) frame rate
 
 
 def vehicle_events(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int,
@@ -98,8 +100,14 @@ def vehicle_events(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int
 
 
 def vehicle_sensor_faults(profile: VehicleProfile, sim_cfg: SimulationConfig, seed: int) -> list[SensorFault]:
-    """Sensor faults injected into one vehicle's frames (anomalies that are not failures)."""
-    return sample_sensor_faults(profile, sim_cfg, seed, FIELD_RANGES)
+    """Sensor faults injected into one vehicle's frames (anomalies that are not failures).
+
+    Faults drawn on a sensor the vehicles do not fit (``sim_cfg.missing_sensors``) are left out: nothing
+    could show them. The draws are the same either way, so the other faults do not move.
+    """
+    faults = sample_sensor_faults(profile, sim_cfg, seed, FIELD_RANGES)
+    missing = set(sim_cfg.missing_sensors)
+    return [f for f in faults if f.field not in missing] if missing else faults
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,7 @@ class _State:
     last_change_s: float = -8 * 3600.0  # seconds since window start of the last wake/sleep change
     session: tuple[str, float, float] | None = None  # ongoing charging: (kind, power_kw, target_soc)
     stuck_values: dict[int, float] = field(default_factory=dict)
+    frames_emitted: int = 0  # frames handed out so far (the seq counter under a variable frame rate)
 
 
 @dataclass(frozen=True)
@@ -363,17 +372,23 @@ def _effects(events: list[FailureEvent], ts: np.ndarray) -> dict[str, np.ndarray
 
 
 def _drive_power(speed_kmh: np.ndarray, dt: float, profile: VehicleProfile, ambient: np.ndarray,
-                 effects: dict[str, np.ndarray | float]) -> dict[str, np.ndarray]:
+                 effects: dict[str, np.ndarray | float], plant: PlantVariant = DEFAULT_PLANT) -> dict[str, np.ndarray]:
     """Traction and auxiliary power of the driving frames (W, + discharging)."""
     speed_ms = speed_kmh / 3.6
     accel = np.diff(speed_ms, prepend=0.0) / dt
     driving = speed_kmh > 0.0
     drag_force = np.asarray(effects["bearing_drag_nm"]) * physics.GEAR_RATIO / physics.WHEEL_RADIUS_M \
         + np.asarray(effects["brake_drag_kw"]) * 1000.0 / (50.0 / 3.6)
+    wheel_drag = np.asarray(effects["wheel_drag_n"])
+    # Only a failing wheel bearing adds terms: adding zeros could turn -0.0 into 0.0 and move bits.
+    if np.any(wheel_drag):
+        drag_force = drag_force + wheel_drag
     force = physics.road_load(speed_ms, accel, profile.mass_kg, profile.cda_m2, drag_force)
-    traction, friction = physics.split_wheel_power(force * speed_ms)
+    traction, friction = physics.split_wheel_power(force * speed_ms, plant.drive_efficiency, plant.regen_efficiency)
     friction = friction + np.asarray(effects["brake_drag_kw"]) * 1000.0 * speed_ms / (50.0 / 3.6)
-    hvac = physics.hvac_power_w(ambient, driving)
+    if np.any(wheel_drag):  # the bearing's friction heats the hub and, through it, the brake disc
+        friction = friction + wheel_drag * speed_ms * (speed_ms > 0.1)
+    hvac = physics.hvac_power_w(ambient, driving) * plant.hvac_power_scale * np.asarray(effects["hvac_power_factor"])
     pack_heater = 1500.0 * (ambient < 5.0) * driving
     total = (traction + hvac + physics.AUX_LOAD_W + pack_heater) * driving
     return {"speed_ms": speed_ms, "force": force * driving, "traction": traction * driving,
@@ -423,8 +438,15 @@ class VehicleSimulation:
             raise ValueError(f"keep_days must be >= 0 (got {keep_days})")
         self.profile, self.seed = profile, seed
         self.start_ms, end_ms = observation_window(sim_cfg)
+        self.plant, self.missing, self.first_seq = sim_cfg.plant, sim_cfg.missing_sensors, sim_cfg.first_seq
+        # A variable frame rate simulates at the driving rate and keeps every parked_every-th parked frame.
+        self.parked_every = 1
         self.step_ms = frame_interval_ms(sim_cfg)
         self.total = frame_count(sim_cfg)
+        if sim_cfg.driving_frame_interval_s is not None:
+            fine = sim_cfg.model_copy(update={"frame_interval_s": sim_cfg.driving_frame_interval_s})
+            self.parked_every = int(round(sim_cfg.frame_interval_s / sim_cfg.driving_frame_interval_s))
+            self.step_ms, self.total = frame_interval_ms(fine), frame_count(fine)
         self.n_days = -(-(end_ms - self.start_ms) // MS_PER_DAY)
         self.events = vehicle_events(profile, sim_cfg, seed) if events is None else list(events)
         self.faults = vehicle_sensor_faults(profile, sim_cfg, seed) if faults is None else list(faults)
@@ -450,10 +472,16 @@ class VehicleSimulation:
                 self._day_starts[day] = _copy_state(self.state)
                 self._day_starts.pop(day - self.keep_days, None)
             frame_index = np.arange(first, last, dtype=np.int64)
-            # seq counts from 1 (the wire contract: an ack of 0 means nothing is durable yet).
-            return _simulate_day(self.profile, self.seed, day, frame_index + 1,
-                                 self.start_ms + frame_index * self.step_ms, self.step_ms / 1000.0, self.start_ms,
-                                 self.state, self.events, self.faults, self.daily_means, self.noise_bank)
+            # seq counts from first_seq (1 by default, the wire contract; real vehicles often count from 0)
+            # and goes up by one per frame handed out (under a variable frame rate: per frame kept).
+            seq = frame_index + self.first_seq if self.parked_every == 1 else \
+                self.state.frames_emitted + self.first_seq + np.arange(last - first, dtype=np.int64)
+            chunk = _simulate_day(self.profile, self.seed, day, seq,
+                                  self.start_ms + frame_index * self.step_ms, self.step_ms / 1000.0, self.start_ms,
+                                  self.state, self.events, self.faults, self.daily_means, self.noise_bank,
+                                  self.plant, self.parked_every, self.missing)
+            self.state.frames_emitted += chunk.num_rows
+            return chunk
         raise StopIteration
 
     def day_of(self, ts_ms: int) -> int:
@@ -541,7 +569,11 @@ def _noise_bank(profile: VehicleProfile, seed: int, frames_per_day: int) -> np.n
 
 def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray, ts: np.ndarray, dt: float,
                   start_ms: int, state: _State, events: list[FailureEvent], faults: list[SensorFault],
-                  daily_means: np.ndarray, noise_bank: np.ndarray) -> VehicleChunk:
+                  daily_means: np.ndarray, noise_bank: np.ndarray, plant: PlantVariant = DEFAULT_PLANT,
+                  parked_every: int = 1, missing: tuple[str, ...] = ()) -> VehicleChunk:
+    """One day of frames. ``parked_every`` > 1: keep every frame while driving but only every that-many-th
+    one (aligned to the window start) while parked or charging (a variable frame rate); ``missing``: fields
+    the vehicle does not fit, NaN in every frame."""
     n = seq.shape[0]
     rng = np.random.default_rng([seed, profile.index, STREAM_CHUNK, day])
     park_draws = rng.random(PARK_DRAWS)
@@ -557,8 +589,14 @@ def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray,
     offsets = rng.integers(0, noise_bank.shape[0] - n + 1, size=len(_NOISY) + 1)
     noise = [noise_bank[o:o + n] for o in offsets.tolist()]
     effects = _effects(events, ts)
-    speed = _speed_profile(trips, n, dt, profile.aggressiveness, noise[-1])
-    power = _drive_power(speed, dt, profile, ambient, effects)
+    speed_noise = noise[-1]
+    if parked_every > 1:
+        # At a fast driving rate white speed noise would mean accelerations of ~0.6 m/s2 every second (more
+        # inertia force than rolling and air drag together): smooth it to a 30 s process of the same spread.
+        lagged, _ = physics.first_order_lag(speed_noise, dt, SPEED_NOISE_TAU_S, 0.0)
+        speed_noise = lagged * np.sqrt(2.0 * SPEED_NOISE_TAU_S / dt)
+    speed = _speed_profile(trips, n, dt, profile.aggressiveness, speed_noise)
+    power = _drive_power(speed, dt, profile, ambient, effects, plant)
 
     soh = state.soh - 0.003 * day  # slow calendar ageing over the run
     capacity_factor = float(np.mean(effects["capacity_factor"]))
@@ -569,7 +607,7 @@ def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray,
     session = plan.session
     if skipped.any():
         speed = np.where(skipped, 0.0, speed)
-        power = _drive_power(speed, dt, profile, ambient, effects)
+        power = _drive_power(speed, dt, profile, ambient, effects, plant)
 
     driving = power["driving"]
     charging = charger_state == 1
@@ -581,7 +619,7 @@ def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray,
     soc_series = np.clip(state.soc + np.cumsum(dsoc), 0.5, 100.0)
 
     columns = _physics_columns(profile, state, dt, t_s, ambient, speed, power, effects, soc_series, battery_w,
-                               awake, charger_state, charge_kw, soh, energy_j)
+                               awake, charger_state, charge_kw, soh, energy_j, plant)
     state.soc = float(soc_series[-1])
     state.session = session
     _reset_after_repairs(events, ts, columns, state)
@@ -593,24 +631,40 @@ def _simulate_day(profile: VehicleProfile, seed: int, day: int, seq: np.ndarray,
         column = typed[name]
         _clip_ufunc(column, low, high, out=column)
     _apply_sensor_faults(faults, ts, typed, state, rng)
+    for name in missing:  # a sensor the vehicle does not have reports nothing, in every frame
+        typed[name][:] = np.nan
+    if parked_every > 1:
+        # The logger runs fast for the whole trip (stops at lights included), slow otherwise.
+        on_trip = np.zeros(n, dtype=bool)
+        for a, b in zip(trips.start.tolist(), trips.end.tolist(), strict=True):
+            on_trip[a:b] = True
+        on_grid = (ts - start_ms) % int(round(parked_every * dt * 1000)) == 0
+        keep = (on_trip & ~skipped) | on_grid
+        typed = {name: values[keep] for name, values in typed.items()}
+        ts = ts[keep]
+        seq = seq[0] + np.arange(ts.shape[0], dtype=np.int64)
     return VehicleChunk(profile.vehicle_id, day, seq, ts, typed)
 
 
 def _physics_columns(profile: VehicleProfile, state: _State, dt: float, t_s: np.ndarray, ambient: np.ndarray,
                      speed: np.ndarray, power: dict[str, np.ndarray], effects: dict[str, np.ndarray | float],
                      soc: np.ndarray, battery_w: np.ndarray, awake: np.ndarray, charger_state: np.ndarray,
-                     charge_kw: np.ndarray, soh: float, energy_j: float) -> dict[str, np.ndarray]:
+                     charge_kw: np.ndarray, soh: float, energy_j: float,
+                     plant: PlantVariant = DEFAULT_PLANT) -> dict[str, np.ndarray]:
     """Every sensor field from the day's driving, charging and ambient; updates the carried state."""
     driving = power["driving"]
     cells = profile.cells_series
-    ocv = cells * physics.cell_ocv(soc)
+    ocv = cells * physics.cell_ocv(soc, plant.cell_chemistry)
     sink = physics.thermal_sink_c(ambient, awake)
+    # Plant variants scale the default coefficients (x 1.0 leaves every bit as it was).
+    heat_capacity = physics.PACK_HEAT_CAPACITY_J_PER_K * plant.pack_heat_capacity_scale
+    coolant_conductance = physics.COOLANT_CONDUCTANCE_W_PER_K_PER_LPM * plant.coolant_conductance_scale
+    drivetrain_heating = 0.02 * plant.drivetrain_heating_scale
 
     # Pack thermal: a first pass without self-heating gives the temperature for the resistance.
-    nominal_conductance = physics.PACK_PASSIVE_CONDUCTANCE_W_PER_K + awake * (
-        physics.COOLANT_CONDUCTANCE_W_PER_K_PER_LPM * 6.0)
+    nominal_conductance = physics.PACK_PASSIVE_CONDUCTANCE_W_PER_K + awake * (coolant_conductance * 6.0)
     pack_free, state.pack_temp_free = physics.first_order_lag(
-        sink, dt, physics.PACK_HEAT_CAPACITY_J_PER_K / nominal_conductance, state.pack_temp_free)
+        sink, dt, heat_capacity / nominal_conductance, state.pack_temp_free)
     resistance_25 = resistance_at_start(profile) * np.asarray(effects["resistance_factor"])
     resistance_ohm = resistance_25 * physics.resistance_temperature_factor(pack_free) / 1000.0
     current = physics.bms_current_limit(physics.battery_current(battery_w, ocv, resistance_ohm), ocv,
@@ -618,10 +672,10 @@ def _physics_columns(profile: VehicleProfile, state: _State, dt: float, t_s: np.
     heat_w = current * current * resistance_ohm
     pump_rpm = awake * np.minimum(1800.0 + 0.5 * heat_w, 4800.0) * np.asarray(effects["pump_speed_factor"])
     flow = pump_rpm / 1000.0 * physics.FLOW_LPM_PER_KRPM * np.asarray(effects["coolant_flow_factor"])
-    conductance = physics.PACK_PASSIVE_CONDUCTANCE_W_PER_K + physics.COOLANT_CONDUCTANCE_W_PER_K_PER_LPM * flow
+    conductance = physics.PACK_PASSIVE_CONDUCTANCE_W_PER_K + coolant_conductance * flow
     rise = heat_w / conductance
     pack_temp, state.pack_temp = physics.first_order_lag(
-        sink + rise, dt, physics.PACK_HEAT_CAPACITY_J_PER_K / conductance, state.pack_temp)
+        sink + rise, dt, heat_capacity / conductance, state.pack_temp)
     coolant_in, state.coolant_in = physics.first_order_lag(np.where(awake, sink, pack_temp), dt, 400.0, state.coolant_in)
     delta = np.where(flow > 0.1, heat_w / (np.maximum(flow, 0.1) / 60.0 * physics.COOLANT_HEAT_CAPACITY_J_PER_L_K), 0.0)
     coolant_delta, state.coolant_delta = physics.first_order_lag(delta, dt, 120.0, state.coolant_delta)
@@ -640,9 +694,10 @@ def _physics_columns(profile: VehicleProfile, state: _State, dt: float, t_s: np.
     bearing = np.asarray(effects["bearing_drag_nm"]) * motor_rpm * 2.0 * np.pi / 60.0
     motor_losses = (0.02 * torque * torque + 0.08 * motor_rpm + bearing) * driving
     base = np.where(driving, coolant_in, ambient)
-    motor_temp, state.motor_temp = physics.first_order_lag(base + 0.02 * motor_losses, dt, 900.0, state.motor_temp)
+    motor_temp, state.motor_temp = physics.first_order_lag(base + drivetrain_heating * motor_losses, dt, 900.0,
+                                                           state.motor_temp)
     inverter_losses = (0.04 * np.abs(power["traction"]) + 200.0) * driving
-    inverter_target = base + inverter_losses * 0.02 * np.asarray(effects["inverter_thermal_factor"])
+    inverter_target = base + inverter_losses * drivetrain_heating * np.asarray(effects["inverter_thermal_factor"])
     inverter_temp, state.inverter_temp = physics.first_order_lag(inverter_target, dt, 150.0, state.inverter_temp)
     brake_tau = np.where(speed > 5.0, 200.0, 900.0)
     brake_temp, state.brake_temp = physics.first_order_lag(ambient + 0.12 * power["friction"], dt, brake_tau,

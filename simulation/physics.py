@@ -39,9 +39,21 @@ _OCV_SOC = np.array([0.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 9
 _OCV_V = np.array([3.00, 3.30, 3.45, 3.55, 3.60, 3.64, 3.68, 3.75, 3.84, 3.94, 4.06, 4.18])
 
 
-def cell_ocv(soc_pct: np.ndarray) -> np.ndarray:
-    """Open-circuit voltage (V) of one cell at the given state of charge (%)."""
-    return np.interp(soc_pct, _OCV_SOC, _OCV_V)
+# LFP: a flat plateau around 3.3 V with steep knees at both ends (little voltage signal of SOC in between).
+_OCV_V_LFP = np.array([2.50, 3.00, 3.18, 3.24, 3.27, 3.29, 3.30, 3.31, 3.32, 3.33, 3.35, 3.55])
+OCV_CURVES: dict[str, np.ndarray] = {"nmc": _OCV_V, "lfp": _OCV_V_LFP}
+
+
+def cell_ocv(soc_pct: np.ndarray, chemistry: str = "nmc") -> np.ndarray:
+    """Open-circuit voltage (V) of one cell at the given state of charge (%), by cell chemistry.
+
+    >>> round(float(cell_ocv(np.array([50.0]), "lfp")[0]), 2)
+    3.3
+    """
+    curve = OCV_CURVES.get(chemistry)
+    if curve is None:
+        raise ValueError(f"chemistry must be one of {sorted(OCV_CURVES)} (got {chemistry!r})")
+    return np.interp(soc_pct, _OCV_SOC, curve)
 
 
 def resistance_temperature_factor(temp_c: np.ndarray) -> np.ndarray:
@@ -135,12 +147,13 @@ def road_load(speed_ms: np.ndarray, accel_ms2: np.ndarray, mass_kg: float, cda_m
     return mass_kg * accel_ms2 + drag + rolling + extra_force_n * moving
 
 
-def split_wheel_power(wheel_power_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_wheel_power(wheel_power_w: np.ndarray, drive_efficiency: float = DRIVE_EFFICIENCY,
+                      regen_efficiency: float = REGEN_EFFICIENCY) -> tuple[np.ndarray, np.ndarray]:
     """Battery traction power (W, + discharging) and friction-brake power (W, >= 0) from wheel power."""
     braking = np.minimum(wheel_power_w, 0.0)
     regen = np.maximum(braking * (1.0 - FRICTION_BLEND_SHARE), -REGEN_LIMIT_W)
     friction = regen - braking  # the part of the braking power the regen did not take
-    battery = np.where(wheel_power_w > 0.0, wheel_power_w / DRIVE_EFFICIENCY, regen * REGEN_EFFICIENCY)
+    battery = np.where(wheel_power_w > 0.0, wheel_power_w / drive_efficiency, regen * regen_efficiency)
     return battery, friction
 
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from configs import runs
 from configs.schema import SCHEMA
 from configs.settings import Config, SimulationConfig, config_from_dict
-from simulation.failures import FAILURE_MODES, FailureEvent, SensorFault
+from simulation.failures import FAILURE_MODES, UNSEEN_FAILURE_MODES, FailureEvent, SensorFault
 from simulation.fleet import observation_window, sample_profile
 from simulation.generator import simulate_vehicle, vehicle_events, vehicle_sensor_faults
 
@@ -353,8 +353,11 @@ def _summarise(path: Path, config: Config, sink: _GroundTruthSink, seconds: floa
         "frame_interval_s": config.simulation.frame_interval_s,
         "rows": {"raw_frames": sink.frames, "hourly": sink.hourly_rows, "daily": sink.daily_rows,
                  "events": sum(sink.events_by_mode.values()), "sensor_faults": sum(sink.faults_by_kind.values())},
-        "events_by_mode": {m: sink.events_by_mode.get(m, 0) for m in FAILURE_MODES},
-        "observed_events_by_mode": {m: sink.observed_by_mode.get(m, 0) for m in FAILURE_MODES},
+        # Unseen modes (off by default) are listed only where a variant produced some.
+        "events_by_mode": {m: sink.events_by_mode.get(m, 0) for m in FAILURE_MODES}
+        | {m: n for m in UNSEEN_FAILURE_MODES if (n := sink.events_by_mode.get(m, 0))},
+        "observed_events_by_mode": {m: sink.observed_by_mode.get(m, 0) for m in FAILURE_MODES}
+        | {m: n for m in UNSEEN_FAILURE_MODES if (n := sink.observed_by_mode.get(m, 0))},
         "config": config.model_dump(mode="json"),
     }
     return RunSummary(
