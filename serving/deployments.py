@@ -31,6 +31,7 @@ from protos.evtwin.v1 import prediction_pb2
 from serving.auth import AuthError, KeySet, authorize_prediction, load_keys, load_or_create_keys
 from training import predictions
 from training.artifacts import load_failure_model, load_severity_model
+from training.features import FEATURE_NAMES
 
 APP_NAME = "evtwin-models"
 SERVICER_FUNCTION = "protos.evtwin.v1.prediction_pb2_grpc.add_PredictionServiceServicer_to_server"
@@ -262,8 +263,10 @@ def _deployment_classes() -> tuple[Any, Any]:
             self.severity = severity
             # The gRPC ingress checks the front door's tokens (Ray 2.60 binds it on every interface).
             self.keys = load_keys(auth_secret_path) if auth_secret_path else None
-            self.feature_names = list(self.model.feature_names)
-            self._probe = np.zeros((1, len(self.feature_names)), dtype=np.float32)
+            # Callers send window features (FEATURE_NAMES); the boosters' own columns (``feature_names``, which
+            # may add derived inputs such as plant residuals) only name contributions.
+            self.input_names = list(FEATURE_NAMES)
+            self._probe = np.zeros((1, len(self.input_names)), dtype=np.float32)
 
         # --- handles (inside the cluster) --------------------------------------------------------
         @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
@@ -282,7 +285,7 @@ def _deployment_classes() -> tuple[Any, Any]:
             metadata = list(grpc_context.invocation_metadata()) if grpc_context is not None else []
             try:
                 check_prediction_call(self.keys, metadata, list(request.vehicle_ids), time.time())
-                return decode_rows(request, self.feature_names)
+                return decode_rows(request, self.input_names)
             except PredictionRefused as refused:
                 _refuse_grpc(grpc_context, refused.status, str(refused))
                 raise

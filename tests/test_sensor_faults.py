@@ -194,3 +194,17 @@ def test_stuck_while_related_sensors_move_but_not_a_sensor_that_rests_while_park
     tracker = SensorFaultTracker(LOWER, UPPER, related)
     episodes = tracker.observe(np.arange(1, N + 1), 1000 * np.arange(N), values)
     assert [(e.sensor, e.kind) for e in episodes] == [(2, "stuck")]
+
+
+def test_an_actuator_that_blips_a_little_higher_than_it_did_while_learned_is_not_a_spike() -> None:
+    """A pump that cycles on for one reading (seen in the demo fleet): its first day's highest blip was 5 of a
+    0-10 range; a later blip to 6.5 is its normal work, one to 9.5 leaves where it ever went by far: a spike."""
+    rules = FaultSettings(fit_readings=1, spike_learn_ms=100 * 60_000, dropout_ms=10**12, stuck_ms=10**12)
+    tracker = SensorFaultTracker(np.array([0.0]), np.array([10.0]), rules)
+    values = np.zeros(400)
+    values[10:100:10] = 5.0  # learned: one-reading blips to 5
+    values[200] = 6.5  # 0.15 of the range above the learned top: not a spike
+    values[300] = 9.5  # 0.45 above: a spike
+    ts = np.arange(values.size, dtype=np.int64) * 60_000
+    episodes = tracker.observe(np.arange(values.size), ts, values[:, None])
+    assert [(e.seq, e.kind) for e in episodes] == [(301, "spike")]

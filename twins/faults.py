@@ -10,8 +10,8 @@ that never reported never counts as faulty and never raises an alert. Per sensor
 * ``spike``: a reading that jumps away from the previous one and straight back at the next, both steps
   larger than the sensor's bound: ``spike_fraction`` of its physical range (schema), or, if larger,
   ``_LEARNED_SPIKE_MARGIN`` x the largest such excursion it made in the twin's first ``spike_learn_ms``
-  (a pump that cycles on and off between two readings learns that it does), to a value outside the range
-  the sensor read then. None is flagged while learning; a spike is flagged at the reading that confirms it
+  (a pump that cycles on and off between two readings learns that it does), to a value more than 20 % of
+  the physical range outside the range the sensor read then. None is flagged while learning; a spike is flagged at the reading that confirms it
   (the one after).
 * ``stuck``: the same value, reading after reading, for ``stuck_ms`` of *active* time (frames where an
   ``activity`` signal exceeds its level: the vehicle drives; or, for a sensor that changed at nearly every
@@ -51,6 +51,9 @@ from configs.schema import SCHEMA
 from configs.settings import TwinsConfig
 from twins.reorder import NO_SEQ
 
+# A spike's reading lies this share of the physical range beyond where the sensor went while learned: a
+# pump or HVAC that reaches a little higher than on its first day is not a spike.
+_SPIKE_ENVELOPE_MARGIN = 0.2
 _LEARNED_SPIKE_MARGIN = 1.5  # a spike must exceed the largest excursion learned by half again
 _REST_VALUES = 8
 _CONTINUOUS_SHARE = 0.9  # a continuous signal changes at least this often while its subsystem moves
@@ -263,7 +266,8 @@ class SensorFaultTracker:
         bound = np.maximum(self.settings.spike_fraction * (self.upper - self.lower),
                            _LEARNED_SPIKE_MARGIN * self.learned_excursion)
         # The spike's reading left where the sensor went while learned (an on/off pump cycling stays inside).
-        outside = (previous < self.envelope[0]) | (previous > self.envelope[1])
+        margin = _SPIKE_ENVELOPE_MARGIN * (self.upper - self.lower)
+        outside = (previous < self.envelope[0] - margin) | (previous > self.envelope[1] + margin)
         spike = ~learning & (excursion > bound) & outside
         if all_good:
             self.last_values = extended[-2:].copy()
