@@ -10,9 +10,9 @@ that never reported never counts as faulty and never raises an alert. Per sensor
 * ``spike``: a reading that jumps away from the previous one and straight back at the next, both steps
   larger than the sensor's bound: ``spike_fraction`` of its physical range (schema), or, if larger,
   ``_LEARNED_SPIKE_MARGIN`` x the largest such excursion it made in the twin's first ``spike_learn_ms``
-  (a pump that cycles on and off between two readings learns that it does), to a value more than 20 % of
-  the physical range outside the range the sensor read then. None is flagged while learning; a spike is flagged at the reading that confirms it
-  (the one after).
+  (a pump that cycles on and off between two readings learns that it does), to a value more than
+  ``_SPIKE_ENVELOPE_MARGIN`` (20 %) of the physical range outside the range the sensor read then. None is
+  flagged while learning; a spike is flagged at the reading that confirms it (the one after).
 * ``stuck``: the same value, reading after reading, for ``stuck_ms`` of *active* time (frames where an
   ``activity`` signal exceeds its level: the vehicle drives; or, for a sensor that changed at nearly every
   reading while learned, where ``related_moving`` sensors of its schema subsystem change), and for
