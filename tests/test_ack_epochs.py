@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serving.backend import LocalTwinsBackend, MemoryFleet
+from configs.frames import FrameBatch
+from serving.backend import LocalTwinsBackend, MemoryFleet, _shares_of
 from serving.client import Client, _StreamSession, durable_rows
 from serving.codec import BatchLimits, decode_batch, encode_columns
 from tests.test_grpc_server import NOW_MS, OPERATOR, ServerThread, fleet_columns
@@ -178,3 +179,37 @@ def test_real_twins_apply_a_restarted_counter_once_across_a_reconnect(tmp_path: 
         assert restored is not None and restored["frames_applied"] == 2 * frames_each
     finally:
         running.stop()
+
+
+# ----- where the ts comes from: the twin host, and the split of a coalesced call's answer (unit) -------------
+
+def test_the_host_acks_the_newest_applied_frame_in_time_also_after_a_restart(tmp_path: Path) -> None:
+    host = TwinHost(settings(tmp_path))
+    first = synthetic_frames("H", 30)
+    result = host.ingest(FrameBatch.from_columns({**first, "vehicle_id": np.full(30, "H")})[0])
+    assert result.acks == {"H": 30} and result.ack_ts == {"H": int(first["ts"][-1])}
+    # The counter restarts, but its first frames wait for a gap (seq 1 missing): nothing of the new epoch is
+    # applied, so the ack still names the newest applied frame, the last one of the epoch before.
+    later = synthetic_frames("H", 10, start_ms=int(first["ts"][-1]) + 3_600_000)
+    waiting = {k: v[1:4] for k, v in later.items()}
+    result = host.ingest(FrameBatch.from_columns({**waiting, "vehicle_id": np.full(3, "H")})[0])
+    assert host.twins["H"].reorder.epoch == 1 and result.acks == {"H": 30}
+    assert result.ack_ts == {"H": int(first["ts"][-1])}
+    filled = {k: v[:1] for k, v in later.items()}
+    result = host.ingest(FrameBatch.from_columns({**filled, "vehicle_id": np.full(1, "H")})[0])
+    assert result.acks == {"H": 4} and result.ack_ts == {"H": int(later["ts"][3])}
+    # A new host over the same checkpoints answers a re-send with the same watermark.
+    again = TwinHost(settings(tmp_path)).ingest(FrameBatch.from_columns({**filled, "vehicle_id": np.full(1, "H")})[0])
+    assert again.duplicates == 1 and again.acks == {"H": 4} and again.ack_ts == {"H": int(later["ts"][3])}
+
+
+def test_a_coalesced_call_hands_each_stream_its_vehicles_ack_ts() -> None:
+    whole = IngestResult(acks={"A": 3, "B": 7}, ack_ts={"A": 3000, "B": 7000})
+
+    class Batch:
+        def __init__(self, vehicle_ids: list[str]) -> None:
+            self.vehicle_ids = vehicle_ids
+
+    shares = _shares_of(whole, [Batch(["A"]), Batch(["B", "A"])])  # type: ignore[list-item]
+    assert [(s.acks, s.ack_ts) for s in shares] == [({"A": 3}, {"A": 3000}),
+                                                    ({"A": 3, "B": 7}, {"A": 3000, "B": 7000})]
