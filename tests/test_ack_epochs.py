@@ -256,3 +256,16 @@ def test_real_twins_resume_a_restarted_counter_across_a_server_restart(tmp_path:
         assert stats.acked_seq == {"SR1": frames_each} and stats.acked_ts == {"SR1": last_ts}
     finally:
         servers[-1].stop()
+
+
+def test_a_restart_that_ends_at_the_old_seq_is_still_checkpointed_and_acknowledged(tmp_path: Path) -> None:
+    # Epoch 2 applies seq 1..5 in one call, after epoch 1 ended at seq 5: the applied seq did not change, but
+    # the twin did; judged by seq alone it was neither checkpointed nor acknowledged.
+    host = TwinHost(settings(tmp_path))
+    first = synthetic_frames("E", 5)
+    host.ingest(FrameBatch.from_columns({**first, "vehicle_id": np.full(5, "E")})[0])
+    later = synthetic_frames("E", 5, start_ms=int(first["ts"][-1]) + 3_600_000)
+    result = host.ingest(FrameBatch.from_columns({**later, "vehicle_id": np.full(5, "E")})[0])
+    assert result.acks == {"E": 5} and result.ack_ts == {"E": int(later["ts"][-1])}
+    restored = TwinHost(settings(tmp_path)).summary("E")
+    assert restored is not None and restored["frames_applied"] == 10 and restored["seq_epoch"] == 1

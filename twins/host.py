@@ -211,7 +211,8 @@ class TwinHost:
         dirty: list[str] = []
         parts = list(block.parts())
         twins = [self.twin(vehicle_id) for vehicle_id, _ in parts]
-        befores = [(twin.applied_seq, twin.buf_seq.size) for twin in twins]
+        # The applied mark is (seq, ts): a restarted counter can end a call at the seq it had before, later.
+        befores = [(twin.applied_mark, twin.buf_seq.size) for twin in twins]
         # All the block's twins in one batched step: windows closed together, one fleet-model call.
         steps = []
         for wave in _waves([vehicle_id for vehicle_id, _ in parts]):
@@ -222,7 +223,7 @@ class TwinHost:
             result.applied += step.applied
             result.duplicates += step.duplicates
             # A call with only re-sent frames still changes the duplicate counter: checkpointed too.
-            if (twin.applied_seq, twin.buf_seq.size) != before or step.duplicates:
+            if (twin.applied_mark, twin.buf_seq.size) != before or step.duplicates:
                 dirty.append(vehicle_id)
             elif vehicle_id in self.acked:
                 self._answer_ack(vehicle_id, result)
