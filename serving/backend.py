@@ -1,7 +1,7 @@
 """What the gRPC servicers talk to: a fleet of twins behind one async interface.
 
 ``TwinFleetBackend`` adapts the twins' ``TwinFleet`` (Ray actors, durable acks). ``MemoryFleet`` is an
-ingest-only fleet in the server process: dedup by ``seq``, acks, last frame, sensor-fault alerts, no
+ingest-only fleet in the server process: dedup by (``ts``, ``seq``), acks, last frame, sensor-fault alerts, no
 models and no durability. It measures the front door alone (benchmarks) and lets the wire be tested
 without a cluster.
 
@@ -223,6 +223,8 @@ def _shares_of(result: IngestResult, batches: list[DecodedBatch]) -> list[Ingest
     for vehicle_id, seq in result.acks.items():
         for i in owners.get(vehicle_id, ()):
             shares[i].acks[vehicle_id] = seq
+            if vehicle_id in result.ack_ts:
+                shares[i].ack_ts[vehicle_id] = result.ack_ts[vehicle_id]
     for alert in result.alerts:
         for i in owners.get(alert.vehicle_id, ()):
             shares[i].alerts.append(alert)
@@ -270,19 +272,24 @@ class MemoryFleet:
         for rows in np.split(order, bounds):
             vehicle_id = batch.vehicle_ids[int(batch.vehicle_index[rows[0]])]
             state = self._vehicles.setdefault(vehicle_id, _VehicleState())
-            fresh = rows[batch.seq[rows] > state.applied_seq]  # seq increases within a batch: a suffix
+            # New: after the watermark in time, or at its ts with a higher seq. A counter restart (seq falls
+            # back, ts moves on) is new; a re-sent frame of the epoch before it is older in time: a duplicate.
+            row_ts, row_seq = ts[rows], batch.seq[rows]
+            fresh = rows[(row_ts > state.last_ts_ms) | ((row_ts == state.last_ts_ms) & (row_seq > state.applied_seq))]
             result.duplicates += len(rows) - len(fresh)
             if len(fresh):
                 self._apply(vehicle_id, state, batch, fresh, ts, invalid_rows, result)
             result.acks[vehicle_id] = state.applied_seq
+            result.ack_ts[vehicle_id] = state.last_ts_ms
         return result
 
     def _apply(self, vehicle_id: str, state: _VehicleState, batch: DecodedBatch, rows: np.ndarray,
                ts: np.ndarray, invalid_rows: np.ndarray, result: IngestResult) -> None:
-        state.applied_seq = int(batch.seq[rows[-1]])
+        newest = int(rows[np.lexsort((batch.seq[rows], ts[rows]))[-1]])  # the watermark: latest ts, then seq
+        state.applied_seq = int(batch.seq[newest])
         state.frames_applied += len(rows)
-        state.last_ts_ms = int(ts[rows[-1]])
-        state.last_frame = {"row": int(rows[-1]), "batch": batch.record_batch}
+        state.last_ts_ms = int(ts[newest])
+        state.last_frame = {"row": newest, "batch": batch.record_batch}
         result.applied += len(rows)
         faulty = rows[invalid_rows[rows]]
         state.sensor_faults += len(faulty)

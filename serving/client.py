@@ -6,9 +6,11 @@
         async for alert in client.watch_alerts():
             ...
 
-Delivery: every batch gets an Ack with, per vehicle, the highest *durable* seq. The client keeps every
-frame above that in memory (bounded by ``max_unacked_frames``) and after a disconnect reconnects and
-re-sends exactly those frames; the twins drop any duplicate by seq, so nothing is lost or applied twice.
+Delivery: every batch gets an Ack with, per vehicle, the (ts, seq) of the newest *durable* frame. The client
+keeps every frame after that in memory (bounded by ``max_unacked_frames``) and after a disconnect reconnects
+and re-sends exactly those frames; the twins drop any duplicate, so nothing is lost or applied twice.
+Durability is judged by time first (``durable_rows``): a counter that restarts (an ECU reboot) sends seqs
+below the old watermark, but later. A server that sends no ts (0) is judged by seq alone.
 
 Refusals: frames the server refuses (``Ack.rejected``: ``late`` after a skipped gap, ``bad_key``, ...) are
 never reported as delivered. They are counted per reason in ``StreamStats.rejected_by_reason``, listed in
@@ -54,7 +56,8 @@ class StreamStats:
     sensor_faults: int = 0
     reconnects: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
-    acked_seq: dict[str, int] = field(default_factory=dict)
+    acked_seq: dict[str, int] = field(default_factory=dict)  # seq of the newest durable frame (falls on a restart)
+    acked_ts: dict[str, int] = field(default_factory=dict)  # its ts (ms); absent: the server sent none
     ack_latency_s: list[float] = field(default_factory=list)
     # Frames the server refused: one dict per frame (vehicle_id, seq, code, message), and counts per code.
     rejected: list[dict[str, Any]] = field(default_factory=list)
@@ -304,7 +307,7 @@ class _StreamSession:
     async def _send(self, call: Any, item: _Pending, resend: bool) -> None:
         columns = item.columns
         if resend:
-            keep = columns["seq"] > _acked_per_row(columns["vehicle_id"], self.stats.acked_seq)
+            keep = ~durable_rows(columns, self.stats.acked_seq, self.stats.acked_ts)
             if not keep.any():
                 return
             columns = select_rows(columns, np.flatnonzero(keep))
@@ -335,8 +338,7 @@ class _StreamSession:
     async def _on_ack(self, ack: telemetry_pb2.Ack) -> None:
         now = time.perf_counter()
         for vehicle_ack in ack.acks:
-            if vehicle_ack.seq > self.stats.acked_seq.get(vehicle_ack.vehicle_id, _NOTHING_ACKED):
-                self.stats.acked_seq[vehicle_ack.vehicle_id] = vehicle_ack.seq
+            self._advance(vehicle_ack.vehicle_id, int(vehicle_ack.seq), int(vehicle_ack.ts))
         self.stats.duplicates += ack.duplicates
         self.stats.sensor_faults += ack.sensor_faults
         for refusal in ack.rejected:
@@ -362,10 +364,31 @@ class _StreamSession:
         if self.on_ack:
             self.on_ack(ack)
 
+    def _advance(self, vehicle_id: str, seq: int, ts: int) -> None:
+        """Move a vehicle's durable watermark forward, never back (acks of one vehicle can arrive out of order)."""
+        acked_seq, acked_ts = self.stats.acked_seq, self.stats.acked_ts
+        if ts > 0:  # by time, then seq: after a counter restart seq falls back while ts moves on
+            if (ts, seq) > (acked_ts.get(vehicle_id, 0), acked_seq.get(vehicle_id, _NOTHING_ACKED)):
+                acked_seq[vehicle_id], acked_ts[vehicle_id] = seq, ts
+        elif seq > acked_seq.get(vehicle_id, _NOTHING_ACKED):  # a server that sends no ts: by seq alone
+            acked_seq[vehicle_id] = seq
+
     def _durable(self, item: _Pending) -> bool:
-        return bool((item.columns["seq"] <= _acked_per_row(item.columns["vehicle_id"], self.stats.acked_seq)).all())
+        return bool(durable_rows(item.columns, self.stats.acked_seq, self.stats.acked_ts).all())
 
 
-def _acked_per_row(vehicles: np.ndarray, acked: Mapping[str, int]) -> np.ndarray:
-    ids, inverse = np.unique(vehicles.astype(str), return_inverse=True)
-    return np.array([acked.get(v, _NOTHING_ACKED) for v in ids], dtype=np.int64)[inverse]
+def durable_rows(columns: Columns, acked_seq: Mapping[str, int], acked_ts: Mapping[str, int]) -> np.ndarray:
+    """Per row, whether the server's acks cover it: the client may forget it and never re-send it.
+
+    A vehicle's ack names its newest durable frame (``acked_ts``, ``acked_seq``), and a vehicle's frames are
+    applied in time order, so a frame is durable when its ts is earlier, or equal with a seq at or below
+    (a later seq at the same ts is not applied yet; a restarted counter's frames are later in time, never
+    equal). A vehicle without an ack ts (an older server) is judged by seq alone: durable when seq <= it.
+    """
+    ids, inverse = np.unique(np.asarray(columns["vehicle_id"]).astype(str), return_inverse=True)
+    seq_mark = np.array([acked_seq.get(v, _NOTHING_ACKED) for v in ids], dtype=np.int64)[inverse]
+    ts_mark = np.array([acked_ts.get(v, 0) for v in ids], dtype=np.int64)[inverse]
+    seq = np.asarray(columns["seq"], dtype=np.int64)
+    ts = np.asarray(columns["ts"], dtype=np.int64)
+    by_time = (ts < ts_mark) | ((ts == ts_mark) & (seq <= seq_mark))
+    return np.where(ts_mark > 0, by_time, seq <= seq_mark)

@@ -256,7 +256,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         ack = telemetry_pb2.Ack(
             batch_id=batch.batch_id, frames=batch.num_rows, duplicates=int(result.duplicates),
             sensor_faults=batch.sensor_faults,
-            acks=[telemetry_pb2.VehicleAck(vehicle_id=v, seq=int(result.acks[v])) for v in batch.vehicle_ids if v in result.acks],
+            acks=[telemetry_pb2.VehicleAck(vehicle_id=v, seq=int(result.acks[v]), ts=max(0, int(result.ack_ts.get(v, 0))))
+                  for v in batch.vehicle_ids if v in result.acks],
             rejected=[telemetry_pb2.Rejection(vehicle_id=r.vehicle_id, seq=int(r.seq), code=r.code, message=r.message)
                       for r in result.rejected],
         )

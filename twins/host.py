@@ -33,6 +33,7 @@ import numpy as np
 from configs.frames import FrameBatch
 from configs.settings import TwinsConfig
 from twins.personalise import fit_personal_head
+from twins.reorder import NO_SEQ
 from twins.store import AlertStore, CheckpointStore
 from twins.twin import AnomalyModel, VehicleTwin, ingest_many
 from twins.types import Alert, AlertFilter, IngestResult
@@ -179,6 +180,7 @@ class TwinHost:
         self.twins: dict[str, VehicleTwin] = {}
         self.last_used: dict[str, float] = {}
         self.acked: dict[str, int] = {}
+        self.acked_ts: dict[str, int] = {}  # the ts of the acked frame (``IngestResult.ack_ts``)
         self.alert_log: deque[Alert] = deque(maxlen=_ALERT_LOG)
         self.pending_alerts: list[Alert] = []  # from predictions, delivered with the next answer
         self.outstanding: _Outstanding | None = None
@@ -197,7 +199,7 @@ class TwinHost:
             if data is not None:
                 twin = VehicleTwin.from_bytes(data, self.model, self.cfg)
                 self.restored += 1
-                self.acked[vehicle_id] = twin.applied_seq
+                self.acked[vehicle_id], self.acked_ts[vehicle_id] = twin.applied_mark
             else:
                 twin = VehicleTwin(vehicle_id, self.cfg, self.settings.window_ms, self.settings.stride_ms, self.model)
             self.twins[vehicle_id] = twin
@@ -209,7 +211,8 @@ class TwinHost:
         dirty: list[str] = []
         parts = list(block.parts())
         twins = [self.twin(vehicle_id) for vehicle_id, _ in parts]
-        befores = [(twin.applied_seq, twin.buf_seq.size) for twin in twins]
+        # The applied mark is (seq, ts): a restarted counter can end a call at the seq it had before, later.
+        befores = [(twin.applied_mark, twin.buf_seq.size) for twin in twins]
         # All the block's twins in one batched step: windows closed together, one fleet-model call.
         steps = []
         for wave in _waves([vehicle_id for vehicle_id, _ in parts]):
@@ -220,10 +223,10 @@ class TwinHost:
             result.applied += step.applied
             result.duplicates += step.duplicates
             # A call with only re-sent frames still changes the duplicate counter: checkpointed too.
-            if (twin.applied_seq, twin.buf_seq.size) != before or step.duplicates:
+            if (twin.applied_mark, twin.buf_seq.size) != before or step.duplicates:
                 dirty.append(vehicle_id)
             elif vehicle_id in self.acked:
-                result.acks[vehicle_id] = self.acked[vehicle_id]
+                self._answer_ack(vehicle_id, result)
         self._poll_services(result, dirty)
         result.alerts.extend(self.pending_alerts)
         self.pending_alerts = []
@@ -242,7 +245,7 @@ class TwinHost:
         alerts_by_vehicle: dict[str, list[Alert]] = {}
         for alert in result.alerts:
             alerts_by_vehicle.setdefault(alert.vehicle_id, []).append(alert)
-        written: dict[str, int] = {}
+        written: dict[str, tuple[int, int]] = {}
         failed: dict[str, OSError] = {}
         try:
             with self.store.group() if self.store is not None else contextlib.nullcontext():
@@ -253,22 +256,27 @@ class TwinHost:
                         twin = self.twins[vehicle_id]
                         if self.store is not None:
                             self.store.put(vehicle_id, twin.to_bytes())
-                        written[vehicle_id] = twin.applied_seq
+                        written[vehicle_id] = twin.applied_mark
                     except OSError as error:
                         failed[vehicle_id] = error
         except OSError as error:  # the group commit failed: none of its twins is acknowledged
             failed.update(dict.fromkeys(written, error))
             written = {}
-        for vehicle_id, seq in written.items():
-            self.acked[vehicle_id] = seq  # only now is the effect durable: acknowledge up to the applied watermark
-            result.acks[vehicle_id] = seq
+        for vehicle_id, (seq, ts) in written.items():
+            # Only now is the effect durable: acknowledge up to the applied watermark.
+            self.acked[vehicle_id], self.acked_ts[vehicle_id] = seq, ts
+            self._answer_ack(vehicle_id, result)
         for vehicle_id, error in failed.items():
             self._roll_back(vehicle_id)
             result.not_durable[vehicle_id] = f"checkpoint store {self.settings.checkpoint_uri!r}: {error}"
             if vehicle_id in self.acked:
-                result.acks[vehicle_id] = self.acked[vehicle_id]
+                self._answer_ack(vehicle_id, result)
         if failed:
             result.alerts = [a for a in result.alerts if a.vehicle_id not in failed]
+
+    def _answer_ack(self, vehicle_id: str, result: IngestResult) -> None:
+        result.acks[vehicle_id] = self.acked[vehicle_id]
+        result.ack_ts[vehicle_id] = self.acked_ts.get(vehicle_id, NO_SEQ)
 
     def _roll_back(self, vehicle_id: str) -> None:
         """Forget the in-memory twin: its next contact restores the last durable checkpoint."""
@@ -280,7 +288,7 @@ class TwinHost:
         if self.store is not None:
             self.store.put(vehicle_id, twin.to_bytes())
         # Only now is the effect durable: acknowledge up to the applied watermark.
-        self.acked[vehicle_id] = twin.applied_seq
+        self.acked[vehicle_id], self.acked_ts[vehicle_id] = twin.applied_mark
 
     def checkpoint_all(self) -> int:
         for vehicle_id in self.twins:

@@ -141,6 +141,15 @@ class VehicleTwin:
         return self.reorder.applied_seq
 
     @property
+    def applied_mark(self) -> tuple[int, int]:
+        """(seq, ts) of the newest applied frame: what an ack covers. After a counter restart seq falls back
+        while ts moves on; until the new epoch applies a frame it is the last frame of the epoch before."""
+        reorder = self.reorder
+        if reorder.applied_seq == NO_SEQ and reorder.history:
+            return int(reorder.history[-1][1]), int(reorder.epoch_start_ts)
+        return reorder.applied_seq, reorder.applied_ts
+
+    @property
     def buf_seq(self) -> np.ndarray:
         """The seqs waiting in the reorder buffer."""
         return self.reorder.seq

@@ -104,6 +104,9 @@ class IngestResult:
     """Answer of ``TwinFleet.ingest``: durable acks per vehicle, new alerts, refused frames."""
 
     acks: dict[str, int] = field(default_factory=dict)
+    # Per acknowledged vehicle, the ts (ms) of the frame ``acks`` names: the applied watermark in time. A
+    # counter restart makes seq fall back while ts moves on, so a client judges durability by (ts, seq).
+    ack_ts: dict[str, int] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     applied: int = 0
@@ -114,6 +117,7 @@ class IngestResult:
 
     def merge(self, other: IngestResult) -> None:
         self.acks.update(other.acks)
+        self.ack_ts.update(other.ack_ts)
         self.not_durable.update(other.not_durable)
         self.alerts.extend(other.alerts)
         self.rejected.extend(other.rejected)

@@ -174,12 +174,14 @@ class FrameBatch(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., vehicle_ids: _Optional[_Iterable[str]] = ..., vehicle_index: _Optional[_Iterable[int]] = ..., ts: _Optional[_Iterable[int]] = ..., seq: _Optional[_Iterable[int]] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., pack_voltage: _Optional[_Iterable[float]] = ..., pack_current: _Optional[_Iterable[float]] = ..., soc: _Optional[_Iterable[float]] = ..., soh: _Optional[_Iterable[float]] = ..., cell_voltage_min: _Optional[_Iterable[float]] = ..., cell_voltage_max: _Optional[_Iterable[float]] = ..., cell_temp_min: _Optional[_Iterable[float]] = ..., cell_temp_max: _Optional[_Iterable[float]] = ..., cell_temp_avg: _Optional[_Iterable[float]] = ..., internal_resistance: _Optional[_Iterable[float]] = ..., insulation_resistance: _Optional[_Iterable[float]] = ..., coolant_temp_in: _Optional[_Iterable[float]] = ..., coolant_temp_out: _Optional[_Iterable[float]] = ..., coolant_flow: _Optional[_Iterable[float]] = ..., pump_speed: _Optional[_Iterable[float]] = ..., hvac_power: _Optional[_Iterable[float]] = ..., motor_speed: _Optional[_Iterable[float]] = ..., motor_torque: _Optional[_Iterable[float]] = ..., motor_temp: _Optional[_Iterable[float]] = ..., inverter_temp: _Optional[_Iterable[float]] = ..., speed: _Optional[_Iterable[float]] = ..., odometer: _Optional[_Iterable[float]] = ..., tyre_pressure_fl: _Optional[_Iterable[float]] = ..., tyre_pressure_fr: _Optional[_Iterable[float]] = ..., tyre_pressure_rl: _Optional[_Iterable[float]] = ..., tyre_pressure_rr: _Optional[_Iterable[float]] = ..., brake_pad_wear: _Optional[_Iterable[float]] = ..., brake_temp: _Optional[_Iterable[float]] = ..., aux_battery_voltage: _Optional[_Iterable[float]] = ..., dcdc_current: _Optional[_Iterable[float]] = ..., charger_state: _Optional[_Iterable[int]] = ..., charge_power: _Optional[_Iterable[float]] = ..., ambient_temp: _Optional[_Iterable[float]] = ..., latitude: _Optional[_Iterable[float]] = ..., longitude: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class VehicleAck(_message.Message):
-    __slots__ = ("vehicle_id", "seq")
+    __slots__ = ("vehicle_id", "seq", "ts")
     VEHICLE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
     vehicle_id: str
     seq: int
-    def __init__(self, vehicle_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    ts: int
+    def __init__(self, vehicle_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts: _Optional[int] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("vehicle_id", "seq", "code", "message")
