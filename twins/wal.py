@@ -24,6 +24,7 @@ record (a crash mid-append) was never acknowledged: readers stop at it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -126,14 +127,23 @@ class WriteAheadLog:
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(f"short write to the log segment {self.segment!r} ({written} of {len(data)} bytes)")
-            os.fsync(self._fd)
+            self._sync()
         except OSError:
-            self.close()  # a torn or unsynced tail: never appended to again (readers stop at a torn record)
+            # Not acknowledged, so not to be replayed: cut it off (best effort: were the cut to fail too, a
+            # restart would replay frames whose re-sent copies then count as duplicates), and never append to
+            # this segment again.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+                self._sync()
+            self.close()
             raise
         position = f"{self.segment}#{self._batches:010d}"
         self._size += len(data)
         self._batches += 1
         return position
+
+    def _sync(self) -> None:
+        os.fsync(self._fd)  # type: ignore[arg-type]
 
     def _open_segment(self) -> None:
         self.close()
