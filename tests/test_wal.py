@@ -148,3 +148,14 @@ def test_a_failing_append_acknowledges_nothing_and_applies_nothing(tmp_path: Pat
     assert host.twin("a").frames_applied == 50 and host.twin("a").duplicates == 20
     restarted = TwinHost(settings(tmp_path))  # the unsynced append is not replayed after a restart either
     assert restarted.twin("a").frames_applied == 50 and restarted.twin("a").duplicates == 20
+
+
+def test_checkpoint_all_leaves_no_log_behind_and_a_new_host_starts_from_the_snapshots(tmp_path: Path) -> None:
+    host = TwinHost(settings(tmp_path))
+    host.ingest(FrameBatch.from_columns(fleet_frames(["a", "b"], 30))[0])
+    root = log_root(str(tmp_path / "ckpt"))
+    assert len(segments(root)) == 1
+    assert host.checkpoint_all() == 2
+    assert segments(root) == []
+    again = TwinHost(settings(tmp_path))
+    assert again.twin("a").applied_seq == 30 and again.replayed == 0 and again.restored == 1

@@ -402,12 +402,18 @@ class TwinHost:
             self.frames_since_snapshot.pop(vehicle_id, None)
             self.logged_since.pop(vehicle_id, None)
             self.acked[vehicle_id] = self.twins[vehicle_id].applied_seq
-        if written and self.wal is not None:
-            for segment, refs in list(self.segment_refs.items()):
-                if refs == 0 and segment != self.wal.segment:
-                    self.wal.delete(segment)
-                    del self.segment_refs[segment]
+        if written:
+            self._drop_covered_segments()
         return failed
+
+    def _drop_covered_segments(self) -> None:
+        """Delete the log segments no twin's restore needs (every record in them is in a snapshot)."""
+        if self.wal is None:
+            return
+        for segment, refs in list(self.segment_refs.items()):
+            if refs == 0 and segment != self.wal.segment:
+                self.wal.delete(segment)
+                del self.segment_refs[segment]
 
     def _roll_back(self, vehicle_id: str) -> None:
         """Forget the in-memory twin: its next contact restores the last durable checkpoint."""
@@ -427,6 +433,15 @@ class TwinHost:
         self.acked[vehicle_id] = twin.applied_seq
 
     def checkpoint_all(self) -> int:
+        """Checkpoint every resident twin (before a release or shutdown); raises OSError if one fails. In wal
+        mode this also closes the log's open segment and deletes it once nothing needs it."""
+        if self.wal is not None:
+            failed = self._snapshot(list(self.twins))
+            if failed:
+                raise next(iter(failed.values()))
+            self.wal.close()
+            self._drop_covered_segments()
+            return len(self.twins)
         for vehicle_id in self.twins:
             self._checkpoint(vehicle_id)
         return len(self.twins)
