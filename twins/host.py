@@ -2,8 +2,12 @@
 ``configs.frames.FrameBatch``).
 
 ``TwinHost`` holds the twins of one host (one vehicle by default, a shard with ``twins_per_actor > 1``),
-restores them from the checkpoint store on first contact, checkpoints every twin an ingest call
-changed *before* answering, and acknowledges only what is in a checkpoint (``checkpoint_uri=None``:
+restores them from the checkpoint store on first contact, makes every twin an ingest call changed durable
+*before* answering and acknowledges only what is durable. With ``twins.durability: "wal"`` (default) that is
+one synced append of the call's frames to the host's write-ahead log (``twins.wal``), with snapshots
+(checkpoints) every ``snapshot_every_frames`` / ``snapshot_every_s`` and restores that replay the log after the
+snapshot; with ``"checkpoint"`` it is every changed twin's checkpoint (group-committed). The rest of this
+paragraph describes checkpoint mode; wal mode is the same with "log append" for "checkpoint" (``checkpoint_uri=None``:
 an ephemeral host, for simulations: no checkpoints, no alert store, acknowledges what it applied, evicts
 nothing). Applying is all-or-nothing per
 twin: its alerts are appended to the alert store, then its checkpoint is written; if either write fails
