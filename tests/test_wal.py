@@ -159,3 +159,20 @@ def test_checkpoint_all_leaves_no_log_behind_and_a_new_host_starts_from_the_snap
     assert segments(root) == []
     again = TwinHost(settings(tmp_path))
     assert again.twin("a").applied_seq == 30 and again.replayed == 0 and again.restored == 1
+
+
+def test_a_new_host_skips_records_its_snapshots_hold_and_logs_after_every_segment_it_found(
+        tmp_path: Path) -> None:
+    first = TwinHost(settings(tmp_path, snapshot_every_frames=30))
+    first.ingest(FrameBatch.from_columns(fleet_frames(["a"], 30))[0])  # logged, then snapshotted past it
+    root = log_root(str(tmp_path / "ckpt"))
+    (found,) = segments(root)  # the open segment outlives the snapshot
+    future = f"{int(found.split('-')[0]) + 10**15:020d}-otherhost"  # a segment from a clock far ahead
+    Path(root, f"{future}.arrows").write_bytes(b"")
+    second = TwinHost(settings(tmp_path, snapshot_every_frames=30))
+    assert second.twin("a").applied_seq == 30 and second.replayed == 0  # nothing replayed twice
+    assert "a" not in second.unsnapshotted
+    second.ingest(FrameBatch.from_columns(take(fleet_frames(["a"], 31), slice(30, 31)))[0])
+    assert second.wal.segment is not None and second.wal.segment > future  # log order survives the clock
+    assert found not in segments(root)  # covered by the snapshot: deleted on restore
+    assert future in segments(root)  # no record in it: maybe another host's, just opened: left alone

@@ -235,6 +235,13 @@ class TwinHost:
         stale = [r for r in records if r.position <= position]  # already in the snapshot
         self._release_records(stale)
         records[:] = [r for r in records if r.position > position]
+        if not records:  # all in the snapshot already
+            del self.unsnapshotted[vehicle_id]
+            self.frames_since_snapshot.pop(vehicle_id, None)
+            self.logged_since.pop(vehicle_id, None)
+            self._drop_covered_segments()
+        else:
+            self.frames_since_snapshot[vehicle_id] = sum(len(r.columns["seq"]) for r in records)
         for record in records:
             ingest_many([twin], [record.columns])
             self.replayed += 1
@@ -245,9 +252,11 @@ class TwinHost:
         assert self.wal is not None
         root = log_root(self.settings.checkpoint_uri)
         for segment in segments(root):
+            # A segment without records is left alone: it may be another live host's, just opened.
             for record in read_segment(root, segment):
                 self._remember(record)
-            self.segment_refs.setdefault(segment, 0)
+            # This host's segments sort after every segment it found (whatever this machine's clock says).
+            self.wal.follow(segment)
 
     def _remember(self, record: LogRecord) -> None:
         if record.vehicle_id not in self.unsnapshotted:

@@ -105,6 +105,10 @@ class WriteAheadLog:
         self._batches = 0
         self._last_ns = 0
 
+    def follow(self, segment: str) -> None:
+        """Name this writer's next segments after ``segment`` (one found in the log at start)."""
+        self._last_ns = max(self._last_ns, int(segment.split("-", 1)[0]))
+
     def _new_name(self) -> str:
         now = max(time.time_ns(), self._last_ns + 1)  # strictly increasing within a writer
         self._last_ns = now
