@@ -288,9 +288,11 @@ class TwinHost:
             result.applied += step.applied
             result.duplicates += step.duplicates
             # A call with only re-sent frames still changes the duplicate counter: checkpointed too.
+            # The log gets every run (a run that changed no watermark may still have changed a counter: the
+            # replay must see it to give the same state); only changed twins need a new ack.
+            logged.append((vehicle_id, columns))
             if (twin.applied_seq, twin.buf_seq.size) != before or step.duplicates:
                 dirty.append(vehicle_id)
-                logged.append((vehicle_id, columns))
             elif vehicle_id in self.acked:
                 result.acks[vehicle_id] = self.acked[vehicle_id]
         changed = len(dirty)
@@ -298,7 +300,7 @@ class TwinHost:
         result.alerts.extend(self.pending_alerts)
         self.pending_alerts = []
         if self.wal is not None:
-            self._persist_logged(logged, list(dict.fromkeys(dirty[changed:])), result)
+            self._persist_logged(logged, list(dict.fromkeys(dirty[changed:])), result, dirty[:changed])
         else:
             self._persist(dict.fromkeys(dirty), result)
         self._request_predictions()
@@ -344,7 +346,7 @@ class TwinHost:
             result.alerts = [a for a in result.alerts if a.vehicle_id not in failed]
 
     def _persist_logged(self, logged: list[tuple[str, dict[str, np.ndarray]]], serviced: list[str],
-                        result: IngestResult) -> None:
+                        result: IngestResult, changed_ids: Iterable[str] = ()) -> None:
         """Write-ahead log mode: the call's alerts, then one synced log append of its frames, then the acks; a
         failed write rolls back the twins it concerns (their next contact restores snapshot + log, without this
         call). Twins changed by a prediction or fine-tune (``serviced``: not frames, not in the log) and twins
@@ -353,6 +355,7 @@ class TwinHost:
         for alert in result.alerts:
             alerts_by_vehicle.setdefault(alert.vehicle_id, []).append(alert)
         vehicles = list(dict.fromkeys(v for v, _ in logged))
+        changed = set(changed_ids)
         failed: dict[str, str] = {}
         for vehicle_id in dict.fromkeys(vehicles + serviced):
             try:
@@ -370,7 +373,7 @@ class TwinHost:
                 for vehicle_id, columns in to_log:
                     self._remember(LogRecord(position, vehicle_id, columns))
         for vehicle_id in vehicles:
-            if vehicle_id not in failed:
+            if vehicle_id not in failed and (vehicle_id in changed or vehicle_id in self.acked):
                 self.acked[vehicle_id] = result.acks[vehicle_id] = self.twins[vehicle_id].applied_seq
         for vehicle_id, reason in failed.items():
             self._roll_back(vehicle_id)
