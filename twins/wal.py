@@ -12,6 +12,12 @@ On a local filesystem a segment is appended to and synced (file, and the folder 
 at ``segment_bytes``; object stores cannot append, so there every append is a segment of its own. A torn last
 record (a crash mid-append) was never acknowledged: readers stop at it.
 
+Known limit: a host deletes only segments whose every record it has seen snapshotted (its own, and those of
+its dead predecessors); a segment holding another host's vehicles is never deleted by this one (it may still
+be that host's open segment). After a restart that places vehicles on other hosts than before, old segments
+therefore stay until something removes them (every host reads them at start); a sweep that deletes a segment
+once every vehicle in it has a checkpoint past it, and its writer is known dead, is not built.
+
 >>> import tempfile
 >>> from configs.frames import N_SENSORS, FrameBatch
 >>> root = tempfile.mkdtemp()
