@@ -233,6 +233,13 @@ class TwinsConfig(_Section):
     # steps back; raise it for vehicles whose clock may step back by up to this much (README "Delivery").
     seq_restart_tolerance_ms: int = Field(0, ge=0)
     idle_evict_minutes: float = Field(60.0, gt=0)
+    # How an ingest call is made durable before its ack (README "Delivery"). "wal": one fsynced append of the
+    # call's frames to the host's write-ahead log (twins/wal.py); twin snapshots (checkpoints) are taken every
+    # snapshot_every_s seconds or snapshot_every_frames frames per twin, and a restore replays the log after the
+    # snapshot. "checkpoint": every changed twin's checkpoint is written before the ack (slower, no log).
+    durability: Literal["wal", "checkpoint"] = "wal"
+    snapshot_every_s: float = Field(300.0, gt=0)
+    snapshot_every_frames: int = Field(3600, gt=0)
     # Anomaly alerting: fire after this many consecutive windows at score >= 1, clear below the ratio.
     anomaly_consecutive_windows: int = Field(2, gt=0)
     # Score (1 = the fleet model's validated alert level / the baseline's z threshold) at which alerts fire.

@@ -46,7 +46,7 @@ def faulty_frames(vehicle: str, n: int, bad_rows: slice) -> dict[str, np.ndarray
 
 
 def test_a_failed_checkpoint_rolls_back_and_the_resent_frames_raise_their_alert_once_it_recovers(tmp_path: Path) -> None:
-    host = TwinHost(settings(tmp_path))
+    host = TwinHost(settings(tmp_path, durability="checkpoint"))
     host.ingest(FrameBatch.from_columns(fleet_frames(["a"], 20))[0])  # durable up to 20
     host.store = FailingStore(str(tmp_path / "ckpt"), failures=2)
     frames = faulty_frames("a", 50, slice(30, 35))
@@ -68,7 +68,7 @@ def test_one_vehicle_failing_to_persist_does_not_hold_back_the_others(tmp_path: 
                 raise PermissionError(13, "Read-only file system")
             super().put(vehicle_id, data)
 
-    host = TwinHost(settings(tmp_path))
+    host = TwinHost(settings(tmp_path, durability="checkpoint"))
     host.store = FailsFor(str(tmp_path / "ckpt"))
     result = host.ingest(FrameBatch.from_columns(fleet_frames(["a", "b"], 30))[0])
     assert result.acks == {"a": 30} and list(result.not_durable) == ["b"]

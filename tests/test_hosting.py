@@ -82,7 +82,7 @@ def test_rows_without_keys_are_refused_not_fatal() -> None:
 
 
 def test_acks_cover_only_checkpointed_frames(tmp_path: Path) -> None:
-    host = TwinHost(settings(tmp_path))
+    host = TwinHost(settings(tmp_path, durability="checkpoint"))
     block, _ = FrameBatch.from_columns(fleet_frames(["a", "b"], 50))
     result = host.ingest(block)
     assert result.acks == {"a": 50, "b": 50} and result.applied == 100

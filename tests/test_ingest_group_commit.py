@@ -55,7 +55,7 @@ def test_one_call_is_one_group_commit(tmp_path: Path, monkeypatch: pytest.Monkey
         real_commit(self, pending)
 
     monkeypatch.setattr(CheckpointStore, "_commit", counting)
-    host = TwinHost(settings(tmp_path))
+    host = TwinHost(settings(tmp_path, durability="checkpoint"))
     vehicles = [f"v{i}" for i in range(20)]
     result = host.ingest(FrameBatch.from_columns(fleet_frames(vehicles, 5))[0])
     assert commits == [20]
@@ -64,7 +64,7 @@ def test_one_call_is_one_group_commit(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_a_failed_group_commit_acknowledges_none_of_its_twins_and_rolls_them_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    host = TwinHost(settings(tmp_path))
+    host = TwinHost(settings(tmp_path, durability="checkpoint"))
     host.ingest(FrameBatch.from_columns(fleet_frames(["a", "b"], 10))[0])  # durable up to 10
     real_sync = store_module._fsync_path
     broken = {"on": True}

@@ -38,7 +38,8 @@ def test_frames_windows_alerts_latency_and_residents_are_counted(tmp_path: Path)
     metrics.ingest(host, FrameBatch.from_columns(bad)[0])
     assert value(registry, "evtwin_twin_alerts_total", rule="sensor_fault") == 1
     assert value(registry, "evtwin_twin_scoring_seconds_count") == 3
-    assert (tmp_path / "ckpt").is_dir() and len(host.store.list()) == 3  # the proxies still write
+    assert (tmp_path / "ckpt" / "wal").is_dir() and host.known() == ["a", "b", "c"]  # the proxies still write
+    assert host.checkpoint_all() == 3 and len(host.store.list()) == 3
 
 
 def test_the_local_backend_exports_twin_metrics_on_the_front_door_registry(tmp_path: Path) -> None:

@@ -2,8 +2,12 @@
 ``configs.frames.FrameBatch``).
 
 ``TwinHost`` holds the twins of one host (one vehicle by default, a shard with ``twins_per_actor > 1``),
-restores them from the checkpoint store on first contact, checkpoints every twin an ingest call
-changed *before* answering, and acknowledges only what is in a checkpoint (``checkpoint_uri=None``:
+restores them from the checkpoint store on first contact, makes every twin an ingest call changed durable
+*before* answering and acknowledges only what is durable. With ``twins.durability: "wal"`` (default) that is
+one synced append of the call's frames to the host's write-ahead log (``twins.wal``), with snapshots
+(checkpoints) every ``snapshot_every_frames`` / ``snapshot_every_s`` and restores that replay the log after the
+snapshot; with ``"checkpoint"`` it is every changed twin's checkpoint (group-committed). The rest of this
+paragraph describes checkpoint mode; wal mode is the same with "log append" for "checkpoint" (``checkpoint_uri=None``:
 an ephemeral host, for simulations: no checkpoints, no alert store, acknowledges what it applied, evicts
 nothing). Applying is all-or-nothing per
 twin: its alerts are appended to the alert store, then its checkpoint is written; if either write fails
@@ -37,6 +41,7 @@ from twins.reorder import NO_SEQ
 from twins.store import AlertStore, CheckpointStore
 from twins.twin import AnomalyModel, VehicleTwin, ingest_many
 from twins.types import Alert, AlertFilter, IngestResult
+from twins.wal import LogRecord, WriteAheadLog, log_root, read_segment, segment_of, segments
 
 _ALERT_LOG = 10_000
 
@@ -189,15 +194,26 @@ class TwinHost:
         self.retry_after = float("-inf")
         self.tunes: dict[str, Any] = {}
         self.restored = 0
+        # Write-ahead log mode (twins.durability "wal"): the records of each twin since its snapshot, in log
+        # order (what a restore replays), how many frames and since when, and per segment how many records
+        # still need it (a segment no record needs is deleted).
+        self.wal: WriteAheadLog | None = None
+        self.unsnapshotted: dict[str, list[LogRecord]] = {}
+        self.frames_since_snapshot: dict[str, int] = {}
+        self.logged_since: dict[str, float] = {}
+        self.segment_refs: dict[str, int] = {}
+        self.replayed = 0
+        if durable and self.cfg.durability == "wal":
+            self.wal = WriteAheadLog(log_root(settings.checkpoint_uri))
+            self._load_log()
 
     # ------------------------------------------------------------------ twins
     def twin(self, vehicle_id: str) -> VehicleTwin:
         """The resident twin, else restored from its last checkpoint, else a new one (first contact)."""
         twin = self.twins.get(vehicle_id)
         if twin is None:
-            data = self.store.get(vehicle_id) if self.store is not None else None
-            if data is not None:
-                twin = VehicleTwin.from_bytes(data, self.model, self.cfg)
+            twin = self._restore(vehicle_id)
+            if twin is not None:
                 self.restored += 1
                 self.acked[vehicle_id], self.acked_ts[vehicle_id] = twin.applied_mark
             else:
@@ -206,9 +222,61 @@ class TwinHost:
         self.last_used[vehicle_id] = self.clock()
         return twin
 
+    def _restore(self, vehicle_id: str) -> VehicleTwin | None:
+        """The twin's durable state: its last checkpoint, then (wal mode) its log records after that snapshot
+        replayed through the same ingest step (their alerts were stored and reported when first applied);
+        None if neither exists."""
+        data = self.store.get(vehicle_id) if self.store is not None else None
+        twin = None if data is None else VehicleTwin.from_bytes(data, self.model, self.cfg)
+        records = self.unsnapshotted.get(vehicle_id)
+        if not records:
+            return twin
+        if twin is None:
+            twin = VehicleTwin(vehicle_id, self.cfg, self.settings.window_ms, self.settings.stride_ms, self.model)
+        position = twin.log_position
+        stale = [r for r in records if r.position <= position]  # already in the snapshot
+        self._release_records(stale)
+        records[:] = [r for r in records if r.position > position]
+        if not records:  # all in the snapshot already
+            del self.unsnapshotted[vehicle_id]
+            self.frames_since_snapshot.pop(vehicle_id, None)
+            self.logged_since.pop(vehicle_id, None)
+            self._drop_covered_segments()
+        else:
+            self.frames_since_snapshot[vehicle_id] = sum(len(r.columns["seq"]) for r in records)
+        for record in records:
+            ingest_many([twin], [record.columns])
+            self.replayed += 1
+        return twin
+
+    def _load_log(self) -> None:
+        """Read the log once (host start): every record, indexed by vehicle, for restores to replay."""
+        assert self.wal is not None
+        root = log_root(self.settings.checkpoint_uri)
+        for segment in segments(root):
+            # A segment without records is left alone: it may be another live host's, just opened.
+            for record in read_segment(root, segment):
+                self._remember(record)
+            # This host's segments sort after every segment it found (whatever this machine's clock says).
+            self.wal.follow(segment)
+
+    def _remember(self, record: LogRecord) -> None:
+        if record.vehicle_id not in self.unsnapshotted:
+            self.logged_since[record.vehicle_id] = self.clock()
+        self.unsnapshotted.setdefault(record.vehicle_id, []).append(record)
+        self.frames_since_snapshot[record.vehicle_id] = (self.frames_since_snapshot.get(record.vehicle_id, 0)
+                                                         + len(record.columns["seq"]))
+        segment = segment_of(record.position)
+        self.segment_refs[segment] = self.segment_refs.get(segment, 0) + 1
+
+    def _release_records(self, records: Iterable[LogRecord]) -> None:
+        for record in records:
+            self.segment_refs[segment_of(record.position)] -= 1
+
     def ingest(self, block: FrameBatch) -> IngestResult:
         result = IngestResult()
         dirty: list[str] = []
+        logged: list[tuple[str, dict[str, np.ndarray]]] = []  # the vehicle runs that changed a twin, in order
         parts = list(block.parts())
         twins = [self.twin(vehicle_id) for vehicle_id, _ in parts]
         # The applied mark is (seq, ts): a restarted counter can end a call at the seq it had before, later.
@@ -217,20 +285,27 @@ class TwinHost:
         steps = []
         for wave in _waves([vehicle_id for vehicle_id, _ in parts]):
             steps += ingest_many([twins[i] for i in wave], [parts[i][1] for i in wave])
-        for (vehicle_id, _), twin, before, step in zip(parts, twins, befores, steps, strict=False):
+        for (vehicle_id, columns), twin, before, step in zip(parts, twins, befores, steps, strict=False):
             result.alerts.extend(step.alerts)
             result.rejected.extend(step.rejected)
             result.applied += step.applied
             result.duplicates += step.duplicates
             # A call with only re-sent frames still changes the duplicate counter: checkpointed too.
+            # The log gets every run (a run that changed no watermark may still have changed a counter: the
+            # replay must see it to give the same state); only changed twins need a new ack.
+            logged.append((vehicle_id, columns))
             if (twin.applied_mark, twin.buf_seq.size) != before or step.duplicates:
                 dirty.append(vehicle_id)
             elif vehicle_id in self.acked:
                 self._answer_ack(vehicle_id, result)
+        changed = len(dirty)
         self._poll_services(result, dirty)
         result.alerts.extend(self.pending_alerts)
         self.pending_alerts = []
-        self._persist(dict.fromkeys(dirty), result)
+        if self.wal is not None:
+            self._persist_logged(logged, list(dict.fromkeys(dirty[changed:])), result, dirty[:changed])
+        else:
+            self._persist(dict.fromkeys(dirty), result)
         self._request_predictions()
         self._request_fine_tunes()
         self.alert_log.extend(result.alerts)
@@ -278,12 +353,104 @@ class TwinHost:
         result.acks[vehicle_id] = self.acked[vehicle_id]
         result.ack_ts[vehicle_id] = self.acked_ts.get(vehicle_id, NO_SEQ)
 
+    def _persist_logged(self, logged: list[tuple[str, dict[str, np.ndarray]]], serviced: list[str],
+                        result: IngestResult, changed_ids: Iterable[str] = ()) -> None:
+        """Write-ahead log mode: the call's alerts, then one synced log append of its frames, then the acks; a
+        failed write rolls back the twins it concerns (their next contact restores snapshot + log, without this
+        call). Twins changed by a prediction or fine-tune (``serviced``: not frames, not in the log) and twins
+        due for a snapshot are snapshotted after the acks; a failed snapshot un-acks nothing."""
+        alerts_by_vehicle: dict[str, list[Alert]] = {}
+        for alert in result.alerts:
+            alerts_by_vehicle.setdefault(alert.vehicle_id, []).append(alert)
+        vehicles = list(dict.fromkeys(v for v, _ in logged))
+        changed = set(changed_ids)
+        failed: dict[str, str] = {}
+        for vehicle_id in dict.fromkeys(vehicles + serviced):
+            try:
+                self.alert_store.append(vehicle_id, alerts_by_vehicle.get(vehicle_id, []))  # type: ignore[union-attr]
+            except OSError as error:
+                failed[vehicle_id] = f"alert store {self.settings.checkpoint_uri!r}: {error}"
+        to_log = [(v, columns) for v, columns in logged if v not in failed]
+        if to_log:
+            try:
+                position = self.wal.append(to_log)  # type: ignore[union-attr]
+            except OSError as error:
+                failed.update(dict.fromkeys((v for v, _ in to_log),
+                                            f"write-ahead log {log_root(self.settings.checkpoint_uri)!r}: {error}"))
+            else:
+                for vehicle_id, columns in to_log:
+                    self._remember(LogRecord(position, vehicle_id, columns))
+        for vehicle_id in vehicles:
+            if vehicle_id not in failed and (vehicle_id in changed or vehicle_id in self.acked):
+                self.acked[vehicle_id], self.acked_ts[vehicle_id] = self.twins[vehicle_id].applied_mark
+                self._answer_ack(vehicle_id, result)
+        for vehicle_id, reason in failed.items():
+            self._roll_back(vehicle_id)
+            result.not_durable[vehicle_id] = reason
+            if vehicle_id in self.acked:
+                self._answer_ack(vehicle_id, result)
+        if failed:
+            result.alerts = [a for a in result.alerts if a.vehicle_id not in failed]
+        now = self.clock()
+        due = [v for v, n in self.frames_since_snapshot.items()
+               if v in self.twins and (n >= self.cfg.snapshot_every_frames
+                                       or now - self.logged_since.get(v, now) >= self.cfg.snapshot_every_s)]
+        serviced = [v for v in serviced if v not in failed]
+        for vehicle_id in self._snapshot(list(dict.fromkeys(serviced + due))):
+            if vehicle_id in serviced:  # its prediction or head is not durable: forget it (the frames are)
+                self._roll_back(vehicle_id)
+
+    def _snapshot(self, vehicle_ids: list[str]) -> dict[str, OSError]:
+        """Checkpoint twins (group commit) with the log position they include; drop the log segments no twin
+        needs any more. The twins whose snapshot failed, with the error (they keep their log records)."""
+        if not vehicle_ids or self.store is None:
+            return {}
+        written: list[str] = []
+        failed: dict[str, OSError] = {}
+        try:
+            with self.store.group():
+                for vehicle_id in vehicle_ids:
+                    twin = self.twins[vehicle_id]
+                    records = self.unsnapshotted.get(vehicle_id)
+                    if records:
+                        twin.log_position = records[-1].position
+                    try:
+                        self.store.put(vehicle_id, twin.to_bytes())
+                        written.append(vehicle_id)
+                    except OSError as error:
+                        failed[vehicle_id] = error
+        except OSError as error:
+            failed.update(dict.fromkeys(written, error))
+            written = []
+        for vehicle_id in written:
+            self._release_records(self.unsnapshotted.pop(vehicle_id, []))
+            self.frames_since_snapshot.pop(vehicle_id, None)
+            self.logged_since.pop(vehicle_id, None)
+            self.acked[vehicle_id], self.acked_ts[vehicle_id] = self.twins[vehicle_id].applied_mark
+        if written:
+            self._drop_covered_segments()
+        return failed
+
+    def _drop_covered_segments(self) -> None:
+        """Delete the log segments no twin's restore needs (every record in them is in a snapshot)."""
+        if self.wal is None:
+            return
+        for segment, refs in list(self.segment_refs.items()):
+            if refs == 0 and segment != self.wal.segment:
+                self.wal.delete(segment)
+                del self.segment_refs[segment]
+
     def _roll_back(self, vehicle_id: str) -> None:
         """Forget the in-memory twin: its next contact restores the last durable checkpoint."""
         self.twins.pop(vehicle_id, None)
         self.last_used.pop(vehicle_id, None)
 
     def _checkpoint(self, vehicle_id: str) -> None:
+        if self.wal is not None:
+            failed = self._snapshot([vehicle_id])
+            if failed:
+                raise failed[vehicle_id]
+            return
         twin = self.twins[vehicle_id]
         if self.store is not None:
             self.store.put(vehicle_id, twin.to_bytes())
@@ -291,6 +458,15 @@ class TwinHost:
         self.acked[vehicle_id], self.acked_ts[vehicle_id] = twin.applied_mark
 
     def checkpoint_all(self) -> int:
+        """Checkpoint every resident twin (before a release or shutdown); raises OSError if one fails. In wal
+        mode this also closes the log's open segment and deletes it once nothing needs it."""
+        if self.wal is not None:
+            failed = self._snapshot(list(self.twins))
+            if failed:
+                raise next(iter(failed.values()))
+            self.wal.close()
+            self._drop_covered_segments()
+            return len(self.twins)
         for vehicle_id in self.twins:
             self._checkpoint(vehicle_id)
         return len(self.twins)
@@ -379,7 +555,10 @@ class TwinHost:
         while (self.outstanding is not None or self.tunes) and self.clock() < deadline:
             dirty: list[str] = []
             self._poll_services(result, dirty)
-            self._persist(dict.fromkeys(dirty), result)
+            if self.wal is not None:
+                self._persist_logged([], list(dict.fromkeys(dirty)), result)
+            else:
+                self._persist(dict.fromkeys(dirty), result)
             if self.outstanding is not None or self.tunes:
                 sleep(0.01)
         self.alert_log.extend(result.alerts)
@@ -389,6 +568,11 @@ class TwinHost:
     def summary(self, vehicle_id: str) -> dict[str, Any] | None:
         """The resident twin's summary, else its checkpoint's (not made resident: a lookup creates nothing)."""
         if vehicle_id not in self.twins:
+            if vehicle_id in self.unsnapshotted:  # its checkpoint misses logged frames: restore it (not resident)
+                twin = self._restore(vehicle_id)
+                summary = twin.summary()  # type: ignore[union-attr]
+                summary["acked_seq"] = twin.applied_seq  # type: ignore[union-attr]
+                return summary
             data = None if self.store is None else self.store.get(vehicle_id)
             return None if data is None else checkpoint_summary(data, self.cfg)
         summary = self.twins[vehicle_id].summary()
@@ -400,7 +584,8 @@ class TwinHost:
 
     def known(self) -> list[str]:
         """Every twin of this host's store: resident, or released to its checkpoint."""
-        return sorted(set(self.twins) | (set(self.store.list()) if self.store is not None else set()))
+        stored = set(self.store.list()) if self.store is not None else set()
+        return sorted(set(self.twins) | stored | set(self.unsnapshotted))
 
     def alerts(self, flt: AlertFilter) -> list[Alert]:
         if not self._history_loaded:  # alerts raised before a restart come back from the alert store
@@ -414,4 +599,5 @@ class TwinHost:
     def stats(self) -> dict[str, Any]:
         return {"resident": len(self.twins), "restored": self.restored, "predictions_failed": self.predictions_failed,
                 "predictions_answered": self.predictions_answered,
-                "outstanding_prediction": self.outstanding is not None, "fine_tunes_in_flight": len(self.tunes)}
+                "outstanding_prediction": self.outstanding is not None, "fine_tunes_in_flight": len(self.tunes),
+                "replayed": self.replayed, "log_segments": len(self.segment_refs)}

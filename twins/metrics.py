@@ -142,6 +142,8 @@ class TwinMetrics:
             host.store = _TimedStore(host.store, self._persist_spent)
         if host.alert_store is not None:
             host.alert_store = _TimedStore(host.alert_store, self._persist_spent)
+        if getattr(host, "wal", None) is not None:  # wal mode: the log append is the call's durable write
+            host.wal = _TimedStore(host.wal, self._persist_spent)
         self._attached = host
 
     def ingest(self, host: Any, block: FrameBatch) -> IngestResult:

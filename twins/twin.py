@@ -132,6 +132,8 @@ class VehicleTwin:
         self.last_ts = NO_SEQ
         self.frames_applied = 0
         self.duplicates = 0
+        # The write-ahead log position this state includes (twins/wal.py; "" = none): set on a snapshot.
+        self.log_position = ""
         self.windows_closed = 0
         self.open_alerts: list[dict[str, Any]] = []
 
@@ -415,6 +417,8 @@ class VehicleTwin:
         own = {name: getattr(self, name) for name in self._SCALARS}
         own.update(last_signals=self.last_signals, open_alerts=self.open_alerts,
                    anomaly_gate=gate_state(self.anomaly_gate))
+        if self.log_position:  # only in logged snapshots: other checkpoints keep their bytes
+            own["log_position"] = self.log_position
         meta = {"format": FORMAT_VERSION, "vehicle_id": self.vehicle_id, "window_ms": self.window_ms,
                 "stride_ms": self.stride_ms, "cfg": self.cfg.model_dump(mode="json"), "twin": own,
                 "parts": {name: part_meta for name, (part_meta, _) in parts.items()}}
@@ -452,6 +456,7 @@ class VehicleTwin:
             setattr(twin, name, own[name])
         twin.last_signals = own["last_signals"]
         twin.open_alerts = own["open_alerts"]
+        twin.log_position = own.get("log_position", "")
         twin.anomaly_gate = gate_from_state(own["anomaly_gate"])
         last_features = arrays.get("twin", {}).get("last_features")
         twin.last_features = None if last_features is None else last_features.copy()
