@@ -10,6 +10,7 @@
     evtwin serve --run runs/default                    # Ray + model services + twins + gRPC on :50151
     evtwin stream --run runs/default --speed 600       # replay a run at 600x real time
     evtwin alerts --follow
+    evtwin alerts --state open --state acknowledged    # only alerts in these lifecycle states
     evtwin alerts ack ALERT_ID                         # operator token with --write (the local one has it)
     evtwin alerts assign ALERT_ID --assignee carol
     evtwin alerts resolve ALERT_ID --outcome confirmed_failure --mode coolant_pump --note "pump seized"
@@ -37,7 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from configs.alert_states import OUTCOMES, AlertStateLog
+from configs.alert_states import OUTCOMES, STATES, AlertStateLog
 from configs.catalog import load_catalog
 from configs.cli import add_config_arguments, config_from_args
 from configs.settings import Config
@@ -135,6 +136,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--rule", default="")
             parser.add_argument("--since-ms", type=int, default=0)
             parser.add_argument("--min-severity", type=int, default=0)
+            parser.add_argument("--state", action="append", default=[], choices=STATES,
+                                help="list/follow only alerts in this lifecycle state (repeat for several)")
             parser.add_argument("--limit", type=int, default=50)
             parser.set_defaults(func=cmd_alerts)
         elif name == "explain":
@@ -399,7 +402,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             return 0
 
         return _run_rpc(change)
-    filters = {"vehicle_id": args.vehicle, "rule": args.rule, "since_ms": args.since_ms, "min_severity": args.min_severity}
+    filters = {"vehicle_id": args.vehicle, "rule": args.rule, "since_ms": args.since_ms, "min_severity": args.min_severity,
+               "states": args.state}
 
     async def main() -> int:
         async with _client(args, config) as client:

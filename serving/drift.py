@@ -4,10 +4,13 @@
     evtwin drift --run runs/default --live runs/other-fleet  # every prepared window of another fleet
     evtwin drift --run runs/default --alert-level 0.2
 
-Writes ``<live run>/drift/``: ``drift.json`` (PSI per input, per vehicle profile, of the failure model's
-scores; read by ``evtwin report``), ``drift.prom`` (the same as Prometheus metrics in the text format, for
-a node-exporter textfile collector) and, above the alert level, ``model_drift`` alerts in the alert store
-beside the checkpoints (``ListAlerts``, the report), one per fleet / per profile, ids stable per data.
+Writes ``<live run>/drift/``: ``drift.json`` (PSI per input, per vehicle profile, per vehicle
+(``by_vehicle``, ``top_vehicles``), of the failure model's scores; read by ``evtwin report``), ``drift.prom``
+(the same as Prometheus metrics in the text format, for a node-exporter textfile collector) and, above the
+alert level, ``model_drift`` alerts in the alert store beside the checkpoints (``ListAlerts``, the report), one
+per fleet / per profile, ids stable per data.
+Per-vehicle drift is listed, not alerted: one vehicle's windows differ from the fleet's training mix by nature
+(its climate, duty cycle, pack), so a vehicle's PSI ranks which vehicles the models know least, for a look.
 """
 from __future__ import annotations
 
@@ -23,14 +26,15 @@ from configs.runs import read_manifest
 from configs.settings import Config, SimulationConfig
 from simulation.fleet import sample_profiles
 from training.artifacts import MODELS_DIR
-from training.dataset import read_split
-from training.drift import DEFAULT_ALERT_LEVEL, compare, compare_groups, failure_scores, read_reference
+from training.dataset import AUGMENTED_SEPARATOR, read_split
+from training.drift import DEFAULT_ALERT_LEVEL, compare, compare_groups, failure_scores, read_reference, top_groups
 from training.features import FEATURE_NAMES
 from twins.store import AlertStore
 from twins.types import Alert, Rule, alert_id
 
 DRIFT_DIR = "drift"
 FLEET_ID = "fleet"  # the vehicle id of fleet-wide alerts (drift of the whole fleet)
+TOP_VEHICLES = 10  # vehicles listed as most drifted (drift.json, drift.prom, the report)
 
 
 def live_windows(run_dir: Path, same_as_training: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,6 +101,10 @@ def prometheus_text(result: dict[str, Any]) -> str:
               "# TYPE evtwin_drift_profile_level gauge"]
     lines += [f'evtwin_drift_profile_level{{profile="{g}"}} {p["level"]:.6f}'
               for g, p in result.get("by_profile", {}).items()]
+    lines += ["# HELP evtwin_drift_vehicle_level Largest input PSI of one vehicle's windows (the most drifted only).",
+              "# TYPE evtwin_drift_vehicle_level gauge"]
+    lines += [f'evtwin_drift_vehicle_level{{vehicle_id="{v}"}} {result["by_vehicle"][v]["level"]:.6f}'
+              for v in result.get("top_vehicles", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -113,6 +121,9 @@ def run_drift(models_run: str | Path, config: Config, checkpoint_uri: str | None
     groups = profile_groups(live, vehicles)
     if groups is not None:
         result["by_profile"] = compare_groups(reference, X, FEATURE_NAMES, groups)
+    real = np.char.find(vehicles.astype(str), AUGMENTED_SEPARATOR) < 0  # not the training's masked copies
+    result["by_vehicle"] = compare_groups(reference, X[real], FEATURE_NAMES, vehicles[real])
+    result["top_vehicles"] = top_groups(result["by_vehicle"], TOP_VEHICLES)
     result.update(alert_level=alert_level, models_run=str(models_run), live_run=str(live),
                   live_until_ms=int(ends.max()) if ends.size else 0, computed_ms=int(time.time() * 1000))
     alerts = drift_alerts(result, alert_level, seq=int(ends.max()) if ends.size else 0)

@@ -299,13 +299,18 @@ def _drift_section(inputs: ReportInputs) -> str:
     profiles = drift.get("by_profile") or {}
     profile_rows = [[_e(g), p.get("windows", "-"), f"{float(p['level']):.3f}", _e(p.get("worst_feature", ""))]
                     for g, p in sorted(profiles.items(), key=lambda item: -float(item[1]["level"]))]
+    by_vehicle = drift.get("by_vehicle") or {}
+    vehicle_rows = [[_e(v), by_vehicle[v].get("windows", "-"), f"{float(by_vehicle[v]['level']):.3f}",
+                     _e(by_vehicle[v].get("worst_feature", ""))] for v in drift.get("top_vehicles") or [] if v in by_vehicle]
     level = float(drift.get("level", 0.0))
     return (f'<section id="drift"><h2>Drift</h2><p>Overall level (largest input PSI): <b>{level:.3f}</b> '
             f'(alert above {_e(drift.get("alert_level", "-"))}; {_e(drift.get("windows", "-"))} windows of '
             f'{_e(drift.get("live_run", "-"))}). Prediction score PSI: {score_text}.</p>{chart}'
             + _table(["input", "PSI", "missing (training)", "missing (live)"], rows, "drift-table")
             + (_table(["vehicle profile", "windows", "PSI", "worst input"], profile_rows, "drift-profiles")
-               if profile_rows else "") + "</section>")
+               if profile_rows else "")
+            + (_table(["vehicle (most drifted)", "windows", "PSI", "worst input"], vehicle_rows, "drift-vehicles")
+               if vehicle_rows else "") + "</section>")
 
 
 def _whatif_section(inputs: ReportInputs) -> str:

@@ -11,11 +11,11 @@ import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
-from configs.alert_states import AlertState, AlertStateLog, check_change
+from configs.alert_states import STATES, AlertState, AlertStateLog, check_change
 from protos.evtwin.v1 import alerts_pb2, alerts_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc, twin_pb2, twin_pb2_grpc
 from serving.auth import Claims
 from serving.backend import FleetBackend
@@ -288,6 +288,8 @@ def _check_filter(msg: alerts_pb2.AlertFilter) -> str | None:
         return f"limit={msg.limit}: must be >= 0"
     if not 0 <= msg.min_severity <= 3:
         return f"min_severity={msg.min_severity}: must be 0..3"
+    if unknown := [s for s in msg.states if s not in STATES]:
+        return f"states={unknown[0][:40]!r}: not a lifecycle state (one of {', '.join(STATES)})"
     return None
 
 
@@ -325,8 +327,16 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         await _require(context, read=True, request=request)
         if problem := _check_filter(request):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        alerts = await self.backend.alerts(alert_filter_from_proto(request))
-        return alerts_pb2.AlertList(alerts=[alert_with_state(a, self.states.get(a)) for a in alerts])
+        wanted = alert_filter_from_proto(request)
+        if not request.states:
+            alerts = await self.backend.alerts(wanted)
+            return alerts_pb2.AlertList(alerts=[alert_with_state(a, self.states.get(a)) for a in alerts])
+        # The lifecycle lives here, not in the twins: ask for every matching alert, keep the wanted states, then
+        # apply the limit (newest last, as the backends do), so a state filter never returns too few.
+        everything = await self.backend.alerts(replace(wanted, limit=_LOOKUP_LIMIT))
+        states = set(request.states)
+        kept = [(a, state) for a in everything if (state := self.states.get(a)).state in states]
+        return alerts_pb2.AlertList(alerts=[alert_with_state(a, state) for a, state in kept[-wanted.limit:]])
 
     async def WatchAlerts(self, request: alerts_pb2.AlertFilter,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[alerts_pb2.Alert]:
@@ -345,7 +355,9 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                                         "watcher fell behind; catch up with ListAlerts(since_ms) and watch again")
                 alert, state = (item.alert, item.state) if isinstance(item, StateChange) else (item, None)
                 if wanted.matches(alert):
-                    yield alert_with_state(alert, state or self.states.get(alert))
+                    state = state or self.states.get(alert)
+                    if not request.states or state.state in request.states:
+                        yield alert_with_state(alert, state)
         finally:
             self.hub.unsubscribe(queue)
 

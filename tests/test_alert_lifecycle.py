@@ -138,6 +138,41 @@ def test_cli_acknowledges_and_lists_through_the_server(tmp_path: Path, capsys: A
         server.stop()
 
 
+def test_list_alerts_filters_by_lifecycle_state_before_the_limit(tmp_path: Path, capsys: Any) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    server = start(checkpoints)
+    try:
+        alerts = [raise_fault_alert(server.target, vehicle) for vehicle in ("ST1", "ST2", "ST3")]
+        with grpc.insecure_channel(server.target) as channel:
+            stub = alerts_pb2_grpc.AlertServiceStub(channel)
+            stub.Acknowledge(alerts_pb2.AlertAction(alert_id=alerts[0].alert_id), metadata=md(OPERATOR))
+            stub.Resolve(alerts_pb2.AlertAction(alert_id=alerts[2].alert_id, outcome="false_alarm"), metadata=md(OPERATOR))
+
+            def listed(*states: str, limit: int = 0) -> list[tuple[str, str]]:
+                reply = stub.ListAlerts(alerts_pb2.AlertFilter(states=states, limit=limit), metadata=md(OPERATOR))
+                return [(a.vehicle_id, a.lifecycle.state) for a in reply.alerts]
+
+            assert listed("open") == [("ST2", "open")]
+            assert listed("acknowledged", "resolved") == [("ST1", "acknowledged"), ("ST3", "resolved")]
+            assert listed("assigned") == []
+            assert len(listed()) == 3  # no states: every alert
+            # the newest alert (ST3) is resolved: a limit of 1 with states=open still finds the open one
+            assert listed("open", limit=1) == [("ST2", "open")]
+            with pytest.raises(grpc.RpcError) as bad:
+                listed("closed")
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "states='closed'" in bad.value.details()
+
+        common = ["--target", server.target, "--token", OPERATOR, "--set", f"twins.checkpoint_uri={checkpoints}"]
+        capsys.readouterr()
+        assert cmd_alerts(build_parser().parse_args(["alerts", "--state", "open", *common])) == 0
+        printed = capsys.readouterr().out
+        assert alerts[1].alert_id in printed and alerts[0].alert_id not in printed and alerts[2].alert_id not in printed
+        with pytest.raises(SystemExit):  # argparse refuses an unknown state
+            build_parser().parse_args(["alerts", "--state", "closed", *common])
+    finally:
+        server.stop()
+
+
 def test_status_shows_twins_alerts_by_state_streams_models_and_drift(tmp_path: Path, capsys: Any) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

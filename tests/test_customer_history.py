@@ -6,6 +6,7 @@ and the failure models are trained too.
 """
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -14,14 +15,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from configs.alert_states import LABEL_COLUMNS
 from configs.runs import EVENTS_FILE, SENSOR_FAULTS_FILE
 from configs.settings import load_config
 from training.dataset import (
     AUGMENTED_SEPARATOR,
     SENSOR_SUBSYSTEMS,
     augmented_copies,
+    onsets_after_false_alarms,
     prepare_dataset,
     read_maintenance_records,
+    read_outcome_events,
 )
 from training.features import FEATURE_NAMES, STAT_SIGNALS
 
@@ -148,3 +152,67 @@ def test_augmentation_adds_train_copies_without_a_subsystem(history) -> None:
         augmented_copies(train, {v: "train" for v in train}, 1.0, cfg.seed)
     assert augmented_copies(train, {v: "train" for v in train}, 0.0, cfg.seed) == []
     assert load_config().dataset.sensor_subset_augmentation == 0.0
+
+
+def _outcome_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=LABEL_COLUMNS)
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({"alert_id": f"a{i}", "rule": "failure_risk", "mode": "", "label": "", "resolved_ms": 0,
+                             "resolved_by": "ops", "note": "", **row})
+    return path
+
+
+def test_outcome_labels_are_checked_merged_and_move_guessed_onsets(tmp_path) -> None:
+    path = _outcome_csv(tmp_path / "o.csv", [
+        {"vehicle_id": "v1", "ts_ms": 40 * DAY, "outcome": "confirmed_failure", "mode": "coolant_pump", "label": 1},
+        {"vehicle_id": "v1", "ts_ms": 41 * DAY, "outcome": "confirmed_failure", "mode": "coolant_pump", "label": 1},
+        {"vehicle_id": "v1", "ts_ms": 25 * DAY, "outcome": "false_alarm", "label": 0},
+        {"vehicle_id": "v2", "ts_ms": 30 * DAY, "outcome": "sensor_problem"},
+    ])
+    events, false_alarms, counts = read_outcome_events(path, ["v1", "v2"], 30, 50 * DAY)
+    # two alerts of one pump failure a day apart are one failure, at the first alert
+    assert events.to_pylist() == [{"vehicle_id": "v1", "mode": "coolant_pump", "onset_ms": 10 * DAY,
+                                   "failure_ms": 40 * DAY, "severity": 2, "observed": True, "component": ""}]
+    assert false_alarms == [("v1", 25 * DAY)]
+    assert counts == {"confirmed_failure": 2, "false_alarm": 1, "sensor_problem": 1, "failure_events": 1}
+    moved, count = onsets_after_false_alarms(events, false_alarms)
+    assert count == 1 and moved.column("onset_ms").to_pylist() == [25 * DAY]  # healthy at day 25: onset after
+    unmoved, count = onsets_after_false_alarms(events, [("v2", 25 * DAY), ("v1", 45 * DAY)])  # other vehicle; after
+    assert count == 0 and unmoved.column("onset_ms").to_pylist() == [10 * DAY]
+
+    _outcome_csv(path, [{"vehicle_id": "v9", "ts_ms": 1, "outcome": "false_alarm", "label": 0}])
+    with pytest.raises(ValueError, match="row 1: vehicle_id='v9'"):
+        read_outcome_events(path, ["v1"], 30, 0)
+    _outcome_csv(path, [{"vehicle_id": "v1", "ts_ms": 1, "outcome": "confirmed_failure", "label": 1}])
+    with pytest.raises(ValueError, match="confirmed_failure needs its mode"):
+        read_outcome_events(path, ["v1"], 30, 0)
+    _outcome_csv(path, [{"vehicle_id": "v1", "ts_ms": 1, "outcome": "fixed"}])
+    with pytest.raises(ValueError, match="outcome='fixed'"):
+        read_outcome_events(path, ["v1"], 30, 0)
+
+
+def test_prepare_reads_outcome_labels_as_failure_events(history, tmp_path) -> None:
+    from serving.cli import main
+
+    bare = history["bare"]
+    observed = [e for e in pq.read_table(history["run"] / EVENTS_FILE).to_pylist() if e["observed"]]
+    assert observed
+    # the twin alerted two days before each failure and the workshop confirmed it; one false alarm before the first
+    first = observed[0]
+    rows = [{"vehicle_id": e["vehicle_id"], "ts_ms": int(e["failure_ms"]) - 2 * DAY, "outcome": "confirmed_failure",
+             "mode": e["mode"], "label": 1} for e in observed]
+    rows.append({"vehicle_id": first["vehicle_id"], "ts_ms": int(first["failure_ms"]) - 10 * DAY,
+                 "outcome": "false_alarm", "label": 0})
+    path = _outcome_csv(tmp_path / "outcomes.csv", rows)
+    assert main(["prepare", "--run", str(bare), "--workers", "1", "--outcome-labels", str(path)]) == 0
+    card = json.loads((bare / "dataset" / "card.json").read_text())
+    assert card["failure_labels"] and sum(card["positives"]["train"].values()) > 0
+    assert card["outcome_labels"]["confirmed_failure"] == len(observed)
+    assert 1 <= card["outcome_labels"]["failure_events"] <= len(observed)
+    assert card["outcome_labels"]["false_alarm"] == 1 and card["outcome_labels"]["onsets_moved"] >= 1
+    events = pq.read_table(bare / "dataset" / "events.parquet").to_pylist()
+    moved = [e for e in events if e["vehicle_id"] == first["vehicle_id"]
+             and e["failure_ms"] == int(first["failure_ms"]) - 2 * DAY]
+    assert [e["onset_ms"] for e in moved] == [int(first["failure_ms"]) - 10 * DAY]

@@ -100,3 +100,33 @@ def test_evtwin_drift_writes_results_metrics_and_one_alert_per_drifted_scope(tmp
     assert result["level"] < DEFAULT_ALERT_LEVEL and result["alerts"] == []
     with pytest.raises(ValueError, match="alert_level=0"):
         run_drift(stable, load_config(), None, alert_level=0)
+
+
+def test_drift_per_vehicle_ranks_the_drifted_vehicle_first_in_json_metrics_and_report(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "one", shift=0.0, seed=3)  # 6 vehicles, 100 windows each
+    table = pq.read_table(run / DATASET_DIR / "test.parquet")
+    drifted = np.array([v == "V4" for v in table.column("vehicle_id").to_pylist()])
+    values = table.column(FEATURE_NAMES[3]).to_numpy().copy()
+    values[drifted] += 3.0  # only V4's windows move, on one input
+    table = table.set_column(table.schema.get_field_index(FEATURE_NAMES[3]), FEATURE_NAMES[3], pa.array(values))
+    # a vehicle with too few windows to judge, and an augmented training copy that is no vehicle
+    extra = table.slice(0, 60).to_pydict()
+    extra["vehicle_id"] = ["V9"] * 10 + ["V0~no-cooling"] * 50
+    table = pa.concat_tables([table, pa.table(extra, schema=table.schema)])
+    pq.write_table(table, run / DATASET_DIR / "test.parquet")
+
+    uri = str(run / "checkpoints")
+    result = run_drift(run, load_config(), uri)
+    by_vehicle = result["by_vehicle"]
+    assert set(by_vehicle) == {"V0", "V1", "V2", "V3", "V4", "V5", "V9"}  # the augmented copy is not a vehicle
+    assert by_vehicle["V4"]["level"] > DEFAULT_ALERT_LEVEL and by_vehicle["V4"]["worst_feature"] == FEATURE_NAMES[3]
+    assert by_vehicle["V4"]["windows"] == 100 and not by_vehicle["V9"]["enough_windows"]
+    assert result["top_vehicles"][0] == "V4" and "V9" not in result["top_vehicles"]
+    assert all(by_vehicle[v]["level"] < by_vehicle["V4"]["level"] / 5 for v in ("V0", "V1", "V2", "V3", "V5"))
+    assert {a.vehicle_id for a in AlertStore(uri).read_all()} <= {"fleet"}  # vehicles are listed, not alerted
+    written = json.loads((run / "drift" / "drift.json").read_text())
+    assert written["top_vehicles"] == result["top_vehicles"]
+    assert 'evtwin_drift_vehicle_level{vehicle_id="V4"}' in (run / "drift" / "drift.prom").read_text()
+    page = render_report(collect_report_inputs(run, load_config(), uri))
+    vehicles_table = page[page.index("drift-vehicles"):]
+    assert "V4" in vehicles_table and vehicles_table.index("V4") < vehicles_table.index("V0")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -55,3 +56,22 @@ def test_the_local_backend_exports_twin_metrics_on_the_front_door_registry(tmp_p
     text = door.exposition().decode()
     assert 'evtwin_twin_frames_total{host="local"} 30.0' in text
     assert all(name.removesuffix("_total") in text for name in TWIN_METRICS)
+
+
+def test_persist_seconds_include_the_group_commit(tmp_path: Path) -> None:
+    # the checkpoints of one call are made durable when their group commits (fsync), not in each put:
+    # a slow commit is persistence time, not scoring time
+    registry = CollectorRegistry()
+    metrics = TwinMetrics(PrometheusSink(registry), host="h")
+    host = TwinHost(settings(tmp_path))
+    commit = host.store._commit
+
+    def slow_commit(pending: list) -> None:
+        time.sleep(0.2)
+        commit(pending)
+
+    host.store._commit = slow_commit
+    metrics.ingest(host, FrameBatch.from_columns(fleet_frames(["a", "b"], 50))[0])
+    assert value(registry, "evtwin_twin_persist_seconds_sum") >= 0.2
+    assert value(registry, "evtwin_twin_scoring_seconds_sum") < 0.2
+    assert len(host.store.list()) == 2  # still committed

@@ -1,6 +1,6 @@
 """CLI subcommands of the training area (assembled by serving/cli.py)::
 
-    evtwin prepare  --run runs/<name> [--workers N] [--outcomes labels.csv]
+    evtwin prepare  --run runs/<name> [--workers N] [--outcomes labels.csv] [--outcome-labels labels.csv]
     evtwin train    --run runs/<name>
     evtwin evaluate --run runs/<name> [--test-run runs/<other-seed>] [--publish docs/EVALUATION.md]
 """
@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--maintenance", default=None,
                          help="maintenance-records CSV (vehicle, date, component or mode[, severity]): its records "
                               "become failure events, so `evtwin train` can train the failure models")
+    prepare.add_argument("--outcome-labels", default=None, metavar="FILE",
+                         help="resolved alert outcomes (a label CSV from --outcomes): confirmed failures become "
+                              "failure events (mode, alert time), false alarms mark the vehicle healthy then")
     prepare.set_defaults(func=run_prepare)
 
     train = subparsers.add_parser("train", help="train failure, severity and anomaly models on a prepared run")
@@ -80,7 +83,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         task = progress.add_task("prepare", total=total)
         card = prepare_dataset(run, cfg, all_test=args.all_test, workers=workers,
                                on_vehicle=lambda _v: progress.advance(task),
-                               maintenance=Path(args.maintenance) if args.maintenance else None)
+                               maintenance=Path(args.maintenance) if args.maintenance else None,
+                               outcome_labels=Path(args.outcome_labels) if args.outcome_labels else None)
     table = Table(title=f"dataset {run / 'dataset'} (hash {card['data_hash']})")
     table.add_column("split")
     table.add_column("vehicles", justify="right")

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from configs.alert_states import OUTCOME_LABEL, read_outcome_labels
 from configs.runs import (
     EVENTS_FILE,
     EVENTS_SCHEMA,
@@ -140,6 +141,82 @@ def read_maintenance_records(path: Path, vehicles: list[str], onset_days: float,
         rows["observed"].append(failure_ms <= end_ms)
         rows["component"].append("")
     return pa.table(rows, schema=EVENTS_SCHEMA)
+
+
+def read_outcome_events(path: Path, vehicles: list[str], onset_days: float, end_ms: int
+                        ) -> tuple[pa.Table, list[tuple[str, int]], dict[str, int]]:
+    """Resolved alert outcomes (the label CSV of ``evtwin prepare --outcomes``) as training evidence.
+
+    Returns ``(events, false_alarms, counts)``:
+
+    * a **confirmed failure** becomes a failure event (``EVENTS_SCHEMA``) of the mode the workshop found. Its
+      failure time is the alert's time: the earliest moment the failure is known to be present (the resolution
+      time is wall-clock, not frame time, in a replay). The onset is unknown, so, as for maintenance records,
+      it is set ``onset_days`` before. Several confirmed alerts of one vehicle and mode within ``onset_days``
+      are one failure (the first alert), not several;
+    * a **false alarm** is ``(vehicle_id, ts_ms)``: the workshop found the vehicle healthy at that time. The
+      labelling spec makes horizon labels depend on failure times only (a false alarm cannot make a window
+      negative: a failure may still follow), so its use is healthy evidence for an unknown onset:
+      :func:`onsets_after_false_alarms`;
+    * a **sensor problem** says nothing about the vehicle's health (the data was wrong): counted, not used.
+
+    A row naming a vehicle the run does not have, or a confirmed failure without a mode, is an error naming it.
+    """
+    known = set(vehicles)
+    failures: list[tuple[str, str, int]] = []
+    false_alarms: list[tuple[str, int]] = []
+    counts = {"confirmed_failure": 0, "false_alarm": 0, "sensor_problem": 0}
+    for i, row in enumerate(read_outcome_labels(path)):
+        vehicle, outcome, mode = row["vehicle_id"], row["outcome"], row["mode"].strip()
+        if outcome not in OUTCOME_LABEL:
+            raise ValueError(f"{path}: row {i + 1}: outcome={outcome!r} must be one of {tuple(OUTCOME_LABEL)}")
+        if vehicle not in known:
+            raise ValueError(f"{path}: row {i + 1}: vehicle_id={vehicle!r} is not a vehicle of the run")
+        counts[outcome] += 1
+        if outcome == "confirmed_failure":
+            if not mode:
+                raise ValueError(f"{path}: row {i + 1}: a confirmed_failure needs its mode (mode is empty)")
+            failures.append((vehicle, mode, int(row["ts_ms"])))
+        elif outcome == "false_alarm":
+            false_alarms.append((vehicle, int(row["ts_ms"])))
+    onset_ms = int(onset_days * MS_PER_DAY)
+    rows: dict[str, list] = {name: [] for name in EVENTS_SCHEMA.names}
+    last_kept: dict[tuple[str, str], int] = {}
+    for vehicle, mode, ts in sorted(failures, key=lambda f: (f[0], f[1], f[2])):
+        previous = last_kept.get((vehicle, mode))
+        if previous is not None and ts - previous <= onset_ms:
+            continue  # another alert of the same failure
+        last_kept[(vehicle, mode)] = ts
+        rows["vehicle_id"].append(vehicle)
+        rows["mode"].append(mode)
+        rows["onset_ms"].append(ts - onset_ms)
+        rows["failure_ms"].append(ts)
+        rows["severity"].append(MAINTENANCE_SEVERITY)
+        rows["observed"].append(ts <= end_ms)
+        rows["component"].append("")
+    counts["failure_events"] = len(rows["vehicle_id"])
+    return pa.table(rows, schema=EVENTS_SCHEMA), false_alarms, counts
+
+
+def onsets_after_false_alarms(events: pa.Table, false_alarms: list[tuple[str, int]]) -> tuple[pa.Table, int]:
+    """Move the unknown onset of failure events after any false alarm of their vehicle inside ``[onset, failure)``:
+    the workshop found the vehicle healthy then, so its degradation had not started. Only for events whose onset
+    is a guess (maintenance records, confirmed outcomes), never a run's ground truth. Windows between the old and
+    the new onset become normal for the anomaly model (labelling spec 4); horizon labels do not change (they
+    depend on the failure time only). Returns the events and how many onsets moved."""
+    by_vehicle: dict[str, list[int]] = {}
+    for vehicle, ts in false_alarms:
+        by_vehicle.setdefault(vehicle, []).append(ts)
+    onsets = events.column("onset_ms").to_pylist()
+    moved = 0
+    for i, (vehicle, failure) in enumerate(zip(events.column("vehicle_id").to_pylist(),
+                                                events.column("failure_ms").to_pylist(), strict=True)):
+        healthy = [ts for ts in by_vehicle.get(vehicle, ()) if onsets[i] <= ts < failure]
+        if healthy:
+            onsets[i] = max(healthy)
+            moved += 1
+    index = events.schema.get_field_index("onset_ms")
+    return events.set_column(index, events.schema.field(index), pa.array(onsets, pa.int64())), moved
 
 
 def _ms_columns(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
@@ -272,12 +349,15 @@ def plan_splits(cfg: Config, vehicles: list[str], events: pa.Table, known_until:
 
 
 def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, workers: int = 1,
-                    on_vehicle: Callable[[str], None] | None = None, maintenance: Path | None = None) -> dict:
+                    on_vehicle: Callable[[str], None] | None = None, maintenance: Path | None = None,
+                    outcome_labels: Path | None = None) -> dict:
     """Build ``run_dir/dataset``; returns the dataset card. ``all_test`` puts every vehicle in test
     (a fleet generated with another seed, for out-of-sample evaluation). ``maintenance``: a
     maintenance-records CSV (:func:`read_maintenance_records`) whose records become the failure events
     (added to the run's events.parquet, if any); without events and records the dataset has no failure
-    labels (an imported fleet): ``evtwin train`` then trains the anomaly path, plant and baselines only."""
+    labels (an imported fleet): ``evtwin train`` then trains the anomaly path, plant and baselines only.
+    ``outcome_labels``: resolved alert outcomes (:func:`read_outcome_events`): confirmed failures become failure
+    events, false alarms move guessed onsets (:func:`onsets_after_false_alarms`)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     vehicles = list_vehicles(run_dir)
@@ -286,8 +366,19 @@ def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, worke
     events, faults = read_ground_truth(run_dir)
     known = known_until_ms(manifest)
     horizons = tuple(int(h) for h in cfg.labels.failure_horizons_days)
+    guessed = [EVENTS_SCHEMA.empty_table()]  # events whose onset is not known
     if maintenance is not None:
-        records = read_maintenance_records(maintenance, vehicles, max(horizons), int(manifest["end_ms"]))
+        guessed.append(read_maintenance_records(maintenance, vehicles, max(horizons), int(manifest["end_ms"])))
+    outcomes = None
+    if outcome_labels is not None:
+        confirmed, false_alarms, outcomes = read_outcome_events(outcome_labels, vehicles, max(horizons),
+                                                                int(manifest["end_ms"]))
+        guessed.append(confirmed)
+    if len(guessed) > 1:
+        records = pa.concat_tables(guessed)
+        if outcomes is not None:
+            records, outcomes["onsets_moved"] = onsets_after_false_alarms(records, false_alarms)
+            outcomes["file"] = str(outcome_labels)
         events = pa.concat_tables([events.select(EVENTS_SCHEMA.names).cast(EVENTS_SCHEMA), records])
     if all_test:
         splits = {v: "test" for v in vehicles}
@@ -344,6 +435,7 @@ def prepare_dataset(run_dir: Path, cfg: Config, *, all_test: bool = False, worke
         events_by_split={s: int(sum(1 for x in split_of.to_pylist() if x == s)) for s in SPLITS},
         augmented_copies=sorted(k for k in window_counts if AUGMENTED_SEPARATOR in k),
         failure_labels=events.num_rows > 0, maintenance_records=None if maintenance is None else str(maintenance),
+        outcome_labels=outcomes,
     )
     (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out_dir / "card.md").write_text(card_markdown(card))

@@ -106,14 +106,25 @@ def compare(reference: Mapping[str, Any], X: np.ndarray, feature_names: Sequence
 
 def compare_groups(reference: Mapping[str, Any], X: np.ndarray, feature_names: Sequence[str],
                    groups: np.ndarray) -> dict[str, dict[str, Any]]:
-    """``compare`` per group label (e.g. vehicle profile: duty cycle, climate), each with its worst input."""
+    """``compare`` per group label (e.g. vehicle profile: duty cycle, climate; or vehicle), each with its worst input."""
+    groups = np.asarray(groups)
+    if groups.size == 0:
+        return {}
+    order = np.argsort(groups, kind="stable")  # one pass over the windows, not one mask per group
+    labels, starts = np.unique(groups[order], return_index=True)
     result = {}
-    for group in sorted(set(groups.tolist())):
-        part = compare(reference, X[groups == group], feature_names)
+    for group, rows in zip(labels.tolist(), np.split(order, starts[1:]), strict=True):
+        part = compare(reference, np.asarray(X)[rows], feature_names)
         worst = part["features"][0] if part["features"] else {"feature": "", "psi": 0.0}
         result[str(group)] = {"windows": part["windows"], "level": part["level"], "worst_feature": worst["feature"],
                               "enough_windows": part["enough_windows"]}
     return result
+
+
+def top_groups(by_group: Mapping[str, Mapping[str, Any]], count: int) -> list[str]:
+    """The ``count`` groups most unlike the reference (largest level), among those with enough windows to judge."""
+    judged = [(name, float(g["level"])) for name, g in by_group.items() if g["enough_windows"]]
+    return [name for name, _ in sorted(judged, key=lambda item: (-item[1], item[0]))[:count]]
 
 
 def write_reference(models_dir: str | Path, X: np.ndarray, feature_names: Sequence[str],

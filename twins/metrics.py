@@ -3,8 +3,8 @@ resident twins, prediction calls, per host.
 
 Measured around ``TwinHost.ingest`` from the outside (``TwinMetrics.ingest(host, block)``), so the host's
 code is unchanged: windows and prediction calls are counter differences, persistence time is measured by
-timing proxies put in front of the host's checkpoint and alert stores (``TwinMetrics.attach``), scoring
-time is the rest of the call. Two sinks, the same names:
+timing proxies put in front of the host's checkpoint and alert stores (``TwinMetrics.attach``; a group commit
+is timed whole, its fsync included), scoring time is the rest of the call. Two sinks, the same names:
 
 * ``PrometheusSink(registry)``: ``prometheus_client`` on a registry the process serves (twins in the
   server process: ``evtwin serve --backend local``);
@@ -20,8 +20,10 @@ time is the rest of the call. Two sinks, the same names:
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import Counter as PromCounter
@@ -101,7 +103,11 @@ class RaySink:
 
 
 class _TimedStore:
-    """A store proxy that adds the seconds spent in its writes to ``spent[0]``."""
+    """A store proxy that adds the seconds spent in its writes to ``spent[0]``.
+
+    ``spent[1]`` counts the open ``group()`` blocks (shared by the checkpoint and the alert store): a group
+    is timed whole, since its checkpoints become durable only when it commits (the fsync is at its end, not
+    in each ``put``), and the writes inside it are not counted twice."""
 
     def __init__(self, store: Any, spent: list[float]) -> None:
         self._store = store
@@ -110,19 +116,32 @@ class _TimedStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def put(self, *args: Any) -> Any:
+    def _timed(self, method: Callable[..., Any], *args: Any) -> Any:
+        if self._spent[1]:  # inside a timed group
+            return method(*args)
         started = time.perf_counter()
         try:
-            return self._store.put(*args)
+            return method(*args)
         finally:
             self._spent[0] += time.perf_counter() - started
 
+    def put(self, *args: Any) -> Any:
+        return self._timed(self._store.put, *args)
+
     def append(self, *args: Any) -> Any:
+        return self._timed(self._store.append, *args)
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
         started = time.perf_counter()
+        self._spent[1] += 1
         try:
-            return self._store.append(*args)
+            with self._store.group():
+                yield
         finally:
-            self._spent[0] += time.perf_counter() - started
+            self._spent[1] -= 1
+            if not self._spent[1]:
+                self._spent[0] += time.perf_counter() - started
 
 
 class TwinMetrics:
@@ -131,7 +150,7 @@ class TwinMetrics:
     def __init__(self, sink: Any, host: str) -> None:
         self.sink = sink
         self.tags = {"host": host}
-        self._persist_spent = [0.0]
+        self._persist_spent = [0.0, 0]  # seconds spent persisting this call, open group() blocks
         self._attached: Any = None
 
     def attach(self, host: Any) -> None:

@@ -85,18 +85,20 @@ class AlertAction(_message.Message):
     def __init__(self, alert_id: _Optional[str] = ..., vehicle_id: _Optional[str] = ..., assignee: _Optional[str] = ..., outcome: _Optional[str] = ..., mode: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class AlertFilter(_message.Message):
-    __slots__ = ("vehicle_id", "rule", "since_ms", "min_severity", "limit")
+    __slots__ = ("vehicle_id", "rule", "since_ms", "min_severity", "limit", "states")
     VEHICLE_ID_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     SINCE_MS_FIELD_NUMBER: _ClassVar[int]
     MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     vehicle_id: str
     rule: str
     since_ms: int
     min_severity: int
     limit: int
-    def __init__(self, vehicle_id: _Optional[str] = ..., rule: _Optional[str] = ..., since_ms: _Optional[int] = ..., min_severity: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    states: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, vehicle_id: _Optional[str] = ..., rule: _Optional[str] = ..., since_ms: _Optional[int] = ..., min_severity: _Optional[int] = ..., limit: _Optional[int] = ..., states: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AlertList(_message.Message):
     __slots__ = ("alerts",)
