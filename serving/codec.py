@@ -296,6 +296,10 @@ def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimit
         raise WireError("INVALID_ARGUMENT", f"{missing.args[0]}: required column missing") from None
     except (TypeError, ValueError, OverflowError) as error:  # OverflowError: beyond int64
         raise WireError("INVALID_ARGUMENT", f"vehicle_id/ts/seq: not strings/integers ({error})") from None
+    for name, values in (("ts", ts), ("seq", seq)):
+        if values.ndim != 1:
+            raise WireError("INVALID_ARGUMENT", f"{name}: a column of {values.ndim} dimensions (shape "
+                                                f"{values.shape}); one value per row expected")
     n = len(ts)
     not_text = [i for i, value in enumerate(vehicle_column.tolist()) if not isinstance(value, str)]
     if not_text:
@@ -316,6 +320,9 @@ def decode_columns(columns: Mapping[str, Any], batch_id: int, limits: BatchLimit
             values = np.asarray(columns[spec.name], dtype=np.float64)
         except (TypeError, ValueError, OverflowError) as error:
             raise WireError("INVALID_ARGUMENT", f"{spec.name}: not numbers ({error})") from None
+        if values.ndim != 1:
+            raise WireError("INVALID_ARGUMENT", f"{spec.name}: a column of {values.ndim} dimensions (shape "
+                                                f"{values.shape}); one value per row expected")
         if len(values) != n:
             raise WireError("INVALID_ARGUMENT", f"{spec.name}: {len(values)} values for {n} rows (ts has {n})")
         if spec.dtype == "int8":

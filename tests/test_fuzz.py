@@ -285,3 +285,13 @@ def test_a_vehicle_id_with_a_trailing_control_character_is_refused_by_every_rpc(
                 call()
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, refused.value.details())
             assert refused.value.details().startswith(field.rstrip("=")), refused.value.details()
+
+
+@pytest.mark.parametrize("column", ["ts", "seq", "soc", "charger_state"])
+def test_a_column_of_lists_is_refused_naming_it(column: str) -> None:
+    """Found by test_wrongly_typed_columns: a 2-D column crashed numpy/Arrow deep inside the decoder."""
+    columns: dict[str, Any] = {"vehicle_id": ["V1", "V1"], "ts": [NOW_MS - 2, NOW_MS - 1], "seq": [1, 2],
+                               "soc": [50.0, 51.0]}
+    columns[column] = [[1, 2], [3, 4]]
+    with pytest.raises(WireError, match=f"^{column}: a column of 2 dimensions"):
+        decode_columns(columns, 1, LIMITS, NOW_MS)
