@@ -63,7 +63,7 @@ def test_persist_seconds_include_the_group_commit(tmp_path: Path) -> None:
     # a slow commit is persistence time, not scoring time
     registry = CollectorRegistry()
     metrics = TwinMetrics(PrometheusSink(registry), host="h")
-    host = TwinHost(settings(tmp_path))
+    host = TwinHost(settings(tmp_path, durability="checkpoint"))  # checkpoints in the call, not the log
     commit = host.store._commit
 
     def slow_commit(pending: list) -> None:
