@@ -3,11 +3,14 @@ front door alone (MemoryFleet), same load, same run.
 
     .venv/bin/python bench/bench_ingest.py                                   # 1,000 streams + gateways
     .venv/bin/python bench/bench_ingest.py --streams 10000 --parts streams --seconds 20
+    .venv/bin/python bench/bench_ingest.py --durability wal,checkpoint      # both durability modes, one run
 
 Servers (each in its own process, started like ``evtwin serve``: default config, checkpoints under runs/):
 - ``memory``: the front door over MemoryFleet (dedup, acks; no twins): the ceiling for the load;
 - ``ray``: the front door over twins on Ray with the default hosting (``twins.twins_per_actor``,
-  ``twins.max_host_actors``), durable acks (every acknowledged frame is in a checkpoint).
+  ``twins.max_host_actors``), durable acks: one server per ``--durability`` mode (``wal``: every
+  acknowledged frame is in the host's write-ahead log; ``checkpoint``: in a checkpoint), each started with
+  ``--set twins.durability=MODE``; result keys ``PART-ray-MODE``.
 Loads (the client is this process):
 - ``streams``: ``--streams`` vehicle streams, each with its own vehicle token, ``--frames`` frames per batch,
   at most ``--unacked`` batches unacknowledged per stream, ``--per-channel`` streams per HTTP/2 connection;
@@ -55,13 +58,16 @@ def columns_for(vehicles: list[str], frames_each: int, start_seq: int) -> dict[s
 
 
 # ------------------------------------------------------------------------------------------ server
-def serve(kind: str) -> None:
+def serve(kind: str, durability: str | None) -> None:
     from configs.settings import load_config
     from serving.app import open_runtime
     from serving.server import serve_until_signal, start_front_door
 
     shutil.rmtree(CKPT, ignore_errors=True)
-    config = load_config(overrides=[f"twins.checkpoint_uri={CKPT}", "serving.max_concurrent_streams=20000"])
+    overrides = [f"twins.checkpoint_uri={CKPT}", "serving.max_concurrent_streams=20000"]
+    if durability:
+        overrides.append(f"twins.durability={durability}")
+    config = load_config(overrides=overrides)
     if kind == "ray":
         import ray
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=300 * 2**20,
@@ -79,11 +85,15 @@ def serve(kind: str) -> None:
         runtime.shutdown()
 
 
-def start_server(kind: str) -> tuple[subprocess.Popen, int]:
+def start_server(kind: str, durability: str | None = None) -> tuple[subprocess.Popen, int]:
+    """Start a server process; ``durability`` (twins only) is passed as ``--set twins.durability=...``."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    log = open(ROOT / "runs" / f"bench_ingest_{kind}.log", "w")
-    process = subprocess.Popen([sys.executable, __file__, "--serve", kind], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=log, text=True)
+    label = f"{kind}-{durability}" if durability else kind
+    log = open(ROOT / "runs" / f"bench_ingest_{label}.log", "w")
+    command = [sys.executable, __file__, "--serve", kind]
+    if durability:
+        command += ["--set", f"twins.durability={durability}"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     deadline = time.time() + 180
     while time.time() < deadline:
         line = process.stdout.readline()
@@ -92,7 +102,7 @@ def start_server(kind: str) -> tuple[subprocess.Popen, int]:
         if not line and process.poll() is not None:
             break
     process.kill()
-    raise RuntimeError(f"{kind} server did not start (see runs/bench_ingest_{kind}.log)")
+    raise RuntimeError(f"{label} server did not start (see runs/bench_ingest_{label}.log)")
 
 
 def stop_server(process: subprocess.Popen) -> float:
@@ -216,11 +226,20 @@ def main() -> int:
     parser.add_argument("--unacked", type=int, default=2)
     parser.add_argument("--per-channel", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--durability", default="wal",
+                        help="twins durability modes to run, comma-separated (wal,checkpoint): one twins "
+                             "server per mode, each started with --set twins.durability=MODE")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        durabilities = [o.split("=", 1)[1] for o in args.overrides if o.startswith("twins.durability=")]
+        serve(args.serve, durabilities[-1] if durabilities else None)
         return 0
+    modes = args.durability.split(",")
+    unknown = set(modes) - {"wal", "checkpoint"}
+    if unknown:
+        parser.error(f"--durability: unknown mode(s) {sorted(unknown)} (wal, checkpoint)")
 
     from serving.auth import Claims, issue_token
 
@@ -241,10 +260,13 @@ def main() -> int:
                 process.kill()
         results["sigterm-under-load-ray"] = figures
         print("sigterm-under-load-ray", json.dumps(figures), flush=True)
-    for kind in args.backends.split(","):
+    servers = [(kind, mode) for kind in args.backends.split(",")
+               for mode in (modes if kind == "ray" else [None])]
+    for kind, mode in servers:
         if not set(args.parts.split(",")) - {"sigterm"}:
             break
-        process, port = start_server(kind)
+        label = f"{kind}-{mode}" if mode else kind
+        process, port = start_server(kind, mode)
         try:
             for part in args.parts.split(","):
                 if part == "sigterm":
@@ -257,11 +279,11 @@ def main() -> int:
                     figures = asyncio.run(load(port, gateway_streams, 100, 4, args.seconds, 8, rounds=400))
                 figures["server_rss_mb"] = round(tree_rss_mb(process.pid))
                 figures["load_average"] = round(load_avg, 1)
-                results[f"{part}-{kind}"] = figures
-                print(f"{part}-{kind}", json.dumps(figures), flush=True)
+                results[f"{part}-{label}"] = figures
+                print(f"{part}-{label}", json.dumps(figures), flush=True)
         finally:
-            results[f"sigterm-exit-s-{kind}"] = round(stop_server(process), 1)
-            print(f"{kind} exited {results[f'sigterm-exit-s-{kind}']} s after SIGTERM", flush=True)
+            results[f"sigterm-exit-s-{label}"] = round(stop_server(process), 1)
+            print(f"{label} exited {results[f'sigterm-exit-s-{label}']} s after SIGTERM", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
