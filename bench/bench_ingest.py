@@ -58,16 +58,14 @@ def columns_for(vehicles: list[str], frames_each: int, start_seq: int) -> dict[s
 
 
 # ------------------------------------------------------------------------------------------ server
-def serve(kind: str, durability: str | None) -> None:
+def serve(kind: str, extra_overrides: list[str]) -> None:
     from configs.settings import load_config
     from serving.app import open_runtime
     from serving.server import serve_until_signal, start_front_door
 
     shutil.rmtree(CKPT, ignore_errors=True)
-    overrides = [f"twins.checkpoint_uri={CKPT}", "serving.max_concurrent_streams=20000"]
-    if durability:
-        overrides.append(f"twins.durability={durability}")
-    config = load_config(overrides=overrides)
+    config = load_config(overrides=[f"twins.checkpoint_uri={CKPT}", "serving.max_concurrent_streams=20000",
+                                    *extra_overrides])
     if kind == "ray":
         import ray
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=300 * 2**20,
@@ -229,12 +227,12 @@ def main() -> int:
     parser.add_argument("--durability", default="wal",
                         help="twins durability modes to run, comma-separated (wal,checkpoint): one twins "
                              "server per mode, each started with --set twins.durability=MODE")
+    # The server process's config overrides (as ``evtwin serve --set``), passed by start_server.
     parser.add_argument("--set", dest="overrides", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.serve:
-        durabilities = [o.split("=", 1)[1] for o in args.overrides if o.startswith("twins.durability=")]
-        serve(args.serve, durabilities[-1] if durabilities else None)
+        serve(args.serve, args.overrides)
         return 0
     modes = args.durability.split(",")
     unknown = set(modes) - {"wal", "checkpoint"}
