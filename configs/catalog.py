@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from configs.schema import SCHEMA
+from configs.settings import read_json_object
 from configs.units import UNITS, convert, quantity_of
 
 CATALOG_DIR = Path(__file__).with_name("catalogs")
@@ -333,15 +334,7 @@ def load_catalog(path: str | Path) -> Catalog:
     catalog_path = Path(path)
     if not catalog_path.exists() and catalog_path.suffix == "" and catalog_path.parent == Path("."):
         catalog_path = CATALOG_DIR / f"{path}.json"
-    try:
-        document = json.loads(catalog_path.read_text())
-    except FileNotFoundError:
-        raise CatalogError(f"catalog file not found: {catalog_path}") from None
-    except json.JSONDecodeError as exc:
-        raise CatalogError(f"catalog file {catalog_path}: not valid JSON ({exc})") from None
-    if not isinstance(document, dict):
-        raise CatalogError(f"catalog file {catalog_path}: top level must be an object")
-    return catalog_from_dict(document, str(catalog_path))
+    return catalog_from_dict(read_json_object(catalog_path, "catalog", CatalogError), str(catalog_path))
 
 
 # ------------------------------------------------------------------------------------------- parsing

@@ -514,12 +514,17 @@ def config_from_dict(document: dict[str, Any]) -> Config:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a JSON config (the shipped default when ``path`` is None) and apply ``--set`` overrides."""
     config_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    return config_from_dict(apply_overrides(read_json_object(config_path, "config", ConfigError), overrides))
+
+
+def read_json_object(path: Path, kind: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """A JSON file whose top level is an object; ``error`` names the ``kind`` of file and the path otherwise."""
     try:
-        document = json.loads(config_path.read_text())
+        document = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {config_path}") from None
+        raise error(f"{kind} file not found: {path}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"config file {config_path}: not valid JSON ({exc})") from None
+        raise error(f"{kind} file {path}: not valid JSON ({exc})") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"config file {config_path}: top level must be an object")
-    return config_from_dict(apply_overrides(document, overrides))
+        raise error(f"{kind} file {path}: top level must be an object")
+    return document

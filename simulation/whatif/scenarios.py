@@ -14,7 +14,6 @@ True
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from configs.settings import Config, ConfigError, apply_overrides, config_from_dict
+from configs.settings import Config, ConfigError, apply_overrides, config_from_dict, read_json_object
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 POLICY_NAMES: tuple[str, ...] = ("reactive", "scheduled", "predictive")
@@ -71,12 +70,7 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_file(path: Path) -> ScenarioFile:
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"scenario file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"scenario file {path}: not valid JSON ({exc})") from None
+    document = read_json_object(path, "scenario", ConfigError)
     try:
         return ScenarioFile.model_validate(document)
     except ValidationError as exc:
