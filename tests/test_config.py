@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from configs.settings import ConfigError, config_from_dict, load_config, parse_override
+from configs.settings import ConfigError, config_from_dict, load_config, parse_override, read_json_object
 
 
 def test_shipped_config_has_the_briefs_keys() -> None:
@@ -83,3 +83,15 @@ def test_window_and_stride_in_ms_follow_the_minutes_settings() -> None:
     dataset = load_config(overrides=["dataset.window_minutes=10", "dataset.stride_minutes=2.5"]).dataset
     assert (dataset.window_ms, dataset.stride_ms) == (600_000, 150_000)
     assert isinstance(dataset.window_ms, int) and isinstance(dataset.stride_ms, int)
+
+
+def test_a_json_file_that_is_missing_broken_or_not_an_object_is_refused_naming_it(tmp_path) -> None:
+    broken, listed = tmp_path / "broken.json", tmp_path / "list.json"
+    broken.write_text("{not json")
+    listed.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="config file not found: .*absent.json"):
+        read_json_object(tmp_path / "absent.json", "config", ConfigError)
+    with pytest.raises(ConfigError, match="scenario file .*broken.json: not valid JSON"):
+        read_json_object(broken, "scenario", ConfigError)
+    with pytest.raises(ValueError, match="catalog file .*list.json: top level must be an object"):
+        read_json_object(listed, "catalog")
